@@ -1,0 +1,245 @@
+//! Prometheus metrics, kept in atomics so the proxy path never takes a lock to count.
+//!
+//! Per-API counters live in an `ApiMetrics` that the routing table holds directly, so counting a
+//! request is a few atomic adds; the registry map is only touched on reload and on scrape.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Status classes we count individually; anything else lands in `other`.
+const STATUSES: [u16; 16] = [
+    200, 201, 204, 301, 302, 303, 304, 307, 400, 401, 403, 404, 413, 429, 500, 502,
+];
+
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, elapsed: Duration) {
+        let secs = elapsed.as_secs_f64();
+        if let Some(i) = BUCKETS.iter().position(|bound| secs <= *bound) {
+            self.buckets[i].fetch_add(1, Relaxed);
+        }
+        self.count.fetch_add(1, Relaxed);
+        self.sum_micros
+            .fetch_add(elapsed.as_micros().min(u64::MAX as u128) as u64, Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (bound, bucket) in BUCKETS.iter().zip(&self.buckets) {
+            cumulative += bucket.load(Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct ApiMetrics {
+    by_status: [AtomicU64; STATUSES.len()],
+    other_status: Mutex<BTreeMap<u16, u64>>,
+    pub latency: Histogram,
+    pub upstream_latency: Histogram,
+}
+
+impl ApiMetrics {
+    pub fn count(&self, status: u16) {
+        match STATUSES.iter().position(|s| *s == status) {
+            Some(i) => {
+                self.by_status[i].fetch_add(1, Relaxed);
+            }
+            None => {
+                if let Ok(mut other) = self.other_status.lock() {
+                    *other.entry(status).or_default() += 1;
+                }
+            }
+        }
+    }
+
+    fn statuses(&self) -> BTreeMap<u16, u64> {
+        let mut all: BTreeMap<u16, u64> = self
+            .other_status
+            .lock()
+            .map(|m| m.clone())
+            .unwrap_or_default();
+        for (status, counter) in STATUSES.iter().zip(&self.by_status) {
+            let n = counter.load(Relaxed);
+            if n > 0 {
+                all.insert(*status, n);
+            }
+        }
+        all
+    }
+}
+
+/// Why the gateway itself refused a request (DESIGN §6 `/metrics`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Rejection {
+    NoCredential,
+    InvalidToken,
+    Scope,
+    RateLimit,
+    Quota,
+}
+
+impl Rejection {
+    fn label(self) -> &'static str {
+        match self {
+            Rejection::NoCredential => "no_credential",
+            Rejection::InvalidToken => "invalid_token",
+            Rejection::Scope => "insufficient_scope",
+            Rejection::RateLimit => "rate_limit",
+            Rejection::Quota => "quota",
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Metrics {
+    apis: Mutex<BTreeMap<String, Arc<ApiMetrics>>>,
+    /// Requests that matched no API (404) or were refused before routing (400).
+    pub unrouted: ApiMetrics,
+    counters: Mutex<BTreeMap<(&'static str, String), u64>>,
+    rejections: Mutex<BTreeMap<(String, Rejection), u64>>,
+}
+
+impl Metrics {
+    /// The counters of one API; the same object across reloads, so counts survive them.
+    pub fn api(&self, id: &str) -> Arc<ApiMetrics> {
+        match self.apis.lock() {
+            Ok(mut apis) => apis.entry(id.to_string()).or_default().clone(),
+            Err(_) => Arc::default(),
+        }
+    }
+
+    /// A named counter with one label value, e.g. tokens issued by grant or storage errors by operation.
+    pub fn incr(&self, name: &'static str, label: &str) {
+        if let Ok(mut counters) = self.counters.lock() {
+            *counters.entry((name, label.to_string())).or_default() += 1;
+        }
+    }
+
+    pub fn reject(&self, api: &str, why: Rejection) {
+        if let Ok(mut rejections) = self.rejections.lock() {
+            *rejections.entry((api.to_string(), why)).or_default() += 1;
+        }
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let apis: Vec<(String, Arc<ApiMetrics>)> = self
+            .apis
+            .lock()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .unwrap_or_default();
+        let everything = apis
+            .iter()
+            .map(|(id, m)| (id.as_str(), m.as_ref()))
+            .chain(std::iter::once(("", &self.unrouted)));
+
+        out.push_str("# HELP tollgate_requests_total Requests answered, by API and status.\n");
+        out.push_str("# TYPE tollgate_requests_total counter\n");
+        let mut latency = String::new();
+        let mut upstream = String::new();
+        for (id, m) in everything {
+            let api = escape(id);
+            for (status, n) in m.statuses() {
+                let _ = writeln!(
+                    out,
+                    "tollgate_requests_total{{api=\"{api}\",status=\"{status}\"}} {n}"
+                );
+            }
+            let labels = format!("api=\"{api}\"");
+            m.latency
+                .render(&mut latency, "tollgate_request_duration_seconds", &labels);
+            m.upstream_latency
+                .render(&mut upstream, "tollgate_upstream_duration_seconds", &labels);
+        }
+        out.push_str("# HELP tollgate_request_duration_seconds Time from request to response head.\n");
+        out.push_str("# TYPE tollgate_request_duration_seconds histogram\n");
+        out.push_str(&latency);
+        out.push_str("# HELP tollgate_upstream_duration_seconds Time the upstream took to answer.\n");
+        out.push_str("# TYPE tollgate_upstream_duration_seconds histogram\n");
+        out.push_str(&upstream);
+
+        out.push_str("# HELP tollgate_rejected_total Requests refused by the gateway, by reason.\n");
+        out.push_str("# TYPE tollgate_rejected_total counter\n");
+        if let Ok(rejections) = self.rejections.lock() {
+            for ((api, why), n) in rejections.iter() {
+                let _ = writeln!(
+                    out,
+                    "tollgate_rejected_total{{api=\"{}\",reason=\"{}\"}} {n}",
+                    escape(api),
+                    why.label()
+                );
+            }
+        }
+        if let Ok(counters) = self.counters.lock() {
+            let mut last = "";
+            for ((name, label), n) in counters.iter() {
+                if *name != last {
+                    let _ = writeln!(out, "# TYPE {name} counter");
+                    last = name;
+                }
+                let _ = writeln!(out, "{name}{{kind=\"{}\"}} {n}", escape(label));
+            }
+        }
+        out
+    }
+}
+
+fn escape(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counts_and_histograms() {
+        let metrics = Metrics::default();
+        let api = metrics.api("movies");
+        api.count(200);
+        api.count(200);
+        api.count(418);
+        api.latency.observe(Duration::from_millis(3));
+        metrics.reject("movies", Rejection::RateLimit);
+        metrics.incr("tollgate_tokens_issued_total", "client_credentials");
+        let text = metrics.render();
+        assert!(text.contains("tollgate_requests_total{api=\"movies\",status=\"200\"} 2"));
+        assert!(text.contains("tollgate_requests_total{api=\"movies\",status=\"418\"} 1"));
+        assert!(text.contains("tollgate_request_duration_seconds_bucket{api=\"movies\",le=\"0.005\"} 1"));
+        assert!(text.contains("tollgate_request_duration_seconds_count{api=\"movies\"} 1"));
+        assert!(text.contains("tollgate_rejected_total{api=\"movies\",reason=\"rate_limit\"} 1"));
+        assert!(text.contains("tollgate_tokens_issued_total{kind=\"client_credentials\"} 1"));
+    }
+
+    #[test]
+    fn the_same_api_keeps_its_counters() {
+        let metrics = Metrics::default();
+        metrics.api("a").count(200);
+        metrics.api("a").count(200);
+        assert!(metrics.render().contains("tollgate_requests_total{api=\"a\",status=\"200\"} 2"));
+    }
+}

@@ -1,0 +1,22 @@
+//! Configuration: raw serde structs (`raw`) → validated model (`model`).
+//!
+//! Loading reads `gateway.yaml`, every `*.yaml` in the API definitions folder, `users.yaml` and
+//! `policies.yaml`, interpolates `${VAR}`, and validates everything, collecting every problem with its
+//! file and field path instead of stopping at the first.
+
+mod accounts;
+mod api;
+mod check;
+mod duration;
+mod error;
+mod gateway;
+mod interpolate;
+mod load;
+mod model;
+pub mod raw;
+#[cfg(test)]
+mod testutil;
+
+pub use duration::parse_duration;
+pub use error::{ConfigErrors, ConfigProblem};
+pub use model::*;

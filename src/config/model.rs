@@ -1,0 +1,388 @@
+//! The validated configuration model.
+//!
+//! Everything here has passed validation: listen paths are canonical, URLs are absolute, durations are
+//! positive, every cross-reference (policy ids, `accept_from` ids, client grant types) resolves. The rest
+//! of the gateway reads these types and never re-checks what validation already proved.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, StatusCode, Uri};
+
+/// Everything loaded from `gateway.yaml` and the files it names.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Path of `gateway.yaml` itself; reloads read it again.
+    pub source: PathBuf,
+    pub gateway: GatewaySettings,
+    /// The part that hot reload replaces atomically.
+    pub runtime: Arc<RuntimeConfig>,
+}
+
+/// Settings that need a restart to change (listeners, TLS, storage, keys, admin).
+#[derive(Debug, Clone)]
+pub struct GatewaySettings {
+    pub listen: SocketAddr,
+    /// Base of every issuer URL, without a trailing `/`.
+    pub public_url: String,
+    pub tls: Option<TlsFiles>,
+    /// Absolute path of the API definitions folder (watched for changes).
+    pub api_definitions: PathBuf,
+    pub users_file: Option<PathBuf>,
+    pub policies_file: Option<PathBuf>,
+    pub storage: StorageConfig,
+    pub signing: SigningConfig,
+    pub admin: Option<AdminConfig>,
+    pub log: LogConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StorageConfig {
+    Memory,
+    Redis(RedisConfig),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisConfig {
+    /// Either one URL or the seed nodes of a cluster (never both).
+    pub url: Option<String>,
+    pub cluster: Vec<String>,
+    pub key_prefix: String,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SigningAlgorithm {
+    Es256,
+    EdDsa,
+    Rs256,
+}
+
+impl SigningAlgorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SigningAlgorithm::Es256 => "ES256",
+            SigningAlgorithm::EdDsa => "EdDSA",
+            SigningAlgorithm::Rs256 => "RS256",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "ES256" => Some(SigningAlgorithm::Es256),
+            "EdDSA" => Some(SigningAlgorithm::EdDsa),
+            "RS256" => Some(SigningAlgorithm::Rs256),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SigningConfig {
+    pub algorithm: SigningAlgorithm,
+    pub key_file: PathBuf,
+    pub generate: bool,
+    pub previous_keys: Vec<PathBuf>,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub secret: String,
+}
+
+impl std::fmt::Debug for AdminConfig {
+    // The secret never reaches a log line, not even through `{:?}`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("listen", &self.listen)
+            .field("secret", &"<redacted>")
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// One of trace, debug, info, warn, error.
+    pub level: String,
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    pub max_body_bytes: u64,
+    pub header_read_timeout: Duration,
+    pub upstream_connect_timeout: Duration,
+    pub upstream_timeout: Duration,
+    pub shutdown_grace: Duration,
+    /// Concurrent client connections per listener; further ones wait in the accept backlog.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 10 * 1024 * 1024,
+            header_read_timeout: Duration::from_secs(10),
+            upstream_connect_timeout: Duration::from_secs(5),
+            upstream_timeout: Duration::from_secs(30),
+            shutdown_grace: Duration::from_secs(10),
+            max_connections: 10_000,
+        }
+    }
+}
+
+/// An IP network in CIDR notation (`10.0.0.0/8`, `::1/128`; a bare address means a single host).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: IpAddr,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4 peer may arrive as an IPv4-mapped IPv6 address on a dual-stack socket.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        match (self.addr, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The hot-reloadable part: APIs, users, policies and the request limits.
+#[derive(Debug, Clone)]
+pub struct RuntimeConfig {
+    pub apis: Vec<Arc<ApiDef>>,
+    pub users: Vec<User>,
+    pub policies: Vec<Policy>,
+    pub limits: Limits,
+    pub trusted_proxies: Vec<Cidr>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApiDef {
+    pub id: String,
+    pub name: String,
+    /// Starts and ends with `/`, canonical (no empty, `.` or `..` segments, no `%` or `\`).
+    pub listen_path: String,
+    pub strip_listen_path: bool,
+    pub upstream: Upstream,
+    pub auth: AuthConfig,
+    pub oauth: Option<OAuthConfig>,
+    pub rate_limit: Option<RateLimit>,
+    pub quota: Option<Quota>,
+    pub global_rate_limit: Option<RateLimit>,
+    /// The file this API was read from (for messages).
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub target: UpstreamTarget,
+    pub preserve_host: bool,
+    /// `None`: `limits.upstream_timeout`.
+    pub timeout: Option<Duration>,
+}
+
+#[derive(Debug, Clone)]
+pub enum UpstreamTarget {
+    /// `scheme://authority` plus a path prefix without a trailing `/` (empty for `/`).
+    Url { uri: Uri, path_prefix: String },
+    Mock(MockResponse),
+}
+
+#[derive(Debug, Clone)]
+pub struct MockResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthType {
+    OAuth2,
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderSource {
+    pub name: HeaderName,
+    /// E.g. `Bearer ` — the scheme part is matched case-insensitively.
+    pub prefix: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    pub kind: AuthType,
+    pub header: Option<HeaderSource>,
+    pub query: Option<String>,
+    pub cookie: Option<String>,
+    pub strip_credentials: bool,
+    pub required_scopes: Vec<String>,
+    pub accept_from: Vec<String>,
+    /// Header to set → claim name, in file order.
+    pub forward_claims: Vec<(HeaderName, String)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GrantType {
+    AuthorizationCode,
+    ClientCredentials,
+    Password,
+    RefreshToken,
+}
+
+impl GrantType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GrantType::AuthorizationCode => "authorization_code",
+            GrantType::ClientCredentials => "client_credentials",
+            GrantType::Password => "password",
+            GrantType::RefreshToken => "refresh_token",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "authorization_code" => Some(GrantType::AuthorizationCode),
+            "client_credentials" => Some(GrantType::ClientCredentials),
+            "password" => Some(GrantType::Password),
+            "refresh_token" => Some(GrantType::RefreshToken),
+            _ => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PkceMode {
+    Required,
+    Optional,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LoginMode {
+    Builtin,
+    /// An external identity provider; it obtains codes through the admin API.
+    Redirect(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct OAuthConfig {
+    pub grant_types: Vec<GrantType>,
+    pub pkce: PkceMode,
+    pub login: LoginMode,
+    pub code_ttl: Duration,
+    pub access_token_ttl: Duration,
+    /// `None`: refresh tokens never expire (`ttl: never`).
+    pub refresh_token_ttl: Option<Duration>,
+    /// `None`: unlimited; `Some(0)`: no refresh tokens at all.
+    pub max_refreshes: Option<u32>,
+    pub scopes: Vec<String>,
+    pub notifications: Option<Notifications>,
+    pub clients: Vec<ClientDef>,
+}
+
+#[derive(Clone)]
+pub struct Notifications {
+    pub url: String,
+    pub shared_secret: String,
+}
+
+impl std::fmt::Debug for Notifications {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Notifications")
+            .field("url", &self.url)
+            .field("shared_secret", &"<redacted>")
+            .finish()
+    }
+}
+
+/// A static client from an API definition (read-only at runtime).
+#[derive(Debug, Clone)]
+pub struct ClientDef {
+    pub client_id: String,
+    /// argon2id PHC string; `None` for a public client.
+    pub secret_hash: Option<String>,
+    pub redirect_uris: Vec<String>,
+    pub grant_types: Vec<GrantType>,
+    pub scopes: Vec<String>,
+    pub policy: Option<String>,
+    pub claims: BTreeMap<String, serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnStorageError {
+    /// Fall back to this node's own in-memory limiter.
+    Local,
+    Allow,
+    Deny,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub rate: u32,
+    pub per: Duration,
+    pub on_storage_error: OnStorageError,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    pub max: u64,
+    pub period: Duration,
+}
+
+#[derive(Clone)]
+pub struct User {
+    pub username: String,
+    pub password_hash: String,
+    pub scopes: Vec<String>,
+    pub claims: BTreeMap<String, serde_json::Value>,
+    pub disabled: bool,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("username", &self.username)
+            .field("scopes", &self.scopes)
+            .field("disabled", &self.disabled)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    pub id: String,
+    pub rate_limit: Option<RateLimit>,
+    pub quota: Option<Quota>,
+    /// `None`: the client's own scopes apply unchanged.
+    pub scopes: Option<Vec<String>>,
+    pub access: Vec<String>,
+}

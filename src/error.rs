@@ -1,0 +1,159 @@
+//! The one place where a gateway-made error becomes an HTTP response.
+//!
+//! Every handler returns `Result<Response, GatewayError>`; nothing else builds error bodies. Each variant
+//! names one condition, and its status code, error code and headers are decided here, so the contract
+//! table of DESIGN §5 can be read off this file.
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::{Response, StatusCode};
+
+use crate::http_util::{Body, full};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("no API is served at this path")]
+    NotFound,
+    #[error("{0}")]
+    BadRequest(&'static str),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("request body exceeds the limit of {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
+    #[error("the upstream could not be reached")]
+    BadGateway,
+    #[error("the upstream did not answer in time")]
+    GatewayTimeout,
+    #[error("{description}")]
+    Unavailable {
+        description: &'static str,
+        retry_after_secs: u64,
+    },
+    #[error("admin authentication required")]
+    AdminUnauthorized,
+    #[error("internal error")]
+    Internal,
+}
+
+impl GatewayError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::NotFound => StatusCode::NOT_FOUND,
+            GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BadGateway => StatusCode::BAD_GATEWAY,
+            GatewayError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
+            GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The machine-readable `error` member of the JSON body.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::NotFound => "not_found",
+            GatewayError::BadRequest(_) => "invalid_request",
+            GatewayError::MethodNotAllowed => "method_not_allowed",
+            GatewayError::PayloadTooLarge { .. } => "request_too_large",
+            GatewayError::BadGateway => "bad_gateway",
+            GatewayError::GatewayTimeout => "gateway_timeout",
+            GatewayError::Unavailable { .. } => "temporarily_unavailable",
+            GatewayError::AdminUnauthorized => "unauthorized",
+            GatewayError::Internal => "server_error",
+        }
+    }
+
+    /// Whether the connection should be closed after this answer: after a framing or size problem
+    /// the rest of the byte stream cannot be trusted to start a new request.
+    pub fn closes_connection(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::BadRequest(_) | GatewayError::PayloadTooLarge { .. }
+        )
+    }
+
+    pub fn into_response(self) -> Response<Body> {
+        let mut response = json_response(self.status(), &error_body(self.code(), &self.to_string()));
+        let headers = response.headers_mut();
+        match &self {
+            GatewayError::Unavailable {
+                retry_after_secs, ..
+            } => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            GatewayError::AdminUnauthorized => {
+                headers.insert(
+                    http::header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer realm=\"tollgate-admin\""),
+                );
+            }
+            _ => {}
+        }
+        if self.closes_connection() {
+            headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        response
+    }
+}
+
+/// `{"error": code, "error_description": description}` — the shape of every gateway-made error.
+pub fn error_body(code: &str, description: &str) -> serde_json::Value {
+    serde_json::json!({ "error": code, "error_description": description })
+}
+
+pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
+    // Serialising a `serde_json::Value` cannot fail.
+    let bytes = serde_json::to_vec(value).unwrap_or_default();
+    let mut response = Response::new(full(Bytes::from(bytes)));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_a_json_body_with_code_and_description() {
+        let cases = [
+            GatewayError::NotFound,
+            GatewayError::BadRequest("bad path"),
+            GatewayError::PayloadTooLarge { limit: 10 },
+            GatewayError::BadGateway,
+            GatewayError::GatewayTimeout,
+            GatewayError::Unavailable {
+                description: "storage unreachable",
+                retry_after_secs: 1,
+            },
+        ];
+        for err in cases {
+            let status = err.status();
+            let code = err.code();
+            let response = err.into_response();
+            assert_eq!(response.status(), status);
+            assert_eq!(
+                response.headers()[CONTENT_TYPE],
+                HeaderValue::from_static("application/json")
+            );
+            assert!(!code.is_empty());
+        }
+    }
+
+    #[test]
+    fn unavailable_carries_retry_after() {
+        let response = GatewayError::Unavailable {
+            description: "storage unreachable",
+            retry_after_secs: 2,
+        }
+        .into_response();
+        assert_eq!(response.headers()[RETRY_AFTER], "2");
+    }
+}

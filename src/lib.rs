@@ -1,0 +1,146 @@
+//! tollgate: an API gateway with a built-in OAuth 2.0 authorization server.
+//!
+//! `main.rs` only parses arguments; everything else is here so that tests can start a complete
+//! gateway on `127.0.0.1:0` with [`run`].
+
+pub mod admin;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod http_util;
+pub mod logging;
+pub mod oauth;
+pub mod proxy;
+pub mod reload;
+pub mod server;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub use config::Config;
+pub use gateway::Gateway;
+
+/// The sockets the gateway serves; bound by the caller so tests can use port 0 and read the address.
+pub struct Listeners {
+    pub proxy: TcpListener,
+    pub admin: Option<TcpListener>,
+}
+
+impl Listeners {
+    /// Binds the addresses named in the configuration.
+    pub async fn bind(config: &Config) -> std::io::Result<Listeners> {
+        let proxy = TcpListener::bind(config.gateway.listen).await?;
+        let admin = match &config.gateway.admin {
+            Some(admin) => Some(TcpListener::bind(admin.listen).await?),
+            None => None,
+        };
+        Ok(Listeners { proxy, admin })
+    }
+
+    pub fn proxy_addr(&self) -> std::io::Result<SocketAddr> {
+        self.proxy.local_addr()
+    }
+
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin.as_ref().and_then(|l| l.local_addr().ok())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Tls(#[from] server::tls::TlsError),
+}
+
+/// Runs the gateway until `shutdown` completes, then drains in-flight requests for up to
+/// `limits.shutdown_grace` and returns.
+pub async fn run(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RunError> {
+    // Several parts of rustls need a process-wide provider; installing twice is harmless.
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let tls = match &config.gateway.tls {
+        Some(files) => Some(server::tls::acceptor(files)?),
+        None => None,
+    };
+    let gateway = Gateway::new(config);
+    let limits = gateway.runtime().config.limits.clone();
+    let server_limits = server::ServerLimits {
+        max_connections: limits.max_connections,
+        header_read_timeout: limits.header_read_timeout,
+        shutdown_grace: limits.shutdown_grace,
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+
+    if let Ok(addr) = listeners.proxy.local_addr() {
+        tracing::info!(%addr, tls = tls.is_some(), "proxy listening");
+    }
+    for api in &gateway.runtime().config.apis {
+        tracing::info!(api = %api.id, listen_path = %api.listen_path, upstream = %describe_upstream(api), "API loaded");
+    }
+
+    let mut tasks = tokio::task::JoinSet::new();
+    {
+        let gw = gateway.clone();
+        let handler = move |req, conn| proxy::handle(gw.clone(), req, conn);
+        tasks.spawn(server::serve(listeners.proxy, tls, server_limits, handler, stop_rx.clone()));
+    }
+    if let Some(listener) = listeners.admin {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "admin API listening");
+        }
+        let gw = gateway.clone();
+        let handler = move |req, conn| admin::handle(gw.clone(), req, conn);
+        tasks.spawn(server::serve(listener, None, server_limits, handler, stop_rx.clone()));
+    }
+    let watcher = tokio::spawn(reload::watch(gateway.clone(), stop_rx.clone()));
+
+    shutdown.await;
+    tracing::info!(grace = ?limits.shutdown_grace, "shutting down: no new connections, draining in-flight requests");
+    gateway.start_draining();
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    watcher.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+fn describe_upstream(api: &config::ApiDef) -> String {
+    match &api.upstream.target {
+        config::UpstreamTarget::Url { uri, path_prefix } => format!(
+            "{}://{}{}",
+            uri.scheme_str().unwrap_or("http"),
+            uri.authority().map(|a| a.as_str()).unwrap_or(""),
+            path_prefix
+        ),
+        config::UpstreamTarget::Mock(_) => "mock".to_string(),
+    }
+}
+
+/// Completes on SIGTERM or ctrl-c.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+

@@ -1,0 +1,134 @@
+//! The `tollgate` command line: argument parsing only; the work is in the library.
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use tollgate::config::{Config, SigningAlgorithm};
+
+const USAGE: &str = "usage:
+  tollgate [run] [--config PATH]     start the gateway (default: $TOLLGATE_CONFIG or ./gateway.yaml)
+  tollgate check [--config PATH]     validate every configuration file and exit
+  tollgate hash-secret               read a secret from stdin, print its argon2id PHC string
+  tollgate keygen --alg ES256|EdDSA|RS256 --out PATH   write a new PKCS#8 PEM private key (0600)";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (command, rest) = match args.first().map(String::as_str) {
+        None => ("run", &args[..]),
+        Some(arg) if arg.starts_with("--") => ("run", &args[..]),
+        Some(cmd) => (cmd, &args[1..]),
+    };
+    let result = match command {
+        "run" => flags(rest, &["--config"]).and_then(|f| run(config_path(&f))),
+        "check" => flags(rest, &["--config"]).and_then(|f| check(config_path(&f))),
+        "hash-secret" => flags(rest, &[]).and_then(|_| hash_secret()),
+        "keygen" => flags(rest, &["--alg", "--out"]).and_then(|f| keygen(&f)),
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => Err(format!("unknown command '{other}'\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("{message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Flags = Vec<(String, String)>;
+
+/// `--name value` and `--name=value` pairs, each name one of `allowed`.
+fn flags(args: &[String], allowed: &[&str]) -> Result<Flags, String> {
+    let mut out = Vec::new();
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        let (name, value) = match arg.split_once('=') {
+            Some((name, value)) => (name.to_string(), value.to_string()),
+            None => {
+                let value = iter.next().ok_or_else(|| format!("{arg} needs a value\n{USAGE}"))?;
+                (arg.clone(), value.clone())
+            }
+        };
+        if !allowed.contains(&name.as_str()) {
+            return Err(format!("unknown option '{name}'\n{USAGE}"));
+        }
+        out.push((name, value));
+    }
+    Ok(out)
+}
+
+fn flag<'a>(flags: &'a Flags, name: &str) -> Option<&'a str> {
+    flags.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+}
+
+fn config_path(flags: &Flags) -> PathBuf {
+    flag(flags, "--config")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("TOLLGATE_CONFIG").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("gateway.yaml"))
+}
+
+fn run(path: PathBuf) -> Result<(), String> {
+    let config = Config::load(&path).map_err(|errors| errors.to_string())?;
+    tollgate::logging::init(&config.gateway.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the async runtime: {e}"))?;
+    runtime.block_on(async move {
+        let listeners = tollgate::Listeners::bind(&config)
+            .await
+            .map_err(|e| format!("cannot bind listeners: {e}"))?;
+        tollgate::run(config, listeners, tollgate::shutdown_signal())
+            .await
+            .map_err(|e| e.to_string())
+    })
+}
+
+fn check(path: PathBuf) -> Result<(), String> {
+    let config = Config::load(&path).map_err(|errors| errors.to_string())?;
+    let problems: Vec<String> = tollgate::oauth::keys::KeySet::check(&config.gateway.signing)
+        .iter()
+        .map(|problem| format!("{}: {problem}", config.source.display()))
+        .collect();
+    if !problems.is_empty() {
+        return Err(problems.join("\n"));
+    }
+    println!(
+        "ok: {} apis, {} clients",
+        config.api_count(),
+        config.client_count()
+    );
+    Ok(())
+}
+
+fn hash_secret() -> Result<(), String> {
+    let mut input = String::new();
+    std::io::stdin()
+        .read_to_string(&mut input)
+        .map_err(|e| format!("cannot read stdin: {e}"))?;
+    // A trailing newline from `echo` is not part of the secret.
+    let secret = input.strip_suffix('\n').unwrap_or(&input);
+    let secret = secret.strip_suffix('\r').unwrap_or(secret);
+    if secret.is_empty() {
+        return Err("hash-secret: empty input; pipe the secret on stdin".into());
+    }
+    let phc = tollgate::oauth::secrets::hash_secret(secret).map_err(|e| e.to_string())?;
+    println!("{phc}");
+    Ok(())
+}
+
+fn keygen(flags: &Flags) -> Result<(), String> {
+    let alg = flag(flags, "--alg").unwrap_or("ES256");
+    let alg = SigningAlgorithm::parse(alg)
+        .ok_or_else(|| format!("keygen: unknown --alg '{alg}' (ES256, EdDSA or RS256)"))?;
+    let out = flag(flags, "--out").ok_or_else(|| format!("keygen: --out PATH is required\n{USAGE}"))?;
+    let pem = tollgate::oauth::keys::generate_pkcs8_pem(alg).map_err(|e| e.to_string())?;
+    tollgate::oauth::keys::write_private_key(std::path::Path::new(out), &pem).map_err(|e| e.to_string())?;
+    println!("wrote {} key to {out}", alg.as_str());
+    Ok(())
+}

@@ -1,0 +1,209 @@
+//! Small cryptographic helpers shared by the authorization server: secret hashing (argon2id),
+//! random tokens, constant-time comparison, SHA-256 and HMAC-SHA256 encodings.
+//!
+//! Randomness, digests and MACs come from aws-lc-rs (the same library that backs TLS and JWT
+//! signatures), so there is one audited source of cryptography in the process.
+
+use std::sync::OnceLock;
+
+use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
+use aws_lc_rs::{constant_time, digest, hmac, rand};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+/// Tokens handed to clients (refresh tokens, codes, client secrets, CSRF tokens) carry at least this
+/// many random bytes: 256 bits, as DESIGN §4 requires.
+pub const MIN_TOKEN_BYTES: usize = 32;
+
+/// Salt length for argon2: 16 bytes is what the PHC string format recommends.
+const SALT_LEN: usize = 16;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    #[error("could not hash the secret: {0}")]
+    Hash(String),
+    #[error("the system random number generator failed")]
+    Random,
+}
+
+/// Hashes a client secret or user password into an argon2id PHC string
+/// (`$argon2id$v=19$m=...,t=...,p=...$salt$hash`) with the argon2 crate's default parameters (the
+/// OWASP-recommended minimum) and a fresh random salt.
+///
+/// This takes tens of milliseconds of CPU on purpose; call it from `spawn_blocking` in async code.
+pub fn hash_secret(secret: &str) -> Result<String, SecretError> {
+    let mut salt = [0u8; SALT_LEN];
+    rand::fill(&mut salt).map_err(|_| SecretError::Random)?;
+    let hash = Argon2::default()
+        .hash_password_with_salt(secret.as_bytes(), &salt)
+        .map_err(|e| SecretError::Hash(e.to_string()))?;
+    Ok(hash.to_string())
+}
+
+/// Checks `secret` against a PHC string made by [`hash_secret`] (or any argon2 PHC string).
+///
+/// The final comparison of the argon2 outputs is constant time (password-hash's `Output` compares
+/// that way); the parameters come from the stored hash, never from the caller. A malformed PHC string
+/// simply never matches. CPU-heavy like [`hash_secret`].
+pub fn verify_secret(phc: &str, secret: &str) -> bool {
+    let Ok(hash) = PasswordHash::new(phc) else {
+        return false;
+    };
+    Argon2::default()
+        .verify_password(secret.as_bytes(), &hash)
+        .is_ok()
+}
+
+/// Spends the same time as a [`verify_secret`] call that fails, for a user or client that does not
+/// exist, so response times do not reveal which usernames or client ids are valid.
+pub fn verify_dummy(secret: &str) {
+    static DUMMY: OnceLock<Option<String>> = OnceLock::new();
+    // Hashed once with the same default parameters as real secrets, so the cost matches.
+    let dummy = DUMMY.get_or_init(|| hash_secret("tollgate-dummy-secret").ok());
+    if let Some(phc) = dummy {
+        let _ = verify_secret(phc, secret);
+    }
+}
+
+/// `n` bytes from the system CSPRNG.
+pub fn random_bytes(n: usize) -> Vec<u8> {
+    let mut buf = vec![0u8; n];
+    // AWS-LC's RAND_bytes aborts the process rather than return failure, so this cannot fail in
+    // practice; if it ever did, there is no safe way to mint a secret, and continuing with a
+    // predictable value would be far worse than stopping.
+    #[allow(clippy::expect_used)]
+    rand::fill(&mut buf).expect("the system random number generator failed");
+    buf
+}
+
+/// A fresh opaque token: `bytes` random bytes (raised to [`MIN_TOKEN_BYTES`] if smaller, so no caller
+/// can accidentally mint a guessable token), base64url without padding.
+pub fn random_token(bytes: usize) -> String {
+    URL_SAFE_NO_PAD.encode(random_bytes(bytes.max(MIN_TOKEN_BYTES)))
+}
+
+/// Compares two byte strings without a data-dependent early exit. The lengths are not secret (a
+/// length mismatch returns at once); to compare secrets of variable length, compare their SHA-256
+/// digests instead.
+pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    constant_time::verify_slices_are_equal(a, b).is_ok()
+}
+
+/// The SHA-256 digest of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = digest::digest(&digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// SHA-256 as lowercase hex: how refresh tokens and codes are stored (only their hashes are kept).
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex(&sha256(data))
+}
+
+/// SHA-256 as base64url without padding: PKCE S256 and JWK thumbprints (RFC 7636, RFC 7638).
+pub fn sha256_b64url(data: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(sha256(data))
+}
+
+/// HMAC-SHA256 of `msg` under `key` as lowercase hex, e.g. for `X-Tollgate-Signature: sha256=<hex>`.
+pub fn hmac_sha256_hex(key: &[u8], msg: &[u8]) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, key);
+    hex(hmac::sign(&key, msg).as_ref())
+}
+
+/// Base64url without padding, the encoding of every token and JOSE member.
+pub fn b64url(data: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(data)
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0x0f)]));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_and_verify_round_trip() {
+        let phc = hash_secret("correct horse battery staple").expect("hash");
+        assert!(phc.starts_with("$argon2id$v=19$"), "{phc}");
+        assert!(verify_secret(&phc, "correct horse battery staple"));
+        assert!(!verify_secret(&phc, "correct horse battery stapl"));
+        assert!(!verify_secret(&phc, ""));
+    }
+
+    #[test]
+    fn hashes_are_salted() {
+        let a = hash_secret("same").expect("hash");
+        let b = hash_secret("same").expect("hash");
+        assert_ne!(a, b);
+        assert!(verify_secret(&a, "same") && verify_secret(&b, "same"));
+    }
+
+    #[test]
+    fn malformed_phc_never_matches() {
+        assert!(!verify_secret("", ""));
+        assert!(!verify_secret("not a hash", "not a hash"));
+        assert!(!verify_secret("$argon2id$v=19$m=19456,t=2,p=1$", "x"));
+        assert!(!verify_secret("$2b$12$abcdefghijklmnopqrstuv", "x"));
+        verify_dummy("anything"); // must not panic
+    }
+
+    #[test]
+    fn random_tokens_are_long_unique_and_urlsafe() {
+        let a = random_token(32);
+        let b = random_token(32);
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 43); // 32 bytes → 43 base64url characters, no padding
+        assert!(
+            a.bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        );
+        // Smaller requests are raised to the minimum.
+        assert_eq!(random_token(4).len(), 43);
+        assert_eq!(random_token(48).len(), 64);
+    }
+
+    #[test]
+    fn constant_time_eq_works() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(constant_time_eq(b"", b""));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"abcd"));
+    }
+
+    #[test]
+    fn sha256_known_answers() {
+        // FIPS 180-2 "abc" vector.
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(
+            sha256_b64url(b"abc"),
+            "ungWv48Bz-pBQUDeXa4iI7ADYaOWF3qctBD_YfIAFa0"
+        );
+        assert_eq!(
+            sha256_hex(b""),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[test]
+    fn hmac_known_answer() {
+        // RFC 4231 test case 2.
+        assert_eq!(
+            hmac_sha256_hex(b"Jefe", b"what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+}

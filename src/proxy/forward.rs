@@ -1,0 +1,160 @@
+//! Forwarding to an upstream: pooled keep-alive client, streamed bodies both ways, timeouts.
+
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderValue};
+use http::uri::{PathAndQuery, Uri};
+use http::{Request, Response, Version};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+
+use crate::config::{Limits, MockResponse};
+use crate::error::GatewayError;
+use crate::http_util::{Body, full};
+use crate::proxy::headers::strip_hop_by_hop;
+
+/// A keep-alive connection pool to every upstream, HTTP/1.1 or HTTP/2 (ALPN over TLS).
+#[derive(Clone)]
+pub struct UpstreamClient {
+    client: Client<HttpsConnector<HttpConnector>, Body>,
+    default_timeout: Duration,
+    max_body_bytes: u64,
+}
+
+impl UpstreamClient {
+    pub fn new(limits: &Limits) -> UpstreamClient {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(limits.upstream_connect_timeout));
+        let https = match HttpsConnectorBuilder::new().with_native_roots() {
+            Ok(builder) => builder,
+            Err(err) => {
+                // A container without a CA bundle can still reach plain-HTTP upstreams.
+                tracing::warn!(error = %err, "no system CA certificates; HTTPS upstreams will fail verification");
+                HttpsConnectorBuilder::new().with_tls_config(
+                    rustls::ClientConfig::builder()
+                        .with_root_certificates(rustls::RootCertStore::empty())
+                        .with_no_client_auth(),
+                )
+            }
+        }
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(90))
+            .build(https);
+        UpstreamClient {
+            client,
+            default_timeout: limits.upstream_timeout,
+            max_body_bytes: limits.max_body_bytes,
+        }
+    }
+
+    pub fn max_body_bytes(&self) -> u64 {
+        self.max_body_bytes
+    }
+
+    /// Sends `req` (headers already rewritten) to `uri`, waiting at most `timeout` for the response head.
+    /// Returns the response with hop-by-hop headers removed and the time the upstream took.
+    pub async fn send(
+        &self,
+        mut req: Request<Incoming>,
+        uri: Uri,
+        timeout: Option<Duration>,
+    ) -> Result<(Response<Body>, Duration), GatewayError> {
+        let limit = self.max_body_bytes;
+        // Refuse early when the client announces too much; `Limited` catches the streamed case.
+        if let Some(length) = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            && length > limit
+        {
+            return Err(GatewayError::PayloadTooLarge { limit });
+        }
+        *req.uri_mut() = uri;
+        // The upstream connection decides its own version (ALPN); the client maps HTTP/1.1 onto h2.
+        *req.version_mut() = Version::HTTP_11;
+        let req = req.map(|body| {
+            Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+                .map_err(Into::into)
+                .boxed()
+        });
+        let started = Instant::now();
+        let timeout = timeout.unwrap_or(self.default_timeout);
+        let result = tokio::time::timeout(timeout, self.client.request(req)).await;
+        let upstream_latency = started.elapsed();
+        let response = match result {
+            Err(_) => return Err(GatewayError::GatewayTimeout),
+            Ok(Err(err)) => {
+                if caused_by::<LengthLimitError>(&err) {
+                    return Err(GatewayError::PayloadTooLarge { limit });
+                }
+                tracing::warn!(error = %error_chain(&err), "upstream request failed");
+                return Err(GatewayError::BadGateway);
+            }
+            Ok(Ok(response)) => response,
+        };
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        // An upstream reset mid-body surfaces as a body error, which makes hyper abort the client's
+        // stream instead of pretending the response ended cleanly.
+        let body = body.map_err(Into::into).boxed();
+        Ok((Response::from_parts(parts, body), upstream_latency))
+    }
+}
+
+/// Builds the upstream URI from the API's base and the already-computed path and query.
+pub fn upstream_uri(base: &Uri, path: &str, query: Option<&str>) -> Result<Uri, GatewayError> {
+    let path_and_query = match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    };
+    let path_and_query =
+        PathAndQuery::try_from(path_and_query).map_err(|_| GatewayError::BadRequest("invalid request target"))?;
+    let mut parts = base.clone().into_parts();
+    parts.path_and_query = Some(path_and_query);
+    Uri::from_parts(parts).map_err(|_| GatewayError::Internal)
+}
+
+pub fn mock_response(mock: &MockResponse) -> Response<Body> {
+    let mut response = Response::new(full(mock.body.clone()));
+    *response.status_mut() = mock.status;
+    *response.headers_mut() = mock.headers.clone();
+    if !response.headers().contains_key(header::CONTENT_TYPE) && !mock.body.is_empty() {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    }
+    response
+}
+
+fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if e.is::<E>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = err.to_string();
+    let mut current = err.source();
+    while let Some(e) = current {
+        out.push_str(": ");
+        out.push_str(&e.to_string());
+        current = e.source();
+    }
+    out
+}

@@ -1,0 +1,155 @@
+//! Header rules for forwarding: hop-by-hop removal (RFC 9110 §7.6.1) and the `X-Forwarded-*` family.
+//!
+//! Order matters: hop-by-hop headers (including every header a client names in `Connection`) are removed
+//! first, and only then are our own headers added, so `Connection: X-Forwarded-For` cannot remove them.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+use crate::config::Cidr;
+
+pub static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Removes `Connection`, every header it names, and the fixed hop-by-hop set.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Collect the names first: removing while iterating the `Connection` values is not possible.
+    let mut named: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        if let Ok(value) = value.to_str() {
+            for token in value.split(',') {
+                if let Ok(name) = HeaderName::from_bytes(token.trim().as_bytes()) {
+                    named.push(name);
+                }
+            }
+        }
+    }
+    for name in named {
+        headers.remove(name);
+    }
+    for name in [
+        &header::CONNECTION,
+        &KEEP_ALIVE,
+        &header::TE,
+        &header::TRAILER,
+        &header::TRANSFER_ENCODING,
+        &header::UPGRADE,
+        &header::PROXY_AUTHENTICATE,
+        &header::PROXY_AUTHORIZATION,
+        &PROXY_CONNECTION,
+    ] {
+        headers.remove(name);
+    }
+}
+
+/// The `X-Forwarded-For` value to send upstream. A trusted peer's incoming chain is kept and the peer
+/// appended; from anyone else the incoming value is a claim we cannot check, so only the peer remains.
+pub fn forwarded_for(incoming: &HeaderMap, peer: IpAddr, trusted: &[Cidr]) -> HeaderValue {
+    let peer_text = peer.to_string();
+    if trusted.iter().any(|cidr| cidr.contains(peer)) {
+        let chain: Vec<&str> = incoming
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
+        if !chain.is_empty() {
+            let joined = format!("{}, {}", chain.join(", "), peer_text);
+            if let Ok(value) = HeaderValue::from_str(&joined) {
+                return value;
+            }
+        }
+    }
+    // An IP address always forms a valid header value.
+    HeaderValue::from_str(&peer_text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// The client's address as the gateway believes it: the right-most untrusted hop of a trusted chain, or
+/// the peer itself. Used for per-address limits (login failures), so a client cannot pick its own address.
+pub fn client_ip(incoming: &HeaderMap, peer: IpAddr, trusted: &[Cidr]) -> IpAddr {
+    if !trusted.iter().any(|cidr| cidr.contains(peer)) {
+        return peer;
+    }
+    let hops: Vec<IpAddr> = incoming
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|hop| hop.trim().parse().ok())
+        .collect();
+    hops.into_iter()
+        .rev()
+        .find(|ip| !trusted.iter().any(|cidr| cidr.contains(*ip)))
+        .unwrap_or(peer)
+}
+
+/// A request id is kept when a client sends a sane one (so traces join up across systems), else made.
+pub fn valid_request_id(value: &HeaderValue) -> bool {
+    let bytes = value.as_bytes();
+    !bytes.is_empty()
+        && bytes.len() <= 128
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cidr(s: &str) -> Cidr {
+        let (addr, prefix) = s.split_once('/').unwrap();
+        Cidr {
+            addr: addr.parse().unwrap(),
+            prefix: prefix.parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn connection_named_headers_and_fixed_set_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("keep-alive, X-Secret, x-other"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("x-other", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("proxy-authorization", HeaderValue::from_static("Basic x"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn untrusted_peer_xff_is_replaced() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4"));
+        let peer: IpAddr = "10.0.0.9".parse().unwrap();
+        assert_eq!(forwarded_for(&h, peer, &[]), "10.0.0.9");
+        assert_eq!(client_ip(&h, peer, &[]), peer);
+    }
+
+    #[test]
+    fn trusted_peer_xff_is_extended() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4, 10.0.0.2"));
+        let peer: IpAddr = "10.0.0.9".parse().unwrap();
+        let trusted = [cidr("10.0.0.0/8")];
+        assert_eq!(forwarded_for(&h, peer, &trusted), "1.2.3.4, 10.0.0.2, 10.0.0.9");
+        assert_eq!(client_ip(&h, peer, &trusted), "1.2.3.4".parse::<IpAddr>().unwrap());
+    }
+
+    #[test]
+    fn request_ids() {
+        assert!(valid_request_id(&HeaderValue::from_static("abc-123_x.y:z")));
+        assert!(!valid_request_id(&HeaderValue::from_static("")));
+        assert!(!valid_request_id(&HeaderValue::from_static("a b")));
+    }
+}

@@ -1,0 +1,247 @@
+//! The request lifecycle of the proxy listener, in one place.
+//!
+//! ```text
+//! request ─▶ framing & Host checks ─▶ gateway endpoints (/health) ─▶ canonical path ─▶ route
+//!         ─▶ [API phases: OAuth endpoints, credential, token, scopes, limits — see docs/request-lifecycle.md]
+//!         ─▶ forward (or mock) ─▶ access log + metrics
+//! ```
+//! Each phase either passes the request on or answers with a `GatewayError`, which `error.rs` turns
+//! into the response. Nothing after routing ever looks at a different path than the one routed.
+
+pub mod forward;
+pub mod headers;
+pub mod path;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use tracing::Instrument;
+
+use crate::config::UpstreamTarget;
+use crate::error::{GatewayError, json_response};
+use crate::gateway::{ApiRoute, Gateway, Runtime};
+use crate::http_util::Body;
+use crate::server::ConnInfo;
+use headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
+
+/// Entry point of the proxy listener: never fails, every outcome is a response.
+pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    let started = Instant::now();
+    let request_id = request_id(&req);
+    let span = tracing::info_span!("request", id = %request_id.to_str().unwrap_or_default());
+    let method = req.method().clone();
+    // The access log prints the path without the query string: credentials may travel there.
+    let path = req.uri().path().to_string();
+    let runtime = gateway.runtime();
+
+    let mut outcome = Outcome::default();
+    let result = lifecycle(&gateway, &runtime, req, conn, &request_id, &mut outcome)
+        .instrument(span.clone())
+        .await;
+    let mut response = match result {
+        Ok(response) => response,
+        Err(err) => {
+            if err.status().is_server_error() {
+                tracing::warn!(parent: &span, error = %err, "request failed");
+            }
+            err.into_response()
+        }
+    };
+    if let Ok(value) = HeaderValue::from_str(request_id.to_str().unwrap_or_default()) {
+        response.headers_mut().insert(&X_REQUEST_ID, value);
+    }
+
+    let latency = started.elapsed();
+    let status = response.status().as_u16();
+    let api_id = outcome.api.as_ref().map(|r| r.def.id.as_str()).unwrap_or("");
+    let metrics = outcome.api.as_ref().map(|r| r.metrics.as_ref()).unwrap_or(&gateway.metrics.unrouted);
+    metrics.count(status);
+    metrics.latency.observe(latency);
+    if let Some(upstream) = outcome.upstream_latency {
+        metrics.upstream_latency.observe(upstream);
+    }
+    tracing::info!(
+        target: "tollgate::access",
+        parent: &span,
+        api = api_id,
+        method = %method,
+        path = %path,
+        status,
+        latency_ms = latency.as_secs_f64() * 1000.0,
+        upstream_latency_ms = outcome.upstream_latency.map(|d| d.as_secs_f64() * 1000.0),
+        "request"
+    );
+    response
+}
+
+/// What the lifecycle learned that the access log and metrics need after it returns.
+#[derive(Default)]
+struct Outcome {
+    api: Option<Arc<ApiRoute>>,
+    upstream_latency: Option<Duration>,
+}
+
+async fn lifecycle(
+    gateway: &Gateway,
+    runtime: &Runtime,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+    request_id: &HeaderValue,
+    outcome: &mut Outcome,
+) -> Result<Response<Body>, GatewayError> {
+    // 1. Framing and Host: hyper parses HTTP/1, but some ambiguities are ours to refuse outright.
+    check_framing(&req)?;
+
+    // 2. Endpoints of the gateway itself, outside every listen path.
+    if req.uri().path() == "/health" {
+        return Ok(health(gateway));
+    }
+
+    // 3. One canonical path, checked before routing; it is also the path that is forwarded.
+    path::check_canonical(req.uri().path()).map_err(GatewayError::BadRequest)?;
+
+    // 4. Route by listen path.
+    let route = runtime
+        .router
+        .route(req.uri().path())
+        .cloned()
+        .ok_or(GatewayError::NotFound)?;
+    outcome.api = Some(route.clone());
+    let api = &route.def;
+
+    // 5. Forward to the upstream, or answer from the mock.
+    match &api.upstream.target {
+        UpstreamTarget::Mock(mock) => {
+            // The body is not read, but it still must respect the limit the operator set.
+            reject_oversized(&req, runtime.client.max_body_bytes())?;
+            Ok(forward::mock_response(mock))
+        }
+        UpstreamTarget::Url { uri, path_prefix } => {
+            let upstream_path =
+                path::upstream_path(req.uri().path(), &api.listen_path, api.strip_listen_path, path_prefix);
+            let target = forward::upstream_uri(uri, &upstream_path, req.uri().query())?;
+            let req = rewrite_request_headers(req, runtime, conn, request_id, api.upstream.preserve_host, uri)?;
+            let (response, upstream_latency) =
+                runtime.client.send(req, target, api.upstream.timeout).await?;
+            outcome.upstream_latency = Some(upstream_latency);
+            Ok(response)
+        }
+    }
+}
+
+/// Refuses requests whose framing or Host is ambiguous (RFC 9112 §6.1, §3.2).
+fn check_framing<B>(req: &Request<B>) -> Result<(), GatewayError> {
+    let headers = req.headers();
+    if headers.contains_key(header::TRANSFER_ENCODING) && headers.contains_key(header::CONTENT_LENGTH) {
+        // hyper would let Transfer-Encoding win; an upstream or another hop might not. Refuse.
+        return Err(GatewayError::BadRequest(
+            "both Transfer-Encoding and Content-Length are present",
+        ));
+    }
+    if req.version() == Version::HTTP_11 {
+        let mut hosts = headers.get_all(header::HOST).iter();
+        match (hosts.next(), hosts.next()) {
+            (Some(_), None) => {}
+            (None, _) => return Err(GatewayError::BadRequest("the Host header is missing")),
+            (Some(_), Some(_)) => return Err(GatewayError::BadRequest("more than one Host header")),
+        }
+    }
+    Ok(())
+}
+
+fn reject_oversized<B>(req: &Request<B>, limit: u64) -> Result<(), GatewayError> {
+    let length = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    match length {
+        Some(length) if length > limit => Err(GatewayError::PayloadTooLarge { limit }),
+        _ => Ok(()),
+    }
+}
+
+/// Hop-by-hop removal first, then the headers we own; `Host` set for the upstream.
+fn rewrite_request_headers(
+    mut req: Request<Incoming>,
+    runtime: &Runtime,
+    conn: ConnInfo,
+    request_id: &HeaderValue,
+    preserve_host: bool,
+    upstream: &http::Uri,
+) -> Result<Request<Incoming>, GatewayError> {
+    let incoming_host = req
+        .headers()
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let trusted = &runtime.config.trusted_proxies;
+    let peer_trusted = trusted.iter().any(|c| c.contains(conn.peer.ip()));
+    let xff = headers::forwarded_for(req.headers(), conn.peer.ip(), trusted);
+    let headers = req.headers_mut();
+    headers::strip_hop_by_hop(headers);
+    if !peer_trusted {
+        // Claims about earlier hops from an untrusted peer are dropped, not passed on.
+        headers.remove(&X_FORWARDED_PROTO);
+        headers.remove(&X_FORWARDED_HOST);
+        headers.remove(header::FORWARDED);
+    }
+    headers.insert(&X_FORWARDED_FOR, xff);
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        let proto = if conn.tls { "https" } else { "http" };
+        headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    }
+    if let Some(host) = &incoming_host
+        && !headers.contains_key(&X_FORWARDED_HOST)
+    {
+        headers.insert(&X_FORWARDED_HOST, host.clone());
+    }
+    headers.insert(&X_REQUEST_ID, request_id.clone());
+    let host = if preserve_host {
+        incoming_host
+    } else {
+        upstream
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    };
+    match host {
+        Some(host) => {
+            headers.insert(header::HOST, host);
+        }
+        None => return Err(GatewayError::BadRequest("the Host header is missing")),
+    }
+    Ok(req)
+}
+
+fn request_id<B>(req: &Request<B>) -> HeaderValue {
+    if let Some(value) = req.headers().get(&X_REQUEST_ID)
+        && headers::valid_request_id(value)
+    {
+        return value.clone();
+    }
+    let mut bytes = [0u8; 16];
+    // The request id only needs to be unique, but the system RNG is cheap enough and never repeats.
+    if aws_lc_rs::rand::fill(&mut bytes).is_err() {
+        return HeaderValue::from_static("unknown");
+    }
+    let mut text = String::with_capacity(32);
+    for b in bytes {
+        text.push_str(&format!("{b:02x}"));
+    }
+    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+fn health(gateway: &Gateway) -> Response<Body> {
+    if gateway.is_draining() {
+        json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"status": "unavailable", "reason": "shutting down"}),
+        )
+    } else {
+        json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+    }
+}
+

@@ -1,0 +1,190 @@
+//! HTTP robustness over raw sockets: smuggling variants, Host rules, slow clients, connection limit, TLS.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const WAIT: Duration = Duration::from_secs(5);
+
+async fn movies_gateway(extra: &str) -> (TestGateway, Upstream) {
+    let upstream = Upstream::start().await;
+    let config = ConfigDir::new(extra);
+    config.api("movies", &open_api("/movies/", &upstream.url()));
+    (TestGateway::start(config).await, upstream)
+}
+
+/// Sends `raw` and returns the statuses the client got and the requests the upstream saw.
+async fn smuggle(raw: &[u8]) -> (Vec<u16>, Vec<Seen>, String) {
+    let (gw, upstream) = movies_gateway("").await;
+    let answer = raw_exchange(gw.addr, raw, WAIT).await;
+    // Give a forwarded request time to be recorded before reading what the upstream saw.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    (statuses(&answer), upstream.seen(), answer)
+}
+
+#[tokio::test]
+async fn content_length_with_transfer_encoding_is_refused() {
+    let (statuses, seen, raw) = smuggle(
+        b"POST /movies/a HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n\
+          0\r\n\r\nGET /movies/smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert_eq!(statuses.first(), Some(&400), "{raw}");
+    assert!(seen.is_empty(), "upstream saw {seen:?}");
+}
+
+#[tokio::test]
+async fn transfer_encoding_before_content_length_is_refused() {
+    let (statuses, seen, raw) = smuggle(
+        b"POST /movies/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 30\r\n\r\n\
+          0\r\n\r\nGET /movies/smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .await;
+    assert_eq!(statuses.first(), Some(&400), "{raw}");
+    assert!(seen.is_empty(), "upstream saw {seen:?}");
+}
+
+#[tokio::test]
+async fn chunked_not_last_is_refused() {
+    let (statuses, seen, raw) = smuggle(
+        b"POST /movies/a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, identity\r\n\r\n\
+          5\r\nhello\r\n0\r\n\r\n",
+    )
+    .await;
+    assert_eq!(statuses.first(), Some(&400), "{raw}");
+    assert!(seen.is_empty(), "upstream saw {seen:?}");
+}
+
+#[tokio::test]
+async fn signed_content_length_is_refused() {
+    let (statuses, seen, raw) =
+        smuggle(b"POST /movies/a HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello").await;
+    assert_eq!(statuses.first(), Some(&400), "{raw}");
+    assert!(seen.is_empty(), "upstream saw {seen:?}");
+}
+
+#[tokio::test]
+async fn conflicting_content_lengths_are_refused() {
+    let (statuses, seen, raw) =
+        smuggle(b"POST /movies/a HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 6\r\n\r\nhello!").await;
+    assert_eq!(statuses.first(), Some(&400), "{raw}");
+    assert!(seen.is_empty(), "upstream saw {seen:?}");
+}
+
+#[tokio::test]
+async fn obs_fold_is_refused() {
+    let (statuses, seen, raw) = smuggle(
+        b"GET /movies/a HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(statuses.first(), Some(&400), "{raw}");
+    assert!(seen.is_empty(), "upstream saw {seen:?}");
+}
+
+#[tokio::test]
+async fn bare_lf_never_smuggles_a_request() {
+    // A bare LF line ending is either refused or read as a line ending; either way the upstream sees
+    // exactly the one request written, re-framed by the gateway.
+    let (statuses, seen, raw) = smuggle(
+        b"GET /movies/a HTTP/1.1\nHost: x\nConnection: close\n\n",
+    )
+    .await;
+    match statuses.first() {
+        Some(400) => assert!(seen.is_empty(), "upstream saw {seen:?}"),
+        Some(200) => {
+            assert_eq!(seen.len(), 1, "upstream saw {seen:?}");
+            assert_eq!(seen[0].target, "/a");
+        }
+        other => panic!("unexpected answer {other:?}: {raw}"),
+    }
+}
+
+#[tokio::test]
+async fn pipelined_requests_reach_the_upstream_exactly_as_sent() {
+    let (statuses, seen, raw) = smuggle(
+        b"POST /movies/one HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+          GET /movies/two HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(statuses, vec![200, 200], "{raw}");
+    let targets: Vec<&str> = seen.iter().map(|s| s.target.as_str()).collect();
+    assert_eq!(targets, vec!["/one", "/two"]);
+    assert_eq!(seen[0].body.as_ref(), b"hello");
+}
+
+#[tokio::test]
+async fn missing_host_is_refused() {
+    let (statuses, seen, raw) =
+        smuggle(b"GET /movies/a HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(statuses.first(), Some(&400), "{raw}");
+    assert!(seen.is_empty());
+}
+
+#[tokio::test]
+async fn duplicate_host_is_refused() {
+    let (statuses, seen, raw) = smuggle(
+        b"GET /movies/a HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(statuses.first(), Some(&400), "{raw}");
+    assert!(seen.is_empty());
+}
+
+#[tokio::test]
+async fn a_client_sending_headers_slowly_is_cut_off() {
+    let (gw, upstream) = movies_gateway("limits: { header_read_timeout: 500ms }\n").await;
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    stream.write_all(b"GET /movies/a HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    // Never finish the head; the gateway must close the connection (possibly after a 408).
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "the connection stayed open past the header read timeout");
+    assert!(upstream.seen().is_empty());
+}
+
+#[tokio::test]
+async fn a_silent_client_is_cut_off() {
+    let (gw, _upstream) = movies_gateway("limits: { header_read_timeout: 500ms }\n").await;
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
+    assert!(read.is_ok(), "an idle connection stayed open past the header read timeout");
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_wait_and_the_process_stays_up() {
+    let (gw, upstream) = movies_gateway("limits: { max_connections: 1 }\n").await;
+    // The first connection holds the only slot (keep-alive, one request done).
+    let mut first = TcpStream::connect(gw.addr).await.unwrap();
+    first
+        .write_all(b"GET /movies/1 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = first.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+
+    // A second connection is accepted by the kernel but not served while the first is open.
+    let addr = gw.addr;
+    let second = tokio::spawn(async move {
+        raw_exchange(
+            addr,
+            b"GET /movies/2 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(10),
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "the second connection was served beyond the limit");
+    assert_eq!(upstream.count(), 1);
+
+    // Closing the first frees the slot; the waiting connection is served.
+    drop(first);
+    let answer = second.await.unwrap();
+    assert_eq!(statuses(&answer), vec![200], "{answer}");
+    assert_eq!(upstream.count(), 2);
+}
