@@ -19,7 +19,10 @@ pub(crate) fn users(raw: Vec<RawUser>, out: &mut FileProblems<'_>) -> Vec<User> 
                 format!("duplicate username `{}` (first at [{first}])", u.username),
             );
         }
-        let _ = out.check(&field(&path, "password_hash"), check::argon2id(&u.password_hash));
+        let _ = out.check(
+            &field(&path, "password_hash"),
+            check::argon2id(&u.password_hash),
+        );
         for (j, s) in u.scopes.iter().enumerate() {
             let _ = out.check(&index(&field(&path, "scopes"), j), check::scope(s));
         }
@@ -42,7 +45,10 @@ pub(crate) fn policies(raw: Vec<RawPolicy>, out: &mut FileProblems<'_>) -> Vec<P
         if p.id.is_empty() {
             out.push(&field(&path, "id"), "must not be empty");
         } else if let Some(first) = policies.iter().position(|x| x.id == p.id) {
-            out.push(&field(&path, "id"), format!("duplicate policy id `{}` (first at [{first}])", p.id));
+            out.push(
+                &field(&path, "id"),
+                format!("duplicate policy id `{}` (first at [{first}])", p.id),
+            );
         }
         if let Some(scopes) = &p.scopes {
             for (j, s) in scopes.iter().enumerate() {
@@ -50,7 +56,9 @@ pub(crate) fn policies(raw: Vec<RawPolicy>, out: &mut FileProblems<'_>) -> Vec<P
             }
         }
         policies.push(Policy {
-            rate_limit: p.rate_limit.map(|r| rate_limit(&r, &field(&path, "rate_limit"), out)),
+            rate_limit: p
+                .rate_limit
+                .map(|r| rate_limit(&r, &field(&path, "rate_limit"), out)),
             quota: p.quota.map(|q| quota(&q, &field(&path, "quota"), out)),
             id: p.id,
             scopes: p.scopes,
@@ -69,14 +77,20 @@ mod tests {
 
     fn with_users(yaml: &str) -> Fixture {
         let f = Fixture::new();
-        f.write("gateway.yaml", "signing: {generate: true}\nusers: users.yaml\n");
+        f.write(
+            "gateway.yaml",
+            "signing: {generate: true}\nusers: users.yaml\n",
+        );
         f.write("users.yaml", yaml);
         f
     }
 
     fn with_policies(yaml: &str) -> Fixture {
         let f = Fixture::new();
-        f.write("gateway.yaml", "signing: {generate: true}\npolicies: policies.yaml\n");
+        f.write(
+            "gateway.yaml",
+            "signing: {generate: true}\npolicies: policies.yaml\n",
+        );
         f.write("policies.yaml", yaml);
         f
     }
@@ -149,9 +163,19 @@ mod tests {
         assert_eq!(p[0].id, "gold");
         assert_eq!(
             p[0].rate_limit,
-            Some(RateLimit { rate: 100, per: Duration::from_secs(1), on_storage_error: OnStorageError::Local })
+            Some(RateLimit {
+                rate: 100,
+                per: Duration::from_secs(1),
+                on_storage_error: OnStorageError::Local
+            })
         );
-        assert_eq!(p[0].quota, Some(Quota { max: 1000, period: Duration::from_secs(86_400) }));
+        assert_eq!(
+            p[0].quota,
+            Some(Quota {
+                max: 1000,
+                period: Duration::from_secs(86_400)
+            })
+        );
         assert_eq!(p[0].scopes, Some(vec!["read".to_owned()]));
         assert_eq!(p[0].access, vec!["echo"]);
         assert_eq!(p[1].scopes, None);
@@ -174,7 +198,8 @@ mod tests {
         with_policies("- {id: gold, scopes: [ok, 'a\"b']}\n").expect(
             "policies.yaml: [0].scopes[1]: `a\"b` is not a valid scope (visible ASCII characters except `\"` and `\\`, no spaces)",
         );
-        with_policies("- {id: gold, scopes: read}\n")
-            .expect("policies.yaml: [0].scopes: invalid type: string \"read\", expected a sequence");
+        with_policies("- {id: gold, scopes: read}\n").expect(
+            "policies.yaml: [0].scopes: invalid type: string \"read\", expected a sequence",
+        );
     }
 }

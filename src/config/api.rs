@@ -30,7 +30,10 @@ pub(crate) fn convert(raw: RawApi, file: &Path, stem: &str, out: &mut FileProble
         }
         None => {
             if let Err(message) = check::api_id(stem) {
-                out.push("id", format!("{message} (the id defaults to the file name; set `id`)"));
+                out.push(
+                    "id",
+                    format!("{message} (the id defaults to the file name; set `id`)"),
+                );
             }
             stem.to_owned()
         }
@@ -48,7 +51,9 @@ pub(crate) fn convert(raw: RawApi, file: &Path, stem: &str, out: &mut FileProble
         oauth,
         rate_limit: raw.rate_limit.map(|r| rate_limit(&r, "rate_limit", out)),
         quota: raw.quota.map(|q| quota(&q, "quota", out)),
-        global_rate_limit: raw.global_rate_limit.map(|r| rate_limit(&r, "global_rate_limit", out)),
+        global_rate_limit: raw
+            .global_rate_limit
+            .map(|r| rate_limit(&r, "global_rate_limit", out)),
         file: file.to_owned(),
     }
 }
@@ -105,7 +110,10 @@ fn mock_response(raw: &RawMock, out: &mut FileProblems<'_>) -> MockResponse {
     let status = match StatusCode::from_u16(raw.status) {
         Ok(s) if (100..=599).contains(&raw.status) => s,
         _ => {
-            out.push("upstream.mock.status", "must be an HTTP status code from 100 to 599");
+            out.push(
+                "upstream.mock.status",
+                "must be an HTTP status code from 100 to 599",
+            );
             StatusCode::OK
         }
     };
@@ -139,14 +147,21 @@ fn auth(raw: RawAuth, out: &mut FileProblems<'_>) -> AuthConfig {
         "oauth2" => AuthType::OAuth2,
         "none" => AuthType::None,
         other => {
-            out.push("auth.type", format!("unknown auth type `{other}` (expected oauth2 or none)"));
+            out.push(
+                "auth.type",
+                format!("unknown auth type `{other}` (expected oauth2 or none)"),
+            );
             AuthType::OAuth2
         }
     };
     let header = raw.header.and_then(|h| {
         let name = out.check("auth.header.name", check::header_name(&h.name))?;
         let prefix = h.prefix.unwrap_or_else(|| {
-            if name == http::header::AUTHORIZATION { "Bearer ".to_owned() } else { String::new() }
+            if name == http::header::AUTHORIZATION {
+                "Bearer ".to_owned()
+            } else {
+                String::new()
+            }
         });
         Some(HeaderSource { name, prefix })
     });
@@ -234,14 +249,20 @@ fn oauth(raw: RawOAuth, out: &mut FileProblems<'_>) -> OAuthConfig {
             PkceMode::Required
         }
         other => {
-            out.push("oauth.pkce", format!("unknown pkce mode `{other}` (expected required or optional)"));
+            out.push(
+                "oauth.pkce",
+                format!("unknown pkce mode `{other}` (expected required or optional)"),
+            );
             PkceMode::Required
         }
     };
     let login = match raw.login {
         RawLogin::Named(name) if name == "builtin" => LoginMode::Builtin,
         RawLogin::Named(name) => {
-            out.push("oauth.login", format!("unknown login `{name}` (expected builtin or {{redirect: URL}})"));
+            out.push(
+                "oauth.login",
+                format!("unknown login `{name}` (expected builtin or {{redirect: URL}})"),
+            );
             LoginMode::Builtin
         }
         RawLogin::Redirect(r) => {
@@ -249,12 +270,27 @@ fn oauth(raw: RawOAuth, out: &mut FileProblems<'_>) -> OAuthConfig {
             LoginMode::Redirect(r.redirect)
         }
     };
-    let code_ttl = duration(out, "oauth.code_ttl", &raw.code_ttl, Duration::from_secs(60));
-    let access_token_ttl = duration(out, "oauth.access_token.ttl", &raw.access_token.ttl, Duration::from_secs(1800));
+    let code_ttl = duration(
+        out,
+        "oauth.code_ttl",
+        &raw.code_ttl,
+        Duration::from_secs(60),
+    );
+    let access_token_ttl = duration(
+        out,
+        "oauth.access_token.ttl",
+        &raw.access_token.ttl,
+        Duration::from_secs(1800),
+    );
     let refresh_token_ttl = if raw.refresh_token.ttl.0 == "never" {
         None
     } else {
-        Some(duration(out, "oauth.refresh_token.ttl", &raw.refresh_token.ttl, Duration::from_secs(1)))
+        Some(duration(
+            out,
+            "oauth.refresh_token.ttl",
+            &raw.refresh_token.ttl,
+            Duration::from_secs(1),
+        ))
     };
 
     scopes(&raw.scopes, "oauth.scopes", out);
@@ -282,7 +318,10 @@ fn oauth(raw: RawOAuth, out: &mut FileProblems<'_>) -> OAuthConfig {
         if let Some(first) = clients.iter().position(|x| x.client_id == c.client_id) {
             out.push(
                 &field(&path, "client_id"),
-                format!("duplicate client_id `{}` (first at oauth.clients[{first}])", c.client_id),
+                format!(
+                    "duplicate client_id `{}` (first at oauth.clients[{first}])",
+                    c.client_id
+                ),
             );
         }
         clients.push(client(c, &path, &grants, &api_scopes, out));
@@ -322,11 +361,16 @@ fn client(
     let grants_path = field(path, "grant_types");
     let grants = grant_types(&raw.grant_types, &grants_path, out);
     for (i, g) in raw.grant_types.iter().enumerate() {
-        let Some(g) = GrantType::parse(g) else { continue };
+        let Some(g) = GrantType::parse(g) else {
+            continue;
+        };
         if !api_grants.contains(&g) {
             out.push(
                 &index(&grants_path, i),
-                format!("grant type `{}` is not enabled for this API (oauth.grant_types)", g.as_str()),
+                format!(
+                    "grant type `{}` is not enabled for this API (oauth.grant_types)",
+                    g.as_str()
+                ),
             );
         }
         if g == GrantType::ClientCredentials && raw.secret_hash.is_none() {
@@ -337,13 +381,23 @@ fn client(
         }
     }
     if grants.contains(&GrantType::AuthorizationCode) && raw.redirect_uris.is_empty() {
-        out.push(&uris_path, "at least one redirect URI is required for the authorization_code grant");
+        out.push(
+            &uris_path,
+            "at least one redirect URI is required for the authorization_code grant",
+        );
     }
 
     let scopes_path = field(path, "scopes");
     for (i, s) in raw.scopes.iter().enumerate() {
-        if out.check(&index(&scopes_path, i), check::scope(s)).is_some() && !api_scopes.contains(s) {
-            out.push(&index(&scopes_path, i), format!("scope `{s}` is not in oauth.scopes"));
+        if out
+            .check(&index(&scopes_path, i), check::scope(s))
+            .is_some()
+            && !api_scopes.contains(s)
+        {
+            out.push(
+                &index(&scopes_path, i),
+                format!("scope `{s}` is not in oauth.scopes"),
+            );
         }
     }
     if raw.policy.as_deref() == Some("") {
@@ -391,7 +445,12 @@ pub(crate) fn quota(raw: &RawQuota, path: &str, out: &mut FileProblems<'_>) -> Q
     }
     Quota {
         max: raw.max,
-        period: duration(out, &field(path, "period"), &raw.period, Duration::from_secs(1)),
+        period: duration(
+            out,
+            &field(path, "period"),
+            &raw.period,
+            Duration::from_secs(1),
+        ),
     }
 }
 
@@ -416,7 +475,12 @@ mod tests {
     fn load_api(yaml: &str) -> ApiDef {
         let f = with_api(yaml);
         let config = f.load().unwrap_or_else(|e| panic!("{e}"));
-        let api = config.runtime.apis.iter().find(|a| a.listen_path != "/echo/").cloned();
+        let api = config
+            .runtime
+            .apis
+            .iter()
+            .find(|a| a.listen_path != "/echo/")
+            .cloned();
         Arc::unwrap_or_clone(api.expect("movies api"))
     }
 
@@ -433,10 +497,17 @@ mod tests {
 
     #[test]
     fn valid_client_fixture_loads() {
-        let api = load_api(&with_client("{client_id: cli, secret_hash: '$PHC', grant_types: [client_credentials]}".replace("$PHC", PHC).as_str()));
+        let api = load_api(&with_client(
+            "{client_id: cli, secret_hash: '$PHC', grant_types: [client_credentials]}"
+                .replace("$PHC", PHC)
+                .as_str(),
+        ));
         let oauth = api.oauth.expect("oauth");
         assert_eq!(oauth.clients.len(), 2);
-        assert_eq!(oauth.clients[1].grant_types, vec![GrantType::ClientCredentials]);
+        assert_eq!(
+            oauth.clients[1].grant_types,
+            vec![GrantType::ClientCredentials]
+        );
     }
 
     #[test]
@@ -464,7 +535,10 @@ mod tests {
     #[test]
     fn listen_path_rules() {
         let up = "upstream: {url: 'http://u'}\n";
-        expect(&format!("listen_path: /movies\n{up}"), "listen_path: must start and end with `/`");
+        expect(
+            &format!("listen_path: /movies\n{up}"),
+            "listen_path: must start and end with `/`",
+        );
         expect(
             &format!("listen_path: /a/../b/\n{up}"),
             "listen_path: must not contain empty, `.` or `..` segments",
@@ -473,7 +547,7 @@ mod tests {
             &format!("listen_path: /a%20b/\n{up}"),
             "listen_path: must not contain `%` (`%`, `\\`, `?`, `#`, whitespace and non-ASCII characters are not allowed)",
         );
-        expect(&format!("{up}"), "missing field `listen_path`");
+        expect(up, "missing field `listen_path`");
     }
 
     #[test]
@@ -506,15 +580,21 @@ mod tests {
 
     #[test]
     fn upstream_url_parsed() {
-        let api = load_api("listen_path: /movies/\nupstream: {url: 'https://u.example:8443/v1/', timeout: 5s, preserve_host: true}\n");
-        let UpstreamTarget::Url { uri, path_prefix } = &api.upstream.target else { panic!("url") };
+        let api = load_api(
+            "listen_path: /movies/\nupstream: {url: 'https://u.example:8443/v1/', timeout: 5s, preserve_host: true}\n",
+        );
+        let UpstreamTarget::Url { uri, path_prefix } = &api.upstream.target else {
+            panic!("url")
+        };
         assert_eq!(uri.to_string(), "https://u.example:8443/");
         assert_eq!(path_prefix, "/v1");
         assert_eq!(api.upstream.timeout, Some(Duration::from_secs(5)));
         assert!(api.upstream.preserve_host);
 
         let api = load_api("listen_path: /movies/\nupstream: {url: 'http://u'}\n");
-        let UpstreamTarget::Url { path_prefix, .. } = &api.upstream.target else { panic!("url") };
+        let UpstreamTarget::Url { path_prefix, .. } = &api.upstream.target else {
+            panic!("url")
+        };
         assert_eq!(path_prefix, "");
         assert_eq!(api.upstream.timeout, None);
     }
@@ -556,7 +636,9 @@ mod tests {
         let api = load_api(
             "listen_path: /movies/\nupstream:\n  mock: {status: 201, headers: {content-type: application/json}, body: '{\"ok\":true}'}\nauth: {type: none}\n",
         );
-        let UpstreamTarget::Mock(mock) = &api.upstream.target else { panic!("mock") };
+        let UpstreamTarget::Mock(mock) = &api.upstream.target else {
+            panic!("mock")
+        };
         assert_eq!(mock.status, StatusCode::CREATED);
         assert_eq!(mock.headers["content-type"], "application/json");
         assert_eq!(mock.body, Bytes::from_static(b"{\"ok\":true}"));
@@ -576,7 +658,10 @@ mod tests {
         assert_eq!(api.auth.kind, AuthType::OAuth2);
         assert_eq!(
             api.auth.header,
-            Some(HeaderSource { name: http::header::AUTHORIZATION, prefix: "Bearer ".into() })
+            Some(HeaderSource {
+                name: http::header::AUTHORIZATION,
+                prefix: "Bearer ".into()
+            })
         );
         assert_eq!(api.auth.query, None);
         assert_eq!(api.auth.cookie, None);
@@ -593,15 +678,31 @@ mod tests {
             &format!("{PROXY}auth: {{header: null}}\n"),
             "auth: no credential source: set header, query or cookie (or type: none for an open API)",
         );
-        expect(&format!("{PROXY}auth: {{query: ''}}\n"), "auth.query: must not be empty (use null to disable)");
-        expect(&format!("{PROXY}auth: {{cookie: ''}}\n"), "auth.cookie: must not be empty (use null to disable)");
+        expect(
+            &format!("{PROXY}auth: {{query: ''}}\n"),
+            "auth.query: must not be empty (use null to disable)",
+        );
+        expect(
+            &format!("{PROXY}auth: {{cookie: ''}}\n"),
+            "auth.cookie: must not be empty (use null to disable)",
+        );
 
-        let api = load_api(&format!("{PROXY}auth: {{header: null, query: access_token}}\n"));
+        let api = load_api(&format!(
+            "{PROXY}auth: {{header: null, query: access_token}}\n"
+        ));
         assert_eq!(api.auth.header, None);
         assert_eq!(api.auth.query.as_deref(), Some("access_token"));
         let api = load_api(&format!("{PROXY}auth: {{header: {{name: X-Api-Key}}}}\n"));
-        assert_eq!(api.auth.header, Some(HeaderSource { name: "x-api-key".parse().unwrap(), prefix: String::new() }));
-        let api = load_api(&format!("{PROXY}auth: {{header: {{name: Authorization, prefix: 'Token '}}}}\n"));
+        assert_eq!(
+            api.auth.header,
+            Some(HeaderSource {
+                name: "x-api-key".parse().unwrap(),
+                prefix: String::new()
+            })
+        );
+        let api = load_api(&format!(
+            "{PROXY}auth: {{header: {{name: Authorization, prefix: 'Token '}}}}\n"
+        ));
         assert_eq!(api.auth.header.map(|h| h.prefix).as_deref(), Some("Token "));
         // An open API needs no credential source.
         let api = load_api(&format!("{PROXY}auth: {{type: none, header: null}}\n"));
@@ -626,19 +727,39 @@ mod tests {
             &format!("{PROXY}auth: {{forward_claims: {{X-User: ''}}}}\n"),
             "auth.forward_claims.X-User: claim name must not be empty",
         );
-        let api = load_api(&format!("{PROXY}auth: {{forward_claims: {{X-User-Id: sub, X-Client-Id: client_id, A-Tier: tier}}}}\n"));
-        let names: Vec<_> = api.auth.forward_claims.iter().map(|(h, c)| (h.as_str(), c.as_str())).collect();
-        assert_eq!(names, vec![("x-user-id", "sub"), ("x-client-id", "client_id"), ("a-tier", "tier")]);
+        let api = load_api(&format!(
+            "{PROXY}auth: {{forward_claims: {{X-User-Id: sub, X-Client-Id: client_id, A-Tier: tier}}}}\n"
+        ));
+        let names: Vec<_> = api
+            .auth
+            .forward_claims
+            .iter()
+            .map(|(h, c)| (h.as_str(), c.as_str()))
+            .collect();
+        assert_eq!(
+            names,
+            vec![
+                ("x-user-id", "sub"),
+                ("x-client-id", "client_id"),
+                ("a-tier", "tier")
+            ]
+        );
     }
 
     #[test]
     fn accept_from_empty_rule() {
-        expect(&format!("{PROXY}auth: {{accept_from: ['']}}\n"), "auth.accept_from[0]: must not be empty");
+        expect(
+            &format!("{PROXY}auth: {{accept_from: ['']}}\n"),
+            "auth.accept_from[0]: must not be empty",
+        );
     }
 
     #[test]
     fn oauth_grant_types_rules() {
-        expect(&format!("{PROXY}oauth: {{}}\n"), "oauth.grant_types: at least one grant type is required");
+        expect(
+            &format!("{PROXY}oauth: {{}}\n"),
+            "oauth.grant_types: at least one grant type is required",
+        );
         expect(
             &format!("{PROXY}oauth: {{grant_types: [password, implicit]}}\n"),
             "oauth.grant_types[1]: unknown grant type `implicit` (expected authorization_code, client_credentials, password or refresh_token)",
@@ -668,11 +789,18 @@ mod tests {
             "oauth.login.redirect: not an absolute http(s) URL",
         );
         expect(
-            &format!("{PROXY}oauth: {{grant_types: [password], login: {{redirect: 'https://idp', extra: 1}}}}\n"),
+            &format!(
+                "{PROXY}oauth: {{grant_types: [password], login: {{redirect: 'https://idp', extra: 1}}}}\n"
+            ),
             "oauth.login.extra: unknown field `extra`, expected `redirect`",
         );
-        let api = load_api(&format!("{PROXY}oauth: {{grant_types: [password], login: {{redirect: 'https://idp.example/login'}}}}\n"));
-        assert_eq!(api.oauth.unwrap().login, LoginMode::Redirect("https://idp.example/login".into()));
+        let api = load_api(&format!(
+            "{PROXY}oauth: {{grant_types: [password], login: {{redirect: 'https://idp.example/login'}}}}\n"
+        ));
+        assert_eq!(
+            api.oauth.unwrap().login,
+            LoginMode::Redirect("https://idp.example/login".into())
+        );
     }
 
     #[test]
@@ -698,15 +826,24 @@ mod tests {
             "oauth.access_token.ttl: `1y`: expected a duration like 250ms, 30s, 15m, 12h or 30d",
         );
         expect(
-            &format!("{PROXY}oauth: {{grant_types: [password], refresh_token: {{ttl: forever}}}}\n"),
+            &format!(
+                "{PROXY}oauth: {{grant_types: [password], refresh_token: {{ttl: forever}}}}\n"
+            ),
             "oauth.refresh_token.ttl: `forever`: expected a duration like 250ms, 30s, 15m, 12h or 30d",
         );
     }
 
     #[test]
     fn oauth_defaults_and_never() {
-        let o = load_api(&format!("{PROXY}oauth: {{grant_types: [password, refresh_token, password]}}\n")).oauth.unwrap();
-        assert_eq!(o.grant_types, vec![GrantType::Password, GrantType::RefreshToken]);
+        let o = load_api(&format!(
+            "{PROXY}oauth: {{grant_types: [password, refresh_token, password]}}\n"
+        ))
+        .oauth
+        .unwrap();
+        assert_eq!(
+            o.grant_types,
+            vec![GrantType::Password, GrantType::RefreshToken]
+        );
         assert_eq!(o.pkce, PkceMode::Required);
         assert_eq!(o.login, LoginMode::Builtin);
         assert_eq!(o.code_ttl, Duration::from_secs(60));
@@ -721,11 +858,15 @@ mod tests {
     #[test]
     fn notifications_rules() {
         expect(
-            &format!("{PROXY}oauth: {{grant_types: [password], notifications: {{url: hook, shared_secret: s}}}}\n"),
+            &format!(
+                "{PROXY}oauth: {{grant_types: [password], notifications: {{url: hook, shared_secret: s}}}}\n"
+            ),
             "oauth.notifications.url: not an absolute http(s) URL",
         );
         expect(
-            &format!("{PROXY}oauth: {{grant_types: [password], notifications: {{url: 'http://h/hook', shared_secret: ''}}}}\n"),
+            &format!(
+                "{PROXY}oauth: {{grant_types: [password], notifications: {{url: 'http://h/hook', shared_secret: ''}}}}\n"
+            ),
             "oauth.notifications.shared_secret: must not be empty",
         );
     }
@@ -753,15 +894,21 @@ mod tests {
     #[test]
     fn client_redirect_uri_rules() {
         expect(
-            &with_client("{client_id: spa, redirect_uris: [/callback], grant_types: [authorization_code]}"),
+            &with_client(
+                "{client_id: spa, redirect_uris: [/callback], grant_types: [authorization_code]}",
+            ),
             "oauth.clients[1].redirect_uris[0]: not an absolute URL",
         );
         expect(
-            &with_client("{client_id: spa, redirect_uris: ['https://a/cb#x'], grant_types: [authorization_code]}"),
+            &with_client(
+                "{client_id: spa, redirect_uris: ['https://a/cb#x'], grant_types: [authorization_code]}",
+            ),
             "oauth.clients[1].redirect_uris[0]: must not have a fragment (`#`)",
         );
         expect(
-            &with_client("{client_id: spa, redirect_uris: ['http://app.example/cb'], grant_types: [authorization_code]}"),
+            &with_client(
+                "{client_id: spa, redirect_uris: ['http://app.example/cb'], grant_types: [authorization_code]}",
+            ),
             "oauth.clients[1].redirect_uris[0]: http is only allowed for loopback hosts (127.0.0.1, [::1], localhost); use https",
         );
         expect(
@@ -815,7 +962,10 @@ mod tests {
 
     #[test]
     fn rate_limit_and_quota_rules() {
-        expect(&format!("{PROXY}rate_limit: {{rate: 0, per: 1s}}\n"), "rate_limit.rate: must be greater than 0");
+        expect(
+            &format!("{PROXY}rate_limit: {{rate: 0, per: 1s}}\n"),
+            "rate_limit.rate: must be greater than 0",
+        );
         expect(
             &format!("{PROXY}rate_limit: {{rate: 5, per: 1s, on_storage_error: panic}}\n"),
             "rate_limit.on_storage_error: unknown value `panic` (expected local, allow or deny)",
@@ -824,13 +974,22 @@ mod tests {
             &format!("{PROXY}rate_limit: {{rate: 5, per: 0ms}}\n"),
             "rate_limit.per: `0ms`: must be greater than 0",
         );
-        expect(&format!("{PROXY}quota: {{max: 0, period: 1d}}\n"), "quota.max: must be greater than 0");
+        expect(
+            &format!("{PROXY}quota: {{max: 0, period: 1d}}\n"),
+            "quota.max: must be greater than 0",
+        );
         expect(
             &format!("{PROXY}quota: {{max: 10, period: month}}\n"),
             "quota.period: `month`: expected a duration like 250ms, 30s, 15m, 12h or 30d",
         );
-        expect(&format!("{PROXY}global_rate_limit: {{rate: 0, per: 1s}}\n"), "global_rate_limit.rate: must be greater than 0");
-        expect(&format!("{PROXY}rate_limit: {{rate: 5}}\n"), "rate_limit: missing field `per`");
+        expect(
+            &format!("{PROXY}global_rate_limit: {{rate: 0, per: 1s}}\n"),
+            "global_rate_limit.rate: must be greater than 0",
+        );
+        expect(
+            &format!("{PROXY}rate_limit: {{rate: 5}}\n"),
+            "rate_limit: missing field `per`",
+        );
     }
 
     #[test]
@@ -840,12 +999,26 @@ mod tests {
         ));
         assert_eq!(
             api.rate_limit,
-            Some(RateLimit { rate: 100, per: Duration::from_secs(1), on_storage_error: OnStorageError::Deny })
+            Some(RateLimit {
+                rate: 100,
+                per: Duration::from_secs(1),
+                on_storage_error: OnStorageError::Deny
+            })
         );
-        assert_eq!(api.quota, Some(Quota { max: 10_000, period: Duration::from_secs(86_400) }));
+        assert_eq!(
+            api.quota,
+            Some(Quota {
+                max: 10_000,
+                period: Duration::from_secs(86_400)
+            })
+        );
         assert_eq!(
             api.global_rate_limit,
-            Some(RateLimit { rate: 5000, per: Duration::from_secs(1), on_storage_error: OnStorageError::Local })
+            Some(RateLimit {
+                rate: 5000,
+                per: Duration::from_secs(1),
+                on_storage_error: OnStorageError::Local
+            })
         );
     }
 

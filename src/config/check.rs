@@ -65,14 +65,17 @@ pub(crate) fn redirect_uri(s: &str) -> Result<(), String> {
             let uri = http_url(s, true).map_err(|_| NOT_ABSOLUTE.to_owned())?;
             let host = uri.host().unwrap_or_default();
             let host = host.trim_start_matches('[').trim_end_matches(']');
-            let loopback = host.eq_ignore_ascii_case("localhost") || host == "127.0.0.1" || host == "::1";
+            let loopback =
+                host.eq_ignore_ascii_case("localhost") || host == "127.0.0.1" || host == "::1";
             if scheme == "http" && !loopback {
                 return Err("http is only allowed for loopback hosts (127.0.0.1, [::1], localhost); use https".to_owned());
             }
             Ok(())
         }
         // These run script or carry content in the browser that follows the redirect.
-        "javascript" | "data" | "vbscript" | "file" => Err(format!("scheme `{scheme}` is not allowed")),
+        "javascript" | "data" | "vbscript" | "file" => {
+            Err(format!("scheme `{scheme}` is not allowed"))
+        }
         _ => Ok(()),
     }
 }
@@ -82,7 +85,9 @@ pub(crate) fn scope(s: &str) -> Result<(), String> {
     if s.is_empty() {
         return Err("must not be empty".to_owned());
     }
-    if s.bytes().all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E)) {
+    if s.bytes()
+        .all(|b| matches!(b, 0x21 | 0x23..=0x5B | 0x5D..=0x7E))
+    {
         Ok(())
     } else {
         Err(format!(
@@ -91,14 +96,18 @@ pub(crate) fn scope(s: &str) -> Result<(), String> {
     }
 }
 
-pub(crate) const ARGON2ID: &str = "not an argon2id PHC string (make one with `tollgate hash-secret`)";
+pub(crate) const ARGON2ID: &str =
+    "not an argon2id PHC string (make one with `tollgate hash-secret`)";
 
 /// Checks that a stored hash is an argon2id PHC string the verifier will accept, so a typo shows up at
 /// `tollgate check` rather than as a login that can never succeed.
 pub(crate) fn argon2id(s: &str) -> Result<(), String> {
     let hash = argon2::PasswordHash::new(s).map_err(|_| ARGON2ID.to_owned())?;
     if hash.algorithm != argon2::ARGON2ID_IDENT {
-        return Err(format!("uses `{}`, but only argon2id is accepted", hash.algorithm));
+        return Err(format!(
+            "uses `{}`, but only argon2id is accepted",
+            hash.algorithm
+        ));
     }
     if hash.salt.is_none() || hash.hash.is_none() {
         return Err(ARGON2ID.to_owned());
@@ -122,13 +131,17 @@ pub(crate) fn cidr(s: &str) -> Result<Cidr, String> {
     let max: u8 = if addr.is_ipv4() { 32 } else { 128 };
     let prefix = match prefix {
         None => max,
-        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => match p.parse::<u8>() {
-            Ok(p) if p <= max => p,
-            _ => {
-                let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
-                return Err(format!("prefix length {p} is out of range (0–{max} for {family})"));
+        Some(p) if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) => {
+            match p.parse::<u8>() {
+                Ok(p) if p <= max => p,
+                _ => {
+                    let family = if addr.is_ipv4() { "IPv4" } else { "IPv6" };
+                    return Err(format!(
+                        "prefix length {p} is out of range (0–{max} for {family})"
+                    ));
+                }
             }
-        },
+        }
         Some(_) => return Err(EXPECTED.to_owned()),
     };
     Ok(Cidr { addr, prefix })
@@ -144,10 +157,15 @@ pub(crate) fn client_id(s: &str) -> Result<(), String> {
 }
 
 pub(crate) fn api_id(s: &str) -> Result<(), String> {
-    if (1..=64).contains(&s.len()) && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+    if (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
         Ok(())
     } else {
-        Err(format!("`{s}` must be 1–64 characters of A-Z, a-z, 0-9, `_` and `-`"))
+        Err(format!(
+            "`{s}` must be 1–64 characters of A-Z, a-z, 0-9, `_` and `-`"
+        ))
     }
 }
 
@@ -157,18 +175,24 @@ pub(crate) fn listen_path(s: &str) -> Result<(), String> {
     if !s.starts_with('/') || !s.ends_with('/') {
         return Err("must start and end with `/`".to_owned());
     }
-    if let Some(c) = s
-        .chars()
-        .find(|&c| matches!(c, '%' | '\\' | '?' | '#') || c.is_whitespace() || c.is_control() || !c.is_ascii())
-    {
-        let shown = if c.is_whitespace() || c.is_control() { "whitespace or control characters".to_owned() } else { format!("`{c}`") };
+    if let Some(c) = s.chars().find(|&c| {
+        matches!(c, '%' | '\\' | '?' | '#') || c.is_whitespace() || c.is_control() || !c.is_ascii()
+    }) {
+        let shown = if c.is_whitespace() || c.is_control() {
+            "whitespace or control characters".to_owned()
+        } else {
+            format!("`{c}`")
+        };
         return Err(format!(
             "must not contain {shown} (`%`, `\\`, `?`, `#`, whitespace and non-ASCII characters are not allowed)"
         ));
     }
     if s.len() > 1 {
         let inner = &s[1..s.len() - 1];
-        if inner.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..") {
+        if inner
+            .split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..")
+        {
             return Err("must not contain empty, `.` or `..` segments".to_owned());
         }
     }
@@ -177,14 +201,28 @@ pub(crate) fn listen_path(s: &str) -> Result<(), String> {
 
 /// Claims the gateway sets itself in every access token; configured claims may not replace them.
 const RESERVED_CLAIMS: &[&str] = &[
-    "iss", "sub", "aud", "exp", "nbf", "iat", "jti", "client_id", "scope", "sid", "typ", "cnf", "act",
+    "iss",
+    "sub",
+    "aud",
+    "exp",
+    "nbf",
+    "iat",
+    "jti",
+    "client_id",
+    "scope",
+    "sid",
+    "typ",
+    "cnf",
+    "act",
 ];
 
 pub(crate) fn claim_name(s: &str) -> Result<(), String> {
     if s.is_empty() {
         Err("claim names must not be empty".to_owned())
     } else if RESERVED_CLAIMS.contains(&s) {
-        Err(format!("claim `{s}` is set by the gateway and cannot be configured"))
+        Err(format!(
+            "claim `{s}` is set by the gateway and cannot be configured"
+        ))
     } else {
         Ok(())
     }
@@ -193,9 +231,7 @@ pub(crate) fn claim_name(s: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    pub(crate) const PHC: &str =
-        "$argon2id$v=19$m=256,t=2,p=1$c29tZXNhbHQ$nf65EOgLrQMR/uIPnA4rEsF5h7TKyQwu9U1bMCHGi/4";
+    use crate::config::testutil::PHC;
 
     #[test]
     fn socket_addrs() {
@@ -249,8 +285,19 @@ mod tests {
         ] {
             assert_eq!(redirect_uri(ok), Ok(()), "{ok}");
         }
-        for bad in ["/callback", "callback", "", "https://app.example/c b", "1http://x/", "http:"] {
-            assert_eq!(redirect_uri(bad), Err("not an absolute URL".to_owned()), "{bad}");
+        for bad in [
+            "/callback",
+            "callback",
+            "",
+            "https://app.example/c b",
+            "1http://x/",
+            "http:",
+        ] {
+            assert_eq!(
+                redirect_uri(bad),
+                Err("not an absolute URL".to_owned()),
+                "{bad}"
+            );
         }
         assert_eq!(
             redirect_uri("https://app.example/cb#frag"),
@@ -258,7 +305,10 @@ mod tests {
         );
         assert_eq!(
             redirect_uri("http://app.example/cb"),
-            Err("http is only allowed for loopback hosts (127.0.0.1, [::1], localhost); use https".to_owned())
+            Err(
+                "http is only allowed for loopback hosts (127.0.0.1, [::1], localhost); use https"
+                    .to_owned()
+            )
         );
         assert_eq!(
             redirect_uri("javascript:alert(1)"),
@@ -285,9 +335,14 @@ mod tests {
         assert_eq!(argon2id(PHC), Ok(()));
         assert_eq!(argon2id("hunter2"), Err(ARGON2ID.to_owned()));
         assert_eq!(argon2id(""), Err(ARGON2ID.to_owned()));
-        assert_eq!(argon2id("$argon2id$v=19$m=256,t=2,p=1"), Err(ARGON2ID.to_owned()));
         assert_eq!(
-            argon2id("$argon2i$v=19$m=256,t=2,p=1$c29tZXNhbHQ$nf65EOgLrQMR/uIPnA4rEsF5h7TKyQwu9U1bMCHGi/4"),
+            argon2id("$argon2id$v=19$m=256,t=2,p=1"),
+            Err(ARGON2ID.to_owned())
+        );
+        assert_eq!(
+            argon2id(
+                "$argon2i$v=19$m=256,t=2,p=1$c29tZXNhbHQ$nf65EOgLrQMR/uIPnA4rEsF5h7TKyQwu9U1bMCHGi/4"
+            ),
             Err("uses `argon2i`, but only argon2id is accepted".to_owned())
         );
         assert!(argon2id("$argon2id$v=19$m=256,t=2,p=1,zz=3$c29tZXNhbHQ$nf65EOgLrQMR/uIPnA4rEsF5h7TKyQwu9U1bMCHGi/4").is_err());
@@ -296,16 +351,43 @@ mod tests {
     #[test]
     fn header_names() {
         assert_eq!(header_name("X-User-Id").unwrap().as_str(), "x-user-id");
-        assert_eq!(header_name("Bad Header"), Err("`Bad Header` is not a valid header name".to_owned()));
+        assert_eq!(
+            header_name("Bad Header"),
+            Err("`Bad Header` is not a valid header name".to_owned())
+        );
         assert!(header_name("").is_err());
     }
 
     #[test]
     fn cidrs() {
-        assert_eq!(cidr("10.0.0.0/8"), Ok(Cidr { addr: "10.0.0.0".parse().unwrap(), prefix: 8 }));
-        assert_eq!(cidr("::1/128"), Ok(Cidr { addr: "::1".parse().unwrap(), prefix: 128 }));
-        assert_eq!(cidr("192.168.1.7"), Ok(Cidr { addr: "192.168.1.7".parse().unwrap(), prefix: 32 }));
-        assert_eq!(cidr("fd00::"), Ok(Cidr { addr: "fd00::".parse().unwrap(), prefix: 128 }));
+        assert_eq!(
+            cidr("10.0.0.0/8"),
+            Ok(Cidr {
+                addr: "10.0.0.0".parse().unwrap(),
+                prefix: 8
+            })
+        );
+        assert_eq!(
+            cidr("::1/128"),
+            Ok(Cidr {
+                addr: "::1".parse().unwrap(),
+                prefix: 128
+            })
+        );
+        assert_eq!(
+            cidr("192.168.1.7"),
+            Ok(Cidr {
+                addr: "192.168.1.7".parse().unwrap(),
+                prefix: 32
+            })
+        );
+        assert_eq!(
+            cidr("fd00::"),
+            Ok(Cidr {
+                addr: "fd00::".parse().unwrap(),
+                prefix: 128
+            })
+        );
         assert_eq!(cidr("0.0.0.0/0").map(|c| c.prefix), Ok(0));
         assert_eq!(
             cidr("10.0.0.0/33"),
@@ -319,8 +401,19 @@ mod tests {
             cidr("::/999999"),
             Err("prefix length 999999 is out of range (0–128 for IPv6)".to_owned())
         );
-        for bad in ["10.0.0/8", "10.0.0.0/", "10.0.0.0/+8", "10.0.0.0/8/8", "host", ""] {
-            assert_eq!(cidr(bad), Err("not a CIDR like 10.0.0.0/8 or ::1/128".to_owned()), "{bad}");
+        for bad in [
+            "10.0.0/8",
+            "10.0.0.0/",
+            "10.0.0.0/+8",
+            "10.0.0.0/8/8",
+            "host",
+            "",
+        ] {
+            assert_eq!(
+                cidr(bad),
+                Err("not a CIDR like 10.0.0.0/8 or ::1/128".to_owned()),
+                "{bad}"
+            );
         }
     }
 
@@ -353,7 +446,11 @@ mod tests {
             assert_eq!(listen_path(ok), Ok(()), "{ok}");
         }
         for bad in ["movies/", "/movies", ""] {
-            assert_eq!(listen_path(bad), Err("must start and end with `/`".to_owned()), "{bad}");
+            assert_eq!(
+                listen_path(bad),
+                Err("must start and end with `/`".to_owned()),
+                "{bad}"
+            );
         }
         for bad in ["//", "/a//b/", "/./", "/a/../", "/../"] {
             assert_eq!(
@@ -362,13 +459,34 @@ mod tests {
                 "{bad}"
             );
         }
-        const TAIL: &str = "(`%`, `\\`, `?`, `#`, whitespace and non-ASCII characters are not allowed)";
-        assert_eq!(listen_path("/a%2f/"), Err(format!("must not contain `%` {TAIL}")));
-        assert_eq!(listen_path("/a\\b/"), Err(format!("must not contain `\\` {TAIL}")));
-        assert_eq!(listen_path("/a?/"), Err(format!("must not contain `?` {TAIL}")));
-        assert_eq!(listen_path("/a#/"), Err(format!("must not contain `#` {TAIL}")));
-        assert_eq!(listen_path("/a b/"), Err(format!("must not contain whitespace or control characters {TAIL}")));
-        assert_eq!(listen_path("/é/"), Err(format!("must not contain `é` {TAIL}")));
+        const TAIL: &str =
+            "(`%`, `\\`, `?`, `#`, whitespace and non-ASCII characters are not allowed)";
+        assert_eq!(
+            listen_path("/a%2f/"),
+            Err(format!("must not contain `%` {TAIL}"))
+        );
+        assert_eq!(
+            listen_path("/a\\b/"),
+            Err(format!("must not contain `\\` {TAIL}"))
+        );
+        assert_eq!(
+            listen_path("/a?/"),
+            Err(format!("must not contain `?` {TAIL}"))
+        );
+        assert_eq!(
+            listen_path("/a#/"),
+            Err(format!("must not contain `#` {TAIL}"))
+        );
+        assert_eq!(
+            listen_path("/a b/"),
+            Err(format!(
+                "must not contain whitespace or control characters {TAIL}"
+            ))
+        );
+        assert_eq!(
+            listen_path("/é/"),
+            Err(format!("must not contain `é` {TAIL}"))
+        );
     }
 
     #[test]
@@ -378,6 +496,9 @@ mod tests {
             claim_name("sub"),
             Err("claim `sub` is set by the gateway and cannot be configured".to_owned())
         );
-        assert_eq!(claim_name(""), Err("claim names must not be empty".to_owned()));
+        assert_eq!(
+            claim_name(""),
+            Err("claim names must not be empty".to_owned())
+        );
     }
 }

@@ -12,9 +12,7 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if digits.is_empty() || unit.is_empty() {
         return Err(format!("`{s}`: {EXPECTED}"));
     }
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("`{s}` is too large"))?;
+    let n: u64 = digits.parse().map_err(|_| format!("`{s}` is too large"))?;
     let millis_per_unit: u64 = match unit {
         "ms" => 1,
         "s" => 1_000,

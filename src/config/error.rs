@@ -15,7 +15,11 @@ pub struct ConfigProblem {
 }
 
 impl ConfigProblem {
-    pub fn new(file: impl Into<PathBuf>, path: impl Into<String>, message: impl Into<String>) -> Self {
+    pub fn new(
+        file: impl Into<PathBuf>,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
         ConfigProblem {
             file: file.into(),
             path: path.into(),
@@ -29,7 +33,13 @@ impl fmt::Display for ConfigProblem {
         if self.path.is_empty() {
             write!(f, "{}: {}", self.file.display(), self.message)
         } else {
-            write!(f, "{}: {}: {}", self.file.display(), self.path, self.message)
+            write!(
+                f,
+                "{}: {}: {}",
+                self.file.display(),
+                self.path,
+                self.message
+            )
         }
     }
 }
@@ -114,10 +124,6 @@ impl Problems {
         self.muted.push((file.to_owned(), path.to_owned()));
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.list.is_empty()
-    }
-
     pub(crate) fn len(&self) -> usize {
         self.list.len()
     }
@@ -126,7 +132,11 @@ impl Problems {
     /// ever not, the load must still fail rather than yield a half-empty config.
     pub(crate) fn fail<T>(mut self, file: &Path) -> Result<T, ConfigErrors> {
         if self.list.is_empty() {
-            self.list.push(ConfigProblem::new(file, "", "internal error: configuration incomplete"));
+            self.list.push(ConfigProblem::new(
+                file,
+                "",
+                "internal error: configuration incomplete",
+            ));
         }
         Err(ConfigErrors(self.list))
     }

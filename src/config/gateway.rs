@@ -8,8 +8,8 @@ use super::check;
 use super::duration::parse_duration;
 use super::error::{FileProblems, field, index};
 use super::model::{
-    AdminConfig, Cidr, GatewaySettings, Limits, LogConfig, LogFormat, RedisConfig, SigningAlgorithm,
-    SigningConfig, StorageConfig, TlsFiles,
+    AdminConfig, Cidr, GatewaySettings, Limits, LogConfig, LogFormat, RedisConfig,
+    SigningAlgorithm, SigningConfig, StorageConfig, TlsFiles,
 };
 use super::raw::{RawDuration, RawGateway, RawLimits, RawRedis, RawStorage};
 
@@ -23,7 +23,9 @@ pub(crate) struct GatewayParts {
 /// those). `base` is the folder of `gateway.yaml` as the user named it.
 pub(crate) fn convert(raw: &RawGateway, base: &Path, out: &mut FileProblems<'_>) -> GatewayParts {
     let fallback_listen = SocketAddr::from(([0, 0, 0, 0], 8080));
-    let listen = out.check("listen", check::socket_addr(&raw.listen)).unwrap_or(fallback_listen);
+    let listen = out
+        .check("listen", check::socket_addr(&raw.listen))
+        .unwrap_or(fallback_listen);
 
     let tls = raw.tls.as_ref().map(|tls| TlsFiles {
         cert: existing_file(out, "tls.cert", base, &tls.cert),
@@ -52,7 +54,10 @@ pub(crate) fn convert(raw: &RawGateway, base: &Path, out: &mut FileProblems<'_>)
     let algorithm = SigningAlgorithm::parse(&signing.algorithm).unwrap_or_else(|| {
         out.push(
             "signing.algorithm",
-            format!("unknown algorithm `{}` (expected ES256, EdDSA or RS256)", signing.algorithm),
+            format!(
+                "unknown algorithm `{}` (expected ES256, EdDSA or RS256)",
+                signing.algorithm
+            ),
         );
         SigningAlgorithm::Es256
     });
@@ -62,7 +67,10 @@ pub(crate) fn convert(raw: &RawGateway, base: &Path, out: &mut FileProblems<'_>)
         if signing.key_file.is_empty() {
             out.push("signing.key_file", "must not be empty");
         } else if path.exists() && !path.is_file() {
-            out.push("signing.key_file", format!("{} is not a file", path.display()));
+            out.push(
+                "signing.key_file",
+                format!("{} is not a file", path.display()),
+            );
         }
         path
     } else {
@@ -79,7 +87,8 @@ pub(crate) fn convert(raw: &RawGateway, base: &Path, out: &mut FileProblems<'_>)
         let admin_listen = out
             .check("admin.listen", check::socket_addr(&admin.listen))
             .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8081)));
-        if admin_listen == listen {
+        // Port 0 asks the OS for a free port, so two `:0` addresses never collide.
+        if admin_listen == listen && listen.port() != 0 {
             out.push("admin.listen", "must differ from listen");
         }
         if admin.secret.chars().count() < 16 {
@@ -102,7 +111,10 @@ pub(crate) fn convert(raw: &RawGateway, base: &Path, out: &mut FileProblems<'_>)
         "text" => LogFormat::Text,
         "json" => LogFormat::Json,
         other => {
-            out.push("log.format", format!("unknown format `{other}` (expected text or json)"));
+            out.push(
+                "log.format",
+                format!("unknown format `{other}` (expected text or json)"),
+            );
             LogFormat::Text
         }
     };
@@ -157,7 +169,12 @@ fn default_public_url(listen: SocketAddr, tls: bool) -> String {
 }
 
 /// Resolves `rel` against `base` and reports it at `path` unless it is an existing regular file.
-pub(crate) fn existing_file(out: &mut FileProblems<'_>, path: &str, base: &Path, rel: &str) -> PathBuf {
+pub(crate) fn existing_file(
+    out: &mut FileProblems<'_>,
+    path: &str,
+    base: &Path,
+    rel: &str,
+) -> PathBuf {
     let full = base.join(rel);
     if rel.is_empty() {
         out.push(path, "must not be empty");
@@ -175,7 +192,12 @@ pub(crate) fn existing_file(out: &mut FileProblems<'_>, path: &str, base: &Path,
 }
 
 /// Parses a duration, reporting it at `path`; `fallback` only keeps conversion going.
-pub(crate) fn duration(out: &mut FileProblems<'_>, path: &str, raw: &RawDuration, fallback: Duration) -> Duration {
+pub(crate) fn duration(
+    out: &mut FileProblems<'_>,
+    path: &str,
+    raw: &RawDuration,
+    fallback: Duration,
+) -> Duration {
     out.check(path, parse_duration(&raw.0)).unwrap_or(fallback)
 }
 
@@ -206,7 +228,10 @@ fn redis_config(raw: &RawRedis, out: &mut FileProblems<'_>) -> RedisConfig {
         _ => {}
     }
     if let Some(url) = &raw.url {
-        let _ = out.check("storage.redis.url", redis_url(url, &["redis", "rediss", "redis+unix"]));
+        let _ = out.check(
+            "storage.redis.url",
+            redis_url(url, &["redis", "rediss", "redis+unix"]),
+        );
     }
     for (i, node) in raw.cluster.iter().enumerate() {
         let _ = out.check(&index("storage.redis.cluster", i), redis_node(node));
@@ -215,7 +240,12 @@ fn redis_config(raw: &RawRedis, out: &mut FileProblems<'_>) -> RedisConfig {
         url: raw.url.clone(),
         cluster: raw.cluster.clone(),
         key_prefix: raw.key_prefix.clone(),
-        timeout: duration(out, "storage.redis.timeout", &raw.timeout, Duration::from_millis(250)),
+        timeout: duration(
+            out,
+            "storage.redis.timeout",
+            &raw.timeout,
+            Duration::from_millis(250),
+        ),
     }
 }
 
@@ -250,10 +280,21 @@ fn limits(raw: &RawLimits, out: &mut FileProblems<'_>) -> Limits {
         Some(v) => duration(out, &field("limits", name), v, fallback),
         None => fallback,
     };
-    let header_read_timeout = one("header_read_timeout", &raw.header_read_timeout, d.header_read_timeout);
-    let upstream_connect_timeout =
-        one("upstream_connect_timeout", &raw.upstream_connect_timeout, d.upstream_connect_timeout);
-    let upstream_timeout = one("upstream_timeout", &raw.upstream_timeout, d.upstream_timeout);
+    let header_read_timeout = one(
+        "header_read_timeout",
+        &raw.header_read_timeout,
+        d.header_read_timeout,
+    );
+    let upstream_connect_timeout = one(
+        "upstream_connect_timeout",
+        &raw.upstream_connect_timeout,
+        d.upstream_connect_timeout,
+    );
+    let upstream_timeout = one(
+        "upstream_timeout",
+        &raw.upstream_timeout,
+        d.upstream_timeout,
+    );
     let shutdown_grace = one("shutdown_grace", &raw.shutdown_grace, d.shutdown_grace);
     if raw.max_body_bytes == Some(0) {
         out.push("limits.max_body_bytes", "must be greater than 0");
@@ -284,7 +325,10 @@ mod tests {
 
     fn expect(gateway: &str, line: &str) {
         let lines = problems_with(gateway);
-        assert!(lines.iter().any(|l| l == line), "expected {line:?} in {lines:#?}");
+        assert!(
+            lines.iter().any(|l| l == line),
+            "expected {line:?} in {lines:#?}"
+        );
     }
 
     const SIGN: &str = "signing: {generate: true}\n";
@@ -305,7 +349,13 @@ mod tests {
         assert_eq!(g.signing.key_file, f.dir().join("keys/signing.pem"));
         assert!(g.signing.previous_keys.is_empty());
         assert_eq!(g.admin, None);
-        assert_eq!(g.log, LogConfig { level: "info".into(), format: LogFormat::Text });
+        assert_eq!(
+            g.log,
+            LogConfig {
+                level: "info".into(),
+                format: LogFormat::Text
+            }
+        );
         assert_eq!(c.runtime.limits, Limits::default());
         assert!(c.runtime.trusted_proxies.is_empty());
     }
@@ -349,24 +399,39 @@ mod tests {
     #[test]
     fn public_url_trimmed_and_defaulted() {
         let f = Fixture::new();
-        f.write("gateway.yaml", &format!("{SIGN}public_url: https://gw.example/base/\n"));
-        assert_eq!(f.load().unwrap().gateway.public_url, "https://gw.example/base");
+        f.write(
+            "gateway.yaml",
+            &format!("{SIGN}public_url: https://gw.example/base/\n"),
+        );
+        assert_eq!(
+            f.load().unwrap().gateway.public_url,
+            "https://gw.example/base"
+        );
 
         f.write("gateway.yaml", &format!("{SIGN}listen: '[::]:9000'\n"));
-        assert_eq!(f.load().unwrap().gateway.public_url, "http://localhost:9000");
+        assert_eq!(
+            f.load().unwrap().gateway.public_url,
+            "http://localhost:9000"
+        );
 
         f.write("gateway.yaml", &format!("{SIGN}listen: '[::1]:9000'\n"));
         assert_eq!(f.load().unwrap().gateway.public_url, "http://[::1]:9000");
 
         f.write("gateway.yaml", &format!("{SIGN}listen: 127.0.0.1:9000\n"));
-        assert_eq!(f.load().unwrap().gateway.public_url, "http://127.0.0.1:9000");
+        assert_eq!(
+            f.load().unwrap().gateway.public_url,
+            "http://127.0.0.1:9000"
+        );
     }
 
     #[test]
     fn tls_files_must_exist() {
         let f = Fixture::new();
         f.write("certs/cert.pem", "x");
-        f.write("gateway.yaml", &format!("{SIGN}tls: {{cert: certs/cert.pem, key: certs/key.pem}}\n"));
+        f.write(
+            "gateway.yaml",
+            &format!("{SIGN}tls: {{cert: certs/cert.pem, key: certs/key.pem}}\n"),
+        );
         assert_eq!(
             f.problems(),
             vec!["gateway.yaml: tls.key: certs/key.pem does not exist"]
@@ -375,17 +440,29 @@ mod tests {
         let c = f.load().unwrap();
         assert_eq!(
             c.gateway.tls,
-            Some(TlsFiles { cert: f.dir().join("certs/cert.pem"), key: f.dir().join("certs/key.pem") })
+            Some(TlsFiles {
+                cert: f.dir().join("certs/cert.pem"),
+                key: f.dir().join("certs/key.pem")
+            })
         );
         assert_eq!(c.gateway.public_url, "https://localhost:8080");
-        f.write("gateway.yaml", &format!("{SIGN}tls: {{cert: certs, key: certs/key.pem}}\n"));
-        assert_eq!(f.problems(), vec!["gateway.yaml: tls.cert: certs is not a file"]);
+        f.write(
+            "gateway.yaml",
+            &format!("{SIGN}tls: {{cert: certs, key: certs/key.pem}}\n"),
+        );
+        assert_eq!(
+            f.problems(),
+            vec!["gateway.yaml: tls.cert: certs is not a file"]
+        );
     }
 
     #[test]
     fn users_and_policies_files_must_exist() {
         let f = Fixture::new();
-        f.write("gateway.yaml", &format!("{SIGN}users: users.yaml\npolicies: p/policies.yaml\n"));
+        f.write(
+            "gateway.yaml",
+            &format!("{SIGN}users: users.yaml\npolicies: p/policies.yaml\n"),
+        );
         assert_eq!(
             f.problems(),
             vec![
@@ -487,7 +564,9 @@ mod tests {
             "gateway.yaml: admin.listen: not a socket address like 0.0.0.0:8080 or [::]:8080",
         );
         expect(
-            &format!("{SIGN}listen: 127.0.0.1:9000\nadmin: {{listen: 127.0.0.1:9000, secret: 0123456789abcdef}}\n"),
+            &format!(
+                "{SIGN}listen: 127.0.0.1:9000\nadmin: {{listen: 127.0.0.1:9000, secret: 0123456789abcdef}}\n"
+            ),
             "gateway.yaml: admin.listen: must differ from listen",
         );
         expect(
@@ -499,7 +578,10 @@ mod tests {
     #[test]
     fn admin_parsed() {
         let f = Fixture::new();
-        f.write("gateway.yaml", &format!("{SIGN}admin: {{secret: 0123456789abcdef}}\n"));
+        f.write(
+            "gateway.yaml",
+            &format!("{SIGN}admin: {{secret: 0123456789abcdef}}\n"),
+        );
         let admin = f.load().unwrap().gateway.admin.unwrap();
         assert_eq!(admin.listen, "127.0.0.1:8081".parse().unwrap());
         assert_eq!(admin.secret, "0123456789abcdef");

@@ -14,7 +14,12 @@ pub(crate) type Env<'a> = &'a dyn Fn(&str) -> Option<String>;
 /// Replaces placeholders in every string of `value`. A string that cannot be interpolated is reported
 /// at its field path, becomes empty, and has later problems at that path muted (they would only be
 /// about the placeholder).
-pub(crate) fn interpolate_tree(value: &mut Value, path: &str, env: Env<'_>, out: &mut FileProblems<'_>) {
+pub(crate) fn interpolate_tree(
+    value: &mut Value,
+    path: &str,
+    env: Env<'_>,
+    out: &mut FileProblems<'_>,
+) {
     match value {
         Value::String(s) => {
             if s.contains('$') {
@@ -135,7 +140,10 @@ mod tests {
     #[test]
     fn default_value() {
         assert_eq!(interpolate("${NOPE:-info}", &env), Ok("info".to_owned()));
-        assert_eq!(interpolate("${HOST:-x}", &env), Ok("db.internal".to_owned()));
+        assert_eq!(
+            interpolate("${HOST:-x}", &env),
+            Ok("db.internal".to_owned())
+        );
         assert_eq!(interpolate("${EMPTY:-x}", &env), Ok("x".to_owned()));
         assert_eq!(interpolate("${EMPTY}", &env), Ok(String::new()));
         assert_eq!(interpolate("${NOPE:-}", &env), Ok(String::new()));
@@ -153,7 +161,10 @@ mod tests {
     fn dollars_and_escapes() {
         let phc = "$argon2id$v=19$m=256,t=2,p=1$c29tZXNhbHQ$abc";
         assert_eq!(interpolate(phc, &env), Ok(phc.to_owned()));
-        assert_eq!(interpolate("$${HOST} ${HOST}$", &env), Ok("${HOST} db.internal$".to_owned()));
+        assert_eq!(
+            interpolate("$${HOST} ${HOST}$", &env),
+            Ok("${HOST} db.internal$".to_owned())
+        );
     }
 
     #[test]
@@ -179,7 +190,10 @@ mod tests {
         )
         .unwrap();
         let mut problems = Problems::default();
-        let mut out = FileProblems { file: Path::new("g.yaml"), problems: &mut problems };
+        let mut out = FileProblems {
+            file: Path::new("g.yaml"),
+            problems: &mut problems,
+        };
         interpolate_tree(&mut v, "", &env, &mut out);
         assert_eq!(v["list"][1], Value::String("db.internal".to_owned()));
         assert_eq!(v["admin"]["secret"], Value::String(String::new()));

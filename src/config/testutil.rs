@@ -12,7 +12,8 @@ pub(crate) const PHC: &str =
     "$argon2id$v=19$m=256,t=2,p=1$c29tZXNhbHQ$nf65EOgLrQMR/uIPnA4rEsF5h7TKyQwu9U1bMCHGi/4";
 
 /// The smallest valid API definition; `Fixture::new` writes it as `api-definitions/echo.yaml`.
-pub(crate) const ECHO_API: &str = "listen_path: /echo/\nupstream: {mock: {status: 200}}\nauth: {type: none}\n";
+pub(crate) const ECHO_API: &str =
+    "listen_path: /echo/\nupstream: {mock: {status: 200}}\nauth: {type: none}\n";
 
 pub(crate) struct Fixture {
     dir: tempfile::TempDir,
@@ -78,6 +79,9 @@ impl Fixture {
     /// Asserts that `line` is among the problems.
     pub(crate) fn expect(&self, line: &str) {
         let lines = self.problems();
-        assert!(lines.iter().any(|l| l == line), "expected {line:?} in {lines:#?}");
+        assert!(
+            lines.iter().any(|l| l == line),
+            "expected {line:?} in {lines:#?}"
+        );
     }
 }

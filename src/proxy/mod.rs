@@ -1,7 +1,7 @@
 //! The request lifecycle of the proxy listener, in one place.
 //!
 //! ```text
-//! request ─▶ framing & Host checks ─▶ gateway endpoints (/health) ─▶ canonical path ─▶ route
+//! request ─▶ Host check ─▶ gateway endpoints (/health) ─▶ canonical path ─▶ route
 //!         ─▶ [API phases: OAuth endpoints, credential, token, scopes, limits — see docs/request-lifecycle.md]
 //!         ─▶ forward (or mock) ─▶ access log + metrics
 //! ```
@@ -92,8 +92,8 @@ async fn lifecycle(
     request_id: &HeaderValue,
     outcome: &mut Outcome,
 ) -> Result<Response<Body>, GatewayError> {
-    // 1. Framing and Host: hyper parses HTTP/1, but some ambiguities are ours to refuse outright.
-    check_framing(&req)?;
+    // 1. Host: hyper parses HTTP/1 framing strictly, but leaves Host rules to us.
+    check_host(&req)?;
 
     // 2. Endpoints of the gateway itself, outside every listen path.
     if req.uri().path() == "/health" {
@@ -132,15 +132,11 @@ async fn lifecycle(
     }
 }
 
-/// Refuses requests whose framing or Host is ambiguous (RFC 9112 §6.1, §3.2).
-fn check_framing<B>(req: &Request<B>) -> Result<(), GatewayError> {
+/// Refuses requests whose Host is missing or ambiguous (RFC 9112 §3.2).
+fn check_host<B>(req: &Request<B>) -> Result<(), GatewayError> {
+    // Transfer-Encoding with Content-Length never gets here as such: hyper keeps chunked, drops
+    // Content-Length and closes the connection after the response, so nothing can hide behind it.
     let headers = req.headers();
-    if headers.contains_key(header::TRANSFER_ENCODING) && headers.contains_key(header::CONTENT_LENGTH) {
-        // hyper would let Transfer-Encoding win; an upstream or another hop might not. Refuse.
-        return Err(GatewayError::BadRequest(
-            "both Transfer-Encoding and Content-Length are present",
-        ));
-    }
     if req.version() == Version::HTTP_11 {
         let mut hosts = headers.get_all(header::HOST).iter();
         match (hosts.next(), hosts.next()) {

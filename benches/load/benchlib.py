@@ -1,0 +1,271 @@
+#!/usr/bin/env python3
+"""Helpers for benches/load/run.sh: free ports, /proc accounting, wrk/oha parsing, the report.
+
+Subcommands (all print to stdout):
+  freeport                          a TCP port on 127.0.0.1 that was free a moment ago
+  wait-http URL [SECONDS]           poll URL until it answers 200 (exit 1 on timeout)
+  cpu PID                           utime+stime clock ticks of PID and its direct children
+  rss PID                           VmRSS (KiB) of PID and its direct children, and VmHWM of PID
+  record TSV SCENARIO TARGET ROUND CPU_BEFORE CPU_AFTER WRK_OUTPUT
+                                    parse one wrk run, append one row to TSV, print a one-line summary
+  report TSV                        markdown tables, one per scenario, with ratios to nginx
+  median-rps TSV SCENARIO TARGET    median requests/s of the valid runs (integer, 0 if none)
+  latency-table TARGET=FILE...      markdown table of oha's p50/p99/p99.9, added over the first target
+"""
+
+import os
+import re
+import socket
+import statistics
+import sys
+import time
+import urllib.request
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+COLUMNS = [
+    "scenario",
+    "target",
+    "round",
+    "requests",
+    "seconds",
+    "rps",
+    "cpu_ticks",
+    "non2xx",
+    "socket_errors",
+    "void",
+]
+
+
+def freeport():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        print(s.getsockname()[1])
+
+
+def wait_http(url, seconds="15"):
+    deadline = time.monotonic() + float(seconds)
+    last = "no answer"
+    # Never through an HTTP proxy from the environment: the targets are on loopback.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    while time.monotonic() < deadline:
+        try:
+            with opener.open(url, timeout=2) as resp:
+                if resp.status == 200:
+                    return 0
+                last = f"status {resp.status}"
+        except Exception as err:  # connection refused while starting, HTTP errors
+            last = str(err)
+        time.sleep(0.1)
+    print(f"{url}: not ready after {seconds}s ({last})", file=sys.stderr)
+    return 1
+
+
+def _stat_fields(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        text = f.read()
+    # The command name may contain spaces and parentheses: split after the last ')'.
+    return text[text.rindex(")") + 2 :].split()
+
+
+def _children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        pass
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if int(_stat_fields(entry)[1]) == int(pid):
+                    kids.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                pass
+    return kids
+
+
+def _ticks(pid):
+    fields = _stat_fields(pid)
+    # Fields after the name start at field 3 (state); utime and stime are fields 14 and 15. For a
+    # process (not a single task) they already sum every thread, exited ones included.
+    return int(fields[11]) + int(fields[12])
+
+
+def cpu(pid):
+    pids = [int(pid)] + _children(pid)
+    print(sum(_ticks(p) for p in pids))
+
+
+def _status_kib(pid, key):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def rss(pid):
+    pids = [int(pid)] + _children(pid)
+    total = sum(_status_kib(p, "VmRSS") for p in pids)
+    print(total, _status_kib(pid, "VmHWM"))
+
+
+def parse_wrk(text):
+    m = re.search(r"^\s*(\d+) requests in ([\d.]+)(us|ms|s|m)\b", text, re.M)
+    if not m:
+        raise ValueError("no 'N requests in T' line in wrk output")
+    requests = int(m.group(1))
+    scale = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}[m.group(3)]
+    seconds = float(m.group(2)) * scale
+    m = re.search(r"^Requests/sec:\s*([\d.]+)", text, re.M)
+    rps = float(m.group(1)) if m else requests / seconds
+    m = re.search(r"Non-2xx or 3xx responses:\s*(\d+)", text)
+    non2xx = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
+    socket_errors = sum(int(g) for g in m.groups()) if m else 0
+    return requests, seconds, rps, non2xx, socket_errors
+
+
+def record(tsv, scenario, target, rnd, before, after, wrk_file):
+    with open(wrk_file) as f:
+        text = f.read()
+    requests, seconds, rps, non2xx, socket_errors = parse_wrk(text)
+    ticks = "" if before == "-" else str(int(after) - int(before))
+    reasons = []
+    if non2xx:
+        reasons.append(f"{non2xx} non-2xx responses")
+    if socket_errors:
+        reasons.append(f"{socket_errors} socket errors")
+    if requests == 0:
+        reasons.append("no requests")
+    void = "; ".join(reasons)
+    row = [scenario, target, rnd, str(requests), f"{seconds:.2f}", f"{rps:.1f}", ticks, str(non2xx), str(socket_errors), void]
+    new = not os.path.exists(tsv)
+    with open(tsv, "a") as f:
+        if new:
+            f.write("\t".join(COLUMNS) + "\n")
+        f.write("\t".join(row) + "\n")
+    cpu_text = ""
+    if ticks and requests:
+        cpu_text = f", CPU {int(ticks) * 1e6 / CLK_TCK / requests:.2f} µs/req"
+    print(f"  {scenario}/{target} round {rnd}: {rps:,.0f} req/s ({requests} requests{cpu_text})" + (f"  VOID: {void}" if void else ""))
+
+
+def _read_rows(tsv):
+    with open(tsv) as f:
+        header = f.readline().rstrip("\n").split("\t")
+        return [dict(zip(header, line.rstrip("\n").split("\t"))) for line in f if line.strip()]
+
+
+def _median_range(values, fmt):
+    if not values:
+        return "—"
+    med = statistics.median(values)
+    if len(values) == 1:
+        return fmt(med)
+    return f"{fmt(med)} ({fmt(min(values))}–{fmt(max(values))})"
+
+
+def report(tsv):
+    rows = _read_rows(tsv)
+    scenarios = list(dict.fromkeys(r["scenario"] for r in rows))
+    for scenario in scenarios:
+        srows = [r for r in rows if r["scenario"] == scenario]
+        targets = list(dict.fromkeys(r["target"] for r in srows))
+        stats = {}
+        for target in targets:
+            trows = [r for r in srows if r["target"] == target]
+            valid = [r for r in trows if not r["void"]]
+            rps = [float(r["rps"]) for r in valid]
+            cpu = [
+                int(r["cpu_ticks"]) * 1e6 / CLK_TCK / int(r["requests"])
+                for r in valid
+                if r["cpu_ticks"] and int(r["requests"]) > 0
+            ]
+            stats[target] = (len(valid), len(trows), rps, cpu, [r for r in trows if r["void"]])
+        ref = stats.get("nginx")
+        ref_rps = statistics.median(ref[2]) if ref and ref[2] else None
+        ref_cpu = statistics.median(ref[3]) if ref and ref[3] else None
+        print(f"\n### scenario: {scenario}\n")
+        print("| target | valid runs | requests/s median (min–max) | req/s ÷ nginx | CPU µs/request median (min–max) | CPU ÷ nginx |")
+        print("|---|---|---|---|---|---|")
+        for target in targets:
+            n_valid, n_all, rps, cpu, _ = stats[target]
+            rps_ratio = f"{statistics.median(rps) / ref_rps:.2f}" if rps and ref_rps else "—"
+            cpu_ratio = f"{statistics.median(cpu) / ref_cpu:.2f}" if cpu and ref_cpu else "—"
+            print(
+                f"| {target} | {n_valid}/{n_all} | {_median_range(rps, lambda v: f'{v:,.0f}')} | {rps_ratio} | "
+                f"{_median_range(cpu, lambda v: f'{v:.2f}')} | {cpu_ratio} |"
+            )
+        voids = [(t, r) for t in targets for r in stats[t][4]]
+        if voids:
+            print()
+            for target, r in voids:
+                print(f"- void: {target} round {r['round']}: {r['void']} ({r['requests']} requests)")
+
+
+def median_rps(tsv, scenario, target):
+    rps = [float(r["rps"]) for r in _read_rows(tsv) if r["scenario"] == scenario and r["target"] == target and not r["void"]]
+    print(int(statistics.median(rps)) if rps else 0)
+
+
+def oha_percentiles(text):
+    """p50, p99, p99.9 in milliseconds from oha's text output (None where missing)."""
+    found = {}
+    for pct, value, unit in re.findall(r"([\d.]+)% in ([\d.]+) (secs|ms|us|µs)", text):
+        scale = {"secs": 1000.0, "ms": 1.0, "us": 0.001, "µs": 0.001}[unit]
+        found[float(pct)] = float(value) * scale
+    return [found.get(p) for p in (50.0, 99.0, 99.9)]
+
+
+def latency_table(*pairs):
+    rows = []
+    for pair in pairs:
+        target, path = pair.split("=", 1)
+        with open(path) as f:
+            text = f.read()
+        statuses = re.findall(r"\[(\d{3})\]\s+(\d+) responses", text)
+        bad = sum(int(n) for code, n in statuses if not code.startswith("2"))
+        rows.append((target, oha_percentiles(text), bad))
+    base = rows[0][1]
+    fmt = lambda v: "—" if v is None else f"{v:.3f}"
+    added = lambda v, b: "—" if v is None or b is None else f"{v - b:+.3f}"
+    print()
+    print(f"| target | p50 ms | p99 ms | p99.9 ms | added p50 | added p99 | added p99.9 | non-2xx |")
+    print("|---|---|---|---|---|---|---|---|")
+    for target, p, bad in rows:
+        print(
+            f"| {target} | {fmt(p[0])} | {fmt(p[1])} | {fmt(p[2])} | {added(p[0], base[0])} | "
+            f"{added(p[1], base[1])} | {added(p[2], base[2])} | {bad} |"
+        )
+
+
+def main(argv):
+    if not argv:
+        print(__doc__, file=sys.stderr)
+        return 2
+    cmd, args = argv[0], argv[1:]
+    if cmd == "freeport":
+        freeport()
+    elif cmd == "wait-http":
+        return wait_http(*args)
+    elif cmd == "cpu":
+        cpu(*args)
+    elif cmd == "rss":
+        rss(*args)
+    elif cmd == "record":
+        record(*args)
+    elif cmd == "report":
+        report(*args)
+    elif cmd == "median-rps":
+        median_rps(*args)
+    elif cmd == "latency-table":
+        latency_table(*args)
+    else:
+        print(f"unknown command {cmd}\n{__doc__}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
