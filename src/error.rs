@@ -75,7 +75,8 @@ impl GatewayError {
     }
 
     pub fn into_response(self) -> Response<Body> {
-        let mut response = json_response(self.status(), &error_body(self.code(), &self.to_string()));
+        let mut response =
+            json_response(self.status(), &error_body(self.code(), &self.to_string()));
         let headers = response.headers_mut();
         match &self {
             GatewayError::Unavailable {

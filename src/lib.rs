@@ -88,7 +88,13 @@ pub async fn run(
     {
         let gw = gateway.clone();
         let handler = move |req, conn| proxy::handle(gw.clone(), req, conn);
-        tasks.spawn(server::serve(listeners.proxy, tls, server_limits, handler, stop_rx.clone()));
+        tasks.spawn(server::serve(
+            listeners.proxy,
+            tls,
+            server_limits,
+            handler,
+            stop_rx.clone(),
+        ));
     }
     if let Some(listener) = listeners.admin {
         if let Ok(addr) = listener.local_addr() {
@@ -96,7 +102,13 @@ pub async fn run(
         }
         let gw = gateway.clone();
         let handler = move |req, conn| admin::handle(gw.clone(), req, conn);
-        tasks.spawn(server::serve(listener, None, server_limits, handler, stop_rx.clone()));
+        tasks.spawn(server::serve(
+            listener,
+            None,
+            server_limits,
+            handler,
+            stop_rx.clone(),
+        ));
     }
     let watcher = tokio::spawn(reload::watch(gateway.clone(), stop_rx.clone()));
 
@@ -143,4 +155,3 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
 }
-

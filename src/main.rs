@@ -49,7 +49,9 @@ fn flags(args: &[String], allowed: &[&str]) -> Result<Flags, String> {
         let (name, value) = match arg.split_once('=') {
             Some((name, value)) => (name.to_string(), value.to_string()),
             None => {
-                let value = iter.next().ok_or_else(|| format!("{arg} needs a value\n{USAGE}"))?;
+                let value = iter
+                    .next()
+                    .ok_or_else(|| format!("{arg} needs a value\n{USAGE}"))?;
                 (arg.clone(), value.clone())
             }
         };
@@ -62,7 +64,11 @@ fn flags(args: &[String], allowed: &[&str]) -> Result<Flags, String> {
 }
 
 fn flag<'a>(flags: &'a Flags, name: &str) -> Option<&'a str> {
-    flags.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+    flags
+        .iter()
+        .rev()
+        .find(|(n, _)| n == name)
+        .map(|(_, v)| v.as_str())
 }
 
 fn config_path(flags: &Flags) -> PathBuf {
@@ -126,9 +132,11 @@ fn keygen(flags: &Flags) -> Result<(), String> {
     let alg = flag(flags, "--alg").unwrap_or("ES256");
     let alg = SigningAlgorithm::parse(alg)
         .ok_or_else(|| format!("keygen: unknown --alg '{alg}' (ES256, EdDSA or RS256)"))?;
-    let out = flag(flags, "--out").ok_or_else(|| format!("keygen: --out PATH is required\n{USAGE}"))?;
+    let out =
+        flag(flags, "--out").ok_or_else(|| format!("keygen: --out PATH is required\n{USAGE}"))?;
     let pem = tollgate::oauth::keys::generate_pkcs8_pem(alg).map_err(|e| e.to_string())?;
-    tollgate::oauth::keys::write_private_key(std::path::Path::new(out), &pem).map_err(|e| e.to_string())?;
+    tollgate::oauth::keys::write_private_key(std::path::Path::new(out), &pem)
+        .map_err(|e| e.to_string())?;
     println!("wrote {} key to {out}", alg.as_str());
     Ok(())
 }

@@ -40,7 +40,10 @@ async fn content_length_with_transfer_encoding_never_smuggles() {
 /// closes the connection after the response (RFC 9112 §6.1). Either that or a 400 is acceptable; what
 /// must never happen is the hidden second request reaching the upstream.
 fn assert_only_the_framed_request_passed(statuses: &[u16], seen: &[Seen], raw: &str) {
-    assert!(statuses.len() <= 1, "the smuggled request got an answer: {raw}");
+    assert!(
+        statuses.len() <= 1,
+        "the smuggled request got an answer: {raw}"
+    );
     assert!(
         seen.iter().all(|s| !s.target.contains("smuggled")),
         "the smuggled request reached the upstream: {seen:?}"
@@ -107,10 +110,8 @@ async fn obs_fold_is_refused() {
 async fn bare_lf_never_smuggles_a_request() {
     // A bare LF line ending is either refused or read as a line ending; either way the upstream sees
     // exactly the one request written, re-framed by the gateway.
-    let (statuses, seen, raw) = smuggle(
-        b"GET /movies/a HTTP/1.1\nHost: x\nConnection: close\n\n",
-    )
-    .await;
+    let (statuses, seen, raw) =
+        smuggle(b"GET /movies/a HTTP/1.1\nHost: x\nConnection: close\n\n").await;
     match statuses.first() {
         Some(400) => assert!(seen.is_empty(), "upstream saw {seen:?}"),
         Some(200) => {
@@ -156,11 +157,17 @@ async fn duplicate_host_is_refused() {
 async fn a_client_sending_headers_slowly_is_cut_off() {
     let (gw, upstream) = movies_gateway("limits: { header_read_timeout: 500ms }\n").await;
     let mut stream = TcpStream::connect(gw.addr).await.unwrap();
-    stream.write_all(b"GET /movies/a HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    stream
+        .write_all(b"GET /movies/a HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
     // Never finish the head; the gateway must close the connection (possibly after a 408).
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "the connection stayed open past the header read timeout");
+    assert!(
+        read.is_ok(),
+        "the connection stayed open past the header read timeout"
+    );
     assert!(upstream.seen().is_empty());
 }
 
@@ -170,7 +177,10 @@ async fn a_silent_client_is_cut_off() {
     let mut stream = TcpStream::connect(gw.addr).await.unwrap();
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut buf)).await;
-    assert!(read.is_ok(), "an idle connection stayed open past the header read timeout");
+    assert!(
+        read.is_ok(),
+        "an idle connection stayed open past the header read timeout"
+    );
 }
 
 #[tokio::test]
@@ -197,7 +207,10 @@ async fn connections_over_the_limit_wait_and_the_process_stays_up() {
         .await
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!second.is_finished(), "the second connection was served beyond the limit");
+    assert!(
+        !second.is_finished(),
+        "the second connection was served beyond the limit"
+    );
     assert_eq!(upstream.count(), 1);
 
     // Closing the first frees the slot; the waiting connection is served.

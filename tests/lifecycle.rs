@@ -2,7 +2,6 @@
 
 mod common;
 
-
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -72,7 +71,8 @@ async fn shutdown_finishes_the_request_in_flight_then_stops() {
     let mut gw = TestGateway::start(config).await;
 
     let url = gw.url("/movies/slow");
-    let in_flight = tokio::spawn(async move { get_with(&url, &[("x-test-delay-ms", "700")]).await });
+    let in_flight =
+        tokio::spawn(async move { get_with(&url, &[("x-test-delay-ms", "700")]).await });
     // Wait until the upstream has the request, so it is truly in flight when shutdown starts.
     assert!(eventually(Duration::from_secs(5), || async { upstream.count() == 1 }).await);
     gw.begin_shutdown();
@@ -93,12 +93,15 @@ async fn health_turns_503_while_draining() {
     // Keep one connection busy so draining lasts long enough to ask /health on a connection opened before.
     let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
     let url = gw.url("/movies/slow");
-    let in_flight = tokio::spawn(async move { get_with(&url, &[("x-test-delay-ms", "800")]).await });
+    let in_flight =
+        tokio::spawn(async move { get_with(&url, &[("x-test-delay-ms", "800")]).await });
     assert!(eventually(Duration::from_secs(5), || async { upstream.count() == 1 }).await);
     gw.begin_shutdown();
     tokio::time::sleep(Duration::from_millis(100)).await;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    conn.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").await.unwrap();
+    conn.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 4096];
     let n = conn.read(&mut buf).await.unwrap();
     let answer = String::from_utf8_lossy(&buf[..n]);
@@ -115,7 +118,11 @@ async fn admin_api_requires_the_secret() {
     let gw = TestGateway::start(config).await;
 
     assert_eq!(get(&gw.admin_url("/apis")).await.status, 401);
-    let wrong = get_with(&gw.admin_url("/apis"), &[("authorization", "Bearer wrong-secret-wrong-secret")]).await;
+    let wrong = get_with(
+        &gw.admin_url("/apis"),
+        &[("authorization", "Bearer wrong-secret-wrong-secret")],
+    )
+    .await;
     assert_eq!(wrong.status, 401);
     assert!(wrong.header("www-authenticate").is_some());
 
@@ -137,10 +144,22 @@ async fn metrics_count_requests_by_api_and_status() {
     }
     assert_eq!(get(&gw.url("/nowhere")).await.status, 404);
     let metrics = gw.admin_get("/metrics").await.text();
-    assert!(metrics.contains("tollgate_requests_total{api=\"movies\",status=\"200\"} 3"), "{metrics}");
-    assert!(metrics.contains("tollgate_requests_total{api=\"\",status=\"404\"} 1"), "{metrics}");
-    assert!(metrics.contains("tollgate_request_duration_seconds_count{api=\"movies\"} 3"), "{metrics}");
-    assert!(metrics.contains("tollgate_upstream_duration_seconds_count{api=\"movies\"} 3"), "{metrics}");
+    assert!(
+        metrics.contains("tollgate_requests_total{api=\"movies\",status=\"200\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tollgate_requests_total{api=\"\",status=\"404\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tollgate_request_duration_seconds_count{api=\"movies\"} 3"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tollgate_upstream_duration_seconds_count{api=\"movies\"} 3"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -152,8 +171,16 @@ async fn a_bad_definition_on_reload_keeps_the_running_config() {
     assert_eq!(get(&gw.url("/movies/x")).await.status, 200);
 
     let cases: [(&str, &str, &str); 3] = [
-        ("broken", "listen_path: [unclosed\n", "api-definitions/broken.yaml"),
-        ("typo", "listen_path: /typo/\nupstrem: { url: \"http://127.0.0.1:1\" }\n", "upstrem"),
+        (
+            "broken",
+            "listen_path: [unclosed\n",
+            "api-definitions/broken.yaml",
+        ),
+        (
+            "typo",
+            "listen_path: /typo/\nupstrem: { url: \"http://127.0.0.1:1\" }\n",
+            "upstrem",
+        ),
         ("dup", &open_api("/movies/", &upstream.url()), "listen_path"),
     ];
     for (id, yaml, expected) in cases {
@@ -182,13 +209,15 @@ async fn a_good_change_is_applied_by_reload_and_by_the_file_watcher() {
     config.api("movies", &open_api("/movies/", &upstream.url()));
     let gw = TestGateway::start(config).await;
 
-    gw.config.api("books", &open_api("/books/", &upstream.url()));
+    gw.config
+        .api("books", &open_api("/books/", &upstream.url()));
     let answer = gw.admin_post("/reload").await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(get(&gw.url("/books/1")).await.status, 200);
 
     // No explicit reload: the watcher notices the new file.
-    gw.config.api("music", &open_api("/music/", &upstream.url()));
+    gw.config
+        .api("music", &open_api("/music/", &upstream.url()));
     let url = gw.url("/music/1");
     let applied = eventually(Duration::from_secs(10), || {
         let url = url.clone();
@@ -201,8 +230,14 @@ async fn a_good_change_is_applied_by_reload_and_by_the_file_watcher() {
 #[test]
 fn check_names_the_file_and_field_of_every_problem() {
     let config = ConfigDir::new("");
-    config.api("movies", "listen_path: movies\nupstream: { url: \"not a url\" }\nauth: { type: none }\n");
-    config.api("books", "listen_path: /books/\nupstream: { url: \"http://127.0.0.1:1\" }\nauth: { type: maybe }\n");
+    config.api(
+        "movies",
+        "listen_path: movies\nupstream: { url: \"not a url\" }\nauth: { type: none }\n",
+    );
+    config.api(
+        "books",
+        "listen_path: /books/\nupstream: { url: \"http://127.0.0.1:1\" }\nauth: { type: maybe }\n",
+    );
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .args(["check", "--config"])
         .arg(config.gateway_yaml())
@@ -235,7 +270,11 @@ fn check_prints_ok_with_counts() {
         .output()
         .expect("run tollgate check");
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(output.status.success(), "{stdout}{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(stdout.trim(), "ok: 1 apis, 0 clients");
 }
 
@@ -252,7 +291,11 @@ fn keygen_writes_a_private_key_readable_only_by_its_owner() {
     assert!(status.success());
     let mode = std::fs::metadata(&out).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
-    assert!(std::fs::read_to_string(&out).unwrap().starts_with("-----BEGIN PRIVATE KEY-----"));
+    assert!(
+        std::fs::read_to_string(&out)
+            .unwrap()
+            .starts_with("-----BEGIN PRIVATE KEY-----")
+    );
 }
 
 #[test]
@@ -269,4 +312,3 @@ fn hash_secret_prints_an_argon2id_phc_string() {
     assert!(output.status.success());
     assert!(String::from_utf8_lossy(&output.stdout).starts_with("$argon2id$"));
 }
-

@@ -71,7 +71,10 @@ async fn listen_path_confusion_never_reaches_the_movies_upstream() {
         let response = get(&gw.url(path)).await;
         assert_eq!(response.status, status, "{path}");
         let body = response.json();
-        assert!(body["error"].is_string() && body["error_description"].is_string(), "{path}: {body}");
+        assert!(
+            body["error"].is_string() && body["error_description"].is_string(),
+            "{path}: {body}"
+        );
     }
     // Backslashes cannot be sent through a URI type; write them raw.
     let raw = raw_exchange(
@@ -81,7 +84,11 @@ async fn listen_path_confusion_never_reaches_the_movies_upstream() {
     )
     .await;
     assert_eq!(statuses(&raw), vec![400], "{raw}");
-    assert_eq!(upstream.count(), 0, "the upstream must not see any of these");
+    assert_eq!(
+        upstream.count(),
+        0,
+        "the upstream must not see any of these"
+    );
 }
 
 #[tokio::test]
@@ -102,7 +109,10 @@ async fn hop_by_hop_and_connection_named_headers_are_removed_before_ours_are_add
     let response = get_with(
         &gw.url("/movies/x"),
         &[
-            ("connection", "X-Forwarded-For, X-Request-Id, X-Private, keep-alive"),
+            (
+                "connection",
+                "X-Forwarded-For, X-Request-Id, X-Private, keep-alive",
+            ),
             ("x-private", "do not forward"),
             ("keep-alive", "timeout=5"),
             ("te", "trailers"),
@@ -123,8 +133,14 @@ async fn hop_by_hop_and_connection_named_headers_are_removed_before_ours_are_add
     assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
     assert!(seen.header("x-request-id").is_some());
     assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
-    assert_eq!(seen.header("host"), Some(upstream.addr.to_string().as_str()));
-    assert_eq!(seen.header("x-forwarded-host"), Some(gw.addr.to_string().as_str()));
+    assert_eq!(
+        seen.header("host"),
+        Some(upstream.addr.to_string().as_str())
+    );
+    assert_eq!(
+        seen.header("x-forwarded-host"),
+        Some(gw.addr.to_string().as_str())
+    );
     // And the upstream's own hop-by-hop headers do not reach the client.
     assert_eq!(response.header("x-upstream-private"), None);
     assert_eq!(response.header("keep-alive"), None);
@@ -148,7 +164,10 @@ async fn forwarded_for_from_an_untrusted_peer_is_replaced() {
     let seen = upstream.last();
     assert_eq!(seen.header("x-forwarded-for"), Some("127.0.0.1"));
     assert_eq!(seen.header("forwarded"), None);
-    assert_eq!(seen.header("x-forwarded-host"), Some(gw.addr.to_string().as_str()));
+    assert_eq!(
+        seen.header("x-forwarded-host"),
+        Some(gw.addr.to_string().as_str())
+    );
     assert_eq!(seen.header("x-forwarded-proto"), Some("http"));
 }
 
@@ -162,11 +181,17 @@ async fn forwarded_for_from_a_trusted_proxy_is_extended() {
     .await;
     get_with(
         &gw.url("/movies/x"),
-        &[("x-forwarded-for", "203.0.113.7"), ("x-forwarded-proto", "https")],
+        &[
+            ("x-forwarded-for", "203.0.113.7"),
+            ("x-forwarded-proto", "https"),
+        ],
     )
     .await;
     let seen = upstream.last();
-    assert_eq!(seen.header("x-forwarded-for"), Some("203.0.113.7, 127.0.0.1"));
+    assert_eq!(
+        seen.header("x-forwarded-for"),
+        Some("203.0.113.7, 127.0.0.1")
+    );
     assert_eq!(seen.header("x-forwarded-proto"), Some("https"));
 }
 
@@ -177,10 +202,20 @@ async fn request_ids_are_kept_when_valid_and_made_otherwise() {
 
     let response = get_with(&gw.url("/movies/x"), &[("x-request-id", "trace-abc-123")]).await;
     assert_eq!(response.header("x-request-id"), Some("trace-abc-123"));
-    assert_eq!(upstream.last().header("x-request-id"), Some("trace-abc-123"));
+    assert_eq!(
+        upstream.last().header("x-request-id"),
+        Some("trace-abc-123")
+    );
 
-    let response = get_with(&gw.url("/movies/x"), &[("x-request-id", "bad id with spaces")]).await;
-    let made = response.header("x-request-id").expect("a request id").to_string();
+    let response = get_with(
+        &gw.url("/movies/x"),
+        &[("x-request-id", "bad id with spaces")],
+    )
+    .await;
+    let made = response
+        .header("x-request-id")
+        .expect("a request id")
+        .to_string();
     assert_ne!(made, "bad id with spaces");
     assert_eq!(made.len(), 32);
     assert_eq!(upstream.last().header("x-request-id"), Some(made.as_str()));
@@ -221,7 +256,8 @@ async fn body_over_the_limit_is_413() {
     assert_eq!(response.json()["error"], "request_too_large");
 
     // Streamed with chunked encoding, so the size is only known while reading.
-    let mut chunked = b"POST /movies/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut chunked =
+        b"POST /movies/upload HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
     for _ in 0..3 {
         chunked.extend_from_slice(b"200\r\n");
         chunked.extend_from_slice(&[b'b'; 0x200]);
@@ -244,7 +280,11 @@ async fn body_over_the_limit_is_413() {
 #[tokio::test]
 async fn upstream_down_is_502() {
     let dead = closed_port().await;
-    let gw = gateway_with(&[("movies", open_api("/movies/", &format!("http://{dead}")))], "").await;
+    let gw = gateway_with(
+        &[("movies", open_api("/movies/", &format!("http://{dead}")))],
+        "",
+    )
+    .await;
     let response = get(&gw.url("/movies/x")).await;
     assert_eq!(response.status, 502);
     assert_eq!(response.json()["error"], "bad_gateway");
@@ -272,14 +312,28 @@ async fn upstream_that_hangs_is_504_after_the_timeout() {
 #[tokio::test]
 async fn upstream_reset_mid_body_aborts_the_client_stream() {
     let upstream = resetting_upstream().await;
-    let gw = gateway_with(&[("movies", open_api("/movies/", &format!("http://{upstream}")))], "").await;
+    let gw = gateway_with(
+        &[(
+            "movies",
+            open_api("/movies/", &format!("http://{upstream}")),
+        )],
+        "",
+    )
+    .await;
     let response = client()
-        .request(Request::get(gw.url("/movies/x")).body(Full::new(Bytes::new())).unwrap())
+        .request(
+            Request::get(gw.url("/movies/x"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
         .await
         .expect("response head");
     assert_eq!(response.status(), 200);
     let body = http_body_util::BodyExt::collect(response.into_body()).await;
-    assert!(body.is_err(), "a truncated upstream body must not look complete to the client");
+    assert!(
+        body.is_err(),
+        "a truncated upstream body must not look complete to the client"
+    );
 }
 
 #[tokio::test]

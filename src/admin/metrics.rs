@@ -172,14 +172,20 @@ impl Metrics {
             m.upstream_latency
                 .render(&mut upstream, "tollgate_upstream_duration_seconds", &labels);
         }
-        out.push_str("# HELP tollgate_request_duration_seconds Time from request to response head.\n");
+        out.push_str(
+            "# HELP tollgate_request_duration_seconds Time from request to response head.\n",
+        );
         out.push_str("# TYPE tollgate_request_duration_seconds histogram\n");
         out.push_str(&latency);
-        out.push_str("# HELP tollgate_upstream_duration_seconds Time the upstream took to answer.\n");
+        out.push_str(
+            "# HELP tollgate_upstream_duration_seconds Time the upstream took to answer.\n",
+        );
         out.push_str("# TYPE tollgate_upstream_duration_seconds histogram\n");
         out.push_str(&upstream);
 
-        out.push_str("# HELP tollgate_rejected_total Requests refused by the gateway, by reason.\n");
+        out.push_str(
+            "# HELP tollgate_rejected_total Requests refused by the gateway, by reason.\n",
+        );
         out.push_str("# TYPE tollgate_rejected_total counter\n");
         if let Ok(rejections) = self.rejections.lock() {
             for ((api, why), n) in rejections.iter() {
@@ -229,7 +235,11 @@ mod tests {
         let text = metrics.render();
         assert!(text.contains("tollgate_requests_total{api=\"movies\",status=\"200\"} 2"));
         assert!(text.contains("tollgate_requests_total{api=\"movies\",status=\"418\"} 1"));
-        assert!(text.contains("tollgate_request_duration_seconds_bucket{api=\"movies\",le=\"0.005\"} 1"));
+        assert!(
+            text.contains(
+                "tollgate_request_duration_seconds_bucket{api=\"movies\",le=\"0.005\"} 1"
+            )
+        );
         assert!(text.contains("tollgate_request_duration_seconds_count{api=\"movies\"} 1"));
         assert!(text.contains("tollgate_rejected_total{api=\"movies\",reason=\"rate_limit\"} 1"));
         assert!(text.contains("tollgate_tokens_issued_total{kind=\"client_credentials\"} 1"));
@@ -240,6 +250,10 @@ mod tests {
         let metrics = Metrics::default();
         metrics.api("a").count(200);
         metrics.api("a").count(200);
-        assert!(metrics.render().contains("tollgate_requests_total{api=\"a\",status=\"200\"} 2"));
+        assert!(
+            metrics
+                .render()
+                .contains("tollgate_requests_total{api=\"a\",status=\"200\"} 2")
+        );
     }
 }

@@ -14,7 +14,11 @@ use crate::gateway::Gateway;
 use crate::http_util::{Body, full};
 use crate::server::ConnInfo;
 
-pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>, _conn: ConnInfo) -> Response<Body> {
+pub async fn handle(
+    gateway: Arc<Gateway>,
+    req: Request<Incoming>,
+    _conn: ConnInfo,
+) -> Response<Body> {
     match route(&gateway, req).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
@@ -119,7 +123,10 @@ fn apis(gateway: &Gateway) -> Response<Body> {
 
 async fn reload(gateway: &Gateway) -> Response<Body> {
     match gateway.reload().await {
-        Ok(count) => json_response(StatusCode::OK, &serde_json::json!({"status": "ok", "apis": count})),
+        Ok(count) => json_response(
+            StatusCode::OK,
+            &serde_json::json!({"status": "ok", "apis": count}),
+        ),
         Err(errors) => {
             let problems: Vec<String> = errors.0.iter().map(|p| p.to_string()).collect();
             json_response(
@@ -140,8 +147,14 @@ mod tests {
 
     #[test]
     fn secret_comparison() {
-        assert!(constant_time_eq(b"secret-secret-secret", b"secret-secret-secret"));
-        assert!(!constant_time_eq(b"secret-secret-secret", b"secret-secret-secreT"));
+        assert!(constant_time_eq(
+            b"secret-secret-secret",
+            b"secret-secret-secret"
+        ));
+        assert!(!constant_time_eq(
+            b"secret-secret-secret",
+            b"secret-secret-secreT"
+        ));
         assert!(!constant_time_eq(b"", b"secret"));
     }
 }

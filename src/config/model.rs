@@ -164,11 +164,15 @@ impl Cidr {
         };
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -214,7 +218,10 @@ pub struct Upstream {
 #[derive(Debug, Clone)]
 pub enum UpstreamTarget {
     /// `scheme://authority` plus a path prefix without a trailing `/` (empty for `/`).
-    Url { uri: Uri, path_prefix: String },
+    Url {
+        uri: Uri,
+        path_prefix: String,
+    },
     Mock(MockResponse),
 }
 

@@ -118,8 +118,8 @@ pub fn upstream_uri(base: &Uri, path: &str, query: Option<&str>) -> Result<Uri, 
         Some(q) => format!("{path}?{q}"),
         None => path.to_string(),
     };
-    let path_and_query =
-        PathAndQuery::try_from(path_and_query).map_err(|_| GatewayError::BadRequest("invalid request target"))?;
+    let path_and_query = PathAndQuery::try_from(path_and_query)
+        .map_err(|_| GatewayError::BadRequest("invalid request target"))?;
     let mut parts = base.clone().into_parts();
     parts.path_and_query = Some(path_and_query);
     Uri::from_parts(parts).map_err(|_| GatewayError::Internal)

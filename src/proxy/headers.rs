@@ -114,7 +114,10 @@ mod tests {
     #[test]
     fn connection_named_headers_and_fixed_set_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert("connection", HeaderValue::from_static("keep-alive, X-Secret, x-other"));
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, X-Secret, x-other"),
+        );
         h.insert("x-secret", HeaderValue::from_static("1"));
         h.insert("x-other", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
@@ -139,11 +142,20 @@ mod tests {
     #[test]
     fn trusted_peer_xff_is_extended() {
         let mut h = HeaderMap::new();
-        h.insert("x-forwarded-for", HeaderValue::from_static("1.2.3.4, 10.0.0.2"));
+        h.insert(
+            "x-forwarded-for",
+            HeaderValue::from_static("1.2.3.4, 10.0.0.2"),
+        );
         let peer: IpAddr = "10.0.0.9".parse().unwrap();
         let trusted = [cidr("10.0.0.0/8")];
-        assert_eq!(forwarded_for(&h, peer, &trusted), "1.2.3.4, 10.0.0.2, 10.0.0.9");
-        assert_eq!(client_ip(&h, peer, &trusted), "1.2.3.4".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            forwarded_for(&h, peer, &trusted),
+            "1.2.3.4, 10.0.0.2, 10.0.0.9"
+        );
+        assert_eq!(
+            client_ip(&h, peer, &trusted),
+            "1.2.3.4".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]

@@ -28,7 +28,11 @@ use crate::server::ConnInfo;
 use headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 
 /// Entry point of the proxy listener: never fails, every outcome is a response.
-pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+pub async fn handle(
+    gateway: Arc<Gateway>,
+    req: Request<Incoming>,
+    conn: ConnInfo,
+) -> Response<Body> {
     let started = Instant::now();
     let request_id = request_id(&req);
     let span = tracing::info_span!("request", id = %request_id.to_str().unwrap_or_default());
@@ -56,8 +60,16 @@ pub async fn handle(gateway: Arc<Gateway>, req: Request<Incoming>, conn: ConnInf
 
     let latency = started.elapsed();
     let status = response.status().as_u16();
-    let api_id = outcome.api.as_ref().map(|r| r.def.id.as_str()).unwrap_or("");
-    let metrics = outcome.api.as_ref().map(|r| r.metrics.as_ref()).unwrap_or(&gateway.metrics.unrouted);
+    let api_id = outcome
+        .api
+        .as_ref()
+        .map(|r| r.def.id.as_str())
+        .unwrap_or("");
+    let metrics = outcome
+        .api
+        .as_ref()
+        .map(|r| r.metrics.as_ref())
+        .unwrap_or(&gateway.metrics.unrouted);
     metrics.count(status);
     metrics.latency.observe(latency);
     if let Some(upstream) = outcome.upstream_latency {
@@ -120,12 +132,25 @@ async fn lifecycle(
             Ok(forward::mock_response(mock))
         }
         UpstreamTarget::Url { uri, path_prefix } => {
-            let upstream_path =
-                path::upstream_path(req.uri().path(), &api.listen_path, api.strip_listen_path, path_prefix);
+            let upstream_path = path::upstream_path(
+                req.uri().path(),
+                &api.listen_path,
+                api.strip_listen_path,
+                path_prefix,
+            );
             let target = forward::upstream_uri(uri, &upstream_path, req.uri().query())?;
-            let req = rewrite_request_headers(req, runtime, conn, request_id, api.upstream.preserve_host, uri)?;
-            let (response, upstream_latency) =
-                runtime.client.send(req, target, api.upstream.timeout).await?;
+            let req = rewrite_request_headers(
+                req,
+                runtime,
+                conn,
+                request_id,
+                api.upstream.preserve_host,
+                uri,
+            )?;
+            let (response, upstream_latency) = runtime
+                .client
+                .send(req, target, api.upstream.timeout)
+                .await?;
             outcome.upstream_latency = Some(upstream_latency);
             Ok(response)
         }
@@ -142,7 +167,9 @@ fn check_host<B>(req: &Request<B>) -> Result<(), GatewayError> {
         match (hosts.next(), hosts.next()) {
             (Some(_), None) => {}
             (None, _) => return Err(GatewayError::BadRequest("the Host header is missing")),
-            (Some(_), Some(_)) => return Err(GatewayError::BadRequest("more than one Host header")),
+            (Some(_), Some(_)) => {
+                return Err(GatewayError::BadRequest("more than one Host header"));
+            }
         }
     }
     Ok(())
@@ -169,11 +196,11 @@ fn rewrite_request_headers(
     preserve_host: bool,
     upstream: &http::Uri,
 ) -> Result<Request<Incoming>, GatewayError> {
-    let incoming_host = req
-        .headers()
-        .get(header::HOST)
-        .cloned()
-        .or_else(|| req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()));
+    let incoming_host = req.headers().get(header::HOST).cloned().or_else(|| {
+        req.uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
     let trusted = &runtime.config.trusted_proxies;
     let peer_trusted = trusted.iter().any(|c| c.contains(conn.peer.ip()));
     let xff = headers::forwarded_for(req.headers(), conn.peer.ip(), trusted);
@@ -240,4 +267,3 @@ fn health(gateway: &Gateway) -> Response<Body> {
         json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))
     }
 }
-

@@ -18,17 +18,23 @@ pub fn check_canonical(path: &str) -> Result<(), &'static str> {
         match bytes[i] {
             b'\\' => return Err("backslashes are not allowed in the path"),
             b'%' => {
-                let hex = bytes.get(i + 1..i + 3).ok_or("malformed percent-encoding in the path")?;
+                let hex = bytes
+                    .get(i + 1..i + 3)
+                    .ok_or("malformed percent-encoding in the path")?;
                 let value = decode_hex_pair(hex).ok_or("malformed percent-encoding in the path")?;
                 // Encoded dots, separators and control characters are how path confusion attacks hide
                 // from a prefix match; nothing legitimate needs them in a routed path.
                 if matches!(value, b'.' | b'/' | b'\\') || value < 0x20 || value == 0x7f {
-                    return Err("encoded '.', '/', '\\' or control characters are not allowed in the path");
+                    return Err(
+                        "encoded '.', '/', '\\' or control characters are not allowed in the path",
+                    );
                 }
                 i += 3;
                 continue;
             }
-            b if b < 0x20 || b == 0x7f => return Err("control characters are not allowed in the path"),
+            b if b < 0x20 || b == 0x7f => {
+                return Err("control characters are not allowed in the path");
+            }
             _ => {}
         }
         i += 1;
@@ -38,7 +44,9 @@ pub fn check_canonical(path: &str) -> Result<(), &'static str> {
         match segment {
             "." | ".." => return Err("dot segments are not allowed in the path"),
             // An empty segment is only allowed as the trailing slash.
-            "" if segments.peek().is_some() => return Err("empty path segments ('//') are not allowed"),
+            "" if segments.peek().is_some() => {
+                return Err("empty path segments ('//') are not allowed");
+            }
             _ => {}
         }
     }
@@ -113,7 +121,15 @@ mod tests {
 
     #[test]
     fn canonical_paths_pass() {
-        for path in ["/", "/movies/", "/movies", "/movies/a%20b", "/a/b.c/d", "/a/..b/", "/%41"] {
+        for path in [
+            "/",
+            "/movies/",
+            "/movies",
+            "/movies/a%20b",
+            "/a/b.c/d",
+            "/a/..b/",
+            "/%41",
+        ] {
             assert_eq!(check_canonical(path), Ok(()), "{path}");
         }
     }
@@ -177,8 +193,14 @@ mod tests {
         assert_eq!(upstream_path("/movies", "/movies/", true, ""), "/");
         assert_eq!(upstream_path("/movies/a", "/movies/", true, "/v1"), "/v1/a");
         assert_eq!(upstream_path("/movies", "/movies/", true, "/v1"), "/v1");
-        assert_eq!(upstream_path("/movies/a", "/movies/", false, ""), "/movies/a");
-        assert_eq!(upstream_path("/movies/a", "/movies/", false, "/v1"), "/v1/movies/a");
+        assert_eq!(
+            upstream_path("/movies/a", "/movies/", false, ""),
+            "/movies/a"
+        );
+        assert_eq!(
+            upstream_path("/movies/a", "/movies/", false, "/v1"),
+            "/v1/movies/a"
+        );
         assert_eq!(upstream_path("/x/y", "/", true, "/v1"), "/v1/x/y");
     }
 }

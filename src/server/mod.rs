@@ -84,7 +84,8 @@ pub async fn serve<H, Fut>(
     }
     drop(listener);
     // Every open connection holds a permit; getting all of them back means every connection closed.
-    let drained = tokio::time::timeout(limits.shutdown_grace, permits.acquire_many(max as u32)).await;
+    let drained =
+        tokio::time::timeout(limits.shutdown_grace, permits.acquire_many(max as u32)).await;
     if drained.is_err() {
         tracing::warn!(
             grace = ?limits.shutdown_grace,
@@ -157,7 +158,11 @@ async fn serve_connection<H, Fut>(
             } else {
                 builder.http1_only()
             };
-            drive(builder.serve_connection(TokioIo::new(stream), service), shutdown).await;
+            drive(
+                builder.serve_connection(TokioIo::new(stream), service),
+                shutdown,
+            )
+            .await;
         }
         None => {
             // The auto builder sniffs the first bytes to tell HTTP/1 from HTTP/2 prior knowledge, and
@@ -167,7 +172,11 @@ async fn serve_connection<H, Fut>(
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return,
             }
-            drive(builder.serve_connection(TokioIo::new(stream), service), shutdown).await;
+            drive(
+                builder.serve_connection(TokioIo::new(stream), service),
+                shutdown,
+            )
+            .await;
         }
     }
 }

@@ -74,7 +74,9 @@ impl ConfigDir {
 
 /// A minimal API definition without auth, forwarding to `upstream`.
 pub fn open_api(listen_path: &str, upstream: &str) -> String {
-    format!("listen_path: {listen_path}\nupstream: {{ url: \"{upstream}\" }}\nauth: {{ type: none }}\n")
+    format!(
+        "listen_path: {listen_path}\nupstream: {{ url: \"{upstream}\" }}\nauth: {{ type: none }}\n"
+    )
 }
 
 /// The gateway, running in the test's runtime.
@@ -88,14 +90,22 @@ pub struct TestGateway {
 
 impl TestGateway {
     pub async fn start(config: ConfigDir) -> TestGateway {
-        Self::try_start(config).await.unwrap_or_else(|e| panic!("gateway did not start: {e}"))
+        Self::try_start(config)
+            .await
+            .unwrap_or_else(|e| panic!("gateway did not start: {e}"))
     }
 
     pub async fn try_start(config: ConfigDir) -> Result<TestGateway, String> {
         let loaded = tollgate::Config::load(&config.gateway_yaml()).map_err(|e| e.to_string())?;
         let listeners = tollgate::Listeners {
-            proxy: TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?,
-            admin: Some(TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?),
+            proxy: TcpListener::bind("127.0.0.1:0")
+                .await
+                .map_err(|e| e.to_string())?,
+            admin: Some(
+                TcpListener::bind("127.0.0.1:0")
+                    .await
+                    .map_err(|e| e.to_string())?,
+            ),
         };
         let addr = listeners.proxy_addr().map_err(|e| e.to_string())?;
         let admin = listeners.admin_addr().ok_or("no admin address")?;
@@ -178,8 +188,12 @@ pub struct TestResponse {
 
 impl TestResponse {
     pub fn json(&self) -> serde_json::Value {
-        serde_json::from_slice(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
     }
 
     pub fn text(&self) -> String {
@@ -249,13 +263,17 @@ pub struct Upstream {
 
 impl Upstream {
     pub async fn start() -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind upstream");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind upstream");
         let addr = listener.local_addr().expect("upstream addr");
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let record = seen.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let record = record.clone();
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
@@ -284,7 +302,10 @@ impl Upstream {
     }
 
     pub fn last(&self) -> Seen {
-        self.seen().last().cloned().expect("the upstream saw no request")
+        self.seen()
+            .last()
+            .cloned()
+            .expect("the upstream saw no request")
     }
 
     pub fn count(&self) -> usize {
@@ -292,9 +313,16 @@ impl Upstream {
     }
 }
 
-async fn upstream_answer(req: Request<Incoming>, record: Arc<Mutex<Vec<Seen>>>) -> Response<Full<Bytes>> {
+async fn upstream_answer(
+    req: Request<Incoming>,
+    record: Arc<Mutex<Vec<Seen>>>,
+) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let target = parts
         .uri
         .path_and_query()
@@ -399,5 +427,8 @@ where
 }
 
 pub fn header_map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
