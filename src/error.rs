@@ -9,6 +9,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 
 use crate::http_util::{Body, full};
+use crate::oauth::error::OAuthError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -31,8 +32,30 @@ pub enum GatewayError {
     },
     #[error("admin authentication required")]
     AdminUnauthorized,
+    /// No credential (`error: None`) or a bad one (`invalid_token`) on the proxy path (RFC 6750 §3).
+    #[error("{description}")]
+    Unauthorized {
+        realm: String,
+        invalid_token: bool,
+        description: String,
+    },
+    /// The token lacks a scope the API requires (RFC 6750 §3.1 `insufficient_scope`).
+    #[error("the access token lacks the required scope '{scope}'")]
+    InsufficientScope { realm: String, scope: String },
+    /// A rate limit or quota is exhausted.
+    #[error("{description}")]
+    TooManyRequests {
+        description: &'static str,
+        limit: u64,
+        remaining: u64,
+        reset_secs: u64,
+        retry_after_secs: u64,
+    },
     #[error("internal error")]
     Internal,
+    /// An OAuth endpoint's error (RFC 6749 §5.2 body, `no-store`).
+    #[error(transparent)]
+    OAuth(#[from] OAuthError),
 }
 
 impl GatewayError {
@@ -46,7 +69,13 @@ impl GatewayError {
             GatewayError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
+            GatewayError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
+            GatewayError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            GatewayError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::OAuth(err) => {
+                StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST)
+            }
         }
     }
 
@@ -61,7 +90,15 @@ impl GatewayError {
             GatewayError::GatewayTimeout => "gateway_timeout",
             GatewayError::Unavailable { .. } => "temporarily_unavailable",
             GatewayError::AdminUnauthorized => "unauthorized",
+            GatewayError::Unauthorized {
+                invalid_token: true,
+                ..
+            } => "invalid_token",
+            GatewayError::Unauthorized { .. } => "unauthorized",
+            GatewayError::InsufficientScope { .. } => "insufficient_scope",
+            GatewayError::TooManyRequests { .. } => "rate_limited",
             GatewayError::Internal => "server_error",
+            GatewayError::OAuth(err) => err.code.as_str(),
         }
     }
 
@@ -75,14 +112,69 @@ impl GatewayError {
     }
 
     pub fn into_response(self) -> Response<Body> {
-        let mut response =
-            json_response(self.status(), &error_body(self.code(), &self.to_string()));
+        let description = match &self {
+            GatewayError::OAuth(err) => err.description.clone(),
+            other => other.to_string(),
+        };
+        let mut response = json_response(self.status(), &error_body(self.code(), &description));
         let headers = response.headers_mut();
         match &self {
+            GatewayError::OAuth(err) => {
+                if err.basic_challenge && err.status() == 401 {
+                    headers.insert(
+                        http::header::WWW_AUTHENTICATE,
+                        HeaderValue::from_static("Basic realm=\"tollgate\", charset=\"UTF-8\""),
+                    );
+                }
+                if let Some(secs) = err.retry_after {
+                    headers.insert(RETRY_AFTER, HeaderValue::from(secs));
+                }
+            }
             GatewayError::Unavailable {
                 retry_after_secs, ..
             } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            GatewayError::Unauthorized {
+                realm,
+                invalid_token,
+                description,
+            } => {
+                let challenge = if *invalid_token {
+                    format!(
+                        "Bearer realm=\"{}\", error=\"invalid_token\", error_description=\"{}\"",
+                        quoted(realm),
+                        quoted(description)
+                    )
+                } else {
+                    // RFC 6750 §3.1: no error code when the request carried no credential.
+                    format!("Bearer realm=\"{}\"", quoted(realm))
+                };
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    headers.insert(http::header::WWW_AUTHENTICATE, value);
+                }
+            }
+            GatewayError::InsufficientScope { realm, scope } => {
+                let challenge = format!(
+                    "Bearer realm=\"{}\", error=\"insufficient_scope\", scope=\"{}\"",
+                    quoted(realm),
+                    quoted(scope)
+                );
+                if let Ok(value) = HeaderValue::from_str(&challenge) {
+                    headers.insert(http::header::WWW_AUTHENTICATE, value);
+                }
+            }
+            GatewayError::TooManyRequests {
+                limit,
+                remaining,
+                reset_secs,
+                retry_after_secs,
+                ..
+            } => {
+                headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+                headers.insert("x-ratelimit-limit", HeaderValue::from(*limit));
+                headers.insert("x-ratelimit-remaining", HeaderValue::from(*remaining));
+                headers.insert("x-ratelimit-reset", HeaderValue::from(*reset_secs));
             }
             GatewayError::AdminUnauthorized => {
                 headers.insert(
@@ -99,6 +191,14 @@ impl GatewayError {
     }
 }
 
+/// Makes a value safe inside a quoted-string of an auth challenge.
+fn quoted(value: &str) -> String {
+    value
+        .chars()
+        .filter(|c| *c != '"' && *c != '\\' && !c.is_control())
+        .collect()
+}
+
 /// `{"error": code, "error_description": description}` — the shape of every gateway-made error.
 pub fn error_body(code: &str, description: &str) -> serde_json::Value {
     serde_json::json!({ "error": code, "error_description": description })
@@ -112,9 +212,13 @@ pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<
     response
         .headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    // Gateway-made JSON (errors, tokens, introspection) is never cacheable.
     response
         .headers_mut()
         .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+        .headers_mut()
+        .insert(http::header::PRAGMA, HeaderValue::from_static("no-cache"));
     response
 }
 

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arc_swap::ArcSwap;
 
 use crate::admin::metrics::{ApiMetrics, Metrics};
+use crate::oauth::AuthServer;
 use crate::config::{ApiDef, Config, ConfigErrors, ConfigProblem, GatewaySettings, RuntimeConfig};
 use crate::proxy::forward::UpstreamClient;
 use crate::proxy::path::Router;
@@ -30,6 +31,8 @@ pub struct Runtime {
 
 pub struct Gateway {
     pub config: Config,
+    /// The authorization server of every API with an `oauth` block (keys, store, notifications).
+    pub auth: AuthServer,
     runtime: ArcSwap<Runtime>,
     pub metrics: Metrics,
     draining: AtomicBool,
@@ -38,11 +41,12 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn new(config: Config) -> Arc<Gateway> {
+    pub fn new(config: Config, auth: AuthServer) -> Arc<Gateway> {
         let metrics = Metrics::default();
         let runtime = Runtime::build(config.runtime.clone(), &metrics);
         Arc::new(Gateway {
             config,
+            auth,
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
             draining: AtomicBool::new(false),

@@ -4,6 +4,7 @@
 //! gateway on `127.0.0.1:0` with [`run`].
 
 pub mod admin;
+pub mod auth;
 pub mod config;
 pub mod error;
 pub mod gateway;
@@ -13,9 +14,11 @@ pub mod oauth;
 pub mod proxy;
 pub mod reload;
 pub mod server;
+pub mod store;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -53,6 +56,20 @@ impl Listeners {
 pub enum RunError {
     #[error(transparent)]
     Tls(#[from] server::tls::TlsError),
+    #[error(transparent)]
+    Keys(#[from] oauth::keys::KeyError),
+    #[error("storage: {0}")]
+    Storage(String),
+}
+
+/// Opens the configured store.
+fn open_store(config: &config::StorageConfig) -> Result<Arc<dyn store::Store>, RunError> {
+    match config {
+        config::StorageConfig::Memory => Ok(Arc::new(store::memory::MemoryStore::new())),
+        config::StorageConfig::Redis(_) => Err(RunError::Storage(
+            "the redis backend is not available in this build yet; use storage.backend: memory".into(),
+        )),
+    }
 }
 
 /// Runs the gateway until `shutdown` completes, then drains in-flight requests for up to
@@ -68,7 +85,19 @@ pub async fn run(
         Some(files) => Some(server::tls::acceptor(files)?),
         None => None,
     };
-    let gateway = Gateway::new(config);
+    let signing = config.gateway.signing.clone();
+    // Loading may generate a key (RSA generation takes a while): keep it off the async workers.
+    let keys = tokio::task::spawn_blocking(move || oauth::keys::KeySet::load(&signing))
+        .await
+        .map_err(|_| RunError::Storage("key loading task failed".into()))??;
+    let store = open_store(&config.gateway.storage)?;
+    let auth = oauth::AuthServer::new(
+        keys,
+        store,
+        &config.gateway.public_url,
+        oauth::notify::Notifier::start(),
+    );
+    let gateway = Gateway::new(config, auth);
     let limits = gateway.runtime().config.limits.clone();
     let server_limits = server::ServerLimits {
         max_connections: limits.max_connections,

@@ -5,7 +5,7 @@ Subcommands (all print to stdout):
   freeport                          a TCP port on 127.0.0.1 that was free a moment ago
   wait-http URL [SECONDS]           poll URL until it answers 200 (exit 1 on timeout)
   cpu PID                           utime+stime clock ticks of PID and its direct children
-  rss PID                           VmRSS (KiB) of PID and its direct children, and VmHWM of PID
+  rss PID                           VmRSS (KiB) of PID and its direct children, VmHWM of PID, open fds
   record TSV SCENARIO TARGET ROUND CPU_BEFORE CPU_AFTER WRK_OUTPUT
                                     parse one wrk run, append one row to TSV, print a one-line summary
   report TSV                        markdown tables, one per scenario, with ratios to nginx
@@ -107,7 +107,8 @@ def _status_kib(pid, key):
 def rss(pid):
     pids = [int(pid)] + _children(pid)
     total = sum(_status_kib(p, "VmRSS") for p in pids)
-    print(total, _status_kib(pid, "VmHWM"))
+    fds = sum(len(os.listdir(f"/proc/{p}/fd")) for p in pids)
+    print(total, _status_kib(pid, "VmHWM"), fds)
 
 
 def parse_wrk(text):

@@ -55,15 +55,14 @@ install_deps() {
   [ ${#need[@]} -eq 0 ] && return 0
   local sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
-  # Debian's nginx package is `nginx` (bookworm also has `nginx-light`, gone in trixie).
-  if [[ " ${need[*]} " == *" nginx "* ]] && ! apt-cache policy nginx 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-    $sudo_cmd apt-get update -qq
-    if ! apt-cache policy nginx 2>/dev/null | grep -q 'Candidate: [0-9]'; then
-      need=("${need[@]/nginx/nginx-light}")
-    fi
+  $sudo_cmd apt-get update -qq
+  # Debian's nginx package is `nginx` (bookworm also has the smaller `nginx-light`, gone in trixie).
+  local policy
+  policy="$(apt-cache policy nginx 2>/dev/null || true)"
+  if [[ " ${need[*]} " == *" nginx "* ]] && ! [[ "$policy" =~ Candidate:\ [0-9] ]]; then
+    need=("${need[@]/nginx/nginx-light}")
   fi
   log "installing: ${need[*]}"
-  $sudo_cmd apt-get update -qq
   # Keep the package's post-install from starting a system nginx on port 80: we start our own.
   local guard=""
   if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -328,10 +327,10 @@ compare() {
 }
 
 rss_line() { # rss_line LABEL PID
-  local rss hwm
-  read -r rss hwm < <(python3 "$LIB" rss "$2")
-  awk -v l="$1" -v r="$rss" -v h="$hwm" \
-    'BEGIN { printf "- %s: VmRSS %.1f MiB (main process peak VmHWM %.1f MiB)\n", l, r / 1024, h / 1024 }'
+  local rss hwm fds
+  read -r rss hwm fds < <(python3 "$LIB" rss "$2")
+  awk -v l="$1" -v r="$rss" -v h="$hwm" -v f="$fds" \
+    'BEGIN { printf "- %s: VmRSS %.1f MiB (main process peak VmHWM %.1f MiB), %d open fds\n", l, r / 1024, h / 1024, f }'
 }
 
 # RSS of tollgate (and nginx for reference) after RSS_DURATION of load over RSS_CONNECTIONS keep-alive
@@ -343,7 +342,7 @@ rss_step() {
   requests="$(grep -oE '^\s*[0-9]+ requests in' "$out" | grep -oE '[0-9]+' || echo '?')"
   {
     printf -- '- %s: %s requests over %s connections in %s' "$target" "$requests" "$RSS_CONNECTIONS" "$RSS_DURATION"
-    grep -E 'Non-2xx|Socket errors' "$out" | sed 's/^ */; /' | tr -d '\n'
+    { grep -E 'Non-2xx|Socket errors' "$out" || true; } | sed 's/^ */; /' | tr -d '\n'
     echo
     rss_line "$target after it" "${TARGET_PID[$target]}"
   } >>"$WORK/rss.md"

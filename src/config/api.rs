@@ -341,7 +341,7 @@ fn oauth(raw: RawOAuth, out: &mut FileProblems<'_>) -> OAuthConfig {
     }
 }
 
-fn client(
+pub(crate) fn client(
     raw: RawClient,
     path: &str,
     api_grants: &[GrantType],

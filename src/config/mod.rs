@@ -5,10 +5,10 @@
 //! file and field path instead of stopping at the first.
 
 mod accounts;
-mod api;
+pub(crate) mod api;
 mod check;
 mod duration;
-mod error;
+pub(crate) mod error;
 mod gateway;
 mod interpolate;
 mod load;

@@ -1,5 +1,15 @@
-//! The OAuth 2.0 authorization server: signing keys and JWKS, secrets, PKCE.
+//! The OAuth 2.0 authorization server: flows (`server`), HTTP handlers (`handlers`), signing keys and
+//! JWKS, access tokens, clients, secrets, PKCE and notifications.
 
+pub mod authorize;
+pub mod clients;
+pub mod error;
+pub mod handlers;
 pub mod keys;
+pub mod notify;
 pub mod pkce;
 pub mod secrets;
+pub mod server;
+pub mod tokens;
+
+pub use server::AuthServer;

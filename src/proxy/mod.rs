@@ -24,6 +24,7 @@ use crate::config::UpstreamTarget;
 use crate::error::{GatewayError, json_response};
 use crate::gateway::{ApiRoute, Gateway, Runtime};
 use crate::http_util::Body;
+use crate::oauth;
 use crate::server::ConnInfo;
 use headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 
@@ -108,8 +109,19 @@ async fn lifecycle(
     check_host(&req)?;
 
     // 2. Endpoints of the gateway itself, outside every listen path.
-    if req.uri().path() == "/health" {
-        return Ok(health(gateway));
+    match req.uri().path() {
+        "/health" => return Ok(health(gateway)),
+        "/.well-known/jwks.json" => return Ok(oauth::handlers::jwks(gateway)),
+        _ => {}
+    }
+
+    // RFC 8414 §3: metadata of the API whose listen path follows the well-known prefix.
+    if let Some(lp) = req.uri().path().strip_prefix("/.well-known/oauth-authorization-server/") {
+        let lp = format!("/{}/", lp.trim_end_matches('/'));
+        if let Some(api) = runtime.config.apis.iter().find(|a| a.listen_path == lp && a.oauth.is_some()) {
+            return Ok(oauth::handlers::metadata_response(gateway, api));
+        }
+        return Err(GatewayError::NotFound);
     }
 
     // 3. One canonical path, checked before routing; it is also the path that is forwarded.
@@ -124,7 +136,18 @@ async fn lifecycle(
     outcome.api = Some(route.clone());
     let api = &route.def;
 
-    // 5. Forward to the upstream, or answer from the mock.
+    // 5. The API's own OAuth endpoints ({lp}oauth/token, ...), when it is an authorization server.
+    if api.oauth.is_some()
+        && let Some(endpoint) = req
+            .uri()
+            .path()
+            .get(api.listen_path.len()..)
+            .and_then(oauth::handlers::Endpoint::from_rest)
+    {
+        return oauth::handlers::handle(gateway, runtime, api, endpoint, req, conn).await;
+    }
+
+    // 6. Forward to the upstream, or answer from the mock.
     match &api.upstream.target {
         UpstreamTarget::Mock(mock) => {
             // The body is not read, but it still must respect the limit the operator set.

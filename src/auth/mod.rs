@@ -1,0 +1,237 @@
+//! Protecting APIs on the proxy path (DESIGN §5): find the credential, validate the token, check scopes.
+//!
+//! Validation runs on every proxied request, so it is built to cost a hash lookup for a token seen
+//! before: the signature and static claims of a token are verified once and cached; the parts that can
+//! change (expiry, revocation, which APIs accept it) are checked on every request.
+
+pub mod cache;
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Uri};
+
+use crate::config::{ApiDef, AuthConfig, RuntimeConfig};
+use crate::error::GatewayError;
+use crate::oauth::AuthServer;
+use crate::oauth::tokens::{AccessClaims, TokenError};
+
+use cache::TokenCache;
+
+/// Where the credential was found (so it can be stripped from exactly there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Header,
+    Query,
+    Cookie,
+}
+
+/// Finds the access token: header, then query, then cookie. The same credential in several places is
+/// refused (DESIGN §5: two different credentials → 400; SECURITY.md: the same token in two places → 400).
+pub fn extract<B>(req: &Request<B>, auth: &AuthConfig) -> Result<Option<(String, Source)>, GatewayError> {
+    let mut found: Vec<(String, Source)> = Vec::new();
+    if let Some(source) = &auth.header {
+        for value in req.headers().get_all(&source.name) {
+            let value = value
+                .to_str()
+                .map_err(|_| GatewayError::BadRequest("the credential header is not valid text"))?;
+            match strip_prefix(value, &source.prefix) {
+                Some(token) if !token.is_empty() => found.push((token.to_string(), Source::Header)),
+                // A header in another scheme (e.g. Basic) is not our credential.
+                _ => {}
+            }
+        }
+    }
+    if let Some(name) = &auth.query
+        && let Some(query) = req.uri().query()
+    {
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            if key == name.as_str() && !value.is_empty() {
+                found.push((value.into_owned(), Source::Query));
+            }
+        }
+    }
+    if let Some(name) = &auth.cookie {
+        for value in req.headers().get_all(header::COOKIE) {
+            let Ok(value) = value.to_str() else { continue };
+            for pair in value.split(';') {
+                if let Some((key, value)) = pair.trim().split_once('=')
+                    && key == name
+                    && !value.is_empty()
+                {
+                    found.push((value.to_string(), Source::Cookie));
+                }
+            }
+        }
+    }
+    match found.len() {
+        0 => Ok(None),
+        1 => Ok(found.pop()),
+        _ => Err(GatewayError::BadRequest(
+            "more than one credential in the request; send the access token once",
+        )),
+    }
+}
+
+/// `Bearer abc` with prefix `Bearer `: the scheme is case-insensitive (RFC 9110 §11.1).
+fn strip_prefix<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
+    if prefix.is_empty() {
+        return Some(value.trim());
+    }
+    let head = value.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| value[prefix.len()..].trim())
+}
+
+/// Removes the credential from where it was found, so the upstream never sees it.
+pub fn strip<B>(req: &mut Request<B>, auth: &AuthConfig, source: Source) {
+    match source {
+        Source::Header => {
+            if let Some(h) = &auth.header {
+                req.headers_mut().remove(&h.name);
+            }
+        }
+        Source::Query => {
+            if let Some(name) = &auth.query {
+                let uri = req.uri();
+                let kept: Vec<(String, String)> = uri
+                    .query()
+                    .map(|q| {
+                        form_urlencoded::parse(q.as_bytes())
+                            .filter(|(k, _)| k != name.as_str())
+                            .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                let path = uri.path().to_string();
+                let new = if kept.is_empty() {
+                    path
+                } else {
+                    let query = form_urlencoded::Serializer::new(String::new())
+                        .extend_pairs(kept)
+                        .finish();
+                    format!("{path}?{query}")
+                };
+                let mut parts = uri.clone().into_parts();
+                if let Ok(pq) = new.parse() {
+                    parts.path_and_query = Some(pq);
+                    if let Ok(uri) = Uri::from_parts(parts) {
+                        *req.uri_mut() = uri;
+                    }
+                }
+            }
+        }
+        Source::Cookie => {
+            if let Some(name) = &auth.cookie {
+                let kept: Vec<String> = req
+                    .headers()
+                    .get_all(header::COOKIE)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .flat_map(|v| v.split(';'))
+                    .map(str::trim)
+                    .filter(|pair| pair.split_once('=').is_none_or(|(k, _)| k != name))
+                    .map(str::to_string)
+                    .collect();
+                req.headers_mut().remove(header::COOKIE);
+                if !kept.is_empty()
+                    && let Ok(value) = HeaderValue::from_str(&kept.join("; "))
+                {
+                    req.headers_mut().insert(header::COOKIE, value);
+                }
+            }
+        }
+    }
+}
+
+/// The APIs whose tokens this API accepts: itself, `accept_from`, and APIs whose clients' policies
+/// grant access here are checked by the caller through `policy_access`.
+pub fn audiences<'a>(api: &'a ApiDef) -> Vec<&'a str> {
+    let mut out = vec![api.id.as_str()];
+    out.extend(api.auth.accept_from.iter().map(String::as_str));
+    out
+}
+
+/// Validates `token` for `api`, from the cache when possible.
+pub fn validate(
+    auth: &AuthServer,
+    cache: &TokenCache,
+    config: &RuntimeConfig,
+    api: &ApiDef,
+    token: &str,
+    policy_grants_access: impl Fn(&AccessClaims) -> bool,
+    now: u64,
+) -> Result<Arc<AccessClaims>, TokenError> {
+    let claims = match cache.get(token) {
+        Some(claims) => claims,
+        None => {
+            let claims = Arc::new(crate::oauth::tokens::verify_signature(&auth.keys, token)?);
+            cache.insert(token, claims.clone());
+            claims
+        }
+    };
+    let mut accepted = audiences(api);
+    if !accepted.contains(&claims.aud.as_str()) && policy_grants_access(&claims) {
+        accepted.push(claims.aud.as_str());
+    }
+    let issuer_of = |aud: &str| config.apis.iter().find(|a| a.id == aud).map(|a| auth.issuer(a));
+    crate::oauth::tokens::check_claims(&claims, issuer_of, &accepted, now)?;
+    if auth.store.is_revoked(&claims.sid, &claims.jti, now) {
+        return Err(TokenError::Revoked);
+    }
+    Ok(claims)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HeaderSource;
+
+    fn auth(query: Option<&str>, cookie: Option<&str>) -> AuthConfig {
+        AuthConfig {
+            kind: crate::config::AuthType::OAuth2,
+            header: Some(HeaderSource {
+                name: header::AUTHORIZATION,
+                prefix: "Bearer ".into(),
+            }),
+            query: query.map(str::to_string),
+            cookie: cookie.map(str::to_string),
+            strip_credentials: true,
+            required_scopes: vec![],
+            accept_from: vec![],
+            forward_claims: vec![],
+        }
+    }
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        let req = Request::get("/x").header("authorization", "bEaReR abc").body(()).unwrap();
+        assert_eq!(extract(&req, &auth(None, None)).unwrap(), Some(("abc".into(), Source::Header)));
+        let req = Request::get("/x").header("authorization", "Basic abc").body(()).unwrap();
+        assert_eq!(extract(&req, &auth(None, None)).unwrap(), None);
+    }
+
+    #[test]
+    fn two_credentials_are_refused() {
+        let req = Request::get("/x?access_token=abc")
+            .header("authorization", "Bearer abc")
+            .body(())
+            .unwrap();
+        assert!(extract(&req, &auth(Some("access_token"), None)).is_err());
+    }
+
+    #[test]
+    fn query_and_cookie_credentials_are_stripped() {
+        let a = auth(Some("access_token"), Some("tg"));
+        let mut req = Request::get("/x?a=1&access_token=abc&b=2").body(()).unwrap();
+        let (_, source) = extract(&req, &a).unwrap().unwrap();
+        strip(&mut req, &a, source);
+        assert_eq!(req.uri().to_string(), "/x?a=1&b=2");
+
+        let mut req = Request::get("/x").header("cookie", "x=1; tg=abc; y=2").body(()).unwrap();
+        let (token, source) = extract(&req, &a).unwrap().unwrap();
+        assert_eq!(token, "abc");
+        strip(&mut req, &a, source);
+        assert_eq!(req.headers()["cookie"], "x=1; y=2");
+    }
+}

@@ -1,0 +1,892 @@
+//! The authorization server's flows, free of HTTP: the token endpoint's grants, revocation,
+//! introspection, tokeninfo and metadata. Handlers (`handlers.rs`) parse requests into these calls and
+//! turn results into responses; storage is reached only through the `Store` trait.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde_json::{Map, Value, json};
+
+use crate::config::{ApiDef, GrantType, OAuthConfig, Policy, RuntimeConfig, User};
+use crate::store::{CodeTake, GrantKind, RefreshToken, Rotation, Session, Store, StoreError};
+
+use super::clients::{Client, ClientAuth, SecretCache, static_client};
+use super::error::{OAuthError, OAuthErrorCode};
+use super::keys::KeySet;
+use super::notify::{Notification, Notifier};
+use super::tokens::{self, AccessClaims, TokenError};
+use super::{pkce, secrets};
+
+/// Failed logins allowed per username and per address within [`LOGIN_WINDOW_SECS`].
+pub const MAX_LOGIN_FAILURES: u32 = 5;
+pub const LOGIN_WINDOW_SECS: u64 = 15 * 60;
+/// Bytes of randomness in refresh tokens and codes (DESIGN §4: at least 256 bits).
+const OPAQUE_TOKEN_BYTES: usize = 32;
+/// How long a session is kept when its refresh tokens never expire.
+const NEVER_EXPIRES_SECS: u64 = 10 * 365 * 24 * 3600;
+
+pub struct AuthServer {
+    pub keys: KeySet,
+    pub store: Arc<dyn Store>,
+    public_url: String,
+    secret_cache: SecretCache,
+    pub notifier: Notifier,
+}
+
+/// A token request after form parsing (RFC 6749 §4.1.3, §4.3.2, §4.4.2, §6).
+#[derive(Debug, Clone, Default)]
+pub struct TokenRequest {
+    pub grant_type: String,
+    pub code: Option<String>,
+    pub redirect_uri: Option<String>,
+    pub code_verifier: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub refresh_token: Option<String>,
+    pub scope: Option<String>,
+    pub client: ClientAuth,
+    /// The client's address as the gateway believes it (for login-failure limits).
+    pub client_ip: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TokenResponse {
+    pub access_token: String,
+    pub token_type: &'static str,
+    pub expires_in: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<String>,
+    pub scope: String,
+}
+
+/// What the token endpoint needs from the running configuration besides the API.
+pub struct Directory<'a> {
+    pub users: &'a [User],
+    pub policies: &'a [Policy],
+}
+
+impl<'a> From<&'a RuntimeConfig> for Directory<'a> {
+    fn from(config: &'a RuntimeConfig) -> Self {
+        Directory {
+            users: &config.users,
+            policies: &config.policies,
+        }
+    }
+}
+
+impl AuthServer {
+    pub fn new(keys: KeySet, store: Arc<dyn Store>, public_url: &str, notifier: Notifier) -> AuthServer {
+        AuthServer {
+            keys,
+            store,
+            public_url: public_url.trim_end_matches('/').to_string(),
+            secret_cache: SecretCache::new(Duration::from_secs(600), 10_000),
+            notifier,
+        }
+    }
+
+    /// `public_url` + listen path without its trailing `/` (DESIGN §4).
+    pub fn issuer(&self, api: &ApiDef) -> String {
+        format!("{}{}", self.public_url, api.listen_path.trim_end_matches('/'))
+    }
+
+    /// Static clients first (they are read-only), then the store.
+    pub async fn find_client(&self, api: &ApiDef, client_id: &str) -> Result<Option<Client>, StoreError> {
+        if let Some(client) = static_client(api, client_id) {
+            return Ok(Some(client));
+        }
+        Ok(self.store.get_client(&api.id, client_id).await?.map(Client::from))
+    }
+
+    /// Authenticates the caller of the token, revoke or introspect endpoint (RFC 6749 §2.3). Public
+    /// clients identify themselves with `client_id` alone.
+    pub async fn authenticate(&self, api: &ApiDef, auth: &ClientAuth) -> Result<Client, OAuthError> {
+        // Nothing sent at all is answered like Basic, so the client learns how to authenticate.
+        let challenge = auth.via_basic || (auth.client_id.is_none() && auth.secret.is_none());
+        let fail = || OAuthError::invalid_client(challenge);
+        let client_id = auth.client_id.as_deref().ok_or_else(fail)?;
+        let Some(client) = self.find_client(api, client_id).await? else {
+            return Err(fail());
+        };
+        match (&client.secret_hash, &auth.secret) {
+            (Some(phc), Some(secret)) => {
+                if self.secret_cache.verify(&api.id, client_id, phc, secret).await {
+                    Ok(client)
+                } else {
+                    Err(fail())
+                }
+            }
+            // A confidential client must prove itself; a public one must not pretend to.
+            (Some(_), None) | (None, Some(_)) => Err(fail()),
+            (None, None) => Ok(client),
+        }
+    }
+
+    /// The token endpoint (RFC 6749 §3.2).
+    pub async fn token(
+        &self,
+        api: &ApiDef,
+        dir: &Directory<'_>,
+        req: TokenRequest,
+        now: u64,
+    ) -> Result<TokenResponse, OAuthError> {
+        let oauth = oauth_of(api)?;
+        let grant = GrantType::parse(&req.grant_type).ok_or_else(|| {
+            OAuthError::new(
+                OAuthErrorCode::UnsupportedGrantType,
+                format!("unsupported grant_type '{}'", req.grant_type),
+            )
+        })?;
+        let client = self.authenticate(api, &req.client).await?;
+        if !oauth.grant_types.contains(&grant) {
+            return Err(OAuthError::unauthorized_client(format!(
+                "the grant type {} is not enabled for this API",
+                grant.as_str()
+            )));
+        }
+        if !client.allows(grant) {
+            return Err(OAuthError::unauthorized_client(format!(
+                "the client may not use the grant type {}",
+                grant.as_str()
+            )));
+        }
+        let response = match grant {
+            GrantType::ClientCredentials => self.client_credentials(api, oauth, dir, &client, &req, now).await,
+            GrantType::Password => self.password(api, oauth, dir, &client, &req, now).await,
+            GrantType::AuthorizationCode => self.authorization_code(api, oauth, dir, &client, &req, now).await,
+            GrantType::RefreshToken => self.refresh(api, oauth, dir, &client, &req, now).await,
+        }?;
+        Ok(response)
+    }
+
+    async fn client_credentials(
+        &self,
+        api: &ApiDef,
+        oauth: &OAuthConfig,
+        dir: &Directory<'_>,
+        client: &Client,
+        req: &TokenRequest,
+        now: u64,
+    ) -> Result<TokenResponse, OAuthError> {
+        if client.is_public() {
+            return Err(OAuthError::unauthorized_client(
+                "public clients cannot use client_credentials",
+            ));
+        }
+        let scope = resolve_scope(req.scope.as_deref(), &client_scopes(client, dir), None)?;
+        let session = self.new_session(api, oauth, client, None, &scope, GrantKind::ClientCredentials, now);
+        self.store.put_session(&session).await?;
+        // RFC 6749 §4.4.3: no refresh token for client credentials.
+        let response = self
+            .mint(api, oauth, client, &session, None, false, 0, now)
+            .await?;
+        self.notify_new(api, &session, &response, None);
+        Ok(response)
+    }
+
+    async fn password(
+        &self,
+        api: &ApiDef,
+        oauth: &OAuthConfig,
+        dir: &Directory<'_>,
+        client: &Client,
+        req: &TokenRequest,
+        now: u64,
+    ) -> Result<TokenResponse, OAuthError> {
+        let username = required(&req.username, "username")?;
+        let password = required(&req.password, "password")?;
+        let user = self
+            .login(api, dir.users, username, password, &req.client_ip, now)
+            .await
+            .map_err(|e| match e {
+                LoginError::Throttled => throttled(),
+                LoginError::Invalid => OAuthError::invalid_grant("invalid username or password"),
+                LoginError::Store(err) => err.into(),
+            })?;
+        let scope = resolve_scope(req.scope.as_deref(), &client_scopes(client, dir), Some(&user.scopes))?;
+        let session = self.new_session(api, oauth, client, Some(&user.username), &scope, GrantKind::Password, now);
+        self.store.put_session(&session).await?;
+        let refresh = issues_refresh(oauth, client);
+        let response = self
+            .mint(api, oauth, client, &session, Some(user), refresh, 0, now)
+            .await?;
+        self.notify_new(api, &session, &response, None);
+        Ok(response)
+    }
+
+    async fn authorization_code(
+        &self,
+        api: &ApiDef,
+        oauth: &OAuthConfig,
+        dir: &Directory<'_>,
+        client: &Client,
+        req: &TokenRequest,
+        now: u64,
+    ) -> Result<TokenResponse, OAuthError> {
+        let code = required(&req.code, "code")?;
+        let redirect_uri = required(&req.redirect_uri, "redirect_uri")?;
+        if let Some(verifier) = &req.code_verifier
+            && !pkce::valid_verifier(verifier)
+        {
+            return Err(OAuthError::invalid_request(
+                "code_verifier must be 43-128 characters of [A-Za-z0-9-._~]",
+            ));
+        }
+        let code_hash = secrets::sha256_hex(code.as_bytes());
+        let grant = match self.store.take_code(&code_hash, now).await? {
+            CodeTake::Fresh(grant) => grant,
+            CodeTake::AlreadyUsed { sid } => {
+                // RFC 6749 §4.1.2: a code used twice revokes what the first use issued.
+                self.store
+                    .revoke_session(&sid, now + session_lifetime(oauth))
+                    .await?;
+                tracing::warn!(api = %api.id, client = %client.client_id, "authorization code reused; session revoked");
+                return Err(OAuthError::invalid_grant("the authorization code was already used"));
+            }
+            CodeTake::Unknown => {
+                return Err(OAuthError::invalid_grant("unknown or expired authorization code"));
+            }
+        };
+        if grant.api_id != api.id || grant.client_id != client.client_id {
+            return Err(OAuthError::invalid_grant("the code was issued to another client"));
+        }
+        if grant.redirect_uri != redirect_uri {
+            return Err(OAuthError::invalid_grant("redirect_uri does not match the authorization request"));
+        }
+        match (&grant.code_challenge, &req.code_verifier) {
+            (Some(challenge), Some(verifier)) => {
+                if !pkce::verify_s256(verifier, challenge) {
+                    return Err(OAuthError::invalid_grant("code_verifier does not match the code_challenge"));
+                }
+            }
+            (Some(_), None) => return Err(OAuthError::invalid_grant("code_verifier is missing")),
+            (None, Some(_)) => {
+                return Err(OAuthError::invalid_grant(
+                    "code_verifier sent but the authorization request had no code_challenge",
+                ));
+            }
+            (None, None) => {}
+        }
+        let user = dir.users.iter().find(|u| u.username == grant.username && !u.disabled);
+        let Some(user) = user else {
+            return Err(OAuthError::invalid_grant("the user no longer exists"));
+        };
+        let mut session = self.new_session(
+            api,
+            oauth,
+            client,
+            Some(&user.username),
+            &split_scope(&grant.scope),
+            GrantKind::AuthorizationCode,
+            now,
+        );
+        session.sid = grant.sid.clone();
+        self.store.put_session(&session).await?;
+        let refresh = issues_refresh(oauth, client);
+        let response = self
+            .mint(api, oauth, client, &session, Some(user), refresh, 0, now)
+            .await?;
+        self.notify_new(api, &session, &response, Some(code));
+        Ok(response)
+    }
+
+    async fn refresh(
+        &self,
+        api: &ApiDef,
+        oauth: &OAuthConfig,
+        dir: &Directory<'_>,
+        client: &Client,
+        req: &TokenRequest,
+        now: u64,
+    ) -> Result<TokenResponse, OAuthError> {
+        let presented = required(&req.refresh_token, "refresh_token")?;
+        let old_hash = secrets::sha256_hex(presented.as_bytes());
+        let Some(old) = self.store.get_refresh(&old_hash, now).await? else {
+            // Spent tokens are not returned by get_refresh; rotation below still detects reuse.
+            return self.refresh_reuse_or_invalid(&old_hash, now).await;
+        };
+        if old.api_id != api.id || old.client_id != client.client_id {
+            return Err(OAuthError::invalid_grant("the refresh token was issued to another client"));
+        }
+        if let Some(max) = oauth.max_refreshes
+            && old.generation >= max
+        {
+            return Err(OAuthError::invalid_grant("the refresh limit of this session is reached"));
+        }
+        let old_scopes: Vec<String> = split_scope(&old.scope);
+        let scope = match req.scope.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            None => old_scopes.clone(),
+            Some(requested) => {
+                let requested = split_scope(requested);
+                if let Some(wider) = requested.iter().find(|s| !old_scopes.contains(s)) {
+                    return Err(OAuthError::invalid_scope(format!(
+                        "scope '{wider}' was not granted to this session"
+                    )));
+                }
+                requested
+            }
+        };
+        let scope_text = scope.join(" ");
+        let new_token = secrets::random_token(OPAQUE_TOKEN_BYTES);
+        let new_hash = secrets::sha256_hex(new_token.as_bytes());
+        let new_record = RefreshToken {
+            scope: scope_text.clone(),
+            generation: old.generation + 1,
+            issued_at: now,
+            expires_at: oauth.refresh_token_ttl.map(|ttl| now + ttl.as_secs()),
+            ..old.clone()
+        };
+        match self.store.rotate_refresh(&old_hash, &new_hash, &new_record, now).await? {
+            Rotation::Rotated(_) => {}
+            Rotation::Reused { sid } => {
+                tracing::warn!(api = %api.id, client = %client.client_id, sid = %sid, "refresh token reused; session revoked");
+                return Err(OAuthError::invalid_grant("the refresh token was already used"));
+            }
+            Rotation::Invalid => return Err(OAuthError::invalid_grant("invalid refresh token")),
+        }
+        let mut session = match self.store.get_session(&old.sid).await? {
+            Some(session) => session,
+            None => return Err(OAuthError::invalid_grant("the session has ended")),
+        };
+        session.scope = scope_text;
+        let user = old
+            .username
+            .as_deref()
+            .and_then(|name| dir.users.iter().find(|u| u.username == name && !u.disabled));
+        if old.username.is_some() && user.is_none() {
+            self.store
+                .revoke_session(&old.sid, now + session_lifetime(oauth))
+                .await?;
+            return Err(OAuthError::invalid_grant("the user no longer exists or is disabled"));
+        }
+        let access = self.access_token(api, oauth, client, &session, user, now)?;
+        let response = TokenResponse {
+            access_token: access,
+            token_type: "bearer",
+            expires_in: oauth.access_token_ttl.as_secs(),
+            refresh_token: Some(new_token),
+            scope: session.scope.clone(),
+        };
+        self.notifier.send(
+            api,
+            Notification {
+                notification_type: "refresh",
+                api_id: api.id.clone(),
+                client_id: client.client_id.clone(),
+                username: session.username.clone(),
+                session_id: session.sid.clone(),
+                new_oauth_token: Some(response.access_token.clone()),
+                refresh_token: response.refresh_token.clone(),
+                old_refresh_token: Some(presented.to_string()),
+                auth_code: None,
+            },
+        );
+        Ok(response)
+    }
+
+    async fn refresh_reuse_or_invalid(&self, old_hash: &str, now: u64) -> Result<TokenResponse, OAuthError> {
+        // A rotation attempt on a spent token is how the store detects (and punishes) reuse.
+        let probe = RefreshToken {
+            sid: String::new(),
+            api_id: String::new(),
+            client_id: String::new(),
+            username: None,
+            scope: String::new(),
+            generation: 0,
+            issued_at: now,
+            expires_at: Some(now),
+        };
+        let unused_hash = secrets::sha256_hex(secrets::random_token(OPAQUE_TOKEN_BYTES).as_bytes());
+        match self.store.rotate_refresh(old_hash, &unused_hash, &probe, now).await? {
+            Rotation::Reused { .. } => Err(OAuthError::invalid_grant("the refresh token was already used")),
+            _ => Err(OAuthError::invalid_grant("invalid refresh token")),
+        }
+    }
+
+    fn new_session(
+        &self,
+        api: &ApiDef,
+        oauth: &OAuthConfig,
+        client: &Client,
+        username: Option<&str>,
+        scope: &[String],
+        grant: GrantKind,
+        now: u64,
+    ) -> Session {
+        Session {
+            sid: secrets::random_token(16),
+            api_id: api.id.clone(),
+            client_id: client.client_id.clone(),
+            username: username.map(str::to_string),
+            scope: scope.join(" "),
+            grant,
+            created_at: now,
+            last_refresh_at: None,
+            refresh_count: 0,
+            expires_at: now + session_lifetime(oauth),
+        }
+    }
+
+    /// Issues the access token and, when asked, the first refresh token of a session.
+    #[allow(clippy::too_many_arguments)]
+    async fn mint(
+        &self,
+        api: &ApiDef,
+        oauth: &OAuthConfig,
+        client: &Client,
+        session: &Session,
+        user: Option<&User>,
+        with_refresh: bool,
+        generation: u32,
+        now: u64,
+    ) -> Result<TokenResponse, OAuthError> {
+        let access_token = self.access_token(api, oauth, client, session, user, now)?;
+        let refresh_token = if with_refresh {
+            let token = secrets::random_token(OPAQUE_TOKEN_BYTES);
+            let record = RefreshToken {
+                sid: session.sid.clone(),
+                api_id: api.id.clone(),
+                client_id: client.client_id.clone(),
+                username: session.username.clone(),
+                scope: session.scope.clone(),
+                generation,
+                issued_at: now,
+                expires_at: oauth.refresh_token_ttl.map(|ttl| now + ttl.as_secs()),
+            };
+            self.store
+                .put_refresh(&secrets::sha256_hex(token.as_bytes()), &record)
+                .await?;
+            Some(token)
+        } else {
+            None
+        };
+        Ok(TokenResponse {
+            access_token,
+            token_type: "bearer",
+            expires_in: oauth.access_token_ttl.as_secs(),
+            refresh_token,
+            scope: session.scope.clone(),
+        })
+    }
+
+    fn access_token(
+        &self,
+        api: &ApiDef,
+        oauth: &OAuthConfig,
+        client: &Client,
+        session: &Session,
+        user: Option<&User>,
+        now: u64,
+    ) -> Result<String, OAuthError> {
+        // User claims first, then client claims (validation keeps both away from registered names).
+        let mut extra = Map::new();
+        if let Some(user) = user {
+            extra.extend(user.claims.iter().map(|(k, v)| (k.clone(), v.clone())));
+        }
+        extra.extend(client.claims.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let claims = AccessClaims {
+            iss: self.issuer(api),
+            sub: session
+                .username
+                .clone()
+                .unwrap_or_else(|| client.client_id.clone()),
+            aud: api.id.clone(),
+            client_id: client.client_id.clone(),
+            scope: session.scope.clone(),
+            exp: now + oauth.access_token_ttl.as_secs(),
+            iat: now,
+            nbf: now,
+            jti: secrets::random_token(16),
+            sid: session.sid.clone(),
+            extra,
+        };
+        tokens::sign(&self.keys, &claims).map_err(|err| {
+            tracing::error!(error = %err, "signing an access token failed");
+            OAuthError::new(OAuthErrorCode::ServerError, "could not sign the token")
+        })
+    }
+
+    fn notify_new(&self, api: &ApiDef, session: &Session, response: &TokenResponse, code: Option<&str>) {
+        self.notifier.send(
+            api,
+            Notification {
+                notification_type: "new",
+                api_id: api.id.clone(),
+                client_id: session.client_id.clone(),
+                username: session.username.clone(),
+                session_id: session.sid.clone(),
+                new_oauth_token: Some(response.access_token.clone()),
+                refresh_token: response.refresh_token.clone(),
+                old_refresh_token: None,
+                auth_code: code.map(str::to_string),
+            },
+        );
+    }
+
+    /// Checks a username and password with per-user and per-address failure limits (also used by the
+    /// login page). Unknown users cost the same argon2 work as known ones.
+    pub async fn login<'u>(
+        &self,
+        api: &ApiDef,
+        users: &'u [User],
+        username: &str,
+        password: &str,
+        client_ip: &str,
+        now: u64,
+    ) -> Result<&'u User, LoginError> {
+        let user_key = format!("user:{}:{}", api.id, username);
+        let ip_key = format!("ip:{}:{}", api.id, client_ip);
+        // Never fail open: a storage error here refuses the login.
+        let (by_user, by_ip) = (
+            self.store.failures(&user_key, now).await.map_err(LoginError::Store)?,
+            self.store.failures(&ip_key, now).await.map_err(LoginError::Store)?,
+        );
+        if by_user >= MAX_LOGIN_FAILURES || by_ip >= MAX_LOGIN_FAILURES {
+            return Err(LoginError::Throttled);
+        }
+        let user = users.iter().find(|u| u.username == username);
+        let phc = user.map(|u| u.password_hash.clone());
+        let password_owned = password.to_string();
+        let verified = tokio::task::spawn_blocking(move || match phc {
+            Some(phc) => secrets::verify_secret(&phc, &password_owned),
+            None => {
+                secrets::verify_dummy(&password_owned);
+                false
+            }
+        })
+        .await
+        .unwrap_or(false);
+        match user {
+            Some(user) if verified && !user.disabled => {
+                self.store.clear_failures(&user_key).await.map_err(LoginError::Store)?;
+                Ok(user)
+            }
+            _ => {
+                self.store
+                    .record_failure(&user_key, LOGIN_WINDOW_SECS, now)
+                    .await
+                    .map_err(LoginError::Store)?;
+                self.store
+                    .record_failure(&ip_key, LOGIN_WINDOW_SECS, now)
+                    .await
+                    .map_err(LoginError::Store)?;
+                Err(LoginError::Invalid)
+            }
+        }
+    }
+
+    /// RFC 7009. Unknown tokens and tokens of other clients are a silent success; a refresh token
+    /// ends its whole session; an access token is revoked by its `jti`.
+    pub async fn revoke(
+        &self,
+        api: &ApiDef,
+        caller: &Client,
+        token: &str,
+        hint: Option<&str>,
+        now: u64,
+    ) -> Result<(), OAuthError> {
+        let oauth = oauth_of(api)?;
+        let refresh_first = hint != Some("access_token") && !tokens::looks_like_jwt(token);
+        for as_refresh in [refresh_first, !refresh_first] {
+            if as_refresh {
+                let hash = secrets::sha256_hex(token.as_bytes());
+                if let Some(record) = self.store.get_refresh(&hash, now).await? {
+                    if record.api_id == api.id && record.client_id == caller.client_id {
+                        self.store
+                            .revoke_session(&record.sid, now + session_lifetime(oauth))
+                            .await?;
+                        self.notify_revoke(api, caller, &record.sid, record.username.clone());
+                    }
+                    return Ok(());
+                }
+            } else if let Ok(claims) = tokens::verify_signature(&self.keys, token) {
+                if claims.aud == api.id && claims.client_id == caller.client_id && claims.exp > now {
+                    self.store.revoke_jti(&claims.jti, claims.exp + tokens::LEEWAY_SECS).await?;
+                    self.notify_revoke(api, caller, &claims.sid, Some(claims.sub.clone()));
+                }
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
+    fn notify_revoke(&self, api: &ApiDef, caller: &Client, sid: &str, username: Option<String>) {
+        self.notifier.send(
+            api,
+            Notification {
+                notification_type: "revoke",
+                api_id: api.id.clone(),
+                client_id: caller.client_id.clone(),
+                username,
+                session_id: sid.to_string(),
+                new_oauth_token: None,
+                refresh_token: None,
+                old_refresh_token: None,
+                auth_code: None,
+            },
+        );
+    }
+
+    /// Validates an access token for `api` completely: signature, header, claims, revocation.
+    pub fn validate_access_token(
+        &self,
+        token: &str,
+        api: &ApiDef,
+        config: &RuntimeConfig,
+        audiences: &[&str],
+        now: u64,
+    ) -> Result<AccessClaims, TokenError> {
+        let claims = tokens::verify_signature(&self.keys, token)?;
+        let issuer_of = |aud: &str| {
+            if aud == api.id {
+                return Some(self.issuer(api));
+            }
+            config.apis.iter().find(|a| a.id == aud).map(|a| self.issuer(a))
+        };
+        tokens::check_claims(&claims, issuer_of, audiences, now)?;
+        if self.store.is_revoked(&claims.sid, &claims.jti, now) {
+            return Err(TokenError::Revoked);
+        }
+        Ok(claims)
+    }
+
+    /// RFC 7662. Anything not valid for this API is exactly `{"active": false}`.
+    pub async fn introspect(
+        &self,
+        api: &ApiDef,
+        config: &RuntimeConfig,
+        token: &str,
+        _hint: Option<&str>,
+        now: u64,
+    ) -> Result<Value, OAuthError> {
+        let inactive = json!({"active": false});
+        // A JWT is never a refresh token here, whatever the hint says (the hint is only a hint).
+        if tokens::looks_like_jwt(token) {
+            if let Ok(claims) = self.validate_access_token(token, api, config, &[api.id.as_str()], now) {
+                // client_credentials tokens carry the client as `sub`; only user tokens have a username.
+                let username = (claims.sub != claims.client_id).then(|| claims.sub.clone());
+                let mut body = json!({
+                    "active": true,
+                    "scope": claims.scope,
+                    "client_id": claims.client_id,
+                    "sub": claims.sub,
+                    "aud": claims.aud,
+                    "iss": claims.iss,
+                    "exp": claims.exp,
+                    "iat": claims.iat,
+                    "nbf": claims.nbf,
+                    "jti": claims.jti,
+                    "token_type": "bearer",
+                });
+                if let (Some(name), Some(obj)) = (username, body.as_object_mut()) {
+                    obj.insert("username".into(), Value::String(name));
+                }
+                return Ok(body);
+            }
+            return Ok(inactive);
+        }
+        let hash = secrets::sha256_hex(token.as_bytes());
+        let Some(record) = self.store.get_refresh(&hash, now).await? else {
+            return Ok(inactive);
+        };
+        if record.api_id != api.id || self.store.is_revoked(&record.sid, "", now) {
+            return Ok(inactive);
+        }
+        let mut body = json!({
+            "active": true,
+            "scope": record.scope,
+            "client_id": record.client_id,
+            "sub": record.username.clone().unwrap_or_else(|| record.client_id.clone()),
+            "aud": api.id,
+            "iss": self.issuer(api),
+            "iat": record.issued_at,
+            "token_type": "refresh_token",
+        });
+        if let Some(obj) = body.as_object_mut() {
+            if let Some(exp) = record.expires_at {
+                obj.insert("exp".into(), json!(exp));
+            }
+            if let Some(name) = record.username {
+                obj.insert("username".into(), Value::String(name));
+            }
+        }
+        Ok(body)
+    }
+
+    /// Axway's tokeninfo: `{audience, user_id, scope, expires_in}`.
+    pub fn tokeninfo(
+        &self,
+        api: &ApiDef,
+        config: &RuntimeConfig,
+        token: &str,
+        now: u64,
+    ) -> Result<Value, OAuthError> {
+        let claims = self
+            .validate_access_token(token, api, config, &[api.id.as_str()], now)
+            .map_err(|err| OAuthError::new(OAuthErrorCode::InvalidToken, err.to_string()))?;
+        Ok(json!({
+            "audience": claims.client_id,
+            "user_id": claims.sub,
+            "scope": claims.scope,
+            "expires_in": claims.exp.saturating_sub(now),
+        }))
+    }
+
+    /// RFC 8414 metadata for the API's issuer.
+    pub fn metadata(&self, api: &ApiDef) -> Value {
+        let issuer = self.issuer(api);
+        let base = format!("{}{}", self.public_url, api.listen_path);
+        let oauth = api.oauth.as_ref();
+        let grants: Vec<&str> = oauth
+            .map(|o| o.grant_types.iter().map(|g| g.as_str()).collect())
+            .unwrap_or_default();
+        let scopes: Vec<&str> = oauth
+            .map(|o| o.scopes.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        json!({
+            "issuer": issuer,
+            "authorization_endpoint": format!("{base}oauth/authorize"),
+            "token_endpoint": format!("{base}oauth/token"),
+            "revocation_endpoint": format!("{base}oauth/revoke"),
+            "introspection_endpoint": format!("{base}oauth/introspect"),
+            "jwks_uri": format!("{}/.well-known/jwks.json", self.public_url),
+            "grant_types_supported": grants,
+            "response_types_supported": ["code"],
+            "response_modes_supported": ["query"],
+            "code_challenge_methods_supported": ["S256"],
+            "token_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "revocation_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post", "none"],
+            "introspection_endpoint_auth_methods_supported": ["client_secret_basic", "client_secret_post"],
+            "scopes_supported": scopes,
+            "authorization_response_iss_parameter_supported": true,
+        })
+    }
+}
+
+#[derive(Debug)]
+pub enum LoginError {
+    Invalid,
+    Throttled,
+    Store(StoreError),
+}
+
+pub fn throttled() -> OAuthError {
+    OAuthError {
+        retry_after: Some(LOGIN_WINDOW_SECS),
+        ..OAuthError::new(OAuthErrorCode::SlowDown, "too many failed logins; try again later")
+    }
+}
+
+fn oauth_of(api: &ApiDef) -> Result<&OAuthConfig, OAuthError> {
+    api.oauth
+        .as_ref()
+        .ok_or_else(|| OAuthError::invalid_request("this API is not an authorization server"))
+}
+
+fn required<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, OAuthError> {
+    match value.as_deref() {
+        Some(v) if !v.is_empty() => Ok(v),
+        _ => Err(OAuthError::invalid_request(format!("the {name} parameter is missing"))),
+    }
+}
+
+/// A session lives as long as its longest-lived token can.
+fn session_lifetime(oauth: &OAuthConfig) -> u64 {
+    let refresh = oauth
+        .refresh_token_ttl
+        .map(|t| t.as_secs())
+        .unwrap_or(NEVER_EXPIRES_SECS);
+    refresh.max(oauth.access_token_ttl.as_secs()) + tokens::LEEWAY_SECS
+}
+
+fn issues_refresh(oauth: &OAuthConfig, client: &Client) -> bool {
+    oauth.grant_types.contains(&GrantType::RefreshToken)
+        && client.allows(GrantType::RefreshToken)
+        && oauth.max_refreshes != Some(0)
+}
+
+pub fn split_scope(scope: &str) -> Vec<String> {
+    let mut seen = BTreeSet::new();
+    scope
+        .split(' ')
+        .filter(|s| !s.is_empty() && seen.insert(*s))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The client's scopes, narrowed by its policy's `scopes` when the policy sets them.
+pub fn client_scopes(client: &Client, dir: &Directory<'_>) -> Vec<String> {
+    let policy = client
+        .policy
+        .as_deref()
+        .and_then(|id| dir.policies.iter().find(|p| p.id == id));
+    match policy.and_then(|p| p.scopes.as_ref()) {
+        Some(allowed) => client
+            .scopes
+            .iter()
+            .filter(|s| allowed.contains(s))
+            .cloned()
+            .collect(),
+        None => client.scopes.clone(),
+    }
+}
+
+/// requested ∩ client ∩ user (RFC 6749 §3.3). Asking for a scope the client may not have is
+/// `invalid_scope`; scopes the user lacks are left out silently (the response's `scope` says what was
+/// granted). No request means everything the client (and user) may have.
+pub fn resolve_scope(
+    requested: Option<&str>,
+    client_scopes: &[String],
+    user_scopes: Option<&[String]>,
+) -> Result<Vec<String>, OAuthError> {
+    let requested = requested.map(split_scope).filter(|s| !s.is_empty());
+    let wanted = match requested {
+        Some(requested) => {
+            if let Some(unknown) = requested.iter().find(|s| !client_scopes.contains(s)) {
+                return Err(OAuthError::invalid_scope(format!(
+                    "scope '{unknown}' is not allowed for this client"
+                )));
+            }
+            requested
+        }
+        None => client_scopes.to_vec(),
+    };
+    Ok(match user_scopes {
+        Some(user) => wanted.into_iter().filter(|s| user.contains(s)).collect(),
+        None => wanted,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(items: &[&str]) -> Vec<String> {
+        items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn scope_defaults_to_the_client_scopes() {
+        assert_eq!(resolve_scope(None, &v(&["read", "write"]), None).unwrap(), v(&["read", "write"]));
+        assert_eq!(resolve_scope(Some(""), &v(&["read"]), None).unwrap(), v(&["read"]));
+    }
+
+    #[test]
+    fn scope_beyond_the_client_is_invalid_scope() {
+        let err = resolve_scope(Some("read admin"), &v(&["read"]), None).unwrap_err();
+        assert_eq!(err.code, OAuthErrorCode::InvalidScope);
+    }
+
+    #[test]
+    fn user_scopes_narrow_silently() {
+        let granted = resolve_scope(Some("read write"), &v(&["read", "write"]), Some(&v(&["read"]))).unwrap();
+        assert_eq!(granted, v(&["read"]));
+    }
+
+    #[test]
+    fn duplicate_scopes_collapse() {
+        assert_eq!(split_scope("read  read write"), v(&["read", "write"]));
+    }
+}

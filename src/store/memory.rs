@@ -1,0 +1,577 @@
+//! The in-process store: everything in hash maps behind one mutex, for a single gateway node.
+//!
+//! # Locking
+//!
+//! Two locks, always taken in this order: `state` (a `Mutex`), then `revoked` (an `RwLock`).
+//!
+//! * Every trait operation runs in one `state` critical section, so each is atomic with respect to
+//!   every other (taking a code, rotating a refresh token, revoking a session, counting failures).
+//! * The revocation set has its own `RwLock` because `is_revoked` runs on the proxy hot path for every
+//!   request with a token: it takes only a read lock there and never waits for the `state` mutex.
+//! * Every *writer* of `revoked` holds `state` first. So while an operation holds `state`, nobody else
+//!   can change the revocation set, and a read of it taken under `state` stays true for the rest of that
+//!   operation. That is what makes "rotation racing a revocation" safe: whichever of the two takes
+//!   `state` first completes entirely before the other starts; if the rotation wins, the revocation then
+//!   deletes the new token too; if the revocation wins, the rotation sees it and answers `Invalid`.
+//!
+//! No lock is ever held across an `.await` (there is none inside: every method is synchronous work
+//! wrapped in an async signature).
+//!
+//! # Poisoned locks
+//!
+//! A lock is poisoned only if a thread panicked while holding it. The critical sections here do
+//! nothing but hash-map operations, clones and saturating arithmetic, so a panic inside one would be a
+//! bug, not an expected failure. We recover the guard with `PoisonError::into_inner` instead of
+//! answering `StoreError::Unavailable`, because:
+//!
+//! * mapping poison to `Unavailable` would turn one panic into a permanent outage of every OAuth
+//!   endpoint until the process restarts, and `is_revoked` (which returns `bool`) could then only fail
+//!   closed (every token revoked) or open (none revoked) — both worse;
+//! * the multi-step mutations are ordered so that any prefix of them leaves the state *more*
+//!   restrictive, never less: a rotation spends the old token before storing the new one, a revocation
+//!   records the revoked sid before deleting the session's tokens. A half-finished operation can lose a
+//!   token, never resurrect one.
+//!
+//! # Expiry and purging
+//!
+//! Expiry is judged against the caller's `now` (entries are live while `now < expires_at`), never the
+//! wall clock, so tests control time. Expired entries are also *removed*, lazily: every write counts,
+//! and once the writes since the last sweep reach the number of stored entries (at least
+//! [`SWEEP_MIN_WRITES`]), one sweep drops everything expired. That is O(1) amortised per write and
+//! bounds the dead weight to roughly the size of the live data. The sweep uses the latest `now` any call
+//! has passed (clocks are assumed not to go backwards); operations without a `now` (e.g. `put_session`)
+//! use that too. No background task is needed.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use async_trait::async_trait;
+
+use super::{
+    AuthCode, CodeTake, RefreshToken, Rotation, Session, Store, StoreResult, StoredClient,
+};
+
+/// How long a rotated refresh token that never expires (`refresh_token.ttl: never`) is remembered as a
+/// tombstone for reuse detection: 30 days after its rotation. Tokens that do expire are remembered
+/// until their own expiry (after which presenting them is merely `Invalid`: they could not be used
+/// anyway). Never-expiring tombstones need *some* bound or they would accumulate forever; a stolen
+/// token replayed more than 30 days after its legitimate rotation is reported as `Invalid` instead of
+/// `Reused` (still refused, only the session is not revoked for it).
+pub const ROTATED_NEVER_EXPIRING_KEEP_SECS: u64 = 30 * 24 * 3600;
+
+/// Minimum number of writes between two sweeps of expired entries (so a small store is not swept on
+/// every write).
+pub const SWEEP_MIN_WRITES: usize = 1024;
+
+/// An authorization code, or what is left of it once spent.
+#[derive(Debug, Clone)]
+enum CodeEntry {
+    Live(AuthCode),
+    /// Spent: only the session it started is kept, so a second redemption can name it.
+    Spent { sid: String, expires_at: u64 },
+}
+
+impl CodeEntry {
+    fn expires_at(&self) -> u64 {
+        match self {
+            CodeEntry::Live(code) => code.expires_at,
+            CodeEntry::Spent { expires_at, .. } => *expires_at,
+        }
+    }
+}
+
+/// A refresh token, or its tombstone once rotated.
+#[derive(Debug, Clone)]
+enum RefreshEntry {
+    Live(RefreshToken),
+    /// Rotated: presenting it again before `keep_until` is reuse.
+    Rotated { sid: String, keep_until: u64 },
+}
+
+impl RefreshEntry {
+    fn is_expired(&self, now: u64) -> bool {
+        match self {
+            RefreshEntry::Live(token) => token_expired(token, now),
+            RefreshEntry::Rotated { keep_until, .. } => now >= *keep_until,
+        }
+    }
+}
+
+fn token_expired(token: &RefreshToken, now: u64) -> bool {
+    token.expires_at.is_some_and(|exp| now >= exp)
+}
+
+/// Login failures of one key in the current window.
+#[derive(Debug, Clone, Copy)]
+struct FailureWindow {
+    count: u32,
+    /// First failure of the window + the window length; the count resets at or after this.
+    ends_at: u64,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    /// By code hash.
+    codes: HashMap<String, CodeEntry>,
+    /// By sid.
+    sessions: HashMap<String, Session>,
+    /// By token hash: live tokens and rotation tombstones.
+    refresh: HashMap<String, RefreshEntry>,
+    /// sid → hashes of its *live* refresh tokens, so revoking a session deletes them without a scan.
+    live_refresh_by_sid: HashMap<String, HashSet<String>>,
+    /// api_id → client_id → client. BTreeMaps so listings come out sorted by client_id.
+    clients: BTreeMap<String, BTreeMap<String, StoredClient>>,
+    failures: HashMap<String, FailureWindow>,
+    writes_since_sweep: usize,
+    /// The latest `now` seen: the clock used for purging.
+    latest_now: u64,
+}
+
+/// Revoked sessions and access tokens: key → revoked while `now < until`.
+#[derive(Debug, Default)]
+struct Revoked {
+    sids: HashMap<String, u64>,
+    jtis: HashMap<String, u64>,
+}
+
+impl Revoked {
+    fn sid_revoked(&self, sid: &str, now: u64) -> bool {
+        // An empty key is never revoked: callers pass "" for "no jti" (refresh-token introspection),
+        // and a stray revocation of "" must not revoke every such check.
+        !sid.is_empty() && self.sids.get(sid).is_some_and(|&until| now < until)
+    }
+
+    fn jti_revoked(&self, jti: &str, now: u64) -> bool {
+        !jti.is_empty() && self.jtis.get(jti).is_some_and(|&until| now < until)
+    }
+}
+
+/// The single-process [`Store`]. Cheap to create; share it as `Arc<dyn Store>`.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+    revoked: RwLock<Revoked>,
+}
+
+impl MemoryStore {
+    pub fn new() -> MemoryStore {
+        MemoryStore::default()
+    }
+
+    // Poison recovery: see the module documentation for why `into_inner` rather than `Unavailable`.
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn revoked_read(&self) -> RwLockReadGuard<'_, Revoked> {
+        self.revoked.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Callers must hold the `state` guard (lock order: state, then revoked).
+    fn revoked_write(&self) -> RwLockWriteGuard<'_, Revoked> {
+        self.revoked.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Revokes `sid` until at least `until` and deletes everything that could still mint tokens for
+    /// it: its live refresh tokens and its session record. Rotation tombstones stay, so a replay of an
+    /// old token is still reported as reuse. Must run under the `state` guard.
+    fn revoke_session_locked(&self, state: &mut State, sid: &str, until: u64) {
+        if sid.is_empty() {
+            return;
+        }
+        // Record the revocation first: if anything below were interrupted, the session is already
+        // refused everywhere (see "Poisoned locks").
+        {
+            let mut revoked = self.revoked_write();
+            let entry = revoked.sids.entry(sid.to_string()).or_insert(0);
+            // Never shorten an earlier revocation: a second, shorter `until` must not un-revoke
+            // access tokens the first one covered.
+            *entry = (*entry).max(until);
+        }
+        if let Some(hashes) = state.live_refresh_by_sid.remove(sid) {
+            for hash in hashes {
+                if matches!(state.refresh.get(&hash), Some(RefreshEntry::Live(t)) if t.sid == sid) {
+                    state.refresh.remove(&hash);
+                }
+            }
+        }
+        // The session is over: forget its record, so it can neither be listed nor outlive the
+        // revocation entry and reappear once that entry is purged.
+        state.sessions.remove(sid);
+    }
+
+    /// Stores a live refresh token, keeping the sid index right even if `hash` held another
+    /// session's token before (only possible through a hash collision or a caller bug).
+    fn insert_live_refresh(state: &mut State, hash: &str, token: &RefreshToken) {
+        if let Some(RefreshEntry::Live(previous)) = state.refresh.get(hash)
+            && previous.sid != token.sid
+        {
+            let previous_sid = previous.sid.clone();
+            remove_from_index(state, &previous_sid, hash);
+        }
+        state
+            .refresh
+            .insert(hash.to_string(), RefreshEntry::Live(token.clone()));
+        state
+            .live_refresh_by_sid
+            .entry(token.sid.clone())
+            .or_default()
+            .insert(hash.to_string());
+    }
+
+    /// Counts one write and, when enough have accumulated, drops every expired entry.
+    fn after_write(&self, state: &mut State) {
+        state.writes_since_sweep = state.writes_since_sweep.saturating_add(1);
+        let revoked_len = {
+            let revoked = self.revoked_read();
+            revoked.sids.len() + revoked.jtis.len()
+        };
+        let stored = state.codes.len()
+            + state.sessions.len()
+            + state.refresh.len()
+            + state.failures.len()
+            + revoked_len;
+        if state.writes_since_sweep >= stored.max(SWEEP_MIN_WRITES) {
+            self.sweep(state);
+        }
+    }
+
+    /// Drops every entry expired at `state.latest_now`. Clients never expire.
+    fn sweep(&self, state: &mut State) {
+        let now = state.latest_now;
+        state.writes_since_sweep = 0;
+        state.codes.retain(|_, entry| now < entry.expires_at());
+        state.sessions.retain(|_, session| now < session.expires_at);
+        state.failures.retain(|_, window| now < window.ends_at);
+        let State {
+            refresh,
+            live_refresh_by_sid,
+            ..
+        } = state;
+        refresh.retain(|hash, entry| {
+            if !entry.is_expired(now) {
+                return true;
+            }
+            if let RefreshEntry::Live(token) = entry
+                && let Some(hashes) = live_refresh_by_sid.get_mut(&token.sid)
+            {
+                hashes.remove(hash);
+            }
+            false
+        });
+        live_refresh_by_sid.retain(|_, hashes| !hashes.is_empty());
+        let mut revoked = self.revoked_write();
+        revoked.sids.retain(|_, until| now < *until);
+        revoked.jtis.retain(|_, until| now < *until);
+    }
+}
+
+fn remove_from_index(state: &mut State, sid: &str, hash: &str) {
+    if let Some(hashes) = state.live_refresh_by_sid.get_mut(sid) {
+        hashes.remove(hash);
+        if hashes.is_empty() {
+            state.live_refresh_by_sid.remove(sid);
+        }
+    }
+}
+
+fn observe(state: &mut State, now: u64) {
+    state.latest_now = state.latest_now.max(now);
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn put_code(&self, code_hash: &str, code: &AuthCode) -> StoreResult<()> {
+        let mut state = self.state();
+        state
+            .codes
+            .insert(code_hash.to_string(), CodeEntry::Live(code.clone()));
+        self.after_write(&mut state);
+        Ok(())
+    }
+
+    async fn take_code(&self, code_hash: &str, now: u64) -> StoreResult<CodeTake> {
+        let mut state = self.state();
+        observe(&mut state, now);
+        let Some(entry) = state.codes.get_mut(code_hash) else {
+            return Ok(CodeTake::Unknown);
+        };
+        if now >= entry.expires_at() {
+            // Expired, spent or not: the tombstone is only kept for the code's own lifetime, after
+            // which a replay is just an unknown code.
+            state.codes.remove(code_hash);
+            self.after_write(&mut state);
+            return Ok(CodeTake::Unknown);
+        }
+        let taken = match entry {
+            CodeEntry::Spent { sid, .. } => CodeTake::AlreadyUsed { sid: sid.clone() },
+            CodeEntry::Live(code) => {
+                let tombstone = CodeEntry::Spent {
+                    sid: code.sid.clone(),
+                    expires_at: code.expires_at,
+                };
+                match std::mem::replace(entry, tombstone) {
+                    CodeEntry::Live(code) => CodeTake::Fresh(code),
+                    // Unreachable: we just matched `Live` under the same lock.
+                    CodeEntry::Spent { sid, .. } => CodeTake::AlreadyUsed { sid },
+                }
+            }
+        };
+        if matches!(taken, CodeTake::Fresh(_)) {
+            self.after_write(&mut state);
+        }
+        Ok(taken)
+    }
+
+    async fn put_session(&self, session: &Session) -> StoreResult<()> {
+        let mut state = self.state();
+        // A session revoked before its record arrives (a second redemption of its code racing the
+        // first one's exchange) stays dead: storing it would make it show up as live.
+        if self.revoked_read().sid_revoked(&session.sid, state.latest_now) {
+            return Ok(());
+        }
+        state
+            .sessions
+            .insert(session.sid.clone(), session.clone());
+        self.after_write(&mut state);
+        Ok(())
+    }
+
+    async fn get_session(&self, sid: &str) -> StoreResult<Option<Session>> {
+        // No `now` here: a session past its `expires_at` is returned until the next sweep drops it;
+        // callers that care compare `expires_at` themselves. Revoked sessions are deleted, so `None`.
+        Ok(self.state().sessions.get(sid).cloned())
+    }
+
+    async fn client_sessions(
+        &self,
+        api_id: &str,
+        client_id: &str,
+        now: u64,
+    ) -> StoreResult<Vec<Session>> {
+        let mut state = self.state();
+        observe(&mut state, now);
+        let revoked = self.revoked_read();
+        // A scan: this is an admin listing, not a hot path, and an index per client would cost
+        // memory and bookkeeping on every token request.
+        let mut live: Vec<Session> = state
+            .sessions
+            .values()
+            .filter(|s| s.api_id == api_id && s.client_id == client_id)
+            .filter(|s| now < s.expires_at && !revoked.sid_revoked(&s.sid, now))
+            .cloned()
+            .collect();
+        live.sort_by(|a, b| (a.created_at, &a.sid).cmp(&(b.created_at, &b.sid)));
+        Ok(live)
+    }
+
+    async fn put_refresh(&self, token_hash: &str, token: &RefreshToken) -> StoreResult<()> {
+        let mut state = self.state();
+        // Dead on arrival if its session was already revoked (an exchange racing a revocation):
+        // otherwise it would come back to life once the revocation entry expires.
+        if self.revoked_read().sid_revoked(&token.sid, state.latest_now) {
+            return Ok(());
+        }
+        Self::insert_live_refresh(&mut state, token_hash, token);
+        self.after_write(&mut state);
+        Ok(())
+    }
+
+    async fn get_refresh(&self, token_hash: &str, now: u64) -> StoreResult<Option<RefreshToken>> {
+        let mut state = self.state();
+        observe(&mut state, now);
+        let Some(RefreshEntry::Live(token)) = state.refresh.get(token_hash) else {
+            // Unknown or rotated: a spent token is not a token any more (rotation detects reuse).
+            return Ok(None);
+        };
+        if token_expired(token, now) || self.revoked_read().sid_revoked(&token.sid, now) {
+            return Ok(None);
+        }
+        Ok(Some(token.clone()))
+    }
+
+    async fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        new: &RefreshToken,
+        now: u64,
+    ) -> StoreResult<Rotation> {
+        let mut state = self.state();
+        observe(&mut state, now);
+        let old = match state.refresh.get(old_hash) {
+            None => return Ok(Rotation::Invalid),
+            Some(entry) if entry.is_expired(now) => {
+                // Past its expiry (or, for a tombstone, past the time we remember it): invalid, and
+                // there is no reason to keep it. Nothing is stored for `new`.
+                if let Some(RefreshEntry::Live(token)) = state.refresh.remove(old_hash) {
+                    remove_from_index(&mut state, &token.sid, old_hash);
+                }
+                self.after_write(&mut state);
+                return Ok(Rotation::Invalid);
+            }
+            Some(RefreshEntry::Rotated { sid, keep_until }) => {
+                // Reuse: someone holds a token that was already exchanged. Kill the whole session
+                // for as long as any of its access tokens can live: the session's expires_at (it
+                // slides with every rotation, see below). If the record is already gone, the
+                // tombstone's own lifetime is the best bound we have.
+                let sid = sid.clone();
+                let keep_until = *keep_until;
+                let until = state
+                    .sessions
+                    .get(&sid)
+                    .map_or(keep_until, |s| s.expires_at.max(keep_until));
+                self.revoke_session_locked(&mut state, &sid, until);
+                self.after_write(&mut state);
+                return Ok(Rotation::Reused { sid });
+            }
+            Some(RefreshEntry::Live(token)) => token.clone(),
+        };
+        // `revoked` is only written under `state`, which we hold: this answer stays true until we
+        // return.
+        if self.revoked_read().sid_revoked(&old.sid, now) {
+            return Ok(Rotation::Invalid);
+        }
+        // Spend the old token first (see "Poisoned locks"), then store the successor.
+        let keep_until = old
+            .expires_at
+            .unwrap_or_else(|| now.saturating_add(ROTATED_NEVER_EXPIRING_KEEP_SECS));
+        state.refresh.insert(
+            old_hash.to_string(),
+            RefreshEntry::Rotated {
+                sid: old.sid.clone(),
+                keep_until,
+            },
+        );
+        remove_from_index(&mut state, &old.sid, old_hash);
+        Self::insert_live_refresh(&mut state, new_hash, new);
+        if let Some(session) = state.sessions.get_mut(&old.sid) {
+            session.refresh_count = session.refresh_count.saturating_add(1);
+            // The session lives as long after its latest refresh as it did after its start (or its
+            // previous refresh), and at least as long as the new token: otherwise a session that is
+            // refreshed regularly would expire (and be forgotten, and its reuse revocation be too
+            // short) while its tokens are still valid.
+            let since = session.last_refresh_at.unwrap_or(session.created_at);
+            let lifetime = session.expires_at.saturating_sub(since);
+            let mut expires_at = session.expires_at.max(now.saturating_add(lifetime));
+            if let Some(token_exp) = new.expires_at {
+                expires_at = expires_at.max(token_exp);
+            }
+            session.expires_at = expires_at;
+            session.last_refresh_at = Some(now);
+        }
+        self.after_write(&mut state);
+        Ok(Rotation::Rotated(old))
+    }
+
+    async fn revoke_session(&self, sid: &str, until: u64) -> StoreResult<()> {
+        let mut state = self.state();
+        self.revoke_session_locked(&mut state, sid, until);
+        self.after_write(&mut state);
+        Ok(())
+    }
+
+    async fn revoke_jti(&self, jti: &str, until: u64) -> StoreResult<()> {
+        if jti.is_empty() {
+            return Ok(());
+        }
+        // `state` first, for the lock order and for the write count that drives purging.
+        let mut state = self.state();
+        {
+            let mut revoked = self.revoked_write();
+            let entry = revoked.jtis.entry(jti.to_string()).or_insert(0);
+            *entry = (*entry).max(until);
+        }
+        self.after_write(&mut state);
+        Ok(())
+    }
+
+    fn is_revoked(&self, sid: &str, jti: &str, now: u64) -> bool {
+        let revoked = self.revoked_read();
+        revoked.sid_revoked(sid, now) || revoked.jti_revoked(jti, now)
+    }
+
+    async fn put_client(&self, client: &StoredClient) -> StoreResult<()> {
+        let mut state = self.state();
+        state
+            .clients
+            .entry(client.api_id.clone())
+            .or_default()
+            .insert(client.client_id.clone(), client.clone());
+        Ok(())
+    }
+
+    async fn get_client(&self, api_id: &str, client_id: &str) -> StoreResult<Option<StoredClient>> {
+        let state = self.state();
+        Ok(state
+            .clients
+            .get(api_id)
+            .and_then(|clients| clients.get(client_id))
+            .cloned())
+    }
+
+    async fn list_clients(&self, api_id: &str) -> StoreResult<Vec<StoredClient>> {
+        let state = self.state();
+        Ok(state
+            .clients
+            .get(api_id)
+            .map(|clients| clients.values().cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn delete_client(&self, api_id: &str, client_id: &str) -> StoreResult<bool> {
+        let mut state = self.state();
+        let Some(clients) = state.clients.get_mut(api_id) else {
+            return Ok(false);
+        };
+        let existed = clients.remove(client_id).is_some();
+        if clients.is_empty() {
+            state.clients.remove(api_id);
+        }
+        Ok(existed)
+    }
+
+    async fn record_failure(&self, key: &str, window_secs: u64, now: u64) -> StoreResult<u32> {
+        let mut state = self.state();
+        observe(&mut state, now);
+        let fresh = FailureWindow {
+            count: 1,
+            ends_at: now.saturating_add(window_secs),
+        };
+        let count = match state.failures.get_mut(key) {
+            Some(window) if now < window.ends_at => {
+                window.count = window.count.saturating_add(1);
+                window.count
+            }
+            // No failure yet, or the previous window is over: this failure starts a new window.
+            _ => {
+                state.failures.insert(key.to_string(), fresh);
+                1
+            }
+        };
+        self.after_write(&mut state);
+        Ok(count)
+    }
+
+    async fn failures(&self, key: &str, now: u64) -> StoreResult<u32> {
+        let mut state = self.state();
+        observe(&mut state, now);
+        Ok(state
+            .failures
+            .get(key)
+            .filter(|window| now < window.ends_at)
+            .map_or(0, |window| window.count))
+    }
+
+    async fn clear_failures(&self, key: &str) -> StoreResult<()> {
+        let mut state = self.state();
+        if state.failures.remove(key).is_some() {
+            self.after_write(&mut state);
+        }
+        Ok(())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        Ok(())
+    }
+}

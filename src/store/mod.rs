@@ -1,0 +1,196 @@
+//! Storage: everything that must be shared between gateway nodes, behind one trait.
+//!
+//! Two implementations: `memory` (one process, the default) and `redis` (several nodes). Both pass the
+//! same contract suite (`contract.rs`). Every operation that must be atomic is one call here, so the
+//! callers (the OAuth flows) never read-modify-write: taking a code, rotating a refresh token with reuse
+//! detection, revoking a session (which also kills its refresh tokens), counting login failures.
+//!
+//! Secrets never reach the store in clear: codes and refresh tokens are keyed by their SHA-256, client
+//! secrets are argon2id PHC strings.
+//!
+//! Times are UNIX seconds (`u64`); `now` is passed in by the caller so tests control the clock.
+
+pub mod memory;
+
+#[cfg(test)]
+pub mod contract;
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::config::GrantType;
+
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum StoreError {
+    /// The backend could not be reached or did not answer in time; the caller answers 503.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// A stored value could not be decoded.
+    #[error("storage data corrupt: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// An authorization code between the authorize and the token request, keyed by the code's hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuthCode {
+    pub api_id: String,
+    pub client_id: String,
+    pub redirect_uri: String,
+    /// Space-separated granted scopes.
+    pub scope: String,
+    pub username: String,
+    pub code_challenge: Option<String>,
+    /// The session the code's tokens will belong to; known in advance so that a second redemption
+    /// can revoke what the first one issued.
+    pub sid: String,
+    pub expires_at: u64,
+}
+
+/// What taking a code found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CodeTake {
+    /// First redemption: the code is now spent.
+    Fresh(AuthCode),
+    /// The code was redeemed before; the session it started (`sid`) must be revoked.
+    AlreadyUsed { sid: String },
+    Unknown,
+}
+
+/// One grant: begins at a code exchange, password or client-credentials grant and lives on through its
+/// refreshes. Rate limits and quotas count per session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub sid: String,
+    pub api_id: String,
+    pub client_id: String,
+    /// `None` for client_credentials.
+    pub username: Option<String>,
+    pub scope: String,
+    pub grant: GrantKind,
+    pub created_at: u64,
+    pub last_refresh_at: Option<u64>,
+    pub refresh_count: u32,
+    /// When the session's last token can have expired; the store may forget it after that.
+    pub expires_at: u64,
+}
+
+/// The grant that began a session (serialisable twin of `GrantType`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GrantKind {
+    AuthorizationCode,
+    ClientCredentials,
+    Password,
+}
+
+impl From<GrantKind> for GrantType {
+    fn from(kind: GrantKind) -> GrantType {
+        match kind {
+            GrantKind::AuthorizationCode => GrantType::AuthorizationCode,
+            GrantKind::ClientCredentials => GrantType::ClientCredentials,
+            GrantKind::Password => GrantType::Password,
+        }
+    }
+}
+
+/// A live refresh token, keyed by the token's hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RefreshToken {
+    pub sid: String,
+    pub api_id: String,
+    pub client_id: String,
+    pub username: Option<String>,
+    /// Space-separated scope the token may grant (narrowing on refresh makes it smaller).
+    pub scope: String,
+    /// How many refreshes happened before this token was issued (0 for the first).
+    pub generation: u32,
+    pub issued_at: u64,
+    /// `None`: never expires (`refresh_token.ttl: never`).
+    pub expires_at: Option<u64>,
+}
+
+/// What presenting a refresh token for rotation found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The old token is spent and the new one stored; the old record is returned.
+    Rotated(RefreshToken),
+    /// The token was rotated before: reuse. The whole session has now been revoked.
+    Reused { sid: String },
+    /// Unknown, expired, or its session was revoked.
+    Invalid,
+}
+
+/// A client created through the admin API (static YAML clients never enter the store).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredClient {
+    pub api_id: String,
+    pub client_id: String,
+    /// argon2id PHC string; `None` for a public client.
+    pub secret_hash: Option<String>,
+    pub redirect_uris: Vec<String>,
+    pub grant_types: Vec<String>,
+    pub scopes: Vec<String>,
+    pub policy: Option<String>,
+    pub claims: BTreeMap<String, serde_json::Value>,
+    pub created_at: u64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // --- authorization codes
+    /// Stores a new code under its hash until `code.expires_at`.
+    async fn put_code(&self, code_hash: &str, code: &AuthCode) -> StoreResult<()>;
+    /// Atomically spends a code: the first caller gets `Fresh`, every later one `AlreadyUsed` (until the
+    /// code's expiry), an unknown or expired code `Unknown`.
+    async fn take_code(&self, code_hash: &str, now: u64) -> StoreResult<CodeTake>;
+
+    // --- sessions
+    async fn put_session(&self, session: &Session) -> StoreResult<()>;
+    async fn get_session(&self, sid: &str) -> StoreResult<Option<Session>>;
+    /// Live (not revoked, not expired) sessions of one client of one API.
+    async fn client_sessions(&self, api_id: &str, client_id: &str, now: u64) -> StoreResult<Vec<Session>>;
+
+    // --- refresh tokens
+    async fn put_refresh(&self, token_hash: &str, token: &RefreshToken) -> StoreResult<()>;
+    async fn get_refresh(&self, token_hash: &str, now: u64) -> StoreResult<Option<RefreshToken>>;
+    /// Atomically: if `old_hash` is live and its session not revoked, spend it, store `new` under
+    /// `new_hash`, bump the session's refresh count and return `Rotated(old)`. If `old_hash` was already
+    /// rotated, revoke its session (every refresh and access token of it) and return `Reused`.
+    async fn rotate_refresh(
+        &self,
+        old_hash: &str,
+        new_hash: &str,
+        new: &RefreshToken,
+        now: u64,
+    ) -> StoreResult<Rotation>;
+
+    // --- revocation
+    /// Revokes a session: its refresh tokens stop working at once, and `is_revoked` reports it for
+    /// access tokens until `until` (the latest expiry of any token of the session).
+    async fn revoke_session(&self, sid: &str, until: u64) -> StoreResult<()>;
+    /// Revokes one access token by its `jti` until its `exp`.
+    async fn revoke_jti(&self, jti: &str, until: u64) -> StoreResult<()>;
+    /// Local check without I/O (Redis keeps a local set fed by pub/sub): is this session or token revoked?
+    fn is_revoked(&self, sid: &str, jti: &str, now: u64) -> bool;
+
+    // --- dynamic clients
+    /// Creates or replaces a client.
+    async fn put_client(&self, client: &StoredClient) -> StoreResult<()>;
+    async fn get_client(&self, api_id: &str, client_id: &str) -> StoreResult<Option<StoredClient>>;
+    async fn list_clients(&self, api_id: &str) -> StoreResult<Vec<StoredClient>>;
+    /// Returns whether it existed.
+    async fn delete_client(&self, api_id: &str, client_id: &str) -> StoreResult<bool>;
+
+    // --- login failures
+    /// Counts one failure for `key` in a window starting at its first failure; returns the count so far.
+    async fn record_failure(&self, key: &str, window_secs: u64, now: u64) -> StoreResult<u32>;
+    async fn failures(&self, key: &str, now: u64) -> StoreResult<u32>;
+    async fn clear_failures(&self, key: &str) -> StoreResult<()>;
+
+    /// Whether the backend answers (for `/health`).
+    async fn ping(&self) -> StoreResult<()>;
+}

@@ -1,0 +1,792 @@
+//! The token, revocation, introspection, tokeninfo, metadata and JWKS endpoints over real sockets,
+//! including the TAG and Axway seed flows.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use base64::Engine as _;
+use bytes::Bytes;
+use common::*;
+use http::Request;
+use http_body_util::Full;
+
+const SERVICE_SECRET: &str = "service-secret-0123456789";
+const APP_SECRET: &str = "app secret:with+specials";
+const OTHER_SECRET: &str = "other-secret-0123456789";
+const ALICE_PASSWORD: &str = "alice-password";
+
+/// argon2 hashes made once per test binary (hashing is deliberately slow).
+fn hashes() -> &'static [String; 4] {
+    static HASHES: OnceLock<[String; 4]> = OnceLock::new();
+    HASHES.get_or_init(|| {
+        [SERVICE_SECRET, APP_SECRET, OTHER_SECRET, ALICE_PASSWORD]
+            .map(|s| tollgate::oauth::secrets::hash_secret(s).expect("hash"))
+    })
+}
+
+fn movies_api(upstream: &str, oauth_extra: &str) -> String {
+    let [service, app, other, _] = hashes();
+    format!(
+        r#"listen_path: /movies/
+upstream: {{ url: "{upstream}" }}
+auth: {{ type: oauth2 }}
+oauth:
+  grant_types: [authorization_code, client_credentials, password, refresh_token]
+  scopes: [read, write]
+{oauth_extra}  clients:
+    - client_id: service
+      secret_hash: "{service}"
+      grant_types: [client_credentials]
+      scopes: [read, write]
+      claims: {{ tier: gold }}
+    - client_id: app
+      secret_hash: "{app}"
+      grant_types: [password, refresh_token]
+      scopes: [read, write]
+    - client_id: other
+      secret_hash: "{other}"
+      grant_types: [password, refresh_token, client_credentials]
+      scopes: [read]
+    - client_id: public-app
+      grant_types: [password, refresh_token]
+      scopes: [read]
+"#
+    )
+}
+
+async fn oauth_gateway(oauth_extra: &str) -> (TestGateway, Upstream) {
+    let upstream = Upstream::start().await;
+    let config = ConfigDir::new("users: users.yaml\n");
+    let alice = &hashes()[3];
+    config.write(
+        "users.yaml",
+        &format!(
+            "- username: alice\n  password_hash: \"{alice}\"\n  scopes: [read, write]\n  claims: {{ email: alice@example.com }}\n\
+             - username: bob\n  password_hash: \"{alice}\"\n  scopes: [read]\n  disabled: true\n"
+        ),
+    );
+    config.api("movies", &movies_api(&upstream.url(), oauth_extra));
+    config.api(
+        "books",
+        &format!(
+            "listen_path: /books/\nupstream: {{ url: \"{}\" }}\noauth:\n  grant_types: [client_credentials]\n  scopes: [read]\n  clients:\n    - client_id: service\n      secret_hash: \"{}\"\n      grant_types: [client_credentials]\n      scopes: [read]\n",
+            upstream.url(),
+            hashes()[0]
+        ),
+    );
+    (TestGateway::start(config).await, upstream)
+}
+
+fn basic(id: &str, secret: &str) -> String {
+    let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!(
+            "{}:{}",
+            encode(id),
+            encode(secret)
+        ))
+    )
+}
+
+async fn post_form(url: &str, auth: Option<&str>, pairs: &[(&str, &str)]) -> TestResponse {
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    let mut req = Request::post(url).header("content-type", "application/x-www-form-urlencoded");
+    if let Some(auth) = auth {
+        req = req.header("authorization", auth);
+    }
+    send(req.body(Full::new(Bytes::from(body))).unwrap()).await
+}
+
+fn assert_no_store(response: &TestResponse) {
+    assert_eq!(
+        response.header("cache-control"),
+        Some("no-store"),
+        "{response:?}"
+    );
+    assert_eq!(response.header("pragma"), Some("no-cache"), "{response:?}");
+}
+
+fn assert_oauth_error(response: &TestResponse, status: u16, error: &str) {
+    assert_eq!(response.status, status, "{}", response.text());
+    assert_eq!(response.json()["error"], error, "{}", response.text());
+    assert!(response.json()["error_description"].is_string());
+    assert_no_store(response);
+}
+
+/// Decodes a JWT's payload without verifying (the tests verify with the JWKS separately).
+fn claims(jwt: &str) -> serde_json::Value {
+    let payload = jwt.split('.').nth(1).expect("jwt payload");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .expect("base64url");
+    serde_json::from_slice(&bytes).expect("claims json")
+}
+
+async fn password_grant(gw: &TestGateway, scope: Option<&str>) -> serde_json::Value {
+    let mut pairs = vec![
+        ("grant_type", "password"),
+        ("username", "alice"),
+        ("password", ALICE_PASSWORD),
+    ];
+    if let Some(scope) = scope {
+        pairs.push(("scope", scope));
+    }
+    let response = post_form(
+        &gw.url("/movies/oauth/token"),
+        Some(&basic("app", APP_SECRET)),
+        &pairs,
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    response.json()
+}
+
+async fn refresh(gw: &TestGateway, token: &str) -> TestResponse {
+    post_form(
+        &gw.url("/movies/oauth/token"),
+        Some(&basic("app", APP_SECRET)),
+        &[("grant_type", "refresh_token"), ("refresh_token", token)],
+    )
+    .await
+}
+
+async fn introspect(gw: &TestGateway, token: &str) -> serde_json::Value {
+    let response = post_form(
+        &gw.url("/movies/oauth/introspect"),
+        Some(&basic("service", SERVICE_SECRET)),
+        &[("token", token)],
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_no_store(&response);
+    response.json()
+}
+
+#[tokio::test]
+async fn client_credentials_issues_an_rfc9068_access_token() {
+    let (gw, _upstream) = oauth_gateway("").await;
+    let response = post_form(
+        &gw.url("/movies/oauth/token"),
+        Some(&basic("service", SERVICE_SECRET)),
+        &[("grant_type", "client_credentials"), ("scope", "read")],
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_no_store(&response);
+    let body = response.json();
+    assert_eq!(body["token_type"], "bearer");
+    assert_eq!(body["scope"], "read");
+    assert_eq!(body["expires_in"], 1800);
+    assert!(
+        body.get("refresh_token").is_none(),
+        "no refresh token for client_credentials"
+    );
+    let token = body["access_token"].as_str().unwrap();
+    let header: serde_json::Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(token.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["typ"], "at+jwt");
+    assert_eq!(header["alg"], "ES256");
+    let kid = header["kid"].as_str().unwrap().to_string();
+    let c = claims(token);
+    assert_eq!(c["iss"], "http://127.0.0.1:8080/movies");
+    assert_eq!(c["sub"], "service");
+    assert_eq!(c["aud"], "movies");
+    assert_eq!(c["client_id"], "service");
+    assert_eq!(c["tier"], "gold", "client claims are included");
+    for claim in ["exp", "iat", "nbf"] {
+        assert!(c[claim].is_u64(), "{claim}");
+    }
+    assert!(c["jti"].is_string() && c["sid"].is_string());
+
+    // The token verifies with the published JWKS.
+    let jwks = get(&gw.url("/.well-known/jwks.json")).await.json();
+    let jwk = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["kid"] == kid.as_str())
+        .expect("the token's kid is published");
+    assert_eq!(jwk["use"], "sig");
+    let key: jsonwebtoken::jwk::Jwk = serde_json::from_value(jwk.clone()).unwrap();
+    let decoding = jsonwebtoken::DecodingKey::from_jwk(&key).unwrap();
+    let mut validation = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    validation.set_audience(&["movies"]);
+    validation.set_issuer(&["http://127.0.0.1:8080/movies"]);
+    jsonwebtoken::decode::<serde_json::Value>(token, &decoding, &validation)
+        .expect("verifies with JWKS");
+    // The API-scoped JWKS location serves the same document.
+    assert_eq!(
+        get(&gw.url("/movies/.well-known/jwks.json")).await.json(),
+        jwks
+    );
+}
+
+#[tokio::test]
+async fn client_secret_in_the_form_works_too() {
+    let (gw, _upstream) = oauth_gateway("").await;
+    let response = post_form(
+        &gw.url("/movies/oauth/token"),
+        None,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", "service"),
+            ("client_secret", SERVICE_SECRET),
+        ],
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(
+        response.json()["scope"],
+        "read write",
+        "no scope requested → the client's scopes"
+    );
+}
+
+#[tokio::test]
+async fn wrong_secrets_are_invalid_client() {
+    let (gw, _upstream) = oauth_gateway("").await;
+    let url = gw.url("/movies/oauth/token");
+    let response = post_form(
+        &url,
+        Some(&basic("service", "wrong")),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_oauth_error(&response, 401, "invalid_client");
+    assert!(
+        response
+            .header("www-authenticate")
+            .unwrap()
+            .starts_with("Basic")
+    );
+
+    let response = post_form(
+        &url,
+        None,
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", "service"),
+            ("client_secret", "wrong"),
+        ],
+    )
+    .await;
+    assert_oauth_error(&response, 401, "invalid_client");
+
+    let response = post_form(
+        &url,
+        Some(&basic("nobody", "x")),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_oauth_error(&response, 401, "invalid_client");
+
+    // Nothing at all: 401 with a Basic challenge.
+    let response = post_form(&url, None, &[("grant_type", "client_credentials")]).await;
+    assert_oauth_error(&response, 401, "invalid_client");
+    assert!(response.header("www-authenticate").is_some());
+}
+
+#[tokio::test]
+async fn the_token_endpoint_refuses_malformed_requests() {
+    let (gw, _upstream) = oauth_gateway("").await;
+    let url = gw.url("/movies/oauth/token");
+    let service = basic("service", SERVICE_SECRET);
+
+    let response = get(&url).await;
+    assert_eq!(response.status, 405);
+
+    let response = post_form(&url, Some(&service), &[]).await;
+    assert_oauth_error(&response, 400, "invalid_request");
+
+    let response = post_form(
+        &url,
+        Some(&service),
+        &[
+            ("grant_type", "client_credentials"),
+            ("grant_type", "client_credentials"),
+        ],
+    )
+    .await;
+    assert_oauth_error(&response, 400, "invalid_request");
+
+    let response = post_form(&url, Some(&service), &[("grant_type", "urn:nope")]).await;
+    assert_oauth_error(&response, 400, "unsupported_grant_type");
+
+    let response = post_form(
+        &url,
+        Some(&service),
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", ALICE_PASSWORD),
+        ],
+    )
+    .await;
+    assert_oauth_error(&response, 400, "unauthorized_client");
+
+    let response = post_form(
+        &url,
+        Some(&basic("other", OTHER_SECRET)),
+        &[("grant_type", "client_credentials"), ("scope", "write")],
+    )
+    .await;
+    assert_oauth_error(&response, 400, "invalid_scope");
+
+    // Credentials in the query string.
+    let response = post_form(
+        &format!("{url}?client_id=service&client_secret={SERVICE_SECRET}"),
+        None,
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_oauth_error(&response, 400, "invalid_request");
+
+    // Basic plus a different client_id in the body.
+    let response = post_form(
+        &url,
+        Some(&service),
+        &[("grant_type", "client_credentials"), ("client_id", "other")],
+    )
+    .await;
+    assert_oauth_error(&response, 400, "invalid_request");
+    // Basic plus the same client_id is fine.
+    let response = post_form(
+        &url,
+        Some(&service),
+        &[
+            ("grant_type", "client_credentials"),
+            ("client_id", "service"),
+        ],
+    )
+    .await;
+    assert_eq!(response.status, 200);
+
+    // A grant the API does not enable.
+    let response = post_form(
+        &gw.url("/books/oauth/token"),
+        Some(&basic("service", SERVICE_SECRET)),
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", ALICE_PASSWORD),
+        ],
+    )
+    .await;
+    assert_oauth_error(&response, 400, "unauthorized_client");
+}
+
+#[tokio::test]
+async fn password_grant_with_user_claims_and_narrowed_scope() {
+    let (gw, _upstream) = oauth_gateway("").await;
+    let body = password_grant(&gw, Some("read")).await;
+    assert_eq!(body["scope"], "read");
+    assert!(
+        body["refresh_token"].as_str().unwrap().len() >= 43,
+        "≥ 256 bits"
+    );
+    let c = claims(body["access_token"].as_str().unwrap());
+    assert_eq!(c["sub"], "alice");
+    assert_eq!(c["email"], "alice@example.com");
+
+    let url = gw.url("/movies/oauth/token");
+    let wrong = post_form(
+        &url,
+        Some(&basic("app", APP_SECRET)),
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", "nope"),
+        ],
+    )
+    .await;
+    assert_oauth_error(&wrong, 400, "invalid_grant");
+    let disabled = post_form(
+        &url,
+        Some(&basic("app", APP_SECRET)),
+        &[
+            ("grant_type", "password"),
+            ("username", "bob"),
+            ("password", ALICE_PASSWORD),
+        ],
+    )
+    .await;
+    assert_oauth_error(&disabled, 400, "invalid_grant");
+    // A public client identifies itself with client_id only.
+    let public = post_form(
+        &url,
+        None,
+        &[
+            ("grant_type", "password"),
+            ("client_id", "public-app"),
+            ("username", "alice"),
+            ("password", ALICE_PASSWORD),
+        ],
+    )
+    .await;
+    assert_eq!(public.status, 200, "{}", public.text());
+    assert_eq!(public.json()["scope"], "read");
+}
+
+#[tokio::test]
+async fn repeated_failed_passwords_are_throttled() {
+    let (gw, _upstream) = oauth_gateway("").await;
+    let url = gw.url("/movies/oauth/token");
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        let r = post_form(
+            &url,
+            Some(&basic("app", APP_SECRET)),
+            &[
+                ("grant_type", "password"),
+                ("username", "alice"),
+                ("password", "wrong"),
+            ],
+        )
+        .await;
+        statuses.push(r.status.as_u16());
+    }
+    assert_eq!(&statuses[..5], &[400; 5]);
+    assert_eq!(statuses[5], 429);
+    // Even the right password is refused while throttled.
+    let r = post_form(
+        &url,
+        Some(&basic("app", APP_SECRET)),
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", ALICE_PASSWORD),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, 429);
+    assert!(r.header("retry-after").is_some());
+}
+
+#[tokio::test]
+async fn tag_flow_password_introspect_refresh_reuse_revoke() {
+    let (gw, _upstream) = oauth_gateway("").await;
+    let first = password_grant(&gw, None).await;
+    let access = first["access_token"].as_str().unwrap();
+    let rt1 = first["refresh_token"].as_str().unwrap();
+
+    let info = introspect(&gw, access).await;
+    assert_eq!(info["active"], true);
+    assert_eq!(info["username"], "alice");
+    assert_eq!(info["client_id"], "app");
+    assert_eq!(info["token_type"], "bearer");
+    for field in ["scope", "sub", "aud", "iss", "exp", "iat", "nbf", "jti"] {
+        assert!(info.get(field).is_some(), "{field} missing: {info}");
+    }
+
+    let second = refresh(&gw, rt1).await;
+    assert_eq!(second.status, 200, "{}", second.text());
+    assert_no_store(&second);
+    let second = second.json();
+    let rt2 = second["refresh_token"].as_str().unwrap();
+    assert_ne!(rt1, rt2);
+    let access2 = second["access_token"].as_str().unwrap();
+    let (c1, c2) = (claims(access), claims(access2));
+    for kept in ["sub", "client_id", "aud", "iss", "sid"] {
+        assert_eq!(c1[kept], c2[kept], "{kept}");
+    }
+    assert_ne!(c1["jti"], c2["jti"]);
+
+    // RT1 again: invalid_grant, and the whole session (RT2 and its access tokens) is revoked.
+    let reuse = refresh(&gw, rt1).await;
+    assert_oauth_error(&reuse, 400, "invalid_grant");
+    assert_oauth_error(&refresh(&gw, rt2).await, 400, "invalid_grant");
+    assert_eq!(
+        introspect(&gw, access2).await,
+        serde_json::json!({"active": false})
+    );
+    assert_eq!(
+        introspect(&gw, access).await,
+        serde_json::json!({"active": false})
+    );
+}
+
+#[tokio::test]
+async fn revoking_a_refresh_token_ends_the_session() {
+    let (gw, _upstream) = oauth_gateway("").await;
+    let tokens = password_grant(&gw, None).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let rt = tokens["refresh_token"].as_str().unwrap();
+    let revoke = post_form(
+        &gw.url("/movies/oauth/revoke"),
+        Some(&basic("app", APP_SECRET)),
+        &[("token", rt), ("token_type_hint", "access_token")],
+    )
+    .await;
+    assert_eq!(revoke.status, 200);
+    assert_eq!(
+        introspect(&gw, access).await,
+        serde_json::json!({"active": false})
+    );
+    assert_eq!(
+        introspect(&gw, rt).await,
+        serde_json::json!({"active": false})
+    );
+    assert_oauth_error(&refresh(&gw, rt).await, 400, "invalid_grant");
+}
+
+#[tokio::test]
+async fn revoking_an_access_token_and_other_revocation_rules() {
+    let (gw, _upstream) = oauth_gateway("").await;
+    let tokens = password_grant(&gw, None).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let url = gw.url("/movies/oauth/revoke");
+
+    // Another client's token: 200, and the token stays valid.
+    let r = post_form(
+        &url,
+        Some(&basic("other", OTHER_SECRET)),
+        &[("token", access)],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(introspect(&gw, access).await["active"], true);
+
+    // Unknown and garbage tokens: 200.
+    for token in ["garbage", "a.b.c", "x"] {
+        let r = post_form(&url, Some(&basic("app", APP_SECRET)), &[("token", token)]).await;
+        assert_eq!(r.status, 200, "{token}");
+    }
+    // No token: invalid_request. Wrong client secret: invalid_client.
+    assert_oauth_error(
+        &post_form(&url, Some(&basic("app", APP_SECRET)), &[]).await,
+        400,
+        "invalid_request",
+    );
+    assert_oauth_error(
+        &post_form(&url, Some(&basic("app", "nope")), &[("token", access)]).await,
+        401,
+        "invalid_client",
+    );
+
+    // The owner revokes it (with a wrong hint, which is only a hint).
+    let r = post_form(
+        &url,
+        Some(&basic("app", APP_SECRET)),
+        &[("token", access), ("token_type_hint", "refresh_token")],
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        introspect(&gw, access).await,
+        serde_json::json!({"active": false})
+    );
+    // The refresh token of the session still works: only that access token was revoked.
+    assert_eq!(
+        refresh(&gw, tokens["refresh_token"].as_str().unwrap())
+            .await
+            .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn introspection_requires_a_confidential_caller() {
+    let (gw, _upstream) = oauth_gateway("").await;
+    let tokens = password_grant(&gw, None).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let url = gw.url("/movies/oauth/introspect");
+    assert_eq!(
+        post_form(&url, None, &[("token", access)]).await.status,
+        401
+    );
+    assert_eq!(
+        post_form(&url, Some(&basic("app", "wrong")), &[("token", access)])
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        post_form(
+            &url,
+            None,
+            &[("token", access), ("client_id", "public-app")]
+        )
+        .await
+        .status,
+        401
+    );
+    // The admin secret as a bearer token is accepted (operators' tools).
+    let admin = post_form(
+        &url,
+        Some(&format!("Bearer {ADMIN_SECRET}")),
+        &[("token", access)],
+    )
+    .await;
+    assert_eq!(admin.status, 200);
+    assert_eq!(admin.json()["active"], true);
+    // No token.
+    assert_oauth_error(
+        &post_form(&url, Some(&basic("app", APP_SECRET)), &[]).await,
+        400,
+        "invalid_request",
+    );
+    // Garbage, foreign (another API's token) → exactly {"active": false}.
+    assert_eq!(
+        introspect(&gw, "garbage").await,
+        serde_json::json!({"active": false})
+    );
+    let books = post_form(
+        &gw.url("/books/oauth/token"),
+        Some(&basic("service", SERVICE_SECRET)),
+        &[("grant_type", "client_credentials")],
+    )
+    .await
+    .json();
+    assert_eq!(
+        introspect(&gw, books["access_token"].as_str().unwrap()).await,
+        serde_json::json!({"active": false})
+    );
+    // A refresh token introspects as active with its own type.
+    let rt = introspect(&gw, tokens["refresh_token"].as_str().unwrap()).await;
+    assert_eq!(rt["active"], true);
+    assert_eq!(rt["token_type"], "refresh_token");
+}
+
+#[tokio::test]
+async fn refresh_rules_scope_other_client_and_limits() {
+    let (gw, _upstream) = oauth_gateway("  refresh_token: { ttl: 30d, max_refreshes: 2 }\n").await;
+    let tokens = password_grant(&gw, Some("read write")).await;
+    let rt = tokens["refresh_token"].as_str().unwrap().to_string();
+    let url = gw.url("/movies/oauth/token");
+
+    // Another client's refresh token.
+    let r = post_form(
+        &url,
+        Some(&basic("other", OTHER_SECRET)),
+        &[("grant_type", "refresh_token"), ("refresh_token", &rt)],
+    )
+    .await;
+    assert_oauth_error(&r, 400, "invalid_grant");
+    // Narrowing works and shows in the new access token; widening is invalid_scope.
+    let narrowed = post_form(
+        &url,
+        Some(&basic("app", APP_SECRET)),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &rt),
+            ("scope", "read"),
+        ],
+    )
+    .await;
+    assert_eq!(narrowed.status, 200, "{}", narrowed.text());
+    let narrowed = narrowed.json();
+    assert_eq!(narrowed["scope"], "read");
+    assert_eq!(
+        claims(narrowed["access_token"].as_str().unwrap())["scope"],
+        "read"
+    );
+    let rt2 = narrowed["refresh_token"].as_str().unwrap().to_string();
+    let wider = post_form(
+        &url,
+        Some(&basic("app", APP_SECRET)),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &rt2),
+            ("scope", "read write"),
+        ],
+    )
+    .await;
+    assert_oauth_error(&wider, 400, "invalid_scope");
+    // max_refreshes: 2 → the second refresh works, the third is refused.
+    let third = refresh(&gw, &rt2).await;
+    assert_eq!(third.status, 200, "{}", third.text());
+    let rt3 = third.json()["refresh_token"].as_str().unwrap().to_string();
+    assert_oauth_error(&refresh(&gw, &rt3).await, 400, "invalid_grant");
+}
+
+#[tokio::test]
+async fn no_refresh_tokens_when_max_refreshes_is_zero() {
+    let (gw, _upstream) = oauth_gateway("  refresh_token: { ttl: 30d, max_refreshes: 0 }\n").await;
+    let tokens = password_grant(&gw, None).await;
+    assert!(tokens.get("refresh_token").is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_refreshes_of_one_token_have_exactly_one_winner() {
+    let (gw, _upstream) = oauth_gateway("").await;
+    let tokens = password_grant(&gw, None).await;
+    let rt = tokens["refresh_token"].as_str().unwrap().to_string();
+    let url = gw.url("/movies/oauth/token");
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let (url, rt) = (url.clone(), rt.clone());
+            tokio::spawn(async move {
+                post_form(
+                    &url,
+                    Some(&basic("app", APP_SECRET)),
+                    &[("grant_type", "refresh_token"), ("refresh_token", &rt)],
+                )
+                .await
+                .status
+                .as_u16()
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for task in tasks {
+        let status = task.await.unwrap();
+        assert!(status == 200 || status == 400, "{status}");
+        ok += usize::from(status == 200);
+    }
+    assert_eq!(ok, 1);
+}
+
+#[tokio::test]
+async fn axway_tokeninfo() {
+    let (gw, _upstream) = oauth_gateway("").await;
+    let tokens = password_grant(&gw, Some("read")).await;
+    let access = tokens["access_token"].as_str().unwrap();
+    let info = get(&gw.url(&format!("/movies/oauth/tokeninfo?access_token={access}"))).await;
+    assert_eq!(info.status, 200, "{}", info.text());
+    let info = info.json();
+    assert_eq!(info["audience"], "app");
+    assert_eq!(info["user_id"], "alice");
+    assert_eq!(info["scope"], "read");
+    let expires_in = info["expires_in"].as_u64().unwrap();
+    assert!(expires_in > 1700 && expires_in <= 1800);
+
+    let bad = get(&gw.url("/movies/oauth/tokeninfo?access_token=nope")).await;
+    assert_eq!(bad.status, 400);
+    assert!(bad.json()["error"].is_string() && bad.json()["error_description"].is_string());
+    let missing = get(&gw.url("/movies/oauth/tokeninfo")).await;
+    assert_eq!(missing.status, 400);
+}
+
+#[tokio::test]
+async fn rfc8414_metadata_at_both_locations() {
+    let (gw, _upstream) = oauth_gateway("").await;
+    let a = get(&gw.url("/movies/.well-known/oauth-authorization-server")).await;
+    let b = get(&gw.url("/.well-known/oauth-authorization-server/movies")).await;
+    assert_eq!(a.status, 200);
+    assert_eq!(a.json(), b.json());
+    let m = a.json();
+    assert_eq!(m["issuer"], "http://127.0.0.1:8080/movies");
+    assert_eq!(
+        m["token_endpoint"],
+        "http://127.0.0.1:8080/movies/oauth/token"
+    );
+    assert_eq!(
+        m["code_challenge_methods_supported"],
+        serde_json::json!(["S256"])
+    );
+    assert_eq!(m["authorization_response_iss_parameter_supported"], true);
+    assert_eq!(
+        get(&gw.url("/.well-known/oauth-authorization-server/nothing"))
+            .await
+            .status,
+        404
+    );
+}
