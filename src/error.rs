@@ -32,6 +32,19 @@ pub enum GatewayError {
     },
     #[error("admin authentication required")]
     AdminUnauthorized,
+    /// Invalid input to the admin API; the description names the field (`redirect_uris[0]: ...`).
+    /// Unlike `BadRequest` the request was framed fine, so the connection stays open.
+    #[error("{0}")]
+    InvalidInput(String),
+    /// An admin resource that does not exist (unknown API, API without `oauth`, unknown client).
+    #[error("{0}")]
+    NoSuchResource(String),
+    /// The resource exists already (a client_id taken).
+    #[error("{0}")]
+    Conflict(String),
+    /// The resource is defined in a file (an API definition) and cannot be changed through the admin API.
+    #[error("{0}")]
+    ReadOnly(String),
     /// No credential (`error: None`) or a bad one (`invalid_token`) on the proxy path (RFC 6750 §3).
     #[error("{description}")]
     Unauthorized {
@@ -53,6 +66,15 @@ pub enum GatewayError {
     },
     #[error("internal error")]
     Internal,
+    /// A refusal at the browser-facing authorization endpoint that must not be redirected to the
+    /// client (unknown client, unregistered redirect URI, bad CSRF token) or that ends the login
+    /// (throttled, storage down): an HTML page for the user, not JSON.
+    #[error("{description}")]
+    AuthorizePage {
+        status: StatusCode,
+        description: String,
+        retry_after_secs: Option<u64>,
+    },
     /// An OAuth endpoint's error (RFC 6749 §5.2 body, `no-store`).
     #[error(transparent)]
     OAuth(#[from] OAuthError),
@@ -69,10 +91,14 @@ impl GatewayError {
             GatewayError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
+            GatewayError::InvalidInput(_) => StatusCode::BAD_REQUEST,
+            GatewayError::NoSuchResource(_) => StatusCode::NOT_FOUND,
+            GatewayError::Conflict(_) | GatewayError::ReadOnly(_) => StatusCode::CONFLICT,
             GatewayError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             GatewayError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             GatewayError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            GatewayError::AuthorizePage { status, .. } => *status,
             GatewayError::OAuth(err) => {
                 StatusCode::from_u16(err.status()).unwrap_or(StatusCode::BAD_REQUEST)
             }
@@ -90,6 +116,10 @@ impl GatewayError {
             GatewayError::GatewayTimeout => "gateway_timeout",
             GatewayError::Unavailable { .. } => "temporarily_unavailable",
             GatewayError::AdminUnauthorized => "unauthorized",
+            GatewayError::InvalidInput(_) => "invalid_request",
+            GatewayError::NoSuchResource(_) => "not_found",
+            GatewayError::Conflict(_) => "conflict",
+            GatewayError::ReadOnly(_) => "read_only",
             GatewayError::Unauthorized {
                 invalid_token: true,
                 ..
@@ -98,6 +128,11 @@ impl GatewayError {
             GatewayError::InsufficientScope { .. } => "insufficient_scope",
             GatewayError::TooManyRequests { .. } => "rate_limited",
             GatewayError::Internal => "server_error",
+            GatewayError::AuthorizePage { status, .. } => match status.as_u16() {
+                429 => "slow_down",
+                500..=599 => "temporarily_unavailable",
+                _ => "invalid_request",
+            },
             GatewayError::OAuth(err) => err.code.as_str(),
         }
     }
@@ -112,6 +147,21 @@ impl GatewayError {
     }
 
     pub fn into_response(self) -> Response<Body> {
+        if let GatewayError::AuthorizePage {
+            status,
+            description,
+            retry_after_secs,
+        } = &self
+        {
+            let html = crate::oauth::login_page::error_page(*status, description);
+            let mut response = crate::oauth::login_page::html_response(*status, html);
+            if let Some(secs) = retry_after_secs {
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(*secs));
+            }
+            return response;
+        }
         let description = match &self {
             GatewayError::OAuth(err) => err.description.clone(),
             other => other.to_string(),

@@ -10,6 +10,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arc_swap::ArcSwap;
 
 use crate::admin::metrics::{ApiMetrics, Metrics};
+use crate::auth::cache::TokenCache;
+use crate::auth::policy::ClientPolicies;
+use crate::limits::Limiter;
 use crate::oauth::AuthServer;
 use crate::config::{ApiDef, Config, ConfigErrors, ConfigProblem, GatewaySettings, RuntimeConfig};
 use crate::proxy::forward::UpstreamClient;
@@ -35,13 +38,18 @@ pub struct Gateway {
     pub auth: AuthServer,
     runtime: ArcSwap<Runtime>,
     pub metrics: Metrics,
+    /// Rate limits and quotas (per API and per session).
+    pub limiter: Arc<dyn Limiter>,
+    /// Access tokens whose signature verified recently.
+    pub token_cache: TokenCache,
+    pub client_policies: ClientPolicies,
     draining: AtomicBool,
     /// Serialises reloads so two triggers (file change and SIGHUP) cannot interleave.
     reload_lock: tokio::sync::Mutex<()>,
 }
 
 impl Gateway {
-    pub fn new(config: Config, auth: AuthServer) -> Arc<Gateway> {
+    pub fn new(config: Config, auth: AuthServer, limiter: Arc<dyn Limiter>) -> Arc<Gateway> {
         let metrics = Metrics::default();
         let runtime = Runtime::build(config.runtime.clone(), &metrics);
         Arc::new(Gateway {
@@ -49,6 +57,9 @@ impl Gateway {
             auth,
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
+            limiter,
+            token_cache: TokenCache::new(100_000),
+            client_policies: ClientPolicies::new(),
             draining: AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
         })

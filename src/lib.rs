@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod http_util;
+pub mod limits;
 pub mod logging;
 pub mod oauth;
 pub mod proxy;
@@ -97,7 +98,8 @@ pub async fn run(
         &config.gateway.public_url,
         oauth::notify::Notifier::start(),
     );
-    let gateway = Gateway::new(config, auth);
+    let limiter: Arc<dyn limits::Limiter> = Arc::new(limits::memory::MemoryLimiter::new());
+    let gateway = Gateway::new(config, auth, limiter);
     let limits = gateway.runtime().config.limits.clone();
     let server_limits = server::ServerLimits {
         max_connections: limits.max_connections,

@@ -1,5 +1,6 @@
 //! The admin API (DESIGN §6): a separate listener, every route behind the admin secret.
 
+mod clients;
 pub mod metrics;
 
 use std::sync::Arc;
@@ -27,10 +28,14 @@ pub async fn handle(
 
 async fn route(gateway: &Gateway, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
     authorize(gateway, &req)?;
-    let path = req.uri().path().trim_end_matches('/');
-    match (req.method(), path) {
-        (&Method::GET, "/health") => Ok(health(gateway)),
-        (&Method::GET, "/metrics") => {
+    // Routed by decoded path segments, so ids in the path may carry any character (`a%2Fb` is one
+    // segment `a/b`). Owned, because a handler may take the request (its body) by value.
+    let method = req.method().clone();
+    let segments = path_segments(req.uri().path())?;
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    match (&method, segments.as_slice()) {
+        (&Method::GET, ["health"]) => Ok(health(gateway)),
+        (&Method::GET, ["metrics"]) => {
             let mut response = Response::new(full(Bytes::from(gateway.metrics.render())));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -38,11 +43,52 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Result<Response<Bod
             );
             Ok(response)
         }
-        (&Method::GET, "/apis") => Ok(apis(gateway)),
-        (&Method::POST, "/reload") => Ok(reload(gateway).await),
-        (_, "/health" | "/metrics" | "/apis" | "/reload") => Err(GatewayError::MethodNotAllowed),
+        (&Method::GET, ["apis"]) => Ok(apis(gateway)),
+        (&Method::POST, ["reload"]) => Ok(reload(gateway).await),
+        (_, ["health" | "metrics" | "apis" | "reload"]) => Err(GatewayError::MethodNotAllowed),
+        (&Method::POST, ["apis", api, "oauth", "authorize-client"]) => {
+            let body = http_body_util::BodyExt::collect(http_body_util::Limited::new(req.into_body(), 64 * 1024))
+                .await
+                .map_err(|_| GatewayError::PayloadTooLarge { limit: 64 * 1024 })?
+                .to_bytes();
+            crate::oauth::authorize::authorize_client(gateway, &gateway.runtime(), api, &body).await
+        }
+        (_, ["apis", api, "clients", rest @ ..]) => {
+            clients::route(gateway, &method, api, rest, req).await
+        }
         _ => Err(GatewayError::NotFound),
     }
+}
+
+/// The path's segments, percent-decoded, without the leading and trailing `/`.
+fn path_segments(path: &str) -> Result<Vec<String>, GatewayError> {
+    let trimmed = path.trim_start_matches('/').trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Ok(Vec::new());
+    }
+    trimmed.split('/').map(percent_decode).collect()
+}
+
+fn percent_decode(segment: &str) -> Result<String, GatewayError> {
+    let invalid = || GatewayError::InvalidInput("path: invalid percent-encoding".to_owned());
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let (Some(&hi), Some(&lo)) = (bytes.get(i + 1), bytes.get(i + 2)) else {
+                return Err(invalid());
+            };
+            // `from_str_radix` alone would also take a sign (`%+1`).
+            let digit = |b: u8| char::from(b).to_digit(16).ok_or_else(invalid);
+            out.push(u8::try_from(digit(hi)? * 16 + digit(lo)?).map_err(|_| invalid())?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| invalid())
 }
 
 /// `Authorization: Bearer <admin secret>`, compared in constant time.
@@ -143,7 +189,20 @@ async fn reload(gateway: &Gateway) -> Response<Body> {
 
 #[cfg(test)]
 mod tests {
-    use super::constant_time_eq;
+    use super::{constant_time_eq, path_segments};
+
+    #[test]
+    fn path_segments_are_percent_decoded() {
+        assert_eq!(path_segments("/").unwrap(), Vec::<String>::new());
+        assert_eq!(path_segments("/health/").unwrap(), ["health"]);
+        assert_eq!(
+            path_segments("/apis/movies/clients/a%2Fb%20c").unwrap(),
+            ["apis", "movies", "clients", "a/b c"]
+        );
+        for bad in ["/a%", "/a%2", "/a%zz", "/a%+1", "/a%ff"] {
+            assert!(path_segments(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn secret_comparison() {

@@ -5,6 +5,7 @@
 //! change (expiry, revocation, which APIs accept it) are checked on every request.
 
 pub mod cache;
+pub mod policy;
 
 use std::sync::Arc;
 
@@ -152,34 +153,36 @@ pub fn audiences<'a>(api: &'a ApiDef) -> Vec<&'a str> {
     out
 }
 
-/// Validates `token` for `api`, from the cache when possible.
-pub fn validate(
+/// Step one of validation: signature and header, from the cache when the token was seen before.
+pub fn verified(auth: &AuthServer, cache: &TokenCache, token: &str) -> Result<Arc<AccessClaims>, TokenError> {
+    if let Some(claims) = cache.get(token) {
+        return Ok(claims);
+    }
+    let claims = Arc::new(crate::oauth::tokens::verify_signature(&auth.keys, token)?);
+    cache.insert(token, claims.clone());
+    Ok(claims)
+}
+
+/// Step two, on every request: time, issuer, audience (this API, `accept_from`, or an API the client's
+/// policy grants), and revocation.
+pub fn check(
     auth: &AuthServer,
-    cache: &TokenCache,
     config: &RuntimeConfig,
     api: &ApiDef,
-    token: &str,
-    policy_grants_access: impl Fn(&AccessClaims) -> bool,
+    claims: &AccessClaims,
+    policy_grants_access: bool,
     now: u64,
-) -> Result<Arc<AccessClaims>, TokenError> {
-    let claims = match cache.get(token) {
-        Some(claims) => claims,
-        None => {
-            let claims = Arc::new(crate::oauth::tokens::verify_signature(&auth.keys, token)?);
-            cache.insert(token, claims.clone());
-            claims
-        }
-    };
+) -> Result<(), TokenError> {
     let mut accepted = audiences(api);
-    if !accepted.contains(&claims.aud.as_str()) && policy_grants_access(&claims) {
+    if policy_grants_access {
         accepted.push(claims.aud.as_str());
     }
     let issuer_of = |aud: &str| config.apis.iter().find(|a| a.id == aud).map(|a| auth.issuer(a));
-    crate::oauth::tokens::check_claims(&claims, issuer_of, &accepted, now)?;
+    crate::oauth::tokens::check_claims(claims, issuer_of, &accepted, now)?;
     if auth.store.is_revoked(&claims.sid, &claims.jti, now) {
         return Err(TokenError::Revoked);
     }
-    Ok(claims)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -234,4 +237,26 @@ mod tests {
         strip(&mut req, &a, source);
         assert_eq!(req.headers()["cookie"], "x=1; y=2");
     }
+}
+
+/// The value of a claim as a header value: strings as they are, other JSON values in JSON form.
+pub fn claim_value(claims: &AccessClaims, name: &str) -> Option<HeaderValue> {
+    let text = match name {
+        "iss" => claims.iss.clone(),
+        "sub" => claims.sub.clone(),
+        "aud" => claims.aud.clone(),
+        "client_id" => claims.client_id.clone(),
+        "scope" => claims.scope.clone(),
+        "jti" => claims.jti.clone(),
+        "sid" => claims.sid.clone(),
+        "exp" => claims.exp.to_string(),
+        "iat" => claims.iat.to_string(),
+        "nbf" => claims.nbf.to_string(),
+        other => match claims.extra.get(other)? {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => return None,
+            value => value.to_string(),
+        },
+    };
+    HeaderValue::from_str(&text).ok()
 }

@@ -341,6 +341,8 @@ fn oauth(raw: RawOAuth, out: &mut FileProblems<'_>) -> OAuthConfig {
     }
 }
 
+/// Validates one client against its API's grants and scopes. The admin API runs the same checks on
+/// clients created at runtime, so a client is valid in the same way wherever it is defined.
 pub(crate) fn client(
     raw: RawClient,
     path: &str,

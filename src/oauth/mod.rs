@@ -6,6 +6,7 @@ pub mod clients;
 pub mod error;
 pub mod handlers;
 pub mod keys;
+pub mod login_page;
 pub mod notify;
 pub mod pkce;
 pub mod secrets;

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! request ─▶ Host check ─▶ gateway endpoints (/health) ─▶ canonical path ─▶ route
-//!         ─▶ [API phases: OAuth endpoints, credential, token, scopes, limits — see docs/request-lifecycle.md]
-//!         ─▶ forward (or mock) ─▶ access log + metrics
+//!         ─▶ OAuth endpoints of the API ─▶ API rate limit ─▶ credential ─▶ token ─▶ scopes
+//!         ─▶ session rate limit + quota ─▶ forward (or mock) ─▶ access log + metrics
 //! ```
 //! Each phase either passes the request on or answers with a `GatewayError`, which `error.rs` turns
 //! into the response. Nothing after routing ever looks at a different path than the one routed.
@@ -20,7 +20,12 @@ use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
-use crate::config::UpstreamTarget;
+use crate::admin::metrics::Rejection;
+use crate::auth;
+use crate::config::{ApiDef, AuthType, UpstreamTarget};
+use crate::limits;
+use crate::oauth::tokens::TokenError;
+use crate::store::StoreError;
 use crate::error::{GatewayError, json_response};
 use crate::gateway::{ApiRoute, Gateway, Runtime};
 use crate::http_util::Body;
@@ -57,6 +62,14 @@ pub async fn handle(
     };
     if let Ok(value) = HeaderValue::from_str(request_id.to_str().unwrap_or_default()) {
         response.headers_mut().insert(&X_REQUEST_ID, value);
+    }
+    if let Some(headroom) = outcome.headroom
+        && response.status().is_success()
+    {
+        let headers = response.headers_mut();
+        headers.insert("x-ratelimit-limit", HeaderValue::from(headroom.limit));
+        headers.insert("x-ratelimit-remaining", HeaderValue::from(headroom.remaining));
+        headers.insert("x-ratelimit-reset", HeaderValue::from(headroom.reset_secs));
     }
 
     let latency = started.elapsed();
@@ -95,6 +108,8 @@ pub async fn handle(
 struct Outcome {
     api: Option<Arc<ApiRoute>>,
     upstream_latency: Option<Duration>,
+    /// What is left of the limit that applied, for `X-RateLimit-*` on a successful response.
+    headroom: Option<limits::Headroom>,
 }
 
 async fn lifecycle(
@@ -147,7 +162,86 @@ async fn lifecycle(
         return oauth::handlers::handle(gateway, runtime, api, endpoint, req, conn).await;
     }
 
-    // 6. Forward to the upstream, or answer from the mock.
+    let now = oauth::handlers::now();
+    let mut req = req;
+
+    // 6. Whole-API rate limit, before any token work, so a flood is cheap to refuse.
+    if let Some(global) = &api.global_rate_limit {
+        let decision = gateway
+            .limiter
+            .check(&format!("api:{}", api.id), Some(global), None, now)
+            .await
+            .map_err(storage_unavailable)?;
+        refuse_if_limited(gateway, api, &decision)?;
+    }
+
+    // Headers named in forward_claims are ours to set: client-sent copies never pass.
+    for (header_name, _) in &api.auth.forward_claims {
+        req.headers_mut().remove(header_name);
+    }
+
+    if api.auth.kind == AuthType::OAuth2 {
+        // 7. Credential: header, then query, then cookie.
+        let Some((token, source)) = auth::extract(&req, &api.auth)? else {
+            gateway.metrics.reject(&api.id, Rejection::NoCredential);
+            return Err(GatewayError::Unauthorized {
+                realm: api.id.clone(),
+                invalid_token: false,
+                description: "an access token is required".into(),
+            });
+        };
+
+        // 8. Token: signature (cached), then the claims that can change on every request.
+        let claims = auth::verified(&gateway.auth, &gateway.token_cache, &token)
+            .map_err(|err| invalid_token(gateway, api, &err))?;
+        let policy_id = gateway
+            .client_policies
+            .policy_id(&runtime.config, gateway.auth.store.as_ref(), &claims.aud, &claims.client_id)
+            .await
+            .map_err(storage_unavailable)?;
+        let policy = auth::policy::find(&runtime.config, policy_id.as_deref());
+        let granted = auth::policy::grants(policy, &api.id, &claims);
+        auth::check(&gateway.auth, &runtime.config, api, &claims, granted, now)
+            .map_err(|err| invalid_token(gateway, api, &err))?;
+
+        // 9. Required scopes.
+        if let Some(missing) = api
+            .auth
+            .required_scopes
+            .iter()
+            .find(|needed| !claims.scopes().any(|s| s == needed.as_str()))
+        {
+            gateway.metrics.reject(&api.id, Rejection::Scope);
+            return Err(GatewayError::InsufficientScope {
+                realm: api.id.clone(),
+                scope: missing.clone(),
+            });
+        }
+
+        // 10–11. Session rate limit and quota: the client's policy overrides the API's.
+        let rate = policy.and_then(|p| p.rate_limit).or(api.rate_limit);
+        let quota = policy.and_then(|p| p.quota).or(api.quota);
+        if rate.is_some() || quota.is_some() {
+            let decision = gateway
+                .limiter
+                .check(&format!("session:{}", claims.sid), rate.as_ref(), quota.as_ref(), now)
+                .await
+                .map_err(storage_unavailable)?;
+            refuse_if_limited(gateway, api, &decision)?;
+            outcome.headroom = decision.headline();
+        }
+
+        if api.auth.strip_credentials {
+            auth::strip(&mut req, &api.auth, source);
+        }
+        for (header_name, claim) in &api.auth.forward_claims {
+            if let Some(value) = auth::claim_value(&claims, claim) {
+                req.headers_mut().insert(header_name, value);
+            }
+        }
+    }
+
+    // 12. Forward to the upstream, or answer from the mock.
     match &api.upstream.target {
         UpstreamTarget::Mock(mock) => {
             // The body is not read, but it still must respect the limit the operator set.
@@ -178,6 +272,51 @@ async fn lifecycle(
             Ok(response)
         }
     }
+}
+
+fn invalid_token(gateway: &Gateway, api: &ApiDef, err: &TokenError) -> GatewayError {
+    gateway.metrics.reject(&api.id, Rejection::InvalidToken);
+    GatewayError::Unauthorized {
+        realm: api.id.clone(),
+        invalid_token: true,
+        description: err.to_string(),
+    }
+}
+
+fn storage_unavailable(err: StoreError) -> GatewayError {
+    tracing::warn!(error = %err, "storage unavailable on the proxy path");
+    GatewayError::Unavailable {
+        description: "storage is unavailable; retry later",
+        retry_after_secs: 1,
+    }
+}
+
+/// 429 with `Retry-After` and `X-RateLimit-*` when a rate limit or quota refused the request.
+fn refuse_if_limited(gateway: &Gateway, api: &ApiDef, decision: &limits::Decision) -> Result<(), GatewayError> {
+    let Some(refused) = decision.refused else {
+        return Ok(());
+    };
+    let (why, description, retry_after_secs, headroom) = match refused {
+        limits::Refused::RateLimit { retry_after_secs } => {
+            (Rejection::RateLimit, "rate limit exceeded", retry_after_secs, decision.rate)
+        }
+        limits::Refused::Quota { retry_after_secs } => {
+            (Rejection::Quota, "quota exceeded", retry_after_secs, decision.quota)
+        }
+    };
+    gateway.metrics.reject(&api.id, why);
+    let headroom = headroom.unwrap_or(limits::Headroom {
+        limit: 0,
+        remaining: 0,
+        reset_secs: retry_after_secs,
+    });
+    Err(GatewayError::TooManyRequests {
+        description,
+        limit: headroom.limit,
+        remaining: 0,
+        reset_secs: headroom.reset_secs,
+        retry_after_secs,
+    })
 }
 
 /// Refuses requests whose Host is missing or ambiguous (RFC 9112 §3.2).

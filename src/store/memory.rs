@@ -68,7 +68,10 @@ pub const SWEEP_MIN_WRITES: usize = 1024;
 enum CodeEntry {
     Live(AuthCode),
     /// Spent: only the session it started is kept, so a second redemption can name it.
-    Spent { sid: String, expires_at: u64 },
+    Spent {
+        sid: String,
+        expires_at: u64,
+    },
 }
 
 impl CodeEntry {
@@ -85,7 +88,10 @@ impl CodeEntry {
 enum RefreshEntry {
     Live(RefreshToken),
     /// Rotated: presenting it again before `keep_until` is reuse.
-    Rotated { sid: String, keep_until: u64 },
+    Rotated {
+        sid: String,
+        keep_until: u64,
+    },
 }
 
 impl RefreshEntry {
@@ -109,7 +115,7 @@ struct FailureWindow {
     ends_at: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct State {
     /// By code hash.
     codes: HashMap<String, CodeEntry>,
@@ -128,7 +134,7 @@ struct State {
 }
 
 /// Revoked sessions and access tokens: key → revoked while `now < until`.
-#[derive(Debug, Default)]
+#[derive(Default)]
 struct Revoked {
     sids: HashMap<String, u64>,
     jtis: HashMap<String, u64>,
@@ -147,10 +153,31 @@ impl Revoked {
 }
 
 /// The single-process [`Store`]. Cheap to create; share it as `Arc<dyn Store>`.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
     revoked: RwLock<Revoked>,
+}
+
+// Not derived: a derived `Debug` would dump every session, client secret hash and revocation into
+// whatever log line formats the store. Sizes are all a reader of a log needs.
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let state = self.state();
+        let revoked = self.revoked_read();
+        f.debug_struct("MemoryStore")
+            .field("codes", &state.codes.len())
+            .field("sessions", &state.sessions.len())
+            .field("refresh_tokens", &state.refresh.len())
+            .field(
+                "clients",
+                &state.clients.values().map(BTreeMap::len).sum::<usize>(),
+            )
+            .field("failure_keys", &state.failures.len())
+            .field("revoked_sessions", &revoked.sids.len())
+            .field("revoked_tokens", &revoked.jtis.len())
+            .finish()
+    }
 }
 
 impl MemoryStore {
@@ -303,36 +330,32 @@ impl Store for MemoryStore {
             self.after_write(&mut state);
             return Ok(CodeTake::Unknown);
         }
-        let taken = match entry {
-            CodeEntry::Spent { sid, .. } => CodeTake::AlreadyUsed { sid: sid.clone() },
+        match entry {
+            CodeEntry::Spent { sid, .. } => Ok(CodeTake::AlreadyUsed { sid: sid.clone() }),
             CodeEntry::Live(code) => {
-                let tombstone = CodeEntry::Spent {
+                let code = code.clone();
+                // Spent in the same critical section as the check: no second caller can see it live.
+                *entry = CodeEntry::Spent {
                     sid: code.sid.clone(),
                     expires_at: code.expires_at,
                 };
-                match std::mem::replace(entry, tombstone) {
-                    CodeEntry::Live(code) => CodeTake::Fresh(code),
-                    // Unreachable: we just matched `Live` under the same lock.
-                    CodeEntry::Spent { sid, .. } => CodeTake::AlreadyUsed { sid },
-                }
+                self.after_write(&mut state);
+                Ok(CodeTake::Fresh(code))
             }
-        };
-        if matches!(taken, CodeTake::Fresh(_)) {
-            self.after_write(&mut state);
         }
-        Ok(taken)
     }
 
     async fn put_session(&self, session: &Session) -> StoreResult<()> {
         let mut state = self.state();
         // A session revoked before its record arrives (a second redemption of its code racing the
         // first one's exchange) stays dead: storing it would make it show up as live.
-        if self.revoked_read().sid_revoked(&session.sid, state.latest_now) {
+        if self
+            .revoked_read()
+            .sid_revoked(&session.sid, state.latest_now)
+        {
             return Ok(());
         }
-        state
-            .sessions
-            .insert(session.sid.clone(), session.clone());
+        state.sessions.insert(session.sid.clone(), session.clone());
         self.after_write(&mut state);
         Ok(())
     }
@@ -369,7 +392,10 @@ impl Store for MemoryStore {
         let mut state = self.state();
         // Dead on arrival if its session was already revoked (an exchange racing a revocation):
         // otherwise it would come back to life once the revocation entry expires.
-        if self.revoked_read().sid_revoked(&token.sid, state.latest_now) {
+        if self
+            .revoked_read()
+            .sid_revoked(&token.sid, state.latest_now)
+        {
             return Ok(());
         }
         Self::insert_live_refresh(&mut state, token_hash, token);
@@ -573,5 +599,252 @@ impl Store for MemoryStore {
 
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::store::GrantKind;
+
+    // The whole backend contract, one test per behaviour.
+    crate::store::contract::store_contract_tests!(Arc::new(MemoryStore::new()));
+
+    /// `run_all` itself works (it is what a backend without a test module of its own would call).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn run_all_passes() {
+        crate::store::contract::run_all(|| async {
+            Arc::new(MemoryStore::new()) as Arc<dyn Store>
+        })
+        .await;
+    }
+
+    const T0: u64 = 1_700_000_000;
+
+    fn token(sid: &str, expires_at: Option<u64>) -> RefreshToken {
+        RefreshToken {
+            sid: sid.into(),
+            api_id: "api".into(),
+            client_id: "client".into(),
+            username: None,
+            scope: "read".into(),
+            generation: 0,
+            issued_at: T0,
+            expires_at,
+        }
+    }
+
+    fn code(sid: &str, expires_at: u64) -> AuthCode {
+        AuthCode {
+            api_id: "api".into(),
+            client_id: "client".into(),
+            redirect_uri: "https://app.example/cb".into(),
+            scope: "read".into(),
+            username: "alice".into(),
+            code_challenge: None,
+            sid: sid.into(),
+            expires_at,
+        }
+    }
+
+    fn session(sid: &str, created_at: u64, expires_at: u64) -> Session {
+        Session {
+            sid: sid.into(),
+            api_id: "api".into(),
+            client_id: "client".into(),
+            username: None,
+            scope: "read".into(),
+            grant: GrantKind::ClientCredentials,
+            created_at,
+            last_refresh_at: None,
+            refresh_count: 0,
+            expires_at,
+        }
+    }
+
+    /// Expired codes, tombstones, sessions, failures and revocations are purged by the amortised
+    /// sweep, while live data stays.
+    #[tokio::test]
+    async fn expired_entries_are_purged() {
+        let store = MemoryStore::new();
+        store
+            .put_code("live", &code("s-live", T0 + 1_000_000))
+            .await
+            .unwrap();
+        store
+            .put_refresh("rt-forever", &token("s-live", None))
+            .await
+            .unwrap();
+        for i in 0..2_000 {
+            store
+                .put_code(&format!("c{i}"), &code(&format!("s{i}"), T0 + 10))
+                .await
+                .unwrap();
+            store
+                .put_refresh(&format!("r{i}"), &token(&format!("s{i}"), Some(T0 + 10)))
+                .await
+                .unwrap();
+            store
+                .put_session(&session(&format!("s{i}"), T0, T0 + 10))
+                .await
+                .unwrap();
+            store
+                .record_failure(&format!("k{i}"), 10, T0)
+                .await
+                .unwrap();
+            store.revoke_jti(&format!("j{i}"), T0 + 10).await.unwrap();
+        }
+        // Later writes (at a time when all of the above has expired) trigger a sweep.
+        for i in 0..10_000 {
+            store
+                .record_failure("later", 1_000_000, T0 + 20 + (i % 2))
+                .await
+                .unwrap();
+        }
+        {
+            let state = store.state();
+            assert_eq!(state.codes.len(), 1);
+            assert_eq!(state.refresh.len(), 1);
+            assert_eq!(state.live_refresh_by_sid.len(), 1);
+            assert!(state.sessions.is_empty());
+            assert_eq!(state.failures.len(), 1);
+        }
+        assert!(store.revoked_read().jtis.is_empty());
+        assert!(store.take_code("live", T0 + 21).await.unwrap() != CodeTake::Unknown);
+        assert!(
+            store
+                .get_refresh("rt-forever", T0 + 21)
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+
+    /// A rotated never-expiring token is remembered for `ROTATED_NEVER_EXPIRING_KEEP_SECS`, then
+    /// forgotten (a replay is then merely invalid); an expiring one until its own expiry.
+    #[tokio::test]
+    async fn rotation_tombstone_lifetime() {
+        let store = MemoryStore::new();
+        store
+            .put_session(&session("s1", T0, T0 + 1_000))
+            .await
+            .unwrap();
+        store
+            .put_refresh("forever", &token("s1", None))
+            .await
+            .unwrap();
+        let rotated = store
+            .rotate_refresh("forever", "next", &token("s1", None), T0)
+            .await
+            .unwrap();
+        assert!(matches!(rotated, Rotation::Rotated(_)));
+        let gone = T0 + ROTATED_NEVER_EXPIRING_KEEP_SECS;
+        assert_eq!(
+            store
+                .rotate_refresh("forever", "x", &token("s1", None), gone)
+                .await
+                .unwrap(),
+            Rotation::Invalid
+        );
+        assert!(!store.is_revoked("s1", "", gone));
+        assert_eq!(
+            store
+                .rotate_refresh("forever", "x", &token("s1", None), gone - 1)
+                .await
+                .unwrap(),
+            Rotation::Invalid,
+            "the expired tombstone was dropped, not kept"
+        );
+
+        store
+            .put_session(&session("s2", T0, T0 + 1_000))
+            .await
+            .unwrap();
+        store
+            .put_refresh("short", &token("s2", Some(T0 + 100)))
+            .await
+            .unwrap();
+        store
+            .rotate_refresh("short", "short2", &token("s2", None), T0)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .rotate_refresh("short", "x", &token("s2", None), T0 + 99)
+                .await
+                .unwrap(),
+            Rotation::Reused { sid: "s2".into() }
+        );
+    }
+
+    /// A second revocation with an earlier `until` does not shorten the first.
+    #[tokio::test]
+    async fn revocations_never_shorten() {
+        let store = MemoryStore::new();
+        store.revoke_session("s", T0 + 100).await.unwrap();
+        store.revoke_session("s", T0 + 10).await.unwrap();
+        assert!(store.is_revoked("s", "", T0 + 50));
+        store.revoke_jti("j", T0 + 100).await.unwrap();
+        store.revoke_jti("j", T0 + 10).await.unwrap();
+        assert!(store.is_revoked("", "j", T0 + 50));
+    }
+
+    /// Empty keys never match: "" is what callers pass for "no jti".
+    #[tokio::test]
+    async fn empty_keys_are_never_revoked() {
+        let store = MemoryStore::new();
+        store.revoke_jti("", T0 + 100).await.unwrap();
+        store.revoke_session("", T0 + 100).await.unwrap();
+        assert!(!store.is_revoked("", "", T0));
+        assert!(!store.is_revoked("sid", "", T0));
+    }
+
+    /// A session refreshed regularly stays alive as long after its latest refresh as its first
+    /// lifetime was, so it is not forgotten while its tokens are valid.
+    #[tokio::test]
+    async fn session_expiry_slides_with_rotation() {
+        let store = MemoryStore::new();
+        store
+            .put_session(&session("s", T0, T0 + 1_000))
+            .await
+            .unwrap();
+        store
+            .put_refresh("r0", &token("s", Some(T0 + 900)))
+            .await
+            .unwrap();
+        store
+            .rotate_refresh("r0", "r1", &token("s", Some(T0 + 1_400)), T0 + 500)
+            .await
+            .unwrap();
+        let s = store.get_session("s").await.unwrap().unwrap();
+        assert_eq!(s.expires_at, T0 + 1_500);
+        store
+            .rotate_refresh("r1", "r2", &token("s", Some(T0 + 1_600)), T0 + 700)
+            .await
+            .unwrap();
+        let s = store.get_session("s").await.unwrap().unwrap();
+        // Lifetime after the previous refresh was 1_000: 700 + 1_000.
+        assert_eq!(s.expires_at, T0 + 1_700);
+        assert_eq!(s.refresh_count, 2);
+    }
+
+    /// A poisoned lock is recovered, not turned into an outage (see the module documentation).
+    #[tokio::test]
+    async fn poisoned_lock_is_recovered() {
+        let store = Arc::new(MemoryStore::new());
+        store.revoke_jti("j", T0 + 100).await.unwrap();
+        let poisoner = store.clone();
+        let _ = std::thread::spawn(move || {
+            let _state = poisoner.state.lock();
+            let _revoked = poisoner.revoked.write();
+            panic!("poison both locks");
+        })
+        .join();
+        assert!(store.state.is_poisoned() && store.revoked.is_poisoned());
+        assert!(store.is_revoked("", "j", T0));
+        store.ping().await.unwrap();
+        assert_eq!(store.record_failure("k", 10, T0).await.unwrap(), 1);
     }
 }

@@ -173,6 +173,29 @@ impl TestGateway {
     }
 }
 
+impl TestGateway {
+    /// An admin request with the admin secret and, when given, a JSON body.
+    pub async fn admin_send(
+        &self,
+        method: &str,
+        path: &str,
+        json: Option<&serde_json::Value>,
+    ) -> TestResponse {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(self.admin_url(path))
+            .header("authorization", format!("Bearer {ADMIN_SECRET}"));
+        let body = match json {
+            Some(value) => {
+                req = req.header("content-type", "application/json");
+                Bytes::from(value.to_string())
+            }
+            None => Bytes::new(),
+        };
+        send(req.body(Full::new(body)).unwrap()).await
+    }
+}
+
 impl Drop for TestGateway {
     fn drop(&mut self) {
         self.begin_shutdown();

@@ -1,0 +1,237 @@
+//! In-process limiter: governor's GCRA for rates, a fixed window per key for quotas.
+
+use std::collections::HashMap;
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use governor::clock::{Clock, DefaultClock};
+use governor::middleware::StateInformationMiddleware;
+use governor::state::keyed::DefaultKeyedStateStore;
+use governor::{Quota as GcraQuota, RateLimiter};
+
+use super::{Decision, Headroom, Limiter, Refused};
+use crate::config::{Quota, RateLimit};
+use crate::store::StoreResult;
+
+type KeyedGcra =
+    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+
+/// Prune idle keys every this many checks so the maps do not grow with every session ever seen.
+const PRUNE_EVERY: u64 = 100_000;
+
+#[derive(Default)]
+pub struct MemoryLimiter {
+    /// One keyed GCRA limiter per distinct (rate, per): governor fixes the quota per limiter.
+    rates: Mutex<HashMap<(u32, Duration), Arc<KeyedGcra>>>,
+    /// key → (window start, count).
+    quotas: Mutex<HashMap<String, (u64, u64)>>,
+    checks: AtomicU64,
+    clock: DefaultClock,
+}
+
+impl MemoryLimiter {
+    pub fn new() -> MemoryLimiter {
+        MemoryLimiter::default()
+    }
+
+    fn gcra(&self, rate: &RateLimit) -> Option<Arc<KeyedGcra>> {
+        let mut rates = self.rates.lock().ok()?;
+        if let Some(limiter) = rates.get(&(rate.rate, rate.per)) {
+            return Some(limiter.clone());
+        }
+        let burst = NonZeroU32::new(rate.rate)?;
+        // `rate` requests per `per`, all of them usable at once: emission interval per/rate, burst rate.
+        let quota = GcraQuota::with_period(rate.per / rate.rate)?.allow_burst(burst);
+        let limiter = Arc::new(RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>());
+        rates.insert((rate.rate, rate.per), limiter.clone());
+        Some(limiter)
+    }
+
+    fn check_rate(&self, key: &str, rate: &RateLimit) -> Result<Headroom, u64> {
+        let Some(limiter) = self.gcra(rate) else {
+            return Ok(Headroom {
+                limit: u64::from(rate.rate),
+                remaining: u64::from(rate.rate),
+                reset_secs: 0,
+            });
+        };
+        let interval = rate.per / rate.rate.max(1);
+        match limiter.check_key(&key.to_string()) {
+            Ok(snapshot) => {
+                let remaining = snapshot.remaining_burst_capacity();
+                let used = rate.rate.saturating_sub(remaining);
+                Ok(Headroom {
+                    limit: u64::from(rate.rate),
+                    remaining: u64::from(remaining),
+                    reset_secs: ceil_secs(interval * used),
+                })
+            }
+            Err(not_until) => Err(ceil_secs(not_until.wait_time_from(self.clock.now())).max(1)),
+        }
+    }
+
+    fn check_quota(&self, key: &str, quota: &Quota, now: u64, count: bool) -> Result<Headroom, u64> {
+        let period = quota.period.as_secs().max(1);
+        let Ok(mut quotas) = self.quotas.lock() else {
+            return Err(1);
+        };
+        let entry = quotas.entry(key.to_string()).or_insert((now, 0));
+        if now >= entry.0 + period {
+            *entry = (now, 0);
+        }
+        let reset_secs = (entry.0 + period).saturating_sub(now);
+        if entry.1 >= quota.max {
+            return Err(reset_secs.max(1));
+        }
+        if count {
+            entry.1 += 1;
+        }
+        Ok(Headroom {
+            limit: quota.max,
+            remaining: quota.max - entry.1,
+            reset_secs,
+        })
+    }
+
+    fn prune(&self, now: u64) {
+        if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY != PRUNE_EVERY - 1 {
+            return;
+        }
+        if let Ok(rates) = self.rates.lock() {
+            for limiter in rates.values() {
+                limiter.retain_recent();
+            }
+        }
+        if let Ok(mut quotas) = self.quotas.lock() {
+            // A window that ended is equivalent to no entry.
+            quotas.retain(|_, (start, _)| now.saturating_sub(*start) < 366 * 24 * 3600);
+        }
+    }
+}
+
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+#[async_trait]
+impl Limiter for MemoryLimiter {
+    async fn check(
+        &self,
+        key: &str,
+        rate: Option<&RateLimit>,
+        quota: Option<&Quota>,
+        now_secs: u64,
+    ) -> StoreResult<Decision> {
+        self.prune(now_secs);
+        let mut decision = Decision::default();
+        if let Some(rate) = rate {
+            match self.check_rate(key, rate) {
+                Ok(headroom) => decision.rate = Some(headroom),
+                Err(retry_after_secs) => {
+                    decision.rate = Some(Headroom {
+                        limit: u64::from(rate.rate),
+                        remaining: 0,
+                        reset_secs: retry_after_secs,
+                    });
+                    decision.refused = Some(Refused::RateLimit { retry_after_secs });
+                    return Ok(decision);
+                }
+            }
+        }
+        if let Some(quota) = quota {
+            match self.check_quota(key, quota, now_secs, true) {
+                Ok(headroom) => decision.quota = Some(headroom),
+                Err(retry_after_secs) => {
+                    decision.quota = Some(Headroom {
+                        limit: quota.max,
+                        remaining: 0,
+                        reset_secs: retry_after_secs,
+                    });
+                    decision.refused = Some(Refused::Quota { retry_after_secs });
+                }
+            }
+        }
+        Ok(decision)
+    }
+
+    async fn peek(
+        &self,
+        key: &str,
+        _rate: Option<&RateLimit>,
+        quota: Option<&Quota>,
+        now_secs: u64,
+    ) -> StoreResult<Decision> {
+        let mut decision = Decision::default();
+        if let Some(quota) = quota {
+            decision.quota = self.check_quota(key, quota, now_secs, false).ok();
+        }
+        Ok(decision)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::OnStorageError;
+
+    fn rate(n: u32, per: Duration) -> RateLimit {
+        RateLimit {
+            rate: n,
+            per,
+            on_storage_error: OnStorageError::Local,
+        }
+    }
+
+    #[tokio::test]
+    async fn rate_limit_allows_the_burst_then_refuses_without_consuming() {
+        let limiter = MemoryLimiter::new();
+        let r = rate(3, Duration::from_secs(60));
+        for expected in [2, 1, 0] {
+            let d = limiter.check("s", Some(&r), None, 0).await.unwrap();
+            assert_eq!(d.refused, None);
+            assert_eq!(d.rate.unwrap().remaining, expected);
+        }
+        for _ in 0..5 {
+            let d = limiter.check("s", Some(&r), None, 0).await.unwrap();
+            assert!(matches!(d.refused, Some(Refused::RateLimit { retry_after_secs }) if retry_after_secs >= 1 && retry_after_secs <= 20));
+        }
+        // Other keys are independent.
+        assert_eq!(limiter.check("t", Some(&r), None, 0).await.unwrap().refused, None);
+    }
+
+    #[tokio::test]
+    async fn quota_counts_per_window_and_resets() {
+        let limiter = MemoryLimiter::new();
+        let q = Quota {
+            max: 2,
+            period: Duration::from_secs(100),
+        };
+        assert_eq!(limiter.check("s", None, Some(&q), 1000).await.unwrap().quota.unwrap().remaining, 1);
+        assert_eq!(limiter.check("s", None, Some(&q), 1010).await.unwrap().quota.unwrap().remaining, 0);
+        let refused = limiter.check("s", None, Some(&q), 1020).await.unwrap();
+        assert_eq!(refused.refused, Some(Refused::Quota { retry_after_secs: 80 }));
+        // Refusals did not count: after the window the full quota is back.
+        let d = limiter.check("s", None, Some(&q), 1100).await.unwrap();
+        assert_eq!(d.refused, None);
+        assert_eq!(d.quota.unwrap().remaining, 1);
+        assert_eq!(limiter.peek("s", None, Some(&q), 1100).await.unwrap().quota.unwrap().remaining, 1);
+    }
+
+    #[tokio::test]
+    async fn a_rate_refusal_does_not_count_against_the_quota() {
+        let limiter = MemoryLimiter::new();
+        let r = rate(1, Duration::from_secs(60));
+        let q = Quota {
+            max: 10,
+            period: Duration::from_secs(100),
+        };
+        limiter.check("s", Some(&r), Some(&q), 0).await.unwrap();
+        for _ in 0..3 {
+            assert!(limiter.check("s", Some(&r), Some(&q), 0).await.unwrap().refused.is_some());
+        }
+        assert_eq!(limiter.peek("s", None, Some(&q), 0).await.unwrap().quota.unwrap().remaining, 9);
+    }
+}

@@ -1,0 +1,67 @@
+//! Rate limits (GCRA) and quotas, behind a small trait so that the Redis backend can count across
+//! nodes with the same semantics.
+//!
+//! One call checks the rate limit and then the quota of one key, so the Redis implementation needs a
+//! single round trip per request. A refused request consumes nothing: GCRA only advances on success,
+//! and the quota is only counted once the rate limit has let the request through (Tyk #1876: a limiter
+//! that counts rejections never recovers under overload).
+
+pub mod memory;
+
+use async_trait::async_trait;
+
+use crate::config::{Quota, RateLimit};
+use crate::store::StoreResult;
+
+/// What is left of one limit after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Headroom {
+    pub limit: u64,
+    pub remaining: u64,
+    /// Seconds until the limit is fully available again.
+    pub reset_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refused {
+    RateLimit { retry_after_secs: u64 },
+    Quota { retry_after_secs: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Decision {
+    pub rate: Option<Headroom>,
+    pub quota: Option<Headroom>,
+    pub refused: Option<Refused>,
+}
+
+impl Decision {
+    /// The headroom reported in `X-RateLimit-*`: the tighter of the two limits that apply.
+    pub fn headline(&self) -> Option<Headroom> {
+        match (self.rate, self.quota) {
+            (Some(r), Some(q)) => Some(if q.remaining < r.remaining { q } else { r }),
+            (r, q) => r.or(q),
+        }
+    }
+}
+
+#[async_trait]
+pub trait Limiter: Send + Sync + 'static {
+    /// Counts one request for `key` against `rate` and then `quota` (either may be absent).
+    async fn check(
+        &self,
+        key: &str,
+        rate: Option<&RateLimit>,
+        quota: Option<&Quota>,
+        now_secs: u64,
+    ) -> StoreResult<Decision>;
+
+    /// Reads what is left for `key` without counting (for the admin session view).
+    async fn peek(
+        &self,
+        key: &str,
+        rate: Option<&RateLimit>,
+        quota: Option<&Quota>,
+        now_secs: u64,
+    ) -> StoreResult<Decision>;
+}

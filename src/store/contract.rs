@@ -1,0 +1,842 @@
+//! The contract every [`Store`] backend must pass: one `pub async fn` per behaviour.
+//!
+//! Run it against a backend with [`store_contract_tests!`] (one `#[tokio::test]` per behaviour, so a
+//! failure names the behaviour) or with [`run_all`]:
+//!
+//! ```ignore
+//! #[cfg(test)]
+//! mod tests {
+//!     crate::store::contract::store_contract_tests!(std::sync::Arc::new(MyStore::connect().await));
+//! }
+//! ```
+//!
+//! The factory expression is evaluated inside each (async) test, so it may `.await`.
+//!
+//! Conventions the suite relies on, and which every backend must therefore honour:
+//!
+//! * Expiry is judged against the `now` the caller passes (an entry is live while
+//!   `now < expires_at`), not against the backend's own clock. A backend may also use its clock to
+//!   *drop* data (Redis TTLs), but only after the data has expired by the caller's clock too. The suite
+//!   uses the real current time as its base so that TTLs computed from the wall clock agree.
+//! * Every function uses keys unique to its run (see `uniq`), so the suite may share one backend
+//!   (e.g. one redis-server) between functions running in parallel and between test runs.
+//! * Concurrency checks spawn tasks: run them on a multi-thread runtime, or they prove little.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Barrier;
+
+use super::{AuthCode, CodeTake, GrantKind, RefreshToken, Rotation, Session, Store, StoredClient};
+
+/// How many tasks race in the concurrency checks.
+const RACERS: usize = 32;
+
+/// The suite's clock: the real time, so backends that derive TTLs from the wall clock agree.
+fn t0() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(1_700_000_000)
+}
+
+/// A key no other function, parallel test or earlier run uses.
+fn uniq(tag: &str) -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{tag}-{}-{nanos}-{n}", std::process::id())
+}
+
+fn code(sid: &str, expires_at: u64) -> AuthCode {
+    AuthCode {
+        api_id: "api".into(),
+        client_id: "client".into(),
+        redirect_uri: "https://app.example/cb".into(),
+        scope: "read write".into(),
+        username: "alice".into(),
+        code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into()),
+        sid: sid.into(),
+        expires_at,
+    }
+}
+
+fn session(sid: &str, api_id: &str, client_id: &str, created_at: u64, expires_at: u64) -> Session {
+    Session {
+        sid: sid.into(),
+        api_id: api_id.into(),
+        client_id: client_id.into(),
+        username: Some("alice".into()),
+        scope: "read write".into(),
+        grant: GrantKind::AuthorizationCode,
+        created_at,
+        last_refresh_at: None,
+        refresh_count: 0,
+        expires_at,
+    }
+}
+
+fn refresh(sid: &str, generation: u32, issued_at: u64, expires_at: Option<u64>) -> RefreshToken {
+    RefreshToken {
+        sid: sid.into(),
+        api_id: "api".into(),
+        client_id: "client".into(),
+        username: Some("alice".into()),
+        scope: "read write".into(),
+        generation,
+        issued_at,
+        expires_at,
+    }
+}
+
+fn client(api_id: &str, client_id: &str, scopes: &[&str]) -> StoredClient {
+    StoredClient {
+        api_id: api_id.into(),
+        client_id: client_id.into(),
+        secret_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g".into()),
+        redirect_uris: vec!["https://app.example/cb".into()],
+        grant_types: vec!["authorization_code".into(), "refresh_token".into()],
+        scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        policy: None,
+        claims: [("tier".to_string(), serde_json::json!("gold"))]
+            .into_iter()
+            .collect(),
+        created_at: 1_700_000_000,
+    }
+}
+
+/// A session with one live refresh token: (sid, token hash, session).
+async fn session_with_token(store: &dyn Store, now: u64) -> (String, String, Session) {
+    let sid = uniq("sid");
+    let rt = uniq("rt");
+    let s = session(&sid, "api", "client", now, now + 10_000);
+    store.put_session(&s).await.unwrap();
+    store
+        .put_refresh(&rt, &refresh(&sid, 0, now, Some(now + 5_000)))
+        .await
+        .unwrap();
+    (sid, rt, s)
+}
+
+// ------------------------------------------------------------------------------------------------
+// Authorization codes
+
+/// A stored code is taken once, whole.
+pub async fn code_take_once(store: Arc<dyn Store>) {
+    let now = t0();
+    let hash = uniq("code");
+    let stored = code(&uniq("sid"), now + 60);
+    store.put_code(&hash, &stored).await.unwrap();
+    assert_eq!(
+        store.take_code(&hash, now + 1).await.unwrap(),
+        CodeTake::Fresh(stored)
+    );
+}
+
+/// Every redemption after the first names the session the first one started.
+pub async fn code_second_take_is_already_used(store: Arc<dyn Store>) {
+    let now = t0();
+    let hash = uniq("code");
+    let sid = uniq("sid");
+    store.put_code(&hash, &code(&sid, now + 60)).await.unwrap();
+    assert!(matches!(
+        store.take_code(&hash, now).await.unwrap(),
+        CodeTake::Fresh(_)
+    ));
+    for later in [now + 1, now + 59] {
+        assert_eq!(
+            store.take_code(&hash, later).await.unwrap(),
+            CodeTake::AlreadyUsed { sid: sid.clone() },
+            "redemption at +{}",
+            later - now
+        );
+    }
+}
+
+/// Unknown codes, codes taken at or after their expiry, and spent codes after their expiry are
+/// `Unknown`.
+pub async fn code_expired_or_unknown_is_unknown(store: Arc<dyn Store>) {
+    let now = t0();
+    assert_eq!(
+        store.take_code(&uniq("never-stored"), now).await.unwrap(),
+        CodeTake::Unknown
+    );
+
+    let expired = uniq("code");
+    store
+        .put_code(&expired, &code(&uniq("sid"), now + 60))
+        .await
+        .unwrap();
+    assert_eq!(
+        store.take_code(&expired, now + 60).await.unwrap(),
+        CodeTake::Unknown
+    );
+    // An expired code stays unusable (it is not revived by being looked at).
+    assert_eq!(
+        store.take_code(&expired, now + 61).await.unwrap(),
+        CodeTake::Unknown
+    );
+
+    let spent = uniq("code");
+    store
+        .put_code(&spent, &code(&uniq("sid"), now + 60))
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.take_code(&spent, now).await.unwrap(),
+        CodeTake::Fresh(_)
+    ));
+    assert_eq!(
+        store.take_code(&spent, now + 60).await.unwrap(),
+        CodeTake::Unknown
+    );
+}
+
+/// Many simultaneous redemptions of one code: exactly one `Fresh`, all others `AlreadyUsed`.
+pub async fn code_concurrent_takes_exactly_one_fresh(store: Arc<dyn Store>) {
+    let now = t0();
+    let hash = uniq("code");
+    let sid = uniq("sid");
+    store.put_code(&hash, &code(&sid, now + 60)).await.unwrap();
+    let barrier = Arc::new(Barrier::new(RACERS));
+    let tasks: Vec<_> = (0..RACERS)
+        .map(|_| {
+            let (store, hash, barrier) = (store.clone(), hash.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.take_code(&hash, now + 1).await.unwrap()
+            })
+        })
+        .collect();
+    let mut fresh = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            CodeTake::Fresh(_) => fresh += 1,
+            CodeTake::AlreadyUsed { sid: used } => assert_eq!(used, sid),
+            CodeTake::Unknown => panic!("a racing redemption saw the code as unknown"),
+        }
+    }
+    assert_eq!(fresh, 1, "exactly one redemption must win");
+}
+
+// ------------------------------------------------------------------------------------------------
+// Refresh tokens
+
+/// Rotation spends the old token, returns its record, and the successor works (and rotates in turn).
+pub async fn refresh_rotation_issues_working_successor(store: Arc<dyn Store>) {
+    let now = t0();
+    let (sid, rt1, _) = session_with_token(&*store, now).await;
+    let old = store
+        .get_refresh(&rt1, now)
+        .await
+        .unwrap()
+        .expect("rt1 live");
+    let (rt2, rt2_record) = (uniq("rt"), refresh(&sid, 1, now + 10, Some(now + 5_010)));
+    assert_eq!(
+        store
+            .rotate_refresh(&rt1, &rt2, &rt2_record, now + 10)
+            .await
+            .unwrap(),
+        Rotation::Rotated(old)
+    );
+    assert_eq!(
+        store.get_refresh(&rt2, now + 11).await.unwrap(),
+        Some(rt2_record.clone())
+    );
+    let rt3 = uniq("rt");
+    assert_eq!(
+        store
+            .rotate_refresh(&rt2, &rt3, &refresh(&sid, 2, now + 20, None), now + 20)
+            .await
+            .unwrap(),
+        Rotation::Rotated(rt2_record)
+    );
+    assert!(!store.is_revoked(&sid, "", now + 20));
+}
+
+/// Presenting a rotated token again is reuse: `Reused{sid}`, the session is revoked (its successor
+/// token too), for as long as the session's tokens can live.
+pub async fn refresh_reuse_revokes_session(store: Arc<dyn Store>) {
+    let now = t0();
+    let (sid, rt1, _) = session_with_token(&*store, now).await;
+    let rt2 = uniq("rt");
+    let rotated = store
+        .rotate_refresh(
+            &rt1,
+            &rt2,
+            &refresh(&sid, 1, now + 10, Some(now + 5_010)),
+            now + 10,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(rotated, Rotation::Rotated(_)));
+    let session_expiry = store
+        .get_session(&sid)
+        .await
+        .unwrap()
+        .expect("session stored")
+        .expires_at;
+
+    let attacker = uniq("rt");
+    assert_eq!(
+        store
+            .rotate_refresh(&rt1, &attacker, &refresh(&sid, 1, now + 20, None), now + 20)
+            .await
+            .unwrap(),
+        Rotation::Reused { sid: sid.clone() }
+    );
+    assert_eq!(store.get_refresh(&attacker, now + 20).await.unwrap(), None);
+    assert_eq!(store.get_refresh(&rt2, now + 20).await.unwrap(), None);
+    assert_eq!(
+        store
+            .rotate_refresh(
+                &rt2,
+                &uniq("rt"),
+                &refresh(&sid, 2, now + 21, None),
+                now + 21
+            )
+            .await
+            .unwrap(),
+        Rotation::Invalid
+    );
+    assert!(store.is_revoked(&sid, "", now + 21));
+    assert!(store.is_revoked(&sid, "some-jti", now + 21));
+    // Access tokens of the session live until the session's expiry at most; revoked that long.
+    assert!(store.is_revoked(&sid, "", session_expiry - 1));
+    // A replay of the spent token keeps being reported as reuse.
+    assert_eq!(
+        store
+            .rotate_refresh(
+                &rt1,
+                &uniq("rt"),
+                &refresh(&sid, 1, now + 30, None),
+                now + 30
+            )
+            .await
+            .unwrap(),
+        Rotation::Reused { sid: sid.clone() }
+    );
+    assert!(
+        store
+            .client_sessions("api", "client", now + 30)
+            .await
+            .unwrap()
+            .iter()
+            .all(|s| s.sid != sid)
+    );
+}
+
+/// Many simultaneous rotations of one token: exactly one `Rotated`; every other one is reuse.
+pub async fn refresh_concurrent_rotations_exactly_one(store: Arc<dyn Store>) {
+    let now = t0();
+    let (sid, rt1, _) = session_with_token(&*store, now).await;
+    let barrier = Arc::new(Barrier::new(RACERS));
+    let tasks: Vec<_> = (0..RACERS)
+        .map(|i| {
+            let (store, rt1, barrier) = (store.clone(), rt1.clone(), barrier.clone());
+            let new_hash = uniq(&format!("rt-racer{i}"));
+            let new = refresh(&sid, 1, now + 1, Some(now + 5_001));
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store
+                    .rotate_refresh(&rt1, &new_hash, &new, now + 1)
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut rotated = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Rotation::Rotated(_) => rotated += 1,
+            Rotation::Reused { sid: reused } => assert_eq!(reused, sid),
+            Rotation::Invalid => panic!("a racing rotation saw the token as invalid, not reused"),
+        }
+    }
+    assert_eq!(rotated, 1, "exactly one rotation must win");
+    // The losers presented a spent token: the session is revoked.
+    assert!(store.is_revoked(&sid, "", now + 2));
+}
+
+/// After the session is revoked its refresh tokens are dead: not returned, not rotatable, and a
+/// failed rotation stores nothing.
+pub async fn refresh_rotate_after_revoke_is_invalid(store: Arc<dyn Store>) {
+    let now = t0();
+    let (sid, rt1, _) = session_with_token(&*store, now).await;
+    store.revoke_session(&sid, now + 10_000).await.unwrap();
+    assert_eq!(store.get_refresh(&rt1, now + 1).await.unwrap(), None);
+    let rt2 = uniq("rt");
+    assert_eq!(
+        store
+            .rotate_refresh(&rt1, &rt2, &refresh(&sid, 1, now + 1, None), now + 1)
+            .await
+            .unwrap(),
+        Rotation::Invalid
+    );
+    assert_eq!(store.get_refresh(&rt2, now + 1).await.unwrap(), None);
+    assert_eq!(store.get_session(&sid).await.unwrap(), None);
+}
+
+/// A token stored for a session that was already revoked (an exchange racing a revocation) is dead
+/// on arrival: no token may survive a revocation.
+pub async fn refresh_put_after_revoke_is_dead(store: Arc<dyn Store>) {
+    let now = t0();
+    let sid = uniq("sid");
+    store.revoke_session(&sid, now + 10_000).await.unwrap();
+    let rt = uniq("rt");
+    store
+        .put_refresh(&rt, &refresh(&sid, 0, now, None))
+        .await
+        .unwrap();
+    assert_eq!(store.get_refresh(&rt, now + 1).await.unwrap(), None);
+    assert_eq!(
+        store
+            .rotate_refresh(&rt, &uniq("rt"), &refresh(&sid, 1, now + 1, None), now + 1)
+            .await
+            .unwrap(),
+        Rotation::Invalid
+    );
+}
+
+/// A token is live while `now < expires_at`; at and after its expiry it neither reads nor rotates,
+/// and the failed rotation neither stores the successor nor counts as a spend (no later `Reused`).
+pub async fn refresh_rotate_after_expiry_is_invalid(store: Arc<dyn Store>) {
+    let now = t0();
+    let sid = uniq("sid");
+    let rt = uniq("rt");
+    let record = refresh(&sid, 0, now, Some(now + 100));
+    store
+        .put_session(&session(&sid, "api", "client", now, now + 1_000))
+        .await
+        .unwrap();
+    store.put_refresh(&rt, &record).await.unwrap();
+    assert_eq!(
+        store.get_refresh(&rt, now + 99).await.unwrap(),
+        Some(record)
+    );
+    assert_eq!(store.get_refresh(&rt, now + 100).await.unwrap(), None);
+    let next = uniq("rt");
+    assert_eq!(
+        store
+            .rotate_refresh(&rt, &next, &refresh(&sid, 1, now + 100, None), now + 100)
+            .await
+            .unwrap(),
+        Rotation::Invalid
+    );
+    assert_eq!(store.get_refresh(&next, now + 100).await.unwrap(), None);
+    assert_eq!(
+        store
+            .rotate_refresh(
+                &rt,
+                &uniq("rt"),
+                &refresh(&sid, 1, now + 101, None),
+                now + 101
+            )
+            .await
+            .unwrap(),
+        Rotation::Invalid
+    );
+    assert!(!store.is_revoked(&sid, "", now + 101));
+}
+
+/// Rotating a token never stored is `Invalid` and stores nothing (the token endpoint probes unknown
+/// tokens this way to tell reuse from garbage).
+pub async fn refresh_rotate_unknown_is_invalid(store: Arc<dyn Store>) {
+    let now = t0();
+    let new_hash = uniq("rt");
+    assert_eq!(
+        store
+            .rotate_refresh(&uniq("rt"), &new_hash, &refresh("", 0, now, Some(now)), now)
+            .await
+            .unwrap(),
+        Rotation::Invalid
+    );
+    assert_eq!(store.get_refresh(&new_hash, now).await.unwrap(), None);
+}
+
+/// A rotated token is no longer a token: `get_refresh` does not return it.
+pub async fn refresh_get_of_rotated_is_none(store: Arc<dyn Store>) {
+    let now = t0();
+    let (sid, rt1, _) = session_with_token(&*store, now).await;
+    let rt2 = uniq("rt");
+    store
+        .rotate_refresh(&rt1, &rt2, &refresh(&sid, 1, now + 1, None), now + 1)
+        .await
+        .unwrap();
+    assert_eq!(store.get_refresh(&rt1, now + 2).await.unwrap(), None);
+    assert!(store.get_refresh(&rt2, now + 2).await.unwrap().is_some());
+}
+
+/// A rotation racing a revocation of its session: whichever wins, no token of the session survives.
+pub async fn refresh_revoke_racing_rotation_leaves_no_token(store: Arc<dyn Store>) {
+    let now = t0();
+    for round in 0..64 {
+        let (sid, rt1, _) = session_with_token(&*store, now).await;
+        let rt2 = uniq("rt");
+        let barrier = Arc::new(Barrier::new(2));
+        let rotate = {
+            let (store, barrier, rt1, rt2) =
+                (store.clone(), barrier.clone(), rt1.clone(), rt2.clone());
+            let new = refresh(&sid, 1, now + 1, None);
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store
+                    .rotate_refresh(&rt1, &rt2, &new, now + 1)
+                    .await
+                    .unwrap()
+            })
+        };
+        let revoke = {
+            let (store, barrier, sid) = (store.clone(), barrier.clone(), sid.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                store.revoke_session(&sid, now + 10_000).await.unwrap();
+            })
+        };
+        let rotation = rotate.await.unwrap();
+        revoke.await.unwrap();
+        assert!(
+            matches!(rotation, Rotation::Rotated(_) | Rotation::Invalid),
+            "round {round}: {rotation:?}"
+        );
+        for hash in [&rt1, &rt2] {
+            assert_eq!(
+                store.get_refresh(hash, now + 2).await.unwrap(),
+                None,
+                "round {round}: a token survived the revocation"
+            );
+        }
+        let rt3 = uniq("rt");
+        assert_eq!(
+            store
+                .rotate_refresh(&rt2, &rt3, &refresh(&sid, 2, now + 2, None), now + 2)
+                .await
+                .unwrap(),
+            Rotation::Invalid,
+            "round {round}: the successor still rotates"
+        );
+        assert_eq!(store.get_refresh(&rt3, now + 2).await.unwrap(), None);
+        assert!(store.is_revoked(&sid, "", now + 2));
+    }
+}
+
+// ------------------------------------------------------------------------------------------------
+// Sessions
+
+/// Sessions are stored whole, replaced by a later put, and unknown sids are `None`.
+pub async fn session_put_get(store: Arc<dyn Store>) {
+    let now = t0();
+    let sid = uniq("sid");
+    assert_eq!(store.get_session(&sid).await.unwrap(), None);
+    let mut s = session(&sid, "api", "client", now, now + 3_600);
+    store.put_session(&s).await.unwrap();
+    assert_eq!(store.get_session(&sid).await.unwrap(), Some(s.clone()));
+    s.scope = "read".into();
+    s.username = None;
+    s.grant = GrantKind::ClientCredentials;
+    store.put_session(&s).await.unwrap();
+    assert_eq!(store.get_session(&sid).await.unwrap(), Some(s));
+}
+
+/// A rotation counts on its session: `refresh_count` + 1, `last_refresh_at` = now, and the session's
+/// expiry never shrinks and covers the new token.
+pub async fn session_rotation_bumps_refresh_count(store: Arc<dyn Store>) {
+    let now = t0();
+    let (sid, rt1, before) = session_with_token(&*store, now).await;
+    let rt2 = uniq("rt");
+    let new = refresh(&sid, 1, now + 100, Some(now + 100 + 20_000));
+    assert!(matches!(
+        store
+            .rotate_refresh(&rt1, &rt2, &new, now + 100)
+            .await
+            .unwrap(),
+        Rotation::Rotated(_)
+    ));
+    let after = store
+        .get_session(&sid)
+        .await
+        .unwrap()
+        .expect("session kept");
+    assert_eq!(after.refresh_count, before.refresh_count + 1);
+    assert_eq!(after.last_refresh_at, Some(now + 100));
+    assert!(after.expires_at >= before.expires_at);
+    assert!(after.expires_at >= now + 100 + 20_000);
+    assert_eq!(
+        (after.sid, after.api_id, after.client_id, after.created_at),
+        (
+            before.sid,
+            before.api_id,
+            before.client_id,
+            before.created_at
+        )
+    );
+    store
+        .rotate_refresh(
+            &rt2,
+            &uniq("rt"),
+            &refresh(&sid, 2, now + 200, None),
+            now + 200,
+        )
+        .await
+        .unwrap();
+    let again = store
+        .get_session(&sid)
+        .await
+        .unwrap()
+        .expect("session kept");
+    assert_eq!(again.refresh_count, before.refresh_count + 2);
+    assert_eq!(again.last_refresh_at, Some(now + 200));
+}
+
+/// `client_sessions` lists the live sessions of exactly one client of one API.
+pub async fn client_sessions_lists_live_only(store: Arc<dyn Store>) {
+    let now = t0();
+    let api = uniq("api");
+    let other_api = uniq("api");
+    let live_a = session(&uniq("sid"), &api, "app", now, now + 1_000);
+    let live_b = session(&uniq("sid"), &api, "app", now + 1, now + 2_000);
+    let expired = session(&uniq("sid"), &api, "app", now - 100, now);
+    let revoked = session(&uniq("sid"), &api, "app", now, now + 1_000);
+    let other_client = session(&uniq("sid"), &api, "other", now, now + 1_000);
+    let same_client_other_api = session(&uniq("sid"), &other_api, "app", now, now + 1_000);
+    for s in [
+        &live_a,
+        &live_b,
+        &expired,
+        &revoked,
+        &other_client,
+        &same_client_other_api,
+    ] {
+        store.put_session(s).await.unwrap();
+    }
+    store
+        .revoke_session(&revoked.sid, now + 1_000)
+        .await
+        .unwrap();
+
+    let mut listed = store.client_sessions(&api, "app", now).await.unwrap();
+    listed.sort_by(|a, b| a.sid.cmp(&b.sid));
+    let mut expected = vec![live_a.clone(), live_b.clone()];
+    expected.sort_by(|a, b| a.sid.cmp(&b.sid));
+    assert_eq!(listed, expected);
+
+    // Later, the first one has expired too.
+    let later = store
+        .client_sessions(&api, "app", now + 1_000)
+        .await
+        .unwrap();
+    assert_eq!(later, vec![live_b]);
+    assert_eq!(
+        store.client_sessions(&api, "nobody", now).await.unwrap(),
+        Vec::<Session>::new()
+    );
+}
+
+// ------------------------------------------------------------------------------------------------
+// Revocation
+
+/// A revoked session is reported (whatever the jti) while `now < until`, then no longer.
+pub async fn revoke_session_until(store: Arc<dyn Store>) {
+    let now = t0();
+    let sid = uniq("sid");
+    assert!(!store.is_revoked(&sid, "", now));
+    store.revoke_session(&sid, now + 100).await.unwrap();
+    assert!(store.is_revoked(&sid, "", now));
+    assert!(store.is_revoked(&sid, &uniq("jti"), now + 99));
+    assert!(!store.is_revoked(&sid, "", now + 100));
+    assert!(!store.is_revoked(&uniq("sid"), "", now));
+}
+
+/// A revoked access token is reported (whatever the sid) while `now < until`, then no longer.
+pub async fn revoke_jti_until(store: Arc<dyn Store>) {
+    let now = t0();
+    let jti = uniq("jti");
+    assert!(!store.is_revoked("any-sid", &jti, now));
+    store.revoke_jti(&jti, now + 100).await.unwrap();
+    assert!(store.is_revoked("any-sid", &jti, now));
+    assert!(store.is_revoked(&uniq("sid"), &jti, now + 99));
+    assert!(!store.is_revoked("any-sid", &jti, now + 100));
+    assert!(!store.is_revoked("any-sid", &uniq("jti"), now));
+}
+
+// ------------------------------------------------------------------------------------------------
+// Dynamic clients
+
+/// Create, read, replace, list, delete.
+pub async fn clients_crud(store: Arc<dyn Store>) {
+    let api = uniq("api");
+    assert_eq!(store.get_client(&api, "c1").await.unwrap(), None);
+    assert_eq!(store.list_clients(&api).await.unwrap(), vec![]);
+
+    let c1 = client(&api, "c1", &["read"]);
+    let c2 = client(&api, "c2", &["read", "write"]);
+    store.put_client(&c1).await.unwrap();
+    store.put_client(&c2).await.unwrap();
+    assert_eq!(
+        store.get_client(&api, "c1").await.unwrap(),
+        Some(c1.clone())
+    );
+
+    let mut c1_replaced = c1.clone();
+    c1_replaced.scopes = vec!["admin".into()];
+    c1_replaced.secret_hash = None;
+    store.put_client(&c1_replaced).await.unwrap();
+    assert_eq!(
+        store.get_client(&api, "c1").await.unwrap(),
+        Some(c1_replaced.clone())
+    );
+
+    let mut listed = store.list_clients(&api).await.unwrap();
+    listed.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+    assert_eq!(listed, vec![c1_replaced, c2.clone()]);
+
+    assert!(store.delete_client(&api, "c1").await.unwrap());
+    assert!(!store.delete_client(&api, "c1").await.unwrap());
+    assert_eq!(store.get_client(&api, "c1").await.unwrap(), None);
+    assert_eq!(store.list_clients(&api).await.unwrap(), vec![c2]);
+    assert!(!store.delete_client(&api, "never-existed").await.unwrap());
+}
+
+/// The same client_id in two APIs is two independent clients.
+pub async fn clients_isolated_per_api(store: Arc<dyn Store>) {
+    let (api1, api2) = (uniq("api"), uniq("api"));
+    let in_api1 = client(&api1, "shared", &["read"]);
+    let in_api2 = client(&api2, "shared", &["write"]);
+    store.put_client(&in_api1).await.unwrap();
+    store.put_client(&in_api2).await.unwrap();
+    assert_eq!(
+        store.get_client(&api1, "shared").await.unwrap(),
+        Some(in_api1.clone())
+    );
+    assert_eq!(
+        store.get_client(&api2, "shared").await.unwrap(),
+        Some(in_api2.clone())
+    );
+    assert_eq!(store.list_clients(&api1).await.unwrap(), vec![in_api1]);
+
+    assert!(store.delete_client(&api1, "shared").await.unwrap());
+    assert_eq!(store.get_client(&api1, "shared").await.unwrap(), None);
+    assert_eq!(
+        store.get_client(&api2, "shared").await.unwrap(),
+        Some(in_api2.clone())
+    );
+    assert_eq!(store.list_clients(&api2).await.unwrap(), vec![in_api2]);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Login failures
+
+/// Failures count within a window that starts at the first failure; after it, the count starts over.
+pub async fn failures_count_and_window(store: Arc<dyn Store>) {
+    let now = t0();
+    let key = uniq("user:api:alice");
+    let other = uniq("ip:api:10.0.0.1");
+    assert_eq!(store.failures(&key, now).await.unwrap(), 0);
+    assert_eq!(store.record_failure(&key, 60, now).await.unwrap(), 1);
+    assert_eq!(store.record_failure(&key, 60, now + 10).await.unwrap(), 2);
+    assert_eq!(store.record_failure(&key, 60, now + 59).await.unwrap(), 3);
+    assert_eq!(store.failures(&key, now + 59).await.unwrap(), 3);
+    assert_eq!(store.failures(&other, now + 59).await.unwrap(), 0);
+    // The window began with the first failure, not the latest one.
+    assert_eq!(store.failures(&key, now + 60).await.unwrap(), 0);
+    assert_eq!(store.record_failure(&key, 60, now + 61).await.unwrap(), 1);
+    assert_eq!(store.failures(&key, now + 62).await.unwrap(), 1);
+    assert_eq!(store.failures(&key, now + 121).await.unwrap(), 0);
+}
+
+/// Clearing forgets a key's failures (and only that key's).
+pub async fn failures_clear(store: Arc<dyn Store>) {
+    let now = t0();
+    let key = uniq("user:api:bob");
+    let other = uniq("user:api:carol");
+    store.record_failure(&key, 300, now).await.unwrap();
+    store.record_failure(&key, 300, now).await.unwrap();
+    store.record_failure(&other, 300, now).await.unwrap();
+    store.clear_failures(&key).await.unwrap();
+    assert_eq!(store.failures(&key, now + 1).await.unwrap(), 0);
+    assert_eq!(store.failures(&other, now + 1).await.unwrap(), 1);
+    assert_eq!(store.record_failure(&key, 300, now + 2).await.unwrap(), 1);
+    // Clearing a key with no failures is fine.
+    store
+        .clear_failures(&uniq("user:api:nobody"))
+        .await
+        .unwrap();
+}
+
+// ------------------------------------------------------------------------------------------------
+// Health
+
+pub async fn ping_ok(store: Arc<dyn Store>) {
+    store.ping().await.unwrap();
+}
+
+// ------------------------------------------------------------------------------------------------
+// Running the suite
+
+/// Expands to one `#[tokio::test]` (multi-thread, 4 workers) per contract function, each with a
+/// store from `$factory` (an expression evaluated inside the async test, so it may `.await`; its
+/// value must coerce to `Arc<dyn Store>`). The list of functions lives here only, shared with
+/// [`run_all`].
+macro_rules! store_contract_tests {
+    ($factory:expr) => {
+        $crate::store::contract::store_contract_tests!(@with_names tests ($factory));
+    };
+    (@with_names $mode:ident $args:tt) => {
+        $crate::store::contract::store_contract_tests!(@$mode $args
+            code_take_once,
+            code_second_take_is_already_used,
+            code_expired_or_unknown_is_unknown,
+            code_concurrent_takes_exactly_one_fresh,
+            refresh_rotation_issues_working_successor,
+            refresh_reuse_revokes_session,
+            refresh_concurrent_rotations_exactly_one,
+            refresh_rotate_after_revoke_is_invalid,
+            refresh_put_after_revoke_is_dead,
+            refresh_rotate_after_expiry_is_invalid,
+            refresh_rotate_unknown_is_invalid,
+            refresh_get_of_rotated_is_none,
+            refresh_revoke_racing_rotation_leaves_no_token,
+            session_put_get,
+            session_rotation_bumps_refresh_count,
+            client_sessions_lists_live_only,
+            revoke_session_until,
+            revoke_jti_until,
+            clients_crud,
+            clients_isolated_per_api,
+            failures_count_and_window,
+            failures_clear,
+            ping_ok,
+        );
+    };
+    (@tests ($factory:expr) $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let store: ::std::sync::Arc<dyn $crate::store::Store> = $factory;
+                $crate::store::contract::$name(store).await;
+            }
+        )*
+    };
+    (@run ($factory:expr) $($name:ident),* $(,)?) => {
+        $(
+            eprintln!("store contract: {}", stringify!($name));
+            $crate::store::contract::$name($factory().await).await;
+        )*
+    };
+}
+pub(crate) use store_contract_tests;
+
+/// Runs every contract function in turn, each with a fresh store from `factory`; panics (naming the
+/// function on stderr just before) at the first failure. Prefer [`store_contract_tests!`] in test
+/// modules: it reports each behaviour separately.
+pub async fn run_all<F, Fut>(factory: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Arc<dyn Store>>,
+{
+    store_contract_tests!(@with_names run (factory));
+}
