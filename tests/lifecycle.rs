@@ -85,32 +85,6 @@ async fn shutdown_finishes_the_request_in_flight_then_stops() {
 }
 
 #[tokio::test]
-async fn health_turns_503_while_draining() {
-    let upstream = Upstream::start().await;
-    let config = ConfigDir::new("limits: { shutdown_grace: 10s }\n");
-    config.api("movies", &open_api("/movies/", &upstream.url()));
-    let mut gw = TestGateway::start(config).await;
-    // Keep one connection busy so draining lasts long enough to ask /health on a connection opened before.
-    let mut conn = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
-    let url = gw.url("/movies/slow");
-    let in_flight =
-        tokio::spawn(async move { get_with(&url, &[("x-test-delay-ms", "800")]).await });
-    assert!(eventually(Duration::from_secs(5), || async { upstream.count() == 1 }).await);
-    gw.begin_shutdown();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    conn.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = conn.read(&mut buf).await.unwrap();
-    let answer = String::from_utf8_lossy(&buf[..n]);
-    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
-    assert_eq!(in_flight.await.unwrap().status, 200);
-    gw.join().await.unwrap();
-}
-
-#[tokio::test]
 async fn admin_api_requires_the_secret() {
     let upstream = Upstream::start().await;
     let config = ConfigDir::new("");
