@@ -26,7 +26,9 @@ impl TokenCache {
     }
 
     pub fn insert(&self, token: &str, claims: Arc<AccessClaims>) {
-        let Ok(mut entries) = self.entries.write() else { return };
+        let Ok(mut entries) = self.entries.write() else {
+            return;
+        };
         if entries.len() >= self.max_entries {
             // Tokens are short-lived; starting over is cheaper than tracking recency, and a miss only
             // costs one signature verification.

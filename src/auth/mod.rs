@@ -29,7 +29,10 @@ pub enum Source {
 
 /// Finds the access token: header, then query, then cookie. The same credential in several places is
 /// refused (DESIGN §5: two different credentials → 400; SECURITY.md: the same token in two places → 400).
-pub fn extract<B>(req: &Request<B>, auth: &AuthConfig) -> Result<Option<(String, Source)>, GatewayError> {
+pub fn extract<B>(
+    req: &Request<B>,
+    auth: &AuthConfig,
+) -> Result<Option<(String, Source)>, GatewayError> {
     let mut found: Vec<(String, Source)> = Vec::new();
     if let Some(source) = &auth.header {
         for value in req.headers().get_all(&source.name) {
@@ -147,14 +150,18 @@ pub fn strip<B>(req: &mut Request<B>, auth: &AuthConfig, source: Source) {
 
 /// The APIs whose tokens this API accepts: itself, `accept_from`, and APIs whose clients' policies
 /// grant access here are checked by the caller through `policy_access`.
-pub fn audiences<'a>(api: &'a ApiDef) -> Vec<&'a str> {
+pub fn audiences(api: &ApiDef) -> Vec<&str> {
     let mut out = vec![api.id.as_str()];
     out.extend(api.auth.accept_from.iter().map(String::as_str));
     out
 }
 
 /// Step one of validation: signature and header, from the cache when the token was seen before.
-pub fn verified(auth: &AuthServer, cache: &TokenCache, token: &str) -> Result<Arc<AccessClaims>, TokenError> {
+pub fn verified(
+    auth: &AuthServer,
+    cache: &TokenCache,
+    token: &str,
+) -> Result<Arc<AccessClaims>, TokenError> {
     if let Some(claims) = cache.get(token) {
         return Ok(claims);
     }
@@ -177,12 +184,40 @@ pub fn check(
     if policy_grants_access {
         accepted.push(claims.aud.as_str());
     }
-    let issuer_of = |aud: &str| config.apis.iter().find(|a| a.id == aud).map(|a| auth.issuer(a));
+    let issuer_of = |aud: &str| {
+        config
+            .apis
+            .iter()
+            .find(|a| a.id == aud)
+            .map(|a| auth.issuer(a))
+    };
     crate::oauth::tokens::check_claims(claims, issuer_of, &accepted, now)?;
     if auth.store.is_revoked(&claims.sid, &claims.jti, now) {
         return Err(TokenError::Revoked);
     }
     Ok(())
+}
+
+/// The value of a claim as a header value: strings as they are, other JSON values in JSON form.
+pub fn claim_value(claims: &AccessClaims, name: &str) -> Option<HeaderValue> {
+    let text = match name {
+        "iss" => claims.iss.clone(),
+        "sub" => claims.sub.clone(),
+        "aud" => claims.aud.clone(),
+        "client_id" => claims.client_id.clone(),
+        "scope" => claims.scope.clone(),
+        "jti" => claims.jti.clone(),
+        "sid" => claims.sid.clone(),
+        "exp" => claims.exp.to_string(),
+        "iat" => claims.iat.to_string(),
+        "nbf" => claims.nbf.to_string(),
+        other => match claims.extra.get(other)? {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Null => return None,
+            value => value.to_string(),
+        },
+    };
+    HeaderValue::from_str(&text).ok()
 }
 
 #[cfg(test)]
@@ -208,9 +243,18 @@ mod tests {
 
     #[test]
     fn the_bearer_scheme_is_case_insensitive() {
-        let req = Request::get("/x").header("authorization", "bEaReR abc").body(()).unwrap();
-        assert_eq!(extract(&req, &auth(None, None)).unwrap(), Some(("abc".into(), Source::Header)));
-        let req = Request::get("/x").header("authorization", "Basic abc").body(()).unwrap();
+        let req = Request::get("/x")
+            .header("authorization", "bEaReR abc")
+            .body(())
+            .unwrap();
+        assert_eq!(
+            extract(&req, &auth(None, None)).unwrap(),
+            Some(("abc".into(), Source::Header))
+        );
+        let req = Request::get("/x")
+            .header("authorization", "Basic abc")
+            .body(())
+            .unwrap();
         assert_eq!(extract(&req, &auth(None, None)).unwrap(), None);
     }
 
@@ -226,37 +270,20 @@ mod tests {
     #[test]
     fn query_and_cookie_credentials_are_stripped() {
         let a = auth(Some("access_token"), Some("tg"));
-        let mut req = Request::get("/x?a=1&access_token=abc&b=2").body(()).unwrap();
+        let mut req = Request::get("/x?a=1&access_token=abc&b=2")
+            .body(())
+            .unwrap();
         let (_, source) = extract(&req, &a).unwrap().unwrap();
         strip(&mut req, &a, source);
         assert_eq!(req.uri().to_string(), "/x?a=1&b=2");
 
-        let mut req = Request::get("/x").header("cookie", "x=1; tg=abc; y=2").body(()).unwrap();
+        let mut req = Request::get("/x")
+            .header("cookie", "x=1; tg=abc; y=2")
+            .body(())
+            .unwrap();
         let (token, source) = extract(&req, &a).unwrap().unwrap();
         assert_eq!(token, "abc");
         strip(&mut req, &a, source);
         assert_eq!(req.headers()["cookie"], "x=1; y=2");
     }
-}
-
-/// The value of a claim as a header value: strings as they are, other JSON values in JSON form.
-pub fn claim_value(claims: &AccessClaims, name: &str) -> Option<HeaderValue> {
-    let text = match name {
-        "iss" => claims.iss.clone(),
-        "sub" => claims.sub.clone(),
-        "aud" => claims.aud.clone(),
-        "client_id" => claims.client_id.clone(),
-        "scope" => claims.scope.clone(),
-        "jti" => claims.jti.clone(),
-        "sid" => claims.sid.clone(),
-        "exp" => claims.exp.to_string(),
-        "iat" => claims.iat.to_string(),
-        "nbf" => claims.nbf.to_string(),
-        other => match claims.extra.get(other)? {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Null => return None,
-            value => value.to_string(),
-        },
-    };
-    HeaderValue::from_str(&text).ok()
 }

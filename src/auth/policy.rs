@@ -15,9 +15,12 @@ use crate::store::{Store, StoreResult};
 
 const DYNAMIC_TTL: Duration = Duration::from_secs(5);
 
+/// (api id, client id) → (policy id, when it was read from the store).
+type DynamicPolicies = HashMap<(String, String), (Option<String>, Instant)>;
+
 #[derive(Default)]
 pub struct ClientPolicies {
-    dynamic: RwLock<HashMap<(String, String), (Option<String>, Instant)>>,
+    dynamic: RwLock<DynamicPolicies>,
 }
 
 impl ClientPolicies {

@@ -45,7 +45,8 @@ impl MemoryLimiter {
         let burst = NonZeroU32::new(rate.rate)?;
         // `rate` requests per `per`, all of them usable at once: emission interval per/rate, burst rate.
         let quota = GcraQuota::with_period(rate.per / rate.rate)?.allow_burst(burst);
-        let limiter = Arc::new(RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>());
+        let limiter =
+            Arc::new(RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>());
         rates.insert((rate.rate, rate.per), limiter.clone());
         Some(limiter)
     }
@@ -73,7 +74,13 @@ impl MemoryLimiter {
         }
     }
 
-    fn check_quota(&self, key: &str, quota: &Quota, now: u64, count: bool) -> Result<Headroom, u64> {
+    fn check_quota(
+        &self,
+        key: &str,
+        quota: &Quota,
+        now: u64,
+        count: bool,
+    ) -> Result<Headroom, u64> {
         let period = quota.period.as_secs().max(1);
         let Ok(mut quotas) = self.quotas.lock() else {
             return Err(1);
@@ -196,10 +203,15 @@ mod tests {
         }
         for _ in 0..5 {
             let d = limiter.check("s", Some(&r), None, 0).await.unwrap();
-            assert!(matches!(d.refused, Some(Refused::RateLimit { retry_after_secs }) if retry_after_secs >= 1 && retry_after_secs <= 20));
+            assert!(
+                matches!(d.refused, Some(Refused::RateLimit { retry_after_secs }) if (1..=20).contains(&retry_after_secs))
+            );
         }
         // Other keys are independent.
-        assert_eq!(limiter.check("t", Some(&r), None, 0).await.unwrap().refused, None);
+        assert_eq!(
+            limiter.check("t", Some(&r), None, 0).await.unwrap().refused,
+            None
+        );
     }
 
     #[tokio::test]
@@ -209,15 +221,47 @@ mod tests {
             max: 2,
             period: Duration::from_secs(100),
         };
-        assert_eq!(limiter.check("s", None, Some(&q), 1000).await.unwrap().quota.unwrap().remaining, 1);
-        assert_eq!(limiter.check("s", None, Some(&q), 1010).await.unwrap().quota.unwrap().remaining, 0);
+        assert_eq!(
+            limiter
+                .check("s", None, Some(&q), 1000)
+                .await
+                .unwrap()
+                .quota
+                .unwrap()
+                .remaining,
+            1
+        );
+        assert_eq!(
+            limiter
+                .check("s", None, Some(&q), 1010)
+                .await
+                .unwrap()
+                .quota
+                .unwrap()
+                .remaining,
+            0
+        );
         let refused = limiter.check("s", None, Some(&q), 1020).await.unwrap();
-        assert_eq!(refused.refused, Some(Refused::Quota { retry_after_secs: 80 }));
+        assert_eq!(
+            refused.refused,
+            Some(Refused::Quota {
+                retry_after_secs: 80
+            })
+        );
         // Refusals did not count: after the window the full quota is back.
         let d = limiter.check("s", None, Some(&q), 1100).await.unwrap();
         assert_eq!(d.refused, None);
         assert_eq!(d.quota.unwrap().remaining, 1);
-        assert_eq!(limiter.peek("s", None, Some(&q), 1100).await.unwrap().quota.unwrap().remaining, 1);
+        assert_eq!(
+            limiter
+                .peek("s", None, Some(&q), 1100)
+                .await
+                .unwrap()
+                .quota
+                .unwrap()
+                .remaining,
+            1
+        );
     }
 
     #[tokio::test]
@@ -230,8 +274,24 @@ mod tests {
         };
         limiter.check("s", Some(&r), Some(&q), 0).await.unwrap();
         for _ in 0..3 {
-            assert!(limiter.check("s", Some(&r), Some(&q), 0).await.unwrap().refused.is_some());
+            assert!(
+                limiter
+                    .check("s", Some(&r), Some(&q), 0)
+                    .await
+                    .unwrap()
+                    .refused
+                    .is_some()
+            );
         }
-        assert_eq!(limiter.peek("s", None, Some(&q), 0).await.unwrap().quota.unwrap().remaining, 9);
+        assert_eq!(
+            limiter
+                .peek("s", None, Some(&q), 0)
+                .await
+                .unwrap()
+                .quota
+                .unwrap()
+                .remaining,
+            9
+        );
     }
 }

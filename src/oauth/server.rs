@@ -77,7 +77,12 @@ impl<'a> From<&'a RuntimeConfig> for Directory<'a> {
 }
 
 impl AuthServer {
-    pub fn new(keys: KeySet, store: Arc<dyn Store>, public_url: &str, notifier: Notifier) -> AuthServer {
+    pub fn new(
+        keys: KeySet,
+        store: Arc<dyn Store>,
+        public_url: &str,
+        notifier: Notifier,
+    ) -> AuthServer {
         AuthServer {
             keys,
             store,
@@ -89,20 +94,36 @@ impl AuthServer {
 
     /// `public_url` + listen path without its trailing `/` (DESIGN §4).
     pub fn issuer(&self, api: &ApiDef) -> String {
-        format!("{}{}", self.public_url, api.listen_path.trim_end_matches('/'))
+        format!(
+            "{}{}",
+            self.public_url,
+            api.listen_path.trim_end_matches('/')
+        )
     }
 
     /// Static clients first (they are read-only), then the store.
-    pub async fn find_client(&self, api: &ApiDef, client_id: &str) -> Result<Option<Client>, StoreError> {
+    pub async fn find_client(
+        &self,
+        api: &ApiDef,
+        client_id: &str,
+    ) -> Result<Option<Client>, StoreError> {
         if let Some(client) = static_client(api, client_id) {
             return Ok(Some(client));
         }
-        Ok(self.store.get_client(&api.id, client_id).await?.map(Client::from))
+        Ok(self
+            .store
+            .get_client(&api.id, client_id)
+            .await?
+            .map(Client::from))
     }
 
     /// Authenticates the caller of the token, revoke or introspect endpoint (RFC 6749 §2.3). Public
     /// clients identify themselves with `client_id` alone.
-    pub async fn authenticate(&self, api: &ApiDef, auth: &ClientAuth) -> Result<Client, OAuthError> {
+    pub async fn authenticate(
+        &self,
+        api: &ApiDef,
+        auth: &ClientAuth,
+    ) -> Result<Client, OAuthError> {
         // Nothing sent at all is answered like Basic, so the client learns how to authenticate.
         let challenge = auth.via_basic || (auth.client_id.is_none() && auth.secret.is_none());
         let fail = || OAuthError::invalid_client(challenge);
@@ -112,7 +133,11 @@ impl AuthServer {
         };
         match (&client.secret_hash, &auth.secret) {
             (Some(phc), Some(secret)) => {
-                if self.secret_cache.verify(&api.id, client_id, phc, secret).await {
+                if self
+                    .secret_cache
+                    .verify(&api.id, client_id, phc, secret)
+                    .await
+                {
                     Ok(client)
                 } else {
                     Err(fail())
@@ -153,9 +178,15 @@ impl AuthServer {
             )));
         }
         let response = match grant {
-            GrantType::ClientCredentials => self.client_credentials(api, oauth, dir, &client, &req, now).await,
+            GrantType::ClientCredentials => {
+                self.client_credentials(api, oauth, dir, &client, &req, now)
+                    .await
+            }
             GrantType::Password => self.password(api, oauth, dir, &client, &req, now).await,
-            GrantType::AuthorizationCode => self.authorization_code(api, oauth, dir, &client, &req, now).await,
+            GrantType::AuthorizationCode => {
+                self.authorization_code(api, oauth, dir, &client, &req, now)
+                    .await
+            }
             GrantType::RefreshToken => self.refresh(api, oauth, dir, &client, &req, now).await,
         }?;
         Ok(response)
@@ -176,7 +207,15 @@ impl AuthServer {
             ));
         }
         let scope = resolve_scope(req.scope.as_deref(), &client_scopes(client, dir), None)?;
-        let session = self.new_session(api, oauth, client, None, &scope, GrantKind::ClientCredentials, now);
+        let session = self.new_session(
+            api,
+            oauth,
+            client,
+            None,
+            &scope,
+            GrantKind::ClientCredentials,
+            now,
+        );
         self.store.put_session(&session).await?;
         // RFC 6749 §4.4.3: no refresh token for client credentials.
         let response = self
@@ -205,8 +244,20 @@ impl AuthServer {
                 LoginError::Invalid => OAuthError::invalid_grant("invalid username or password"),
                 LoginError::Store(err) => err.into(),
             })?;
-        let scope = resolve_scope(req.scope.as_deref(), &client_scopes(client, dir), Some(&user.scopes))?;
-        let session = self.new_session(api, oauth, client, Some(&user.username), &scope, GrantKind::Password, now);
+        let scope = resolve_scope(
+            req.scope.as_deref(),
+            &client_scopes(client, dir),
+            Some(&user.scopes),
+        )?;
+        let session = self.new_session(
+            api,
+            oauth,
+            client,
+            Some(&user.username),
+            &scope,
+            GrantKind::Password,
+            now,
+        );
         self.store.put_session(&session).await?;
         let refresh = issues_refresh(oauth, client);
         let response = self
@@ -243,22 +294,32 @@ impl AuthServer {
                     .revoke_session(&sid, now + session_lifetime(oauth))
                     .await?;
                 tracing::warn!(api = %api.id, client = %client.client_id, "authorization code reused; session revoked");
-                return Err(OAuthError::invalid_grant("the authorization code was already used"));
+                return Err(OAuthError::invalid_grant(
+                    "the authorization code was already used",
+                ));
             }
             CodeTake::Unknown => {
-                return Err(OAuthError::invalid_grant("unknown or expired authorization code"));
+                return Err(OAuthError::invalid_grant(
+                    "unknown or expired authorization code",
+                ));
             }
         };
         if grant.api_id != api.id || grant.client_id != client.client_id {
-            return Err(OAuthError::invalid_grant("the code was issued to another client"));
+            return Err(OAuthError::invalid_grant(
+                "the code was issued to another client",
+            ));
         }
         if grant.redirect_uri != redirect_uri {
-            return Err(OAuthError::invalid_grant("redirect_uri does not match the authorization request"));
+            return Err(OAuthError::invalid_grant(
+                "redirect_uri does not match the authorization request",
+            ));
         }
         match (&grant.code_challenge, &req.code_verifier) {
             (Some(challenge), Some(verifier)) => {
                 if !pkce::verify_s256(verifier, challenge) {
-                    return Err(OAuthError::invalid_grant("code_verifier does not match the code_challenge"));
+                    return Err(OAuthError::invalid_grant(
+                        "code_verifier does not match the code_challenge",
+                    ));
                 }
             }
             (Some(_), None) => return Err(OAuthError::invalid_grant("code_verifier is missing")),
@@ -269,7 +330,10 @@ impl AuthServer {
             }
             (None, None) => {}
         }
-        let user = dir.users.iter().find(|u| u.username == grant.username && !u.disabled);
+        let user = dir
+            .users
+            .iter()
+            .find(|u| u.username == grant.username && !u.disabled);
         let Some(user) = user else {
             return Err(OAuthError::invalid_grant("the user no longer exists"));
         };
@@ -308,15 +372,24 @@ impl AuthServer {
             return self.refresh_reuse_or_invalid(&old_hash, now).await;
         };
         if old.api_id != api.id || old.client_id != client.client_id {
-            return Err(OAuthError::invalid_grant("the refresh token was issued to another client"));
+            return Err(OAuthError::invalid_grant(
+                "the refresh token was issued to another client",
+            ));
         }
         if let Some(max) = oauth.max_refreshes
             && old.generation >= max
         {
-            return Err(OAuthError::invalid_grant("the refresh limit of this session is reached"));
+            return Err(OAuthError::invalid_grant(
+                "the refresh limit of this session is reached",
+            ));
         }
         let old_scopes: Vec<String> = split_scope(&old.scope);
-        let scope = match req.scope.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+        let scope = match req
+            .scope
+            .as_deref()
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+        {
             None => old_scopes.clone(),
             Some(requested) => {
                 let requested = split_scope(requested);
@@ -338,11 +411,17 @@ impl AuthServer {
             expires_at: oauth.refresh_token_ttl.map(|ttl| now + ttl.as_secs()),
             ..old.clone()
         };
-        match self.store.rotate_refresh(&old_hash, &new_hash, &new_record, now).await? {
+        match self
+            .store
+            .rotate_refresh(&old_hash, &new_hash, &new_record, now)
+            .await?
+        {
             Rotation::Rotated(_) => {}
             Rotation::Reused { sid } => {
                 tracing::warn!(api = %api.id, client = %client.client_id, sid = %sid, "refresh token reused; session revoked");
-                return Err(OAuthError::invalid_grant("the refresh token was already used"));
+                return Err(OAuthError::invalid_grant(
+                    "the refresh token was already used",
+                ));
             }
             Rotation::Invalid => return Err(OAuthError::invalid_grant("invalid refresh token")),
         }
@@ -359,7 +438,9 @@ impl AuthServer {
             self.store
                 .revoke_session(&old.sid, now + session_lifetime(oauth))
                 .await?;
-            return Err(OAuthError::invalid_grant("the user no longer exists or is disabled"));
+            return Err(OAuthError::invalid_grant(
+                "the user no longer exists or is disabled",
+            ));
         }
         let access = self.access_token(api, oauth, client, &session, user, now)?;
         let response = TokenResponse {
@@ -386,7 +467,11 @@ impl AuthServer {
         Ok(response)
     }
 
-    async fn refresh_reuse_or_invalid(&self, old_hash: &str, now: u64) -> Result<TokenResponse, OAuthError> {
+    async fn refresh_reuse_or_invalid(
+        &self,
+        old_hash: &str,
+        now: u64,
+    ) -> Result<TokenResponse, OAuthError> {
         // A rotation attempt on a spent token is how the store detects (and punishes) reuse.
         let probe = RefreshToken {
             sid: String::new(),
@@ -399,12 +484,19 @@ impl AuthServer {
             expires_at: Some(now),
         };
         let unused_hash = secrets::sha256_hex(secrets::random_token(OPAQUE_TOKEN_BYTES).as_bytes());
-        match self.store.rotate_refresh(old_hash, &unused_hash, &probe, now).await? {
-            Rotation::Reused { .. } => Err(OAuthError::invalid_grant("the refresh token was already used")),
+        match self
+            .store
+            .rotate_refresh(old_hash, &unused_hash, &probe, now)
+            .await?
+        {
+            Rotation::Reused { .. } => Err(OAuthError::invalid_grant(
+                "the refresh token was already used",
+            )),
             _ => Err(OAuthError::invalid_grant("invalid refresh token")),
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn new_session(
         &self,
         api: &ApiDef,
@@ -508,7 +600,13 @@ impl AuthServer {
         })
     }
 
-    fn notify_new(&self, api: &ApiDef, session: &Session, response: &TokenResponse, code: Option<&str>) {
+    fn notify_new(
+        &self,
+        api: &ApiDef,
+        session: &Session,
+        response: &TokenResponse,
+        code: Option<&str>,
+    ) {
         self.notifier.send(
             api,
             Notification {
@@ -540,8 +638,14 @@ impl AuthServer {
         let ip_key = format!("ip:{}:{}", api.id, client_ip);
         // Never fail open: a storage error here refuses the login.
         let (by_user, by_ip) = (
-            self.store.failures(&user_key, now).await.map_err(LoginError::Store)?,
-            self.store.failures(&ip_key, now).await.map_err(LoginError::Store)?,
+            self.store
+                .failures(&user_key, now)
+                .await
+                .map_err(LoginError::Store)?,
+            self.store
+                .failures(&ip_key, now)
+                .await
+                .map_err(LoginError::Store)?,
         );
         if by_user >= MAX_LOGIN_FAILURES || by_ip >= MAX_LOGIN_FAILURES {
             return Err(LoginError::Throttled);
@@ -560,7 +664,10 @@ impl AuthServer {
         .unwrap_or(false);
         match user {
             Some(user) if verified && !user.disabled => {
-                self.store.clear_failures(&user_key).await.map_err(LoginError::Store)?;
+                self.store
+                    .clear_failures(&user_key)
+                    .await
+                    .map_err(LoginError::Store)?;
                 Ok(user)
             }
             _ => {
@@ -602,8 +709,11 @@ impl AuthServer {
                     return Ok(());
                 }
             } else if let Ok(claims) = tokens::verify_signature(&self.keys, token) {
-                if claims.aud == api.id && claims.client_id == caller.client_id && claims.exp > now {
-                    self.store.revoke_jti(&claims.jti, claims.exp + tokens::LEEWAY_SECS).await?;
+                if claims.aud == api.id && claims.client_id == caller.client_id && claims.exp > now
+                {
+                    self.store
+                        .revoke_jti(&claims.jti, claims.exp + tokens::LEEWAY_SECS)
+                        .await?;
                     self.notify_revoke(api, caller, &claims.sid, Some(claims.sub.clone()));
                 }
                 return Ok(());
@@ -643,7 +753,11 @@ impl AuthServer {
             if aud == api.id {
                 return Some(self.issuer(api));
             }
-            config.apis.iter().find(|a| a.id == aud).map(|a| self.issuer(a))
+            config
+                .apis
+                .iter()
+                .find(|a| a.id == aud)
+                .map(|a| self.issuer(a))
         };
         tokens::check_claims(&claims, issuer_of, audiences, now)?;
         if self.store.is_revoked(&claims.sid, &claims.jti, now) {
@@ -664,7 +778,9 @@ impl AuthServer {
         let inactive = json!({"active": false});
         // A JWT is never a refresh token here, whatever the hint says (the hint is only a hint).
         if tokens::looks_like_jwt(token) {
-            if let Ok(claims) = self.validate_access_token(token, api, config, &[api.id.as_str()], now) {
+            if let Ok(claims) =
+                self.validate_access_token(token, api, config, &[api.id.as_str()], now)
+            {
                 // client_credentials tokens carry the client as `sub`; only user tokens have a username.
                 let username = (claims.sub != claims.client_id).then(|| claims.sub.clone());
                 let mut body = json!({
@@ -775,7 +891,10 @@ pub enum LoginError {
 pub fn throttled() -> OAuthError {
     OAuthError {
         retry_after: Some(LOGIN_WINDOW_SECS),
-        ..OAuthError::new(OAuthErrorCode::SlowDown, "too many failed logins; try again later")
+        ..OAuthError::new(
+            OAuthErrorCode::SlowDown,
+            "too many failed logins; try again later",
+        )
     }
 }
 
@@ -788,7 +907,9 @@ fn oauth_of(api: &ApiDef) -> Result<&OAuthConfig, OAuthError> {
 fn required<'a>(value: &'a Option<String>, name: &str) -> Result<&'a str, OAuthError> {
     match value.as_deref() {
         Some(v) if !v.is_empty() => Ok(v),
-        _ => Err(OAuthError::invalid_request(format!("the {name} parameter is missing"))),
+        _ => Err(OAuthError::invalid_request(format!(
+            "the {name} parameter is missing"
+        ))),
     }
 }
 
@@ -869,8 +990,14 @@ mod tests {
 
     #[test]
     fn scope_defaults_to_the_client_scopes() {
-        assert_eq!(resolve_scope(None, &v(&["read", "write"]), None).unwrap(), v(&["read", "write"]));
-        assert_eq!(resolve_scope(Some(""), &v(&["read"]), None).unwrap(), v(&["read"]));
+        assert_eq!(
+            resolve_scope(None, &v(&["read", "write"]), None).unwrap(),
+            v(&["read", "write"])
+        );
+        assert_eq!(
+            resolve_scope(Some(""), &v(&["read"]), None).unwrap(),
+            v(&["read"])
+        );
     }
 
     #[test]
@@ -881,7 +1008,12 @@ mod tests {
 
     #[test]
     fn user_scopes_narrow_silently() {
-        let granted = resolve_scope(Some("read write"), &v(&["read", "write"]), Some(&v(&["read"]))).unwrap();
+        let granted = resolve_scope(
+            Some("read write"),
+            &v(&["read", "write"]),
+            Some(&v(&["read"])),
+        )
+        .unwrap();
         assert_eq!(granted, v(&["read"]));
     }
 

@@ -56,7 +56,9 @@ pub enum CodeTake {
     /// First redemption: the code is now spent.
     Fresh(AuthCode),
     /// The code was redeemed before; the session it started (`sid`) must be revoked.
-    AlreadyUsed { sid: String },
+    AlreadyUsed {
+        sid: String,
+    },
     Unknown,
 }
 
@@ -152,7 +154,12 @@ pub trait Store: Send + Sync + 'static {
     async fn put_session(&self, session: &Session) -> StoreResult<()>;
     async fn get_session(&self, sid: &str) -> StoreResult<Option<Session>>;
     /// Live (not revoked, not expired) sessions of one client of one API.
-    async fn client_sessions(&self, api_id: &str, client_id: &str, now: u64) -> StoreResult<Vec<Session>>;
+    async fn client_sessions(
+        &self,
+        api_id: &str,
+        client_id: &str,
+        now: u64,
+    ) -> StoreResult<Vec<Session>>;
 
     // --- refresh tokens
     async fn put_refresh(&self, token_hash: &str, token: &RefreshToken) -> StoreResult<()>;
