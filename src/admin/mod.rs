@@ -47,10 +47,13 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Result<Response<Bod
         (&Method::POST, ["reload"]) => Ok(reload(gateway).await),
         (_, ["health" | "metrics" | "apis" | "reload"]) => Err(GatewayError::MethodNotAllowed),
         (&Method::POST, ["apis", api, "oauth", "authorize-client"]) => {
-            let body = http_body_util::BodyExt::collect(http_body_util::Limited::new(req.into_body(), 64 * 1024))
-                .await
-                .map_err(|_| GatewayError::PayloadTooLarge { limit: 64 * 1024 })?
-                .to_bytes();
+            let body = http_body_util::BodyExt::collect(http_body_util::Limited::new(
+                req.into_body(),
+                64 * 1024,
+            ))
+            .await
+            .map_err(|_| GatewayError::PayloadTooLarge { limit: 64 * 1024 })?
+            .to_bytes();
             crate::oauth::authorize::authorize_client(gateway, &gateway.runtime(), api, &body).await
         }
         (_, ["apis", api, "clients", rest @ ..]) => {
