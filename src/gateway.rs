@@ -12,9 +12,9 @@ use arc_swap::ArcSwap;
 use crate::admin::metrics::{ApiMetrics, Metrics};
 use crate::auth::cache::TokenCache;
 use crate::auth::policy::ClientPolicies;
+use crate::config::{ApiDef, Config, ConfigErrors, ConfigProblem, GatewaySettings, RuntimeConfig};
 use crate::limits::Limiter;
 use crate::oauth::AuthServer;
-use crate::config::{ApiDef, Config, ConfigErrors, ConfigProblem, GatewaySettings, RuntimeConfig};
 use crate::proxy::forward::UpstreamClient;
 use crate::proxy::path::Router;
 

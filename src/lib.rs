@@ -68,7 +68,8 @@ fn open_store(config: &config::StorageConfig) -> Result<Arc<dyn store::Store>, R
     match config {
         config::StorageConfig::Memory => Ok(Arc::new(store::memory::MemoryStore::new())),
         config::StorageConfig::Redis(_) => Err(RunError::Storage(
-            "the redis backend is not available in this build yet; use storage.backend: memory".into(),
+            "the redis backend is not available in this build yet; use storage.backend: memory"
+                .into(),
         )),
     }
 }

@@ -302,6 +302,9 @@ async fn deleting_a_client_revokes_its_sessions_and_tokens() {
     let secret = body["client_secret"].as_str().unwrap().to_owned();
     let access = token(&gw, &id, &secret).await;
     assert_eq!(introspect(&gw, &access).await["active"], true);
+    let bearer = format!("Bearer {access}");
+    let before = get_with(&gw.url("/movies/films"), &[("authorization", &bearer)]).await;
+    assert_eq!(before.status, 200, "the proxy accepts the client's token");
 
     let deleted = gw
         .admin_send("DELETE", &format!("/apis/movies/clients/{id}"), None)
@@ -310,6 +313,8 @@ async fn deleting_a_client_revokes_its_sessions_and_tokens() {
     assert!(deleted.body.is_empty());
 
     assert_eq!(introspect(&gw, &access).await, json!({"active": false}));
+    let after = get_with(&gw.url("/movies/films"), &[("authorization", &bearer)]).await;
+    assert_eq!(after.status, 401, "tokens of a deleted client stop working at the proxy");
     assert!(
         gw.admin_get(&format!("/apis/movies/clients/{id}/sessions"))
             .await

@@ -17,7 +17,8 @@ async fn json_access_logs_never_contain_credentials_and_sigterm_exits_cleanly() 
     let upstream = Upstream::start().await;
     let config = ConfigDir::new("");
     // Replace the test default log level with JSON at info.
-    let yaml = std::fs::read_to_string(config.gateway_yaml()).unwrap()
+    let yaml = std::fs::read_to_string(config.gateway_yaml())
+        .unwrap()
         .replace("log: { level: warn }", "log: { level: info, format: json }");
     config.write("gateway.yaml", &yaml);
     let hash = tollgate::oauth::secrets::hash_secret(SECRET).unwrap();
@@ -46,7 +47,9 @@ async fn json_access_logs_never_contain_credentials_and_sigterm_exits_cleanly() 
     });
     let mut lines: Vec<String> = Vec::new();
     let addr = loop {
-        let line = rx.recv_timeout(Duration::from_secs(30)).expect("the gateway logs its address");
+        let line = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the gateway logs its address");
         let value: serde_json::Value = serde_json::from_str(&line).expect("every log line is JSON");
         lines.push(line);
         if value["message"] == "proxy listening" {
@@ -65,18 +68,35 @@ async fn json_access_logs_never_contain_credentials_and_sigterm_exits_cleanly() 
     )
     .await;
     assert_eq!(token_response.status, 200, "{}", token_response.text());
-    let token = token_response.json()["access_token"].as_str().unwrap().to_string();
+    let token = token_response.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string();
 
     let by_query = get(&format!("{base}/movies/x?access_token={token}&page=2")).await;
     assert_eq!(by_query.status, 200);
-    assert_eq!(upstream.last().target, "/x?page=2", "the credential is stripped from the query");
-    let by_header = get_with(&format!("{base}/movies/y"), &[("authorization", &format!("Bearer {token}"))]).await;
+    assert_eq!(
+        upstream.last().target,
+        "/x?page=2",
+        "the credential is stripped from the query"
+    );
+    let by_header = get_with(
+        &format!("{base}/movies/y"),
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await;
     assert_eq!(by_header.status, 200);
 
     // SIGTERM: drain and exit 0.
-    let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(exit.success(), "tollgate exited with {exit:?}");
     lines.extend(rx.try_iter());
 

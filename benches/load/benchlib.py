@@ -6,8 +6,14 @@ Subcommands (all print to stdout):
   wait-http URL [SECONDS]           poll URL until it answers 200 (exit 1 on timeout)
   cpu PID                           utime+stime clock ticks of PID and its direct children
   rss PID                           VmRSS (KiB) of PID and its direct children, VmHWM of PID, open fds
-  record TSV SCENARIO TARGET ROUND CPU_BEFORE CPU_AFTER WRK_OUTPUT
-                                    parse one wrk run, append one row to TSV, print a one-line summary
+  corestat CORE                     "busy,total" clock ticks of one CPU core from /proc/stat
+  wait-idle MAX_SECONDS MAX_BUSY_PCT
+                                    wait until the whole machine is busier than MAX_BUSY_PCT no more
+                                    (2 s samples), at most MAX_SECONDS; prints the busy % it ended on
+  record TSV SCENARIO TARGET ROUND CPU_BEFORE CPU_AFTER CORE_BEFORE CORE_AFTER WRK_OUTPUT
+                                    parse one wrk run, append one row to TSV, print a one-line summary;
+                                    CORE_*: corestat of the proxy core, to tell how much of that core
+                                    went to anything but the proxy (other work on the shared machine)
   report TSV                        markdown tables, one per scenario, with ratios to nginx
   median-rps TSV SCENARIO TARGET    median requests/s of the valid runs (integer, 0 if none)
   latency-table TARGET=FILE...      markdown table of oha's p50/p99/p99.9, added over the first target
@@ -33,6 +39,7 @@ COLUMNS = [
     "non2xx",
     "socket_errors",
     "void",
+    "other_on_proxy_core_pct",
 ]
 
 
@@ -127,7 +134,36 @@ def parse_wrk(text):
     return requests, seconds, rps, non2xx, socket_errors
 
 
-def record(tsv, scenario, target, rnd, before, after, wrk_file):
+def _cpu_lines():
+    with open("/proc/stat") as f:
+        return {line.split()[0]: [int(v) for v in line.split()[1:]] for line in f if line.startswith("cpu")}
+
+
+def _busy_total(values):
+    # user nice system idle iowait irq softirq steal …; guest time is already inside user.
+    idle = values[3] + values[4]
+    total = sum(values[:8])
+    return total - idle, total
+
+
+def corestat(core):
+    busy, total = _busy_total(_cpu_lines()[f"cpu{core}"])
+    print(f"{busy},{total}")
+
+
+def wait_idle(max_seconds, max_busy_pct):
+    deadline = time.monotonic() + float(max_seconds)
+    while True:
+        b0, t0 = _busy_total(_cpu_lines()["cpu"])
+        time.sleep(2)
+        b1, t1 = _busy_total(_cpu_lines()["cpu"])
+        busy = 100.0 * (b1 - b0) / max(1, t1 - t0)
+        if busy <= float(max_busy_pct) or time.monotonic() >= deadline:
+            print(f"{busy:.0f}")
+            return 0
+
+
+def record(tsv, scenario, target, rnd, before, after, core_before, core_after, wrk_file):
     with open(wrk_file) as f:
         text = f.read()
     requests, seconds, rps, non2xx, socket_errors = parse_wrk(text)
@@ -140,7 +176,22 @@ def record(tsv, scenario, target, rnd, before, after, wrk_file):
     if requests == 0:
         reasons.append("no requests")
     void = "; ".join(reasons)
-    row = [scenario, target, rnd, str(requests), f"{seconds:.2f}", f"{rps:.1f}", ticks, str(non2xx), str(socket_errors), void]
+    cb, ct = (int(v) for v in core_before.split(","))
+    ca, cta = (int(v) for v in core_after.split(","))
+    other = max(0.0, 100.0 * ((ca - cb) - (int(ticks) if ticks else 0)) / max(1, cta - ct))
+    row = [
+        scenario,
+        target,
+        rnd,
+        str(requests),
+        f"{seconds:.2f}",
+        f"{rps:.1f}",
+        ticks,
+        str(non2xx),
+        str(socket_errors),
+        void,
+        f"{other:.0f}",
+    ]
     new = not os.path.exists(tsv)
     with open(tsv, "a") as f:
         if new:
@@ -149,7 +200,10 @@ def record(tsv, scenario, target, rnd, before, after, wrk_file):
     cpu_text = ""
     if ticks and requests:
         cpu_text = f", CPU {int(ticks) * 1e6 / CLK_TCK / requests:.2f} µs/req"
-    print(f"  {scenario}/{target} round {rnd}: {rps:,.0f} req/s ({requests} requests{cpu_text})" + (f"  VOID: {void}" if void else ""))
+    print(
+        f"  {scenario}/{target} round {rnd}: {rps:,.0f} req/s ({requests} requests{cpu_text}; "
+        f"other work on the proxy core {other:.0f}%)" + (f"  VOID: {void}" if void else "")
+    )
 
 
 def _read_rows(tsv):
@@ -183,20 +237,24 @@ def report(tsv):
                 for r in valid
                 if r["cpu_ticks"] and int(r["requests"]) > 0
             ]
-            stats[target] = (len(valid), len(trows), rps, cpu, [r for r in trows if r["void"]])
+            other = [float(r.get("other_on_proxy_core_pct") or 0) for r in trows]
+            stats[target] = (len(valid), len(trows), rps, cpu, [r for r in trows if r["void"]], max(other))
         ref = stats.get("nginx")
         ref_rps = statistics.median(ref[2]) if ref and ref[2] else None
         ref_cpu = statistics.median(ref[3]) if ref and ref[3] else None
         print(f"\n### scenario: {scenario}\n")
-        print("| target | valid runs | requests/s median (min–max) | req/s ÷ nginx | CPU µs/request median (min–max) | CPU ÷ nginx |")
-        print("|---|---|---|---|---|---|")
+        print(
+            "| target | valid runs | requests/s median (min–max) | req/s ÷ nginx | CPU µs/request median (min–max) "
+            "| CPU ÷ nginx | other work on proxy core, max |"
+        )
+        print("|---|---|---|---|---|---|---|")
         for target in targets:
-            n_valid, n_all, rps, cpu, _ = stats[target]
+            n_valid, n_all, rps, cpu, _, other = stats[target]
             rps_ratio = f"{statistics.median(rps) / ref_rps:.2f}" if rps and ref_rps else "—"
             cpu_ratio = f"{statistics.median(cpu) / ref_cpu:.2f}" if cpu and ref_cpu else "—"
             print(
                 f"| {target} | {n_valid}/{n_all} | {_median_range(rps, lambda v: f'{v:,.0f}')} | {rps_ratio} | "
-                f"{_median_range(cpu, lambda v: f'{v:.2f}')} | {cpu_ratio} |"
+                f"{_median_range(cpu, lambda v: f'{v:.2f}')} | {cpu_ratio} | {other:.0f}% |"
             )
         voids = [(t, r) for t in targets for r in stats[t][4]]
         if voids:
@@ -254,6 +312,10 @@ def main(argv):
         cpu(*args)
     elif cmd == "rss":
         rss(*args)
+    elif cmd == "corestat":
+        corestat(*args)
+    elif cmd == "wait-idle":
+        return wait_idle(*args)
     elif cmd == "record":
         record(*args)
     elif cmd == "report":

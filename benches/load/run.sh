@@ -12,6 +12,7 @@
 #   WRK_THREADS [1] wrk threads                          LOAD_CORE [0] PROXY_CORE [1]
 #   RSS_CONNECTIONS [1000] RSS_DURATION [10s]  the RSS step (keep-alive connections, length)
 #   OHA_DURATION [10s]  latency step, only when `oha` is installed
+#   IDLE_MAX_WAIT [300] IDLE_BUSY_PCT [15]  before each run, wait until other work uses ≤ 15% of the machine
 #   SKIP_BUILD [0]  use the existing target/release/tollgate   KEEP_WORKDIR [0]  keep the temp dir
 #   OUT_DIR [target/bench-load/<timestamp>]  where results.tsv, report.md and raw outputs are copied
 #
@@ -33,6 +34,8 @@ PROXY_CORE="${PROXY_CORE:-1}"
 RSS_CONNECTIONS="${RSS_CONNECTIONS:-1000}"
 RSS_DURATION="${RSS_DURATION:-10s}"
 OHA_DURATION="${OHA_DURATION:-10s}"
+IDLE_MAX_WAIT="${IDLE_MAX_WAIT:-300}"
+IDLE_BUSY_PCT="${IDLE_BUSY_PCT:-15}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
 KEEP_WORKDIR="${KEEP_WORKDIR:-0}"
 OUT_DIR="${OUT_DIR:-$ROOT/target/bench-load/$(date +%Y%m%d-%H%M%S)}"
@@ -299,6 +302,18 @@ cpu_of() { # cpu_of TARGET → ticks, or "-" when the target's CPU is not measur
   if [ -n "$pid" ]; then python3 "$LIB" cpu "$pid"; else echo -; fi
 }
 
+# The machine is shared: before each measured run (our servers idle), wait until the rest of the
+# machine is quiet, at most IDLE_MAX_WAIT seconds. Runs that still overlapped other work show it in the
+# "other work on the proxy core" column.
+wait_idle() {
+  local busy
+  busy="$(python3 "$LIB" wait-idle "$IDLE_MAX_WAIT" "$IDLE_BUSY_PCT")"
+  if [ "$busy" -gt "$IDLE_BUSY_PCT" ]; then
+    log "warning: machine still ${busy}% busy after waiting ${IDLE_MAX_WAIT}s; measuring anyway"
+    echo "- a run started while the machine was ${busy}% busy with other work (waited ${IDLE_MAX_WAIT}s)" >>"$WORK/notes.md"
+  fi
+}
+
 # compare SCENARIO TARGET...: warm-up of each target, then ROUNDS alternations, rows into RESULTS.
 compare() {
   local scenario="$1" target round out before after
@@ -315,10 +330,14 @@ compare() {
   for round in $(seq "$ROUNDS"); do
     for target in "$@"; do
       out="$WORK/raw/$scenario-$target-$round.txt"
+      wait_idle
       before="$(cpu_of "$target")"
+      core_before="$(python3 "$LIB" corestat "$PROXY_CORE")"
       run_wrk "$out" "$CONNECTIONS" "$DURATION" "${TARGET_URL[$target]}"
+      core_after="$(python3 "$LIB" corestat "$PROXY_CORE")"
       after="$(cpu_of "$target")"
-      python3 "$LIB" record "$RESULTS" "$scenario" "$target" "$round" "$before" "$after" "$out" >&2 || {
+      python3 "$LIB" record "$RESULTS" "$scenario" "$target" "$round" "$before" "$after" \
+        "$core_before" "$core_after" "$out" >&2 || {
         cat "$out" >&2
         die "could not parse wrk output of $scenario/$target round $round"
       }

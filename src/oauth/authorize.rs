@@ -148,7 +148,8 @@ impl AuthorizeParams {
     /// The `client_id` worth looking up: present, not repeated, syntactically a client id (DESIGN §4a).
     pub fn lookup_client_id(&self) -> Option<&str> {
         let id = self.client_id.as_deref()?;
-        let well_formed = (1..=128).contains(&id.len()) && id.bytes().all(|b| (0x21..=0x7E).contains(&b));
+        let well_formed =
+            (1..=128).contains(&id.len()) && id.bytes().all(|b| (0x21..=0x7E).contains(&b));
         (well_formed && !self.is_repeated("client_id")).then_some(id)
     }
 
@@ -220,7 +221,9 @@ pub fn validate_authorize_request(
         return Err(page("The client_id parameter is repeated."));
     }
     let Some(client_id) = params.client_id.as_deref() else {
-        return Err(page("The request does not name the application (client_id is missing)."));
+        return Err(page(
+            "The request does not name the application (client_id is missing).",
+        ));
     };
     let client = match client {
         Some(client) if client.client_id == client_id => client,
@@ -249,7 +252,9 @@ pub fn validate_authorize_request(
         description: description.to_string(),
         state: params.echo_state(),
     };
-    use OAuthErrorCode::{InvalidRequest, InvalidScope, UnauthorizedClient, UnsupportedResponseType};
+    use OAuthErrorCode::{
+        InvalidRequest, InvalidScope, UnauthorizedClient, UnsupportedResponseType,
+    };
     if let Some(name) = params.repeated.first() {
         // Only known names go into the description (it must stay within RFC 6749's character set).
         let description = match AuthorizeParams::NAMES.iter().find(|n| *n == name) {
@@ -259,7 +264,12 @@ pub fn validate_authorize_request(
         return Err(fail(InvalidRequest, &description));
     }
     match params.response_type.as_deref() {
-        None => return Err(fail(InvalidRequest, "the response_type parameter is missing")),
+        None => {
+            return Err(fail(
+                InvalidRequest,
+                "the response_type parameter is missing",
+            ));
+        }
         Some("code") => {}
         Some(_) => {
             return Err(fail(
@@ -423,7 +433,12 @@ pub fn error_redirect_url(
 }
 
 /// The success redirect of RFC 6749 §4.1.2 with RFC 9207's `iss`.
-pub fn code_redirect_url(redirect_uri: &str, code: &str, state: Option<&str>, issuer: &str) -> String {
+pub fn code_redirect_url(
+    redirect_uri: &str,
+    code: &str,
+    state: Option<&str>,
+    issuer: &str,
+) -> String {
     let mut pairs = vec![("code", code)];
     if let Some(state) = state {
         pairs.push(("state", state));
@@ -499,8 +514,12 @@ async fn issue_code(
 ) -> Result<String, StoreError> {
     // Validation already refused scopes outside the client's, so this cannot fail; fall back to
     // nothing rather than to more.
-    let granted = resolve_scope(valid.scope.as_deref(), &valid.client_scopes, Some(&user.scopes))
-        .unwrap_or_default();
+    let granted = resolve_scope(
+        valid.scope.as_deref(),
+        &valid.client_scopes,
+        Some(&user.scopes),
+    )
+    .unwrap_or_default();
     let code = secrets::random_token(CODE_BYTES);
     let record = AuthCode {
         api_id: api.id.clone(),
@@ -535,7 +554,9 @@ pub async fn handle(
     };
     match (req.method(), &oauth.login) {
         (&Method::GET, _) => authorize_get(gateway, runtime, api, oauth, &req).await,
-        (&Method::POST, LoginMode::Builtin) => authorize_post(gateway, runtime, api, oauth, req, conn).await,
+        (&Method::POST, LoginMode::Builtin) => {
+            authorize_post(gateway, runtime, api, oauth, req, conn).await
+        }
         _ => Err(GatewayError::MethodNotAllowed),
     }
 }
@@ -577,7 +598,12 @@ async fn authorize_post(
     req: Request<Incoming>,
     conn: ConnInfo,
 ) -> Result<Response<Body>, GatewayError> {
-    let ip = client_ip(req.headers(), conn.peer.ip(), &runtime.config.trusted_proxies).to_string();
+    let ip = client_ip(
+        req.headers(),
+        conn.peer.ip(),
+        &runtime.config.trusted_proxies,
+    )
+    .to_string();
     // The form is the whole request: the query string of a POST is not read.
     let (_, mut form) = read_form(req).await.map_err(|err| match err {
         GatewayError::OAuth(err) => page_error(StatusCode::BAD_REQUEST, err.description, None),
@@ -742,7 +768,11 @@ fn refuse(
     }
 }
 
-fn page_error(status: StatusCode, description: impl Into<String>, retry_after_secs: Option<u64>) -> GatewayError {
+fn page_error(
+    status: StatusCode,
+    description: impl Into<String>,
+    retry_after_secs: Option<u64>,
+) -> GatewayError {
     GatewayError::AuthorizePage {
         status,
         description: description.into(),
@@ -767,7 +797,10 @@ fn redirect(status: StatusCode, location: &str) -> Result<Response<Body>, Gatewa
     headers.insert(header::LOCATION, location);
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     Ok(response)
 }
 
@@ -813,11 +846,16 @@ pub async fn authorize_client(
         )));
     };
     let mut de = serde_json::Deserializer::from_slice(body);
-    let request: AuthorizeClientRequest = serde_path_to_error::deserialize(&mut de).map_err(|err| {
-        let path = err.path().to_string();
-        let field = if path == "." { "body".to_string() } else { path };
-        GatewayError::InvalidInput(format!("{field}: {}", err.into_inner()))
-    })?;
+    let request: AuthorizeClientRequest =
+        serde_path_to_error::deserialize(&mut de).map_err(|err| {
+            let path = err.path().to_string();
+            let field = if path == "." {
+                "body".to_string()
+            } else {
+                path
+            };
+            GatewayError::InvalidInput(format!("{field}: {}", err.into_inner()))
+        })?;
     de.end()
         .map_err(|err| GatewayError::InvalidInput(format!("body: {err}")))?;
     let params = AuthorizeParams::from_pairs(
@@ -825,7 +863,10 @@ pub async fn authorize_client(
             ("client_id", Some(request.client_id)),
             ("redirect_uri", Some(request.redirect_uri)),
             // The identity provider may pass the original request on as it came, or leave it out.
-            ("response_type", Some(request.response_type.unwrap_or_else(|| "code".into()))),
+            (
+                "response_type",
+                Some(request.response_type.unwrap_or_else(|| "code".into())),
+            ),
             ("scope", request.scope),
             ("state", request.state),
             ("code_challenge", request.code_challenge),
@@ -836,7 +877,11 @@ pub async fn authorize_client(
     );
     let dir = Directory::from(&*runtime.config);
     let client = match params.lookup_client_id() {
-        Some(id) => gateway.auth.find_client(api, id).await.map_err(OAuthError::from)?,
+        Some(id) => gateway
+            .auth
+            .find_client(api, id)
+            .await
+            .map_err(OAuthError::from)?,
         None => None,
     };
     let valid = validate_authorize_request(&params, client.as_ref(), oauth, &dir)
@@ -927,7 +972,11 @@ mod tests {
         AuthorizeParams::from_pairs(pairs)
     }
 
-    fn check(params: &AuthorizeParams, client: Option<&Client>, pkce: PkceMode) -> Result<ValidAuthorize, AuthorizeError> {
+    fn check(
+        params: &AuthorizeParams,
+        client: Option<&Client>,
+        pkce: PkceMode,
+    ) -> Result<ValidAuthorize, AuthorizeError> {
         let dir = Directory {
             users: &[],
             policies: &[],
@@ -935,7 +984,9 @@ mod tests {
         validate_authorize_request(params, client, &oauth(pkce), &dir)
     }
 
-    fn redirect_error(result: Result<ValidAuthorize, AuthorizeError>) -> (OAuthErrorCode, Option<String>) {
+    fn redirect_error(
+        result: Result<ValidAuthorize, AuthorizeError>,
+    ) -> (OAuthErrorCode, Option<String>) {
         match result {
             Err(AuthorizeError::Redirect { code, state, .. }) => (code, state),
             other => panic!("expected an error redirect, got {other:?}"),
@@ -954,18 +1005,38 @@ mod tests {
         assert_eq!(valid.state.as_deref(), Some("xyz"));
         assert_eq!(valid.code_challenge.as_deref(), Some(CHALLENGE));
         // No scope: everything the client may have.
-        let valid = check(&with(&[("scope", None)]), Some(&client(true)), PkceMode::Required).unwrap();
-        assert_eq!(valid.offered_scopes, vec!["read".to_string(), "write".to_string()]);
+        let valid = check(
+            &with(&[("scope", None)]),
+            Some(&client(true)),
+            PkceMode::Required,
+        )
+        .unwrap();
+        assert_eq!(
+            valid.offered_scopes,
+            vec!["read".to_string(), "write".to_string()]
+        );
     }
 
     #[test]
     fn unknown_or_missing_client_is_a_page() {
         assert!(is_page(check(&with(&[]), None, PkceMode::Required)));
-        assert!(is_page(check(&with(&[("client_id", None)]), Some(&client(true)), PkceMode::Required)));
-        assert!(is_page(check(&with(&[("client_id", Some("other"))]), Some(&client(true)), PkceMode::Required)));
+        assert!(is_page(check(
+            &with(&[("client_id", None)]),
+            Some(&client(true)),
+            PkceMode::Required
+        )));
+        assert!(is_page(check(
+            &with(&[("client_id", Some("other"))]),
+            Some(&client(true)),
+            PkceMode::Required
+        )));
         let mut repeated = good();
         repeated.push(("client_id", "app".into()));
-        assert!(is_page(check(&AuthorizeParams::from_pairs(repeated), Some(&client(true)), PkceMode::Required)));
+        assert!(is_page(check(
+            &AuthorizeParams::from_pairs(repeated),
+            Some(&client(true)),
+            PkceMode::Required
+        )));
     }
 
     #[test]
@@ -994,11 +1065,21 @@ mod tests {
             "https://app.example/cb2?tenant=a&x=1",
             " https://app.example/cb",
         ] {
-            assert!(!redirect_uri_matches("https://app.example/cb", bad), "{bad}");
+            assert!(
+                !redirect_uri_matches("https://app.example/cb", bad),
+                "{bad}"
+            );
             let params = with(&[("redirect_uri", Some(bad))]);
-            assert!(is_page(check(&params, Some(&client(true)), PkceMode::Required)), "{bad}");
+            assert!(
+                is_page(check(&params, Some(&client(true)), PkceMode::Required)),
+                "{bad}"
+            );
         }
-        assert!(is_page(check(&with(&[("redirect_uri", None)]), Some(&client(true)), PkceMode::Required)));
+        assert!(is_page(check(
+            &with(&[("redirect_uri", None)]),
+            Some(&client(true)),
+            PkceMode::Required
+        )));
         // A registered URI with its own query matches exactly.
         let params = with(&[("redirect_uri", Some("https://app.example/cb2?tenant=a"))]);
         assert!(check(&params, Some(&client(true)), PkceMode::Required).is_ok());
@@ -1006,10 +1087,22 @@ mod tests {
 
     #[test]
     fn loopback_redirects_may_change_only_the_port() {
-        assert!(redirect_uri_matches("http://127.0.0.1/native", "http://127.0.0.1:51234/native"));
-        assert!(redirect_uri_matches("http://127.0.0.1:80/native", "http://127.0.0.1:51234/native"));
-        assert!(redirect_uri_matches("http://[::1]:8000/native", "http://[::1]:9/native"));
-        assert!(redirect_uri_matches("http://[::1]:8000/native", "http://[::1]/native"));
+        assert!(redirect_uri_matches(
+            "http://127.0.0.1/native",
+            "http://127.0.0.1:51234/native"
+        ));
+        assert!(redirect_uri_matches(
+            "http://127.0.0.1:80/native",
+            "http://127.0.0.1:51234/native"
+        ));
+        assert!(redirect_uri_matches(
+            "http://[::1]:8000/native",
+            "http://[::1]:9/native"
+        ));
+        assert!(redirect_uri_matches(
+            "http://[::1]:8000/native",
+            "http://[::1]/native"
+        ));
         for bad in [
             "http://127.0.0.1:51234/other",
             "http://127.0.0.1:51234/native/",
@@ -1025,10 +1118,16 @@ mod tests {
             "http://127.0.0.1.evil.example/native",
             "http://user@127.0.0.1:80/native",
         ] {
-            assert!(!redirect_uri_matches("http://127.0.0.1/native", bad), "{bad}");
+            assert!(
+                !redirect_uri_matches("http://127.0.0.1/native", bad),
+                "{bad}"
+            );
         }
         // Only the IP literals get this; `localhost` must match exactly.
-        assert!(!redirect_uri_matches("http://localhost/cb", "http://localhost:8080/cb"));
+        assert!(!redirect_uri_matches(
+            "http://localhost/cb",
+            "http://localhost:8080/cb"
+        ));
         let params = with(&[("redirect_uri", Some("http://127.0.0.1:49152/native"))]);
         let valid = check(&params, Some(&client(true)), PkceMode::Required).unwrap();
         assert_eq!(valid.redirect_uri, "http://127.0.0.1:49152/native");
@@ -1036,17 +1135,29 @@ mod tests {
 
     #[test]
     fn response_type_must_be_code() {
-        let (code, state) = redirect_error(check(&with(&[("response_type", Some("token"))]), Some(&client(true)), PkceMode::Required));
+        let (code, state) = redirect_error(check(
+            &with(&[("response_type", Some("token"))]),
+            Some(&client(true)),
+            PkceMode::Required,
+        ));
         assert_eq!(code, OAuthErrorCode::UnsupportedResponseType);
         assert_eq!(state.as_deref(), Some("xyz"));
-        let (code, _) = redirect_error(check(&with(&[("response_type", None)]), Some(&client(true)), PkceMode::Required));
+        let (code, _) = redirect_error(check(
+            &with(&[("response_type", None)]),
+            Some(&client(true)),
+            PkceMode::Required,
+        ));
         assert_eq!(code, OAuthErrorCode::InvalidRequest);
     }
 
     #[test]
     fn scope_beyond_the_client_is_invalid_scope() {
         for scope in ["admin", "read admin", "READ"] {
-            let (code, _) = redirect_error(check(&with(&[("scope", Some(scope))]), Some(&client(true)), PkceMode::Required));
+            let (code, _) = redirect_error(check(
+                &with(&[("scope", Some(scope))]),
+                Some(&client(true)),
+                PkceMode::Required,
+            ));
             assert_eq!(code, OAuthErrorCode::InvalidScope, "{scope}");
         }
     }
@@ -1075,40 +1186,88 @@ mod tests {
         assert!(check(&with(&none), Some(&confidential), PkceMode::Optional).is_ok());
         // plain, unknown, lower-case, missing method: refused.
         for method in [Some("plain"), Some("s256"), Some("S512"), None] {
-            invalid(&[("code_challenge_method", method)], &confidential, PkceMode::Optional);
+            invalid(
+                &[("code_challenge_method", method)],
+                &confidential,
+                PkceMode::Optional,
+            );
         }
-        invalid(&[("code_challenge", None), ("code_challenge_method", Some("plain"))], &confidential, PkceMode::Optional);
-        invalid(&[("code_challenge", None)], &confidential, PkceMode::Optional);
+        invalid(
+            &[
+                ("code_challenge", None),
+                ("code_challenge_method", Some("plain")),
+            ],
+            &confidential,
+            PkceMode::Optional,
+        );
+        invalid(
+            &[("code_challenge", None)],
+            &confidential,
+            PkceMode::Optional,
+        );
         // A challenge that cannot be an S256 digest.
-        invalid(&[("code_challenge", Some("too-short"))], &public, PkceMode::Required);
-        invalid(&[("code_challenge", Some(&format!("{CHALLENGE}=")))], &public, PkceMode::Required);
+        invalid(
+            &[("code_challenge", Some("too-short"))],
+            &public,
+            PkceMode::Required,
+        );
+        invalid(
+            &[("code_challenge", Some(&format!("{CHALLENGE}=")))],
+            &public,
+            PkceMode::Required,
+        );
     }
 
     #[test]
     fn repeated_parameters_are_invalid_request() {
         let mut pairs = good();
         pairs.push(("scope", "write".into()));
-        let (code, state) = redirect_error(check(&AuthorizeParams::from_pairs(pairs), Some(&client(true)), PkceMode::Required));
+        let (code, state) = redirect_error(check(
+            &AuthorizeParams::from_pairs(pairs),
+            Some(&client(true)),
+            PkceMode::Required,
+        ));
         assert_eq!(code, OAuthErrorCode::InvalidRequest);
         assert_eq!(state.as_deref(), Some("xyz"));
         // A repeated state is not echoed (which one would it be?).
         let mut pairs = good();
         pairs.push(("state", "other".into()));
-        let (_, state) = redirect_error(check(&AuthorizeParams::from_pairs(pairs), Some(&client(true)), PkceMode::Required));
+        let (_, state) = redirect_error(check(
+            &AuthorizeParams::from_pairs(pairs),
+            Some(&client(true)),
+            PkceMode::Required,
+        ));
         assert_eq!(state, None);
         // Unknown parameters are ignored, but not repeated.
         let mut pairs = good();
         pairs.push(("prompt", "login".into()));
-        assert!(check(&AuthorizeParams::from_pairs(pairs.clone()), Some(&client(true)), PkceMode::Required).is_ok());
+        assert!(
+            check(
+                &AuthorizeParams::from_pairs(pairs.clone()),
+                Some(&client(true)),
+                PkceMode::Required
+            )
+            .is_ok()
+        );
         pairs.push(("prompt", "none".into()));
-        let result = check(&AuthorizeParams::from_pairs(pairs), Some(&client(true)), PkceMode::Required);
+        let result = check(
+            &AuthorizeParams::from_pairs(pairs),
+            Some(&client(true)),
+            PkceMode::Required,
+        );
         match result {
-            Err(AuthorizeError::Redirect { description, .. }) => assert_eq!(description, "a parameter is repeated"),
+            Err(AuthorizeError::Redirect { description, .. }) => {
+                assert_eq!(description, "a parameter is repeated")
+            }
             other => panic!("{other:?}"),
         }
         let mut pairs = good();
         pairs.push(("redirect_uri", "https://app.example/cb".into()));
-        assert!(is_page(check(&AuthorizeParams::from_pairs(pairs), Some(&client(true)), PkceMode::Required)));
+        assert!(is_page(check(
+            &AuthorizeParams::from_pairs(pairs),
+            Some(&client(true)),
+            PkceMode::Required
+        )));
     }
 
     #[test]
@@ -1123,7 +1282,12 @@ mod tests {
     #[test]
     fn redirect_urls_are_encoded_and_keep_the_registered_query() {
         assert_eq!(
-            code_redirect_url("https://app.example/cb", "c0de", Some("a b&c=d<"), "http://gw/movies"),
+            code_redirect_url(
+                "https://app.example/cb",
+                "c0de",
+                Some("a b&c=d<"),
+                "http://gw/movies"
+            ),
             "https://app.example/cb?code=c0de&state=a+b%26c%3Dd%3C&iss=http%3A%2F%2Fgw%2Fmovies"
         );
         assert_eq!(
@@ -1147,8 +1311,18 @@ mod tests {
         let params = with(&[]);
         let token = csrf_token("movies", &params, 1000);
         assert!(verify_csrf(Some(&token), "movies", &params, 1000));
-        assert!(verify_csrf(Some(&token), "movies", &params, 1000 + CSRF_TTL_SECS));
-        assert!(!verify_csrf(Some(&token), "movies", &params, 1001 + CSRF_TTL_SECS));
+        assert!(verify_csrf(
+            Some(&token),
+            "movies",
+            &params,
+            1000 + CSRF_TTL_SECS
+        ));
+        assert!(!verify_csrf(
+            Some(&token),
+            "movies",
+            &params,
+            1001 + CSRF_TTL_SECS
+        ));
         assert!(!verify_csrf(Some(&token), "movies", &params, 900));
         assert!(!verify_csrf(None, "movies", &params, 1000));
         assert!(!verify_csrf(Some(""), "movies", &params, 1000));
@@ -1163,11 +1337,19 @@ mod tests {
             ("state", None),
             ("code_challenge", None),
         ] {
-            assert!(!verify_csrf(Some(&token), "movies", &with(&[(name, value)]), 1000), "{name}");
+            assert!(
+                !verify_csrf(Some(&token), "movies", &with(&[(name, value)]), 1000),
+                "{name}"
+            );
         }
         // Moving the time into the MAC's input is not possible without the key.
         let (_, mac) = token.split_once('.').unwrap();
-        assert!(!verify_csrf(Some(&format!("1500.{mac}")), "movies", &params, 1500));
+        assert!(!verify_csrf(
+            Some(&format!("1500.{mac}")),
+            "movies",
+            &params,
+            1500
+        ));
         // Flipping a character of the MAC.
         let mut forged = token.clone();
         let last = forged.pop().unwrap();

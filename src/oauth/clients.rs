@@ -112,7 +112,8 @@ impl SecretCache {
     }
 
     fn entry_key(&self, api_id: &str, client_id: &str, phc: &str, secret: &str) -> [u8; 32] {
-        let mut message = Vec::with_capacity(api_id.len() + client_id.len() + phc.len() + secret.len() + 3);
+        let mut message =
+            Vec::with_capacity(api_id.len() + client_id.len() + phc.len() + secret.len() + 3);
         for part in [api_id, client_id, phc, secret] {
             message.extend_from_slice(part.as_bytes());
             message.push(0);
@@ -137,9 +138,10 @@ impl SecretCache {
             return true;
         }
         let (phc_owned, secret_owned) = (phc.to_string(), secret.to_string());
-        let ok = tokio::task::spawn_blocking(move || secrets::verify_secret(&phc_owned, &secret_owned))
-            .await
-            .unwrap_or(false);
+        let ok =
+            tokio::task::spawn_blocking(move || secrets::verify_secret(&phc_owned, &secret_owned))
+                .await
+                .unwrap_or(false);
         if ok && let Ok(mut entries) = self.entries.lock() {
             if entries.len() >= self.max_entries {
                 entries.retain(|_, until| *until > now);

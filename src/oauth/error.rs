@@ -80,7 +80,10 @@ impl OAuthError {
     pub fn invalid_client(basic: bool) -> OAuthError {
         OAuthError {
             basic_challenge: basic,
-            ..OAuthError::new(OAuthErrorCode::InvalidClient, "client authentication failed")
+            ..OAuthError::new(
+                OAuthErrorCode::InvalidClient,
+                "client authentication failed",
+            )
         }
     }
 

@@ -99,7 +99,10 @@ pub fn metadata_response(gateway: &Gateway, api: &ApiDef) -> Response<Body> {
 fn public_json(mut response: Response<Body>) -> Response<Body> {
     let headers = response.headers_mut();
     headers.remove(header::PRAGMA);
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
     response
 }
 
@@ -120,7 +123,12 @@ async fn token(
 ) -> Result<Response<Body>, GatewayError> {
     only(&req, &[Method::POST])?;
     refuse_credentials_in_query(&req)?;
-    let ip = client_ip(req.headers(), conn.peer.ip(), &runtime.config.trusted_proxies).to_string();
+    let ip = client_ip(
+        req.headers(),
+        conn.peer.ip(),
+        &runtime.config.trusted_proxies,
+    )
+    .to_string();
     let (headers, mut form) = read_form(req).await?;
     let client = client_auth(&headers, &mut form)?;
     let grant_type = form
@@ -146,7 +154,11 @@ async fn token(
     Ok(json_response(StatusCode::OK, &body))
 }
 
-async fn revoke(gateway: &Gateway, api: &ApiDef, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
+async fn revoke(
+    gateway: &Gateway,
+    api: &ApiDef,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, GatewayError> {
     only(&req, &[Method::POST])?;
     refuse_credentials_in_query(&req)?;
     let (headers, mut form) = read_form(req).await?;
@@ -158,7 +170,13 @@ async fn revoke(gateway: &Gateway, api: &ApiDef, req: Request<Incoming>) -> Resu
     let caller = gateway.auth.authenticate(api, &auth).await?;
     gateway
         .auth
-        .revoke(api, &caller, &token, form.get("token_type_hint").map(String::as_str), now())
+        .revoke(
+            api,
+            &caller,
+            &token,
+            form.get("token_type_hint").map(String::as_str),
+            now(),
+        )
         .await?;
     let mut response = Response::new(empty());
     response
@@ -228,7 +246,10 @@ fn is_admin(gateway: &Gateway, headers: &HeaderMap) -> bool {
         .and_then(|v| v.split_once(' '))
         .is_some_and(|(scheme, secret)| {
             scheme.eq_ignore_ascii_case("bearer")
-                && super::secrets::constant_time_eq(secret.trim().as_bytes(), admin.secret.as_bytes())
+                && super::secrets::constant_time_eq(
+                    secret.trim().as_bytes(),
+                    admin.secret.as_bytes(),
+                )
         })
 }
 
@@ -240,7 +261,13 @@ fn refuse_credentials_in_query<B>(req: &Request<B>) -> Result<(), GatewayError> 
     for (name, _) in form_urlencoded::parse(query.as_bytes()) {
         if matches!(
             name.as_ref(),
-            "client_secret" | "client_id" | "password" | "code" | "refresh_token" | "token" | "code_verifier"
+            "client_secret"
+                | "client_id"
+                | "password"
+                | "code"
+                | "refresh_token"
+                | "token"
+                | "code_verifier"
         ) {
             return Err(OAuthError::invalid_request(format!(
                 "{name} must be sent in the request body, not in the URL"
@@ -253,7 +280,9 @@ fn refuse_credentials_in_query<B>(req: &Request<B>) -> Result<(), GatewayError> 
 
 /// Reads an `application/x-www-form-urlencoded` body (bounded) into a map; repeated parameters are
 /// refused (RFC 6749 §3.1).
-pub async fn read_form(req: Request<Incoming>) -> Result<(HeaderMap, HashMap<String, String>), GatewayError> {
+pub async fn read_form(
+    req: Request<Incoming>,
+) -> Result<(HeaderMap, HashMap<String, String>), GatewayError> {
     let (parts, body) = req.into_parts();
     let content_type = parts
         .headers
@@ -282,7 +311,9 @@ pub fn parse_pairs(bytes: &[u8]) -> Result<HashMap<String, String>, GatewayError
     let mut form = HashMap::new();
     for (name, value) in form_urlencoded::parse(bytes) {
         if form.insert(name.to_string(), value.to_string()).is_some() {
-            return Err(OAuthError::invalid_request(format!("the {name} parameter is repeated")).into());
+            return Err(
+                OAuthError::invalid_request(format!("the {name} parameter is repeated")).into(),
+            );
         }
     }
     Ok(form)
@@ -290,7 +321,10 @@ pub fn parse_pairs(bytes: &[u8]) -> Result<HashMap<String, String>, GatewayError
 
 /// Client credentials from HTTP Basic (form-urlencoded, then base64: RFC 6749 §2.3.1) and/or the form.
 /// Using both methods is refused, except that a `client_id` in the body naming the same client is fine.
-pub fn client_auth(headers: &HeaderMap, form: &mut HashMap<String, String>) -> Result<ClientAuth, GatewayError> {
+pub fn client_auth(
+    headers: &HeaderMap,
+    form: &mut HashMap<String, String>,
+) -> Result<ClientAuth, GatewayError> {
     let form_id = form.remove("client_id");
     let form_secret = form.remove("client_secret");
     let basic = headers
@@ -313,12 +347,16 @@ pub fn client_auth(headers: &HeaderMap, form: &mut HashMap<String, String>) -> R
     let id = form_decode(id).ok_or_else(malformed)?;
     let secret = form_decode(secret).ok_or_else(malformed)?;
     if form_secret.is_some() {
-        return Err(OAuthError::invalid_request("use one client authentication method, not two").into());
+        return Err(
+            OAuthError::invalid_request("use one client authentication method, not two").into(),
+        );
     }
     if let Some(form_id) = form_id
         && form_id != id
     {
-        return Err(OAuthError::invalid_request("client_id in the body differs from HTTP Basic").into());
+        return Err(
+            OAuthError::invalid_request("client_id in the body differs from HTTP Basic").into(),
+        );
     }
     Ok(ClientAuth {
         client_id: Some(id),
@@ -390,6 +428,9 @@ mod tests {
         assert_eq!(Endpoint::from_rest("oauth/token"), Some(Endpoint::Token));
         assert_eq!(Endpoint::from_rest("oauth/token/"), Some(Endpoint::Token));
         assert_eq!(Endpoint::from_rest("oauth/tokens"), None);
-        assert_eq!(Endpoint::from_rest(".well-known/jwks.json"), Some(Endpoint::Jwks));
+        assert_eq!(
+            Endpoint::from_rest(".well-known/jwks.json"),
+            Some(Endpoint::Jwks)
+        );
     }
 }

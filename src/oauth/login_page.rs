@@ -12,8 +12,7 @@ use http::{Response, StatusCode};
 use crate::http_util::{Body, full};
 
 /// No script, no images, no framing; inline style only; forms may post only to this origin.
-pub const CONTENT_SECURITY_POLICY: &str =
-    "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 /// The policy of the login page itself. Chrome and Safari apply `form-action` to the redirects that
 /// follow a form submission too (w3c/webappsec-csp#8), and the login form ends in a 303 to the client's
@@ -59,7 +58,8 @@ pub fn form_action_source(uri: &str) -> Option<String> {
         && host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-'));
-    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
+    let port_ok =
+        port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()));
     if !host_ok || !port_ok {
         return None;
     }
@@ -123,7 +123,9 @@ pub fn render(page: &LoginPage<'_>) -> String {
     html.push_str("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n");
     html.push_str("<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n");
     html.push_str("<meta name=\"referrer\" content=\"no-referrer\">\n");
-    html.push_str(&format!("<title>Sign in to {api}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n"));
+    html.push_str(&format!(
+        "<title>Sign in to {api}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n"
+    ));
     html.push_str(&format!("<h1>Sign in to {api}</h1>\n"));
     html.push_str(&format!(
         "<p>The application <strong>{client}</strong> asks for access to your account.</p>\n"
@@ -207,7 +209,11 @@ pub fn error_page(status: StatusCode, message: &str) -> String {
 
 /// An HTML response with the pages' security headers and [`CONTENT_SECURITY_POLICY`].
 pub fn html_response(status: StatusCode, html: String) -> Response<Body> {
-    with_csp(status, html, HeaderValue::from_static(CONTENT_SECURITY_POLICY))
+    with_csp(
+        status,
+        html,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    )
 }
 
 /// The login page: as [`html_response`], with [`login_page_csp`] for the request's redirect URI.
@@ -229,8 +235,14 @@ fn with_csp(status: StatusCode, html: String, csp: HeaderValue) -> Response<Body
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
     response
 }
 
@@ -254,13 +266,19 @@ mod tests {
 
     #[test]
     fn escapes_markup_and_quotes() {
-        assert_eq!(escape(r#"<a href="x">'&'</a>"#), "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;");
+        assert_eq!(
+            escape(r#"<a href="x">'&'</a>"#),
+            "&lt;a href=&quot;x&quot;&gt;&#39;&amp;&#39;&lt;/a&gt;"
+        );
     }
 
     #[test]
     fn every_echoed_value_is_escaped() {
         let scopes = vec!["read".to_string(), "<b>".to_string()];
-        let hidden = [("state", "\"><script>alert(1)</script>"), ("client_id", "app")];
+        let hidden = [
+            ("state", "\"><script>alert(1)</script>"),
+            ("client_id", "app"),
+        ];
         let html = render(&page(&hidden, &scopes));
         assert!(!html.contains("<script>"), "{html}");
         assert!(!html.contains("<b>"), "{html}");
@@ -293,12 +311,34 @@ mod tests {
 
     #[test]
     fn form_action_allows_the_redirect_origin() {
-        assert_eq!(form_action_source("https://app.example/cb?x=1").as_deref(), Some("https://app.example"));
-        assert_eq!(form_action_source("http://127.0.0.1:5000/cb").as_deref(), Some("http://127.0.0.1:5000"));
-        assert_eq!(form_action_source("HTTPS://App.example:8443").as_deref(), Some("https://App.example:8443"));
-        assert_eq!(form_action_source("http://[::1]:8000/cb").as_deref(), Some("http:"));
-        assert_eq!(form_action_source("com.example.app:/oauth2redirect").as_deref(), Some("com.example.app:"));
-        for bad in ["https://a b/", "https://x;y/", "https://u@h/", "https://h:8x/", "no-scheme", "1x:/a"] {
+        assert_eq!(
+            form_action_source("https://app.example/cb?x=1").as_deref(),
+            Some("https://app.example")
+        );
+        assert_eq!(
+            form_action_source("http://127.0.0.1:5000/cb").as_deref(),
+            Some("http://127.0.0.1:5000")
+        );
+        assert_eq!(
+            form_action_source("HTTPS://App.example:8443").as_deref(),
+            Some("https://App.example:8443")
+        );
+        assert_eq!(
+            form_action_source("http://[::1]:8000/cb").as_deref(),
+            Some("http:")
+        );
+        assert_eq!(
+            form_action_source("com.example.app:/oauth2redirect").as_deref(),
+            Some("com.example.app:")
+        );
+        for bad in [
+            "https://a b/",
+            "https://x;y/",
+            "https://u@h/",
+            "https://h:8x/",
+            "no-scheme",
+            "1x:/a",
+        ] {
             assert_eq!(form_action_source(bad), None, "{bad}");
         }
         assert_eq!(
@@ -310,9 +350,15 @@ mod tests {
 
     #[test]
     fn pages_carry_security_headers() {
-        let response = html_response(StatusCode::BAD_REQUEST, error_page(StatusCode::BAD_REQUEST, "<bad>"));
+        let response = html_response(
+            StatusCode::BAD_REQUEST,
+            error_page(StatusCode::BAD_REQUEST, "<bad>"),
+        );
         let headers = response.headers();
-        assert_eq!(headers[header::CONTENT_SECURITY_POLICY], CONTENT_SECURITY_POLICY);
+        assert_eq!(
+            headers[header::CONTENT_SECURITY_POLICY],
+            CONTENT_SECURITY_POLICY
+        );
         assert_eq!(headers[header::X_FRAME_OPTIONS], "DENY");
         assert_eq!(headers[header::CACHE_CONTROL], "no-store");
         assert!(error_page(StatusCode::BAD_REQUEST, "<bad>").contains("&lt;bad&gt;"));

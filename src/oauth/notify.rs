@@ -90,7 +90,10 @@ impl Notifier {
 
 /// `sha256=<hex HMAC-SHA256(shared_secret, body)>`.
 pub fn signature(secret: &str, body: &[u8]) -> String {
-    format!("sha256={}", secrets::hmac_sha256_hex(secret.as_bytes(), body))
+    format!(
+        "sha256={}",
+        secrets::hmac_sha256_hex(secret.as_bytes(), body)
+    )
 }
 
 async fn deliver(mut rx: mpsc::Receiver<Job>) {

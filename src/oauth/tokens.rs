@@ -85,7 +85,8 @@ pub fn verify_signature(keys: &KeySet, token: &str) -> Result<AccessClaims, Toke
     }
     let typ = header.get("typ").and_then(Value::as_str).unwrap_or("");
     // RFC 9068 §4: "at+jwt" or its media-type form, compared case-insensitively.
-    if !(typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYP) || typ.eq_ignore_ascii_case("application/at+jwt"))
+    if !(typ.eq_ignore_ascii_case(ACCESS_TOKEN_TYP)
+        || typ.eq_ignore_ascii_case("application/at+jwt"))
     {
         return Err(TokenError::WrongType);
     }
@@ -103,13 +104,13 @@ pub fn verify_signature(keys: &KeySet, token: &str) -> Result<AccessClaims, Toke
     validation.validate_nbf = false;
     validation.validate_aud = false;
     validation.required_spec_claims.clear();
-    let data = jsonwebtoken::decode::<Value>(token, key.decoding_key(), &validation).map_err(|e| {
-        match e.kind() {
+    let data = jsonwebtoken::decode::<Value>(token, key.decoding_key(), &validation).map_err(
+        |e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::InvalidSignature => TokenError::BadSignature,
             jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => TokenError::WrongAlgorithm,
             _ => TokenError::Malformed,
-        }
-    })?;
+        },
+    )?;
     let claims = data.claims;
     for name in ["exp", "nbf", "iat"] {
         if !claims.get(name).is_some_and(Value::is_u64) {

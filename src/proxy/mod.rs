@@ -23,14 +23,14 @@ use tracing::Instrument;
 use crate::admin::metrics::Rejection;
 use crate::auth;
 use crate::config::{ApiDef, AuthType, UpstreamTarget};
-use crate::limits;
-use crate::oauth::tokens::TokenError;
-use crate::store::StoreError;
 use crate::error::{GatewayError, json_response};
 use crate::gateway::{ApiRoute, Gateway, Runtime};
 use crate::http_util::Body;
+use crate::limits;
 use crate::oauth;
+use crate::oauth::tokens::TokenError;
 use crate::server::ConnInfo;
+use crate::store::StoreError;
 use headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 
 /// Entry point of the proxy listener: never fails, every outcome is a response.
@@ -68,7 +68,10 @@ pub async fn handle(
     {
         let headers = response.headers_mut();
         headers.insert("x-ratelimit-limit", HeaderValue::from(headroom.limit));
-        headers.insert("x-ratelimit-remaining", HeaderValue::from(headroom.remaining));
+        headers.insert(
+            "x-ratelimit-remaining",
+            HeaderValue::from(headroom.remaining),
+        );
         headers.insert("x-ratelimit-reset", HeaderValue::from(headroom.reset_secs));
     }
 
@@ -131,9 +134,18 @@ async fn lifecycle(
     }
 
     // RFC 8414 §3: metadata of the API whose listen path follows the well-known prefix.
-    if let Some(lp) = req.uri().path().strip_prefix("/.well-known/oauth-authorization-server/") {
+    if let Some(lp) = req
+        .uri()
+        .path()
+        .strip_prefix("/.well-known/oauth-authorization-server/")
+    {
         let lp = format!("/{}/", lp.trim_end_matches('/'));
-        if let Some(api) = runtime.config.apis.iter().find(|a| a.listen_path == lp && a.oauth.is_some()) {
+        if let Some(api) = runtime
+            .config
+            .apis
+            .iter()
+            .find(|a| a.listen_path == lp && a.oauth.is_some())
+        {
             return Ok(oauth::handlers::metadata_response(gateway, api));
         }
         return Err(GatewayError::NotFound);
@@ -196,7 +208,12 @@ async fn lifecycle(
             .map_err(|err| invalid_token(gateway, api, &err))?;
         let policy_id = gateway
             .client_policies
-            .policy_id(&runtime.config, gateway.auth.store.as_ref(), &claims.aud, &claims.client_id)
+            .policy_id(
+                &runtime.config,
+                gateway.auth.store.as_ref(),
+                &claims.aud,
+                &claims.client_id,
+            )
             .await
             .map_err(storage_unavailable)?;
         let policy = auth::policy::find(&runtime.config, policy_id.as_deref());
@@ -224,7 +241,12 @@ async fn lifecycle(
         if rate.is_some() || quota.is_some() {
             let decision = gateway
                 .limiter
-                .check(&format!("session:{}", claims.sid), rate.as_ref(), quota.as_ref(), now)
+                .check(
+                    &format!("session:{}", claims.sid),
+                    rate.as_ref(),
+                    quota.as_ref(),
+                    now,
+                )
                 .await
                 .map_err(storage_unavailable)?;
             refuse_if_limited(gateway, api, &decision)?;
@@ -292,17 +314,27 @@ fn storage_unavailable(err: StoreError) -> GatewayError {
 }
 
 /// 429 with `Retry-After` and `X-RateLimit-*` when a rate limit or quota refused the request.
-fn refuse_if_limited(gateway: &Gateway, api: &ApiDef, decision: &limits::Decision) -> Result<(), GatewayError> {
+fn refuse_if_limited(
+    gateway: &Gateway,
+    api: &ApiDef,
+    decision: &limits::Decision,
+) -> Result<(), GatewayError> {
     let Some(refused) = decision.refused else {
         return Ok(());
     };
     let (why, description, retry_after_secs, headroom) = match refused {
-        limits::Refused::RateLimit { retry_after_secs } => {
-            (Rejection::RateLimit, "rate limit exceeded", retry_after_secs, decision.rate)
-        }
-        limits::Refused::Quota { retry_after_secs } => {
-            (Rejection::Quota, "quota exceeded", retry_after_secs, decision.quota)
-        }
+        limits::Refused::RateLimit { retry_after_secs } => (
+            Rejection::RateLimit,
+            "rate limit exceeded",
+            retry_after_secs,
+            decision.rate,
+        ),
+        limits::Refused::Quota { retry_after_secs } => (
+            Rejection::Quota,
+            "quota exceeded",
+            retry_after_secs,
+            decision.quota,
+        ),
     };
     gateway.metrics.reject(&api.id, why);
     let headroom = headroom.unwrap_or(limits::Headroom {
