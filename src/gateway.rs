@@ -105,6 +105,37 @@ impl Gateway {
         }
     }
 
+    /// `/health` on both listeners: 503 while shutting down or when the store does not answer.
+    pub async fn health(&self) -> (http::StatusCode, serde_json::Value) {
+        let backend = match self.config.gateway.storage {
+            crate::config::StorageConfig::Memory => "memory",
+            crate::config::StorageConfig::Redis(_) => "redis",
+        };
+        let storage = match self.auth.store.ping().await {
+            Ok(()) => serde_json::json!({"backend": backend, "status": "ok"}),
+            Err(err) => {
+                serde_json::json!({"backend": backend, "status": "unavailable", "error": err.to_string()})
+            }
+        };
+        let storage_ok = storage["status"] == "ok";
+        if self.is_draining() {
+            (
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"status": "unavailable", "reason": "shutting down", "storage": storage}),
+            )
+        } else if !storage_ok {
+            (
+                http::StatusCode::SERVICE_UNAVAILABLE,
+                serde_json::json!({"status": "unavailable", "reason": "storage unreachable", "storage": storage}),
+            )
+        } else {
+            (
+                http::StatusCode::OK,
+                serde_json::json!({"status": "ok", "storage": storage}),
+            )
+        }
+    }
+
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
     }

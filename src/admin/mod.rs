@@ -34,7 +34,7 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Result<Response<Bod
     let segments = path_segments(req.uri().path())?;
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     match (&method, segments.as_slice()) {
-        (&Method::GET, ["health"]) => Ok(health(gateway)),
+        (&Method::GET, ["health"]) => Ok(health(gateway).await),
         (&Method::GET, ["metrics"]) => {
             let mut response = Response::new(full(Bytes::from(gateway.metrics.render())));
             response.headers_mut().insert(
@@ -127,20 +127,9 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         == 0
 }
 
-fn health(gateway: &Gateway) -> Response<Body> {
-    let storage = match gateway.settings().storage {
-        crate::config::StorageConfig::Memory => "memory",
-        crate::config::StorageConfig::Redis(_) => "redis",
-    };
-    let (status, text) = if gateway.is_draining() {
-        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
-    } else {
-        (StatusCode::OK, "ok")
-    };
-    json_response(
-        status,
-        &serde_json::json!({"status": text, "storage": {"backend": storage, "status": "ok"}}),
-    )
+async fn health(gateway: &Gateway) -> Response<Body> {
+    let (status, body) = gateway.health().await;
+    json_response(status, &body)
 }
 
 fn apis(gateway: &Gateway) -> Response<Body> {

@@ -128,7 +128,7 @@ async fn lifecycle(
 
     // 2. Endpoints of the gateway itself, outside every listen path.
     match req.uri().path() {
-        "/health" => return Ok(health(gateway)),
+        "/health" => return Ok(health(gateway).await),
         "/.well-known/jwks.json" => return Ok(oauth::handlers::jwks(gateway)),
         _ => {}
     }
@@ -256,6 +256,9 @@ async fn lifecycle(
         if api.auth.strip_credentials {
             auth::strip(&mut req, &api.auth, source);
         }
+        // Hop-by-hop removal must come before our headers are set (it runs again, harmlessly, when
+        // forwarding), so a client's `Connection: X-User-Id` cannot remove a forwarded claim.
+        headers::strip_hop_by_hop(req.headers_mut());
         for (header_name, claim) in &api.auth.forward_claims {
             if let Some(value) = auth::claim_value(&claims, claim) {
                 req.headers_mut().insert(header_name, value);
@@ -451,13 +454,13 @@ fn request_id<B>(req: &Request<B>) -> HeaderValue {
     HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
-fn health(gateway: &Gateway) -> Response<Body> {
-    if gateway.is_draining() {
-        json_response(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &serde_json::json!({"status": "unavailable", "reason": "shutting down"}),
-        )
-    } else {
-        json_response(StatusCode::OK, &serde_json::json!({"status": "ok"}))
+async fn health(gateway: &Gateway) -> Response<Body> {
+    let (status, body) = gateway.health().await;
+    let mut response = json_response(status, &body);
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     }
+    response
 }
