@@ -32,7 +32,18 @@ impl Config {
     /// watching the old folder, hence the warning lists `api_definitions` too).
     pub fn load_runtime(&self) -> Result<Arc<RuntimeConfig>, ConfigErrors> {
         let new = Config::load(&self.source)?;
-        let changed = restart_only_changes(&self.gateway, &new.gateway);
+        let mut changed = restart_only_changes(&self.gateway, &new.gateway);
+        // The listeners read these once when they start.
+        let (old_limits, new_limits) = (&self.runtime.limits, &new.runtime.limits);
+        if old_limits.max_connections != new_limits.max_connections {
+            changed.push("limits.max_connections");
+        }
+        if old_limits.header_read_timeout != new_limits.header_read_timeout {
+            changed.push("limits.header_read_timeout");
+        }
+        if old_limits.shutdown_grace != new_limits.shutdown_grace {
+            changed.push("limits.shutdown_grace");
+        }
         if !changed.is_empty() {
             tracing::warn!(
                 file = %self.source.display(),
@@ -81,6 +92,9 @@ fn restart_only_changes(old: &GatewaySettings, new: &GatewaySettings) -> Vec<&'s
         "api_definitions",
         old.api_definitions != new.api_definitions,
     );
+    // Re-read from the new location, but the file watcher keeps polling the old one until a restart.
+    note("users", old.users_file != new.users_file);
+    note("policies", old.policies_file != new.policies_file);
     note("storage", old.storage != new.storage);
     note("signing", old.signing != new.signing);
     note("admin", old.admin != new.admin);
