@@ -185,6 +185,8 @@ async fn lifecycle(
             .await
             .map_err(storage_unavailable)?;
         refuse_if_limited(gateway, api, &decision)?;
+        // Reported on success unless a session limit below replaces it.
+        outcome.headroom = decision.headline();
     }
 
     // Headers named in forward_claims are ours to set: client-sent copies never pass.
@@ -447,11 +449,13 @@ fn request_id<B>(req: &Request<B>) -> HeaderValue {
     if aws_lc_rs::rand::fill(&mut bytes).is_err() {
         return HeaderValue::from_static("unknown");
     }
-    let mut text = String::with_capacity(32);
-    for b in bytes {
-        text.push_str(&format!("{b:02x}"));
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 32];
+    for (i, b) in bytes.iter().enumerate() {
+        text[2 * i] = HEX[usize::from(b >> 4)];
+        text[2 * i + 1] = HEX[usize::from(b & 0xf)];
     }
-    HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
 }
 
 async fn health(gateway: &Gateway) -> Response<Body> {
