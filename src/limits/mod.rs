@@ -10,7 +10,7 @@ pub mod memory;
 
 use async_trait::async_trait;
 
-use crate::config::{Quota, RateLimit};
+use crate::config::{ApiDef, Policy, Quota, RateLimit};
 use crate::store::StoreResult;
 
 /// What is left of one limit after a request.
@@ -42,6 +42,32 @@ impl Decision {
             (Some(r), Some(q)) => Some(if q.remaining < r.remaining { q } else { r }),
             (r, q) => r.or(q),
         }
+    }
+}
+
+/// The limits of one session at one API, and the counter key they are counted under.
+///
+/// A client's policy overrides the API's `rate_limit` and `quota`. Limits that come from the policy are
+/// counted per session across every API the policy grants (one plan, one budget, as in Tyk); an API's
+/// own limits are counted per session and API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionLimits {
+    pub key: String,
+    pub rate: Option<RateLimit>,
+    pub quota: Option<Quota>,
+}
+
+impl SessionLimits {
+    pub fn resolve(policy: Option<&Policy>, api: &ApiDef, sid: &str) -> SessionLimits {
+        let from_policy = policy.is_some_and(|p| p.rate_limit.is_some() || p.quota.is_some());
+        let rate = policy.and_then(|p| p.rate_limit).or(api.rate_limit);
+        let quota = policy.and_then(|p| p.quota).or(api.quota);
+        let key = if from_policy {
+            format!("session:{sid}")
+        } else {
+            format!("session:{sid}:api:{}", api.id)
+        };
+        SessionLimits { key, rate, quota }
     }
 }
 

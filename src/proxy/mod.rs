@@ -238,15 +238,14 @@ async fn lifecycle(
         }
 
         // 10–11. Session rate limit and quota: the client's policy overrides the API's.
-        let rate = policy.and_then(|p| p.rate_limit).or(api.rate_limit);
-        let quota = policy.and_then(|p| p.quota).or(api.quota);
-        if rate.is_some() || quota.is_some() {
+        let limits = limits::SessionLimits::resolve(policy, api, &claims.sid);
+        if limits.rate.is_some() || limits.quota.is_some() {
             let decision = gateway
                 .limiter
                 .check(
-                    &format!("session:{}", claims.sid),
-                    rate.as_ref(),
-                    quota.as_ref(),
+                    &limits.key,
+                    limits.rate.as_ref(),
+                    limits.quota.as_ref(),
                     now,
                 )
                 .await
