@@ -134,6 +134,19 @@ impl Limiter for MemoryLimiter {
     ) -> StoreResult<Decision> {
         self.prune(now_secs);
         let mut decision = Decision::default();
+        // An exhausted quota is refused before the rate limiter counts anything, so a refusal never
+        // uses up a rate-limit slot either.
+        if let Some(quota) = quota
+            && let Err(retry_after_secs) = self.check_quota(key, quota, now_secs, false)
+        {
+            decision.quota = Some(Headroom {
+                limit: quota.max,
+                remaining: 0,
+                reset_secs: retry_after_secs,
+            });
+            decision.refused = Some(Refused::Quota { retry_after_secs });
+            return Ok(decision);
+        }
         if let Some(rate) = rate {
             match self.check_rate(key, rate) {
                 Ok(headroom) => decision.rate = Some(headroom),

@@ -1,10 +1,11 @@
 //! Rate limits (GCRA) and quotas, behind a small trait so that the Redis backend can count across
 //! nodes with the same semantics.
 //!
-//! One call checks the rate limit and then the quota of one key, so the Redis implementation needs a
-//! single round trip per request. A refused request consumes nothing: GCRA only advances on success,
-//! and the quota is only counted once the rate limit has let the request through (Tyk #1876: a limiter
-//! that counts rejections never recovers under overload).
+//! One call checks the rate limit and the quota of one key, so the Redis implementation needs a single
+//! round trip per request. A refused request consumes nothing: an exhausted quota is refused before the
+//! rate limiter counts, GCRA only advances on success, and the quota is only counted once the rate
+//! limit has let the request through (Tyk #1876: a limiter that counts rejections never recovers under
+//! overload).
 
 pub mod memory;
 
