@@ -8,6 +8,10 @@
 //! overload).
 
 pub mod memory;
+pub mod redis;
+
+#[cfg(test)]
+pub mod contract;
 
 use async_trait::async_trait;
 

@@ -1,0 +1,265 @@
+//! The one contract suite for every `Limiter` backend (memory now, Redis too): the same behaviours,
+//! checked against real time, with keys unique to each run so backends may share a server.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use super::{Limiter, Refused};
+use crate::config::{OnStorageError, Quota, RateLimit};
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn key(name: &str) -> String {
+    format!("contract:{name}:{}", crate::oauth::secrets::random_token(8))
+}
+
+fn rate(n: u32, per: Duration) -> RateLimit {
+    RateLimit {
+        rate: n,
+        per,
+        on_storage_error: OnStorageError::Local,
+    }
+}
+
+pub async fn burst_then_refuse_with_retry_after(limiter: Arc<dyn Limiter>) {
+    let k = key("burst");
+    let r = rate(3, Duration::from_secs(60));
+    for expected in [2, 1, 0] {
+        let d = limiter.check(&k, Some(&r), None, now()).await.unwrap();
+        assert_eq!(d.refused, None);
+        assert_eq!(d.rate.unwrap().remaining, expected);
+        assert_eq!(d.rate.unwrap().limit, 3);
+    }
+    let d = limiter.check(&k, Some(&r), None, now()).await.unwrap();
+    match d.refused {
+        Some(Refused::RateLimit { retry_after_secs }) => {
+            assert!((1..=20).contains(&retry_after_secs))
+        }
+        other => panic!("expected a rate-limit refusal, got {other:?}"),
+    }
+}
+
+pub async fn keys_are_independent(limiter: Arc<dyn Limiter>) {
+    let (a, b) = (key("a"), key("b"));
+    let r = rate(1, Duration::from_secs(60));
+    assert_eq!(
+        limiter
+            .check(&a, Some(&r), None, now())
+            .await
+            .unwrap()
+            .refused,
+        None
+    );
+    assert!(
+        limiter
+            .check(&a, Some(&r), None, now())
+            .await
+            .unwrap()
+            .refused
+            .is_some()
+    );
+    assert_eq!(
+        limiter
+            .check(&b, Some(&r), None, now())
+            .await
+            .unwrap()
+            .refused,
+        None
+    );
+}
+
+pub async fn the_rate_recovers_and_refusals_do_not_count(limiter: Arc<dyn Limiter>) {
+    let k = key("recover");
+    let r = rate(2, Duration::from_millis(600));
+    for _ in 0..2 {
+        assert_eq!(
+            limiter
+                .check(&k, Some(&r), None, now())
+                .await
+                .unwrap()
+                .refused,
+            None
+        );
+    }
+    // Hammering while refused must not push recovery further out.
+    for _ in 0..20 {
+        assert!(
+            limiter
+                .check(&k, Some(&r), None, now())
+                .await
+                .unwrap()
+                .refused
+                .is_some()
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(
+        limiter
+            .check(&k, Some(&r), None, now())
+            .await
+            .unwrap()
+            .refused,
+        None
+    );
+}
+
+pub async fn quota_counts_until_max_then_refuses(limiter: Arc<dyn Limiter>) {
+    let k = key("quota");
+    let q = Quota {
+        max: 2,
+        period: Duration::from_secs(3600),
+    };
+    assert_eq!(
+        limiter
+            .check(&k, None, Some(&q), now())
+            .await
+            .unwrap()
+            .quota
+            .unwrap()
+            .remaining,
+        1
+    );
+    assert_eq!(
+        limiter
+            .check(&k, None, Some(&q), now())
+            .await
+            .unwrap()
+            .quota
+            .unwrap()
+            .remaining,
+        0
+    );
+    let refused = limiter.check(&k, None, Some(&q), now()).await.unwrap();
+    match refused.refused {
+        Some(Refused::Quota { retry_after_secs }) => {
+            assert!((1..=3600).contains(&retry_after_secs))
+        }
+        other => panic!("expected a quota refusal, got {other:?}"),
+    }
+    assert_eq!(
+        limiter
+            .peek(&k, None, Some(&q), now())
+            .await
+            .unwrap()
+            .quota
+            .unwrap()
+            .remaining,
+        0
+    );
+}
+
+pub async fn quota_resets_after_its_period(limiter: Arc<dyn Limiter>) {
+    let k = key("quota-reset");
+    let q = Quota {
+        max: 1,
+        period: Duration::from_secs(1),
+    };
+    assert_eq!(
+        limiter
+            .check(&k, None, Some(&q), now())
+            .await
+            .unwrap()
+            .refused,
+        None
+    );
+    assert!(
+        limiter
+            .check(&k, None, Some(&q), now())
+            .await
+            .unwrap()
+            .refused
+            .is_some()
+    );
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(
+        limiter
+            .check(&k, None, Some(&q), now())
+            .await
+            .unwrap()
+            .refused,
+        None
+    );
+}
+
+pub async fn a_rate_refusal_does_not_count_against_the_quota(limiter: Arc<dyn Limiter>) {
+    let k = key("rate-vs-quota");
+    let r = rate(1, Duration::from_secs(60));
+    let q = Quota {
+        max: 10,
+        period: Duration::from_secs(3600),
+    };
+    limiter.check(&k, Some(&r), Some(&q), now()).await.unwrap();
+    for _ in 0..3 {
+        assert!(
+            limiter
+                .check(&k, Some(&r), Some(&q), now())
+                .await
+                .unwrap()
+                .refused
+                .is_some()
+        );
+    }
+    assert_eq!(
+        limiter
+            .peek(&k, None, Some(&q), now())
+            .await
+            .unwrap()
+            .quota
+            .unwrap()
+            .remaining,
+        9
+    );
+}
+
+pub async fn a_quota_refusal_does_not_use_a_rate_slot(limiter: Arc<dyn Limiter>) {
+    let k = key("quota-vs-rate");
+    let r = rate(2, Duration::from_secs(3600));
+    let q = Quota {
+        max: 1,
+        period: Duration::from_secs(3600),
+    };
+    assert_eq!(
+        limiter
+            .check(&k, Some(&r), Some(&q), now())
+            .await
+            .unwrap()
+            .refused,
+        None
+    );
+    for _ in 0..3 {
+        let d = limiter.check(&k, Some(&r), Some(&q), now()).await.unwrap();
+        assert!(matches!(d.refused, Some(Refused::Quota { .. })), "{d:?}");
+    }
+    let d = limiter.check(&k, Some(&r), None, now()).await.unwrap();
+    assert_eq!(d.refused, None, "the second rate slot is still there");
+}
+
+/// One `#[tokio::test]` per contract function for a backend: `limiter_contract_tests!(async { ... })`.
+#[macro_export]
+macro_rules! limiter_contract_tests {
+    ($factory:expr) => {
+        $crate::limiter_contract_tests!(@each $factory;
+            burst_then_refuse_with_retry_after,
+            keys_are_independent,
+            the_rate_recovers_and_refusals_do_not_count,
+            quota_counts_until_max_then_refuses,
+            quota_resets_after_its_period,
+            a_rate_refusal_does_not_count_against_the_quota,
+            a_quota_refusal_does_not_use_a_rate_slot,
+        );
+    };
+    (@each $factory:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let limiter: std::sync::Arc<dyn $crate::limits::Limiter> = $factory.await;
+                $crate::limits::contract::$name(limiter).await;
+            }
+        )*
+    };
+}
