@@ -61,6 +61,19 @@ pub struct TokenResponse {
     pub scope: String,
 }
 
+/// Everything that starts a session.
+struct NewSession<'a> {
+    api: &'a ApiDef,
+    oauth: &'a OAuthConfig,
+    client: &'a Client,
+    user: Option<&'a User>,
+    scope: Vec<String>,
+    grant: GrantKind,
+    /// Known in advance for authorization codes (so a reused code can revoke it).
+    sid: Option<String>,
+    code: Option<&'a str>,
+}
+
 /// What the token endpoint needs from the running configuration besides the API.
 pub struct Directory<'a> {
     pub users: &'a [User],
@@ -207,22 +220,20 @@ impl AuthServer {
             ));
         }
         let scope = resolve_scope(req.scope.as_deref(), &client_scopes(client, dir), None)?;
-        let session = self.new_session(
-            api,
-            oauth,
-            client,
-            None,
-            &scope,
-            GrantKind::ClientCredentials,
+        self.begin_session(
+            NewSession {
+                api,
+                oauth,
+                client,
+                user: None,
+                scope,
+                grant: GrantKind::ClientCredentials,
+                sid: None,
+                code: None,
+            },
             now,
-        );
-        self.store.put_session(&session).await?;
-        // RFC 6749 §4.4.3: no refresh token for client credentials.
-        let response = self
-            .mint(api, oauth, client, &session, None, false, 0, now)
-            .await?;
-        self.notify_new(api, &session, &response, None);
-        Ok(response)
+        )
+        .await
     }
 
     async fn password(
@@ -249,22 +260,20 @@ impl AuthServer {
             &client_scopes(client, dir),
             Some(&user.scopes),
         )?;
-        let session = self.new_session(
-            api,
-            oauth,
-            client,
-            Some(&user.username),
-            &scope,
-            GrantKind::Password,
+        self.begin_session(
+            NewSession {
+                api,
+                oauth,
+                client,
+                user: Some(user),
+                scope,
+                grant: GrantKind::Password,
+                sid: None,
+                code: None,
+            },
             now,
-        );
-        self.store.put_session(&session).await?;
-        let refresh = issues_refresh(oauth, client);
-        let response = self
-            .mint(api, oauth, client, &session, Some(user), refresh, 0, now)
-            .await?;
-        self.notify_new(api, &session, &response, None);
-        Ok(response)
+        )
+        .await
     }
 
     async fn authorization_code(
@@ -337,23 +346,20 @@ impl AuthServer {
         let Some(user) = user else {
             return Err(OAuthError::invalid_grant("the user no longer exists"));
         };
-        let mut session = self.new_session(
-            api,
-            oauth,
-            client,
-            Some(&user.username),
-            &split_scope(&grant.scope),
-            GrantKind::AuthorizationCode,
+        self.begin_session(
+            NewSession {
+                api,
+                oauth,
+                client,
+                user: Some(user),
+                scope: split_scope(&grant.scope),
+                grant: GrantKind::AuthorizationCode,
+                sid: Some(grant.sid.clone()),
+                code: Some(code),
+            },
             now,
-        );
-        session.sid = grant.sid.clone();
-        self.store.put_session(&session).await?;
-        let refresh = issues_refresh(oauth, client);
-        let response = self
-            .mint(api, oauth, client, &session, Some(user), refresh, 0, now)
-            .await?;
-        self.notify_new(api, &session, &response, Some(code));
-        Ok(response)
+        )
+        .await
     }
 
     async fn refresh(
@@ -496,45 +502,38 @@ impl AuthServer {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn new_session(
+    /// Begins a session (one grant) and issues its first tokens: an access token, and a refresh token
+    /// unless the grant is client_credentials (RFC 6749 §4.4.3) or the API and client do not allow one.
+    async fn begin_session(
         &self,
-        api: &ApiDef,
-        oauth: &OAuthConfig,
-        client: &Client,
-        username: Option<&str>,
-        scope: &[String],
-        grant: GrantKind,
+        new: NewSession<'_>,
         now: u64,
-    ) -> Session {
-        Session {
-            sid: secrets::random_token(16),
+    ) -> Result<TokenResponse, OAuthError> {
+        let NewSession {
+            api,
+            oauth,
+            client,
+            user,
+            scope,
+            grant,
+            sid,
+            code,
+        } = new;
+        let session = Session {
+            sid: sid.unwrap_or_else(|| secrets::random_token(16)),
             api_id: api.id.clone(),
             client_id: client.client_id.clone(),
-            username: username.map(str::to_string),
+            username: user.map(|u| u.username.clone()),
             scope: scope.join(" "),
             grant,
             created_at: now,
             last_refresh_at: None,
             refresh_count: 0,
             expires_at: now + session_lifetime(oauth),
-        }
-    }
-
-    /// Issues the access token and, when asked, the first refresh token of a session.
-    #[allow(clippy::too_many_arguments)]
-    async fn mint(
-        &self,
-        api: &ApiDef,
-        oauth: &OAuthConfig,
-        client: &Client,
-        session: &Session,
-        user: Option<&User>,
-        with_refresh: bool,
-        generation: u32,
-        now: u64,
-    ) -> Result<TokenResponse, OAuthError> {
-        let access_token = self.access_token(api, oauth, client, session, user, now)?;
+        };
+        self.store.put_session(&session).await?;
+        let access_token = self.access_token(api, oauth, client, &session, user, now)?;
+        let with_refresh = grant != GrantKind::ClientCredentials && issues_refresh(oauth, client);
         let refresh_token = if with_refresh {
             let token = secrets::random_token(OPAQUE_TOKEN_BYTES);
             let record = RefreshToken {
@@ -543,7 +542,7 @@ impl AuthServer {
                 client_id: client.client_id.clone(),
                 username: session.username.clone(),
                 scope: session.scope.clone(),
-                generation,
+                generation: 0,
                 issued_at: now,
                 expires_at: oauth.refresh_token_ttl.map(|ttl| now + ttl.as_secs()),
             };
@@ -554,13 +553,15 @@ impl AuthServer {
         } else {
             None
         };
-        Ok(TokenResponse {
+        let response = TokenResponse {
             access_token,
             token_type: "bearer",
             expires_in: oauth.access_token_ttl.as_secs(),
             refresh_token,
             scope: session.scope.clone(),
-        })
+        };
+        self.notify_new(api, &session, &response, code);
+        Ok(response)
     }
 
     fn access_token(
