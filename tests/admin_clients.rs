@@ -314,7 +314,10 @@ async fn deleting_a_client_revokes_its_sessions_and_tokens() {
 
     assert_eq!(introspect(&gw, &access).await, json!({"active": false}));
     let after = get_with(&gw.url("/movies/films"), &[("authorization", &bearer)]).await;
-    assert_eq!(after.status, 401, "tokens of a deleted client stop working at the proxy");
+    assert_eq!(
+        after.status, 401,
+        "tokens of a deleted client stop working at the proxy"
+    );
     assert!(
         gw.admin_get(&format!("/apis/movies/clients/{id}/sessions"))
             .await

@@ -20,11 +20,10 @@
 //! client removed from an API definition can still be listed and revoked.
 
 use std::collections::BTreeMap;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode};
+use http::{Request, Response, StatusCode};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
@@ -39,7 +38,10 @@ use crate::error::{GatewayError, json_response};
 use crate::gateway::Gateway;
 use crate::http_util::{Body, empty};
 use crate::oauth::secrets;
-use crate::store::{Session, StoreError, StoredClient};
+use crate::store::{Session, StoredClient};
+
+use super::routes::ClientAction;
+use super::{now, storage};
 
 /// Client documents are small; anything larger is a mistake.
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -80,28 +82,25 @@ struct ClientBody {
     public: Option<bool>,
 }
 
-/// `rest` is what follows `/apis/{api}/clients` in the path, decoded.
+/// Serves one action under `/apis/{api}/clients`; the API must exist and have an `oauth` block.
 pub(super) async fn route(
     gateway: &Gateway,
-    method: &Method,
     api_id: &str,
-    rest: &[&str],
+    action: ClientAction<'_>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, GatewayError> {
     let runtime = gateway.runtime();
     let api = oauth_api(&runtime.config, api_id)?;
     let config = &runtime.config;
-    match (method, rest) {
-        (&Method::GET, []) => list(gateway, api).await,
-        (&Method::POST, []) => create(gateway, config, api, read_json(req).await?).await,
-        (&Method::GET, [id]) => get(gateway, api, id).await,
-        (&Method::PUT, [id]) => update(gateway, config, api, id, read_json(req).await?).await,
-        (&Method::DELETE, [id]) => delete(gateway, api, id).await,
-        (&Method::POST, [id, "rotate-secret"]) => rotate_secret(gateway, api, id).await,
-        (&Method::GET, [id, "sessions"]) => sessions(gateway, api, id).await,
-        (&Method::DELETE, [id, "sessions"]) => revoke_sessions(gateway, api, id).await,
-        (_, [] | [_] | [_, "rotate-secret" | "sessions"]) => Err(GatewayError::MethodNotAllowed),
-        _ => Err(GatewayError::NotFound),
+    match action {
+        ClientAction::List => list(gateway, api).await,
+        ClientAction::Create => create(gateway, config, api, read_json(req).await?).await,
+        ClientAction::Get(id) => get(gateway, api, id).await,
+        ClientAction::Replace(id) => update(gateway, config, api, id, read_json(req).await?).await,
+        ClientAction::Delete(id) => delete(gateway, api, id).await,
+        ClientAction::RotateSecret(id) => rotate_secret(gateway, api, id).await,
+        ClientAction::Sessions(id) => sessions(gateway, api, id).await,
+        ClientAction::RevokeSessions(id) => revoke_sessions(gateway, api, id).await,
     }
 }
 
@@ -151,31 +150,6 @@ fn read_only(api: &ApiDef, client_id: &str) -> GatewayError {
     ))
 }
 
-/// Storage errors: 503 with Retry-After when the backend is unreachable (retrying helps), 500 when a
-/// stored value is corrupt (it does not).
-fn storage(err: StoreError) -> GatewayError {
-    match err {
-        StoreError::Unavailable(_) => {
-            tracing::warn!(error = %err, "storage error in the admin API");
-            GatewayError::Unavailable {
-                description: "storage is unavailable; retry later",
-                retry_after_secs: 1,
-            }
-        }
-        StoreError::Corrupt(_) => {
-            tracing::error!(error = %err, "corrupt client data in storage");
-            GatewayError::Internal
-        }
-    }
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 // --- views: what the admin API shows of a client (never a secret or its hash)
 
 fn static_view(def: &ClientDef) -> Value {
@@ -205,7 +179,7 @@ fn dynamic_view(client: &StoredClient) -> Value {
     })
 }
 
-fn session_view(session: &Session) -> Value {
+pub(super) fn session_view(session: &Session) -> Value {
     json!({
         "sid": session.sid,
         "username": session.username,
@@ -576,15 +550,6 @@ mod tests {
         // Validation of a confidential client must not fail because of the placeholder.
         assert!(argon2::PasswordHash::new(PLACEHOLDER_HASH).is_ok());
         assert!(PLACEHOLDER_HASH.starts_with("$argon2id$"));
-    }
-
-    #[test]
-    fn unreachable_storage_is_503_with_retry_after() {
-        let response = storage(StoreError::Unavailable("timeout".into())).into_response();
-        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
-        let corrupt = storage(StoreError::Corrupt("bad json".into()));
-        assert_eq!(corrupt.status(), StatusCode::INTERNAL_SERVER_ERROR);
     }
 
     #[test]

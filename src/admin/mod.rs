@@ -1,9 +1,17 @@
 //! The admin API (DESIGN §6): a separate listener, every route behind the admin secret.
+//!
+//! The routes are data ([`ROUTES`], in `routes.rs`): a request is matched against that table and
+//! nothing else, and tests hold the table, `docs/admin-openapi.json` (served at `/openapi.json`) and
+//! `docs/admin-api.md` together. Reference: docs/admin-api.md.
 
 mod clients;
 pub mod metrics;
+pub mod openapi;
+pub mod routes;
+mod sessions;
 
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -14,6 +22,10 @@ use crate::error::{GatewayError, json_response};
 use crate::gateway::Gateway;
 use crate::http_util::{Body, full};
 use crate::server::ConnInfo;
+use crate::store::StoreError;
+use routes::{Call, Unrouted};
+
+pub use routes::{ROUTES, Route};
 
 pub async fn handle(
     gateway: Arc<Gateway>,
@@ -26,27 +38,35 @@ pub async fn handle(
     }
 }
 
-async fn route(gateway: &Gateway, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
+async fn route(gateway: &Gateway, req: Request<Incoming>) -> Result<Response<Body>, RouteError> {
     authorize(gateway, &req)?;
     // Routed by decoded path segments, so ids in the path may carry any character (`a%2Fb` is one
     // segment `a/b`). Owned, because a handler may take the request (its body) by value.
-    let method = req.method().clone();
     let segments = path_segments(req.uri().path())?;
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
-    match (&method, segments.as_slice()) {
-        (&Method::GET, ["health"]) => Ok(health(gateway).await),
-        (&Method::GET, ["metrics"]) => {
+    let (handler, params) = routes::resolve(req.method(), &segments).map_err(RouteError::from)?;
+    let Some(call) = handler.bind(&params) else {
+        // The route table and `Handler::bind` disagree: a bug that the unit tests rule out.
+        tracing::error!(
+            ?handler,
+            "admin route with parameters its handler does not take"
+        );
+        return Err(RouteError::Gateway(GatewayError::Internal));
+    };
+    let response = match call {
+        Call::Health => health(gateway).await,
+        Call::Metrics => {
             let mut response = Response::new(full(Bytes::from(gateway.metrics.render())));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4"),
             );
-            Ok(response)
+            response
         }
-        (&Method::GET, ["apis"]) => Ok(apis(gateway)),
-        (&Method::POST, ["reload"]) => Ok(reload(gateway).await),
-        (_, ["health" | "metrics" | "apis" | "reload"]) => Err(GatewayError::MethodNotAllowed),
-        (&Method::POST, ["apis", api, "oauth", "authorize-client"]) => {
+        Call::Apis => apis(gateway),
+        Call::Reload => reload(gateway).await,
+        Call::OpenApi => openapi::response(),
+        Call::AuthorizeClient { api } => {
             let body = http_body_util::BodyExt::collect(http_body_util::Limited::new(
                 req.into_body(),
                 64 * 1024,
@@ -54,13 +74,78 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Result<Response<Bod
             .await
             .map_err(|_| GatewayError::PayloadTooLarge { limit: 64 * 1024 })?
             .to_bytes();
-            crate::oauth::authorize::authorize_client(gateway, &gateway.runtime(), api, &body).await
+            crate::oauth::authorize::authorize_client(gateway, &gateway.runtime(), api, &body)
+                .await?
         }
-        (_, ["apis", api, "clients", rest @ ..]) => {
-            clients::route(gateway, &method, api, rest, req).await
-        }
-        _ => Err(GatewayError::NotFound),
+        Call::Client { api, action } => clients::route(gateway, api, action, req).await?,
+        Call::GetSession { sid } => sessions::get(gateway, sid, req.uri().query()).await?,
+        Call::RevokeSession { sid } => sessions::revoke(gateway, sid).await?,
+    };
+    Ok(response)
+}
+
+/// A refusal before any handler ran, or a handler's error.
+enum RouteError {
+    Gateway(GatewayError),
+    /// 405 with the `Allow` header RFC 9110 §15.5.6 requires.
+    MethodNotAllowed(Vec<Method>),
+}
+
+impl From<GatewayError> for RouteError {
+    fn from(err: GatewayError) -> RouteError {
+        RouteError::Gateway(err)
     }
+}
+
+impl From<Unrouted> for RouteError {
+    fn from(unrouted: Unrouted) -> RouteError {
+        match unrouted {
+            Unrouted::NotFound => RouteError::Gateway(GatewayError::NotFound),
+            Unrouted::MethodNotAllowed(allowed) => RouteError::MethodNotAllowed(allowed),
+        }
+    }
+}
+
+impl RouteError {
+    fn into_response(self) -> Response<Body> {
+        match self {
+            RouteError::Gateway(err) => err.into_response(),
+            RouteError::MethodNotAllowed(allowed) => {
+                let mut response = GatewayError::MethodNotAllowed.into_response();
+                let allow: Vec<&str> = allowed.iter().map(Method::as_str).collect();
+                if let Ok(value) = HeaderValue::from_str(&allow.join(", ")) {
+                    response.headers_mut().insert(header::ALLOW, value);
+                }
+                response
+            }
+        }
+    }
+}
+
+/// Storage errors: 503 with Retry-After when the backend is unreachable (retrying helps), 500 when a
+/// stored value is corrupt (it does not).
+fn storage(err: StoreError) -> GatewayError {
+    match err {
+        StoreError::Unavailable(_) => {
+            tracing::warn!(error = %err, "storage error in the admin API");
+            GatewayError::Unavailable {
+                description: "storage is unavailable; retry later",
+                retry_after_secs: 1,
+            }
+        }
+        StoreError::Corrupt(_) => {
+            tracing::error!(error = %err, "corrupt data in storage");
+            GatewayError::Internal
+        }
+    }
+}
+
+/// UNIX seconds.
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// The path's segments, percent-decoded, without the leading and trailing `/`.
@@ -181,7 +266,18 @@ async fn reload(gateway: &Gateway) -> Response<Body> {
 
 #[cfg(test)]
 mod tests {
-    use super::{constant_time_eq, path_segments};
+    use super::{constant_time_eq, path_segments, storage};
+    use crate::store::StoreError;
+    use http::{StatusCode, header};
+
+    #[test]
+    fn unreachable_storage_is_503_with_retry_after() {
+        let response = storage(StoreError::Unavailable("timeout".into())).into_response();
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(response.headers()[header::RETRY_AFTER], "1");
+        let corrupt = storage(StoreError::Corrupt("bad json".into()));
+        assert_eq!(corrupt.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    }
 
     #[test]
     fn path_segments_are_percent_decoded() {

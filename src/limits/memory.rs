@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use governor::clock::{Clock, DefaultClock};
@@ -28,6 +28,9 @@ pub struct MemoryLimiter {
     rates: Mutex<HashMap<(u32, Duration), Arc<KeyedGcra>>>,
     /// key → (window start, count).
     quotas: Mutex<HashMap<String, (u64, u64)>>,
+    /// key → (remaining burst after the last check, when). governor cannot be read without counting,
+    /// so this is what `peek` reports from, adding what has been replenished since.
+    last_rate: Mutex<HashMap<String, (u32, Instant)>>,
     checks: AtomicU64,
     clock: DefaultClock,
 }
@@ -63,6 +66,9 @@ impl MemoryLimiter {
         match limiter.check_key(&key.to_string()) {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
+                if let Ok(mut last) = self.last_rate.lock() {
+                    last.insert(key.to_string(), (remaining, Instant::now()));
+                }
                 let used = rate.rate.saturating_sub(remaining);
                 Ok(Headroom {
                     limit: u64::from(rate.rate),
@@ -85,6 +91,14 @@ impl MemoryLimiter {
         let Ok(mut quotas) = self.quotas.lock() else {
             return Err(1);
         };
+        if !count && !quotas.contains_key(key) {
+            // A look from the admin API must not start a window; the first counted request does.
+            return Ok(Headroom {
+                limit: quota.max,
+                remaining: quota.max,
+                reset_secs: period,
+            });
+        }
         let entry = quotas.entry(key.to_string()).or_insert((now, 0));
         if now >= entry.0 + period {
             *entry = (now, 0);
@@ -111,6 +125,9 @@ impl MemoryLimiter {
             for limiter in rates.values() {
                 limiter.retain_recent();
             }
+        }
+        if let Ok(mut last) = self.last_rate.lock() {
+            last.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(24 * 3600));
         }
         if let Ok(mut quotas) = self.quotas.lock() {
             // A window that ended is equivalent to no entry.
@@ -180,11 +197,30 @@ impl Limiter for MemoryLimiter {
     async fn peek(
         &self,
         key: &str,
-        _rate: Option<&RateLimit>,
+        rate: Option<&RateLimit>,
         quota: Option<&Quota>,
         now_secs: u64,
     ) -> StoreResult<Decision> {
         let mut decision = Decision::default();
+        if let Some(rate) = rate {
+            let interval = rate.per / rate.rate.max(1);
+            let last = self.last_rate.lock().ok().and_then(|m| m.get(key).copied());
+            let remaining = match last {
+                Some((remaining, at)) if !interval.is_zero() => {
+                    let replenished = at.elapsed().as_nanos() / interval.as_nanos().max(1);
+                    u64::from(remaining)
+                        .saturating_add(u64::try_from(replenished).unwrap_or(u64::MAX))
+                        .min(u64::from(rate.rate))
+                }
+                _ => u64::from(rate.rate),
+            };
+            let used = u32::try_from(u64::from(rate.rate) - remaining).unwrap_or(0);
+            decision.rate = Some(Headroom {
+                limit: u64::from(rate.rate),
+                remaining,
+                reset_secs: ceil_secs(interval * used),
+            });
+        }
         if let Some(quota) = quota {
             decision.quota = Some(match self.check_quota(key, quota, now_secs, false) {
                 Ok(headroom) => headroom,
@@ -212,11 +248,36 @@ mod tests {
     use super::*;
     use crate::config::OnStorageError;
 
-    fn rate(n: u32, per: Duration) -> RateLimit {
-        RateLimit {
-            rate: n,
-            per,
+    #[tokio::test]
+    async fn peek_reports_the_rate_headroom_without_counting() {
+        let limiter = MemoryLimiter::new();
+        let r = RateLimit {
+            rate: 3,
+            per: Duration::from_secs(3600),
             on_storage_error: OnStorageError::Local,
+        };
+        assert_eq!(
+            limiter
+                .peek("s", Some(&r), None, 0)
+                .await
+                .unwrap()
+                .rate
+                .unwrap()
+                .remaining,
+            3
+        );
+        limiter.check("s", Some(&r), None, 0).await.unwrap();
+        for _ in 0..3 {
+            assert_eq!(
+                limiter
+                    .peek("s", Some(&r), None, 0)
+                    .await
+                    .unwrap()
+                    .rate
+                    .unwrap()
+                    .remaining,
+                2
+            );
         }
     }
 
