@@ -821,12 +821,26 @@ async fn code_for_web(gw: &TestGateway, challenge: &str) -> String {
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
-async fn redeem(gw: &TestGateway, code: &str, verifier: Option<&str>, redirect_uri: &str) -> TestResponse {
-    let mut pairs = vec![("grant_type", "authorization_code"), ("code", code), ("redirect_uri", redirect_uri)];
+async fn redeem(
+    gw: &TestGateway,
+    code: &str,
+    verifier: Option<&str>,
+    redirect_uri: &str,
+) -> TestResponse {
+    let mut pairs = vec![
+        ("grant_type", "authorization_code"),
+        ("code", code),
+        ("redirect_uri", redirect_uri),
+    ];
     if let Some(v) = verifier {
         pairs.push(("code_verifier", v));
     }
-    post_form(&gw.url("/movies/oauth/token"), Some(&basic("web", APP_SECRET)), &pairs).await
+    post_form(
+        &gw.url("/movies/oauth/token"),
+        Some(&basic("web", APP_SECRET)),
+        &pairs,
+    )
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -837,7 +851,12 @@ async fn parallel_redemptions_of_one_code_have_exactly_one_winner() {
     let tasks: Vec<_> = (0..16)
         .map(|_| {
             let (gw, code) = (gw.clone(), code.clone());
-            tokio::spawn(async move { redeem(&gw, &code, Some(VERIFIER), "http://127.0.0.1:3000/cb").await.status.as_u16() })
+            tokio::spawn(async move {
+                redeem(&gw, &code, Some(VERIFIER), "http://127.0.0.1:3000/cb")
+                    .await
+                    .status
+                    .as_u16()
+            })
         })
         .collect();
     let mut ok = 0;
@@ -861,7 +880,10 @@ async fn a_second_redemption_revokes_what_the_first_issued() {
 
     let second = redeem(&gw, &code, Some(VERIFIER), "http://127.0.0.1:3000/cb").await;
     assert_oauth_error(&second, 400, "invalid_grant");
-    assert_eq!(introspect(&gw, access).await, serde_json::json!({"active": false}));
+    assert_eq!(
+        introspect(&gw, access).await,
+        serde_json::json!({"active": false})
+    );
     let rt = tokens["refresh_token"].as_str().unwrap();
     let refreshed = post_form(
         &gw.url("/movies/oauth/token"),
@@ -877,27 +899,55 @@ async fn code_redemption_rules() {
     let (gw, _upstream) = oauth_gateway("").await;
     // Wrong verifier, missing verifier, malformed verifier.
     let code = code_for_web(&gw, CHALLENGE).await;
-    let wrong = redeem(&gw, &code, Some("wrong-verifier-wrong-verifier-wrong-verifier-1"), "http://127.0.0.1:3000/cb").await;
+    let wrong = redeem(
+        &gw,
+        &code,
+        Some("wrong-verifier-wrong-verifier-wrong-verifier-1"),
+        "http://127.0.0.1:3000/cb",
+    )
+    .await;
     assert_oauth_error(&wrong, 400, "invalid_grant");
     let code = code_for_web(&gw, CHALLENGE).await;
-    assert_oauth_error(&redeem(&gw, &code, None, "http://127.0.0.1:3000/cb").await, 400, "invalid_grant");
+    assert_oauth_error(
+        &redeem(&gw, &code, None, "http://127.0.0.1:3000/cb").await,
+        400,
+        "invalid_grant",
+    );
     let code = code_for_web(&gw, CHALLENGE).await;
-    assert_oauth_error(&redeem(&gw, &code, Some("short"), "http://127.0.0.1:3000/cb").await, 400, "invalid_request");
+    assert_oauth_error(
+        &redeem(&gw, &code, Some("short"), "http://127.0.0.1:3000/cb").await,
+        400,
+        "invalid_request",
+    );
     // Another redirect_uri.
     let code = code_for_web(&gw, CHALLENGE).await;
-    assert_oauth_error(&redeem(&gw, &code, Some(VERIFIER), "http://127.0.0.1:3000/other").await, 400, "invalid_grant");
+    assert_oauth_error(
+        &redeem(&gw, &code, Some(VERIFIER), "http://127.0.0.1:3000/other").await,
+        400,
+        "invalid_grant",
+    );
     // Another client.
     let code = code_for_web(&gw, CHALLENGE).await;
     let other = post_form(
         &gw.url("/movies/oauth/token"),
         Some(&basic("app", APP_SECRET)),
-        &[("grant_type", "authorization_code"), ("code", &code), ("redirect_uri", "http://127.0.0.1:3000/cb"), ("code_verifier", VERIFIER)],
+        &[
+            ("grant_type", "authorization_code"),
+            ("code", &code),
+            ("redirect_uri", "http://127.0.0.1:3000/cb"),
+            ("code_verifier", VERIFIER),
+        ],
     )
     .await;
     assert!(other.status == 400, "{}", other.text());
     // The RFC 7636 vector redeems.
     let code = code_for_web(&gw, CHALLENGE).await;
-    assert_eq!(redeem(&gw, &code, Some(VERIFIER), "http://127.0.0.1:3000/cb").await.status, 200);
+    assert_eq!(
+        redeem(&gw, &code, Some(VERIFIER), "http://127.0.0.1:3000/cb")
+            .await
+            .status,
+        200
+    );
 }
 
 #[tokio::test]
@@ -905,5 +955,9 @@ async fn an_expired_code_is_invalid_grant() {
     let (gw, _upstream) = oauth_gateway("  code_ttl: 1s\n").await;
     let code = code_for_web(&gw, CHALLENGE).await;
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    assert_oauth_error(&redeem(&gw, &code, Some(VERIFIER), "http://127.0.0.1:3000/cb").await, 400, "invalid_grant");
+    assert_oauth_error(
+        &redeem(&gw, &code, Some(VERIFIER), "http://127.0.0.1:3000/cb").await,
+        400,
+        "invalid_grant",
+    );
 }
