@@ -109,7 +109,7 @@ fn bench_path(c: &mut Criterion) {
 fn bench_headers(c: &mut Criterion) {
     let headers = typical_headers();
     let mut group = c.benchmark_group("headers");
-    group.bench_function("clone_12_headers (baseline)", |b| {
+    group.bench_function("clone_12_headers_baseline", |b| {
         b.iter(|| black_box(&headers).clone())
     });
     group.bench_function("strip_hop_by_hop/12_headers", |b| {

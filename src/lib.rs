@@ -63,14 +63,23 @@ pub enum RunError {
     Storage(String),
 }
 
-/// Opens the configured store.
-fn open_store(config: &config::StorageConfig) -> Result<Arc<dyn store::Store>, RunError> {
+/// Opens the configured store and the rate limiter that goes with it (Redis: counted in the same
+/// Redis, over the same connection).
+async fn open_storage(
+    config: &config::StorageConfig,
+) -> Result<(Arc<dyn store::Store>, Arc<dyn limits::Limiter>), RunError> {
     match config {
-        config::StorageConfig::Memory => Ok(Arc::new(store::memory::MemoryStore::new())),
-        config::StorageConfig::Redis(_) => Err(RunError::Storage(
-            "the redis backend is not available in this build yet; use storage.backend: memory"
-                .into(),
+        config::StorageConfig::Memory => Ok((
+            Arc::new(store::memory::MemoryStore::new()),
+            Arc::new(limits::memory::MemoryLimiter::new()),
         )),
+        config::StorageConfig::Redis(redis) => {
+            let store = store::redis::RedisStore::connect(redis)
+                .await
+                .map_err(|err| RunError::Storage(err.to_string()))?;
+            let limiter = Arc::new(store.limiter());
+            Ok((store, limiter))
+        }
     }
 }
 
@@ -92,14 +101,13 @@ pub async fn run(
     let keys = tokio::task::spawn_blocking(move || oauth::keys::KeySet::load(&signing))
         .await
         .map_err(|_| RunError::Storage("key loading task failed".into()))??;
-    let store = open_store(&config.gateway.storage)?;
+    let (store, limiter) = open_storage(&config.gateway.storage).await?;
     let auth = oauth::AuthServer::new(
         keys,
         store,
         &config.gateway.public_url,
         oauth::notify::Notifier::start(),
     );
-    let limiter: Arc<dyn limits::Limiter> = Arc::new(limits::memory::MemoryLimiter::new());
     let gateway = Gateway::new(config, auth, limiter);
     let limits = gateway.runtime().config.limits.clone();
     let server_limits = server::ServerLimits {

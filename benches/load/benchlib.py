@@ -6,14 +6,17 @@ Subcommands (all print to stdout):
   wait-http URL [SECONDS]           poll URL until it answers 200 (exit 1 on timeout)
   cpu PID                           utime+stime clock ticks of PID and its direct children
   rss PID                           VmRSS (KiB) of PID and its direct children, VmHWM of PID, open fds
-  corestat CORE                     "busy,total" clock ticks of one CPU core from /proc/stat
   wait-idle MAX_SECONDS MAX_BUSY_PCT
                                     wait until the whole machine is busier than MAX_BUSY_PCT no more
                                     (2 s samples), at most MAX_SECONDS; prints the busy % it ended on
-  record TSV SCENARIO TARGET ROUND CPU_BEFORE CPU_AFTER CORE_BEFORE CORE_AFTER WRK_OUTPUT
-                                    parse one wrk run, append one row to TSV, print a one-line summary;
-                                    CORE_*: corestat of the proxy core, to tell how much of that core
-                                    went to anything but the proxy (other work on the shared machine)
+  snapshot PROXY_PID|- UPSTREAM_PID "proxy,upstream,busy,total" clock ticks: the proxy's and the
+                                    upstream's CPU, and the whole machine's busy and total from /proc/stat
+  timed OUTFILE CMD...              run CMD with its output in OUTFILE; print its CPU in clock ticks
+  record TSV SCENARIO TARGET ROUND SNAPSHOT_BEFORE SNAPSHOT_AFTER WRK_TICKS WRK_OUTPUT
+                                    parse one wrk run, append one row to TSV, print a one-line summary.
+                                    "other work" = machine busy time not spent in the proxy, the upstream
+                                    or wrk, in % of one core (kernel network work and anything else that
+                                    ran on the shared machine; a quiet machine shows a small baseline)
   report TSV                        markdown tables, one per scenario, with ratios to nginx
   median-rps TSV SCENARIO TARGET    median requests/s of the valid runs (integer, 0 if none)
   latency-table TARGET=FILE...      markdown table of oha's p50/p99/p99.9, added over the first target
@@ -39,7 +42,7 @@ COLUMNS = [
     "non2xx",
     "socket_errors",
     "void",
-    "other_on_proxy_core_pct",
+    "other_work_pct_of_core",
 ]
 
 
@@ -98,9 +101,12 @@ def _ticks(pid):
     return int(fields[11]) + int(fields[12])
 
 
+def _process_ticks(pid):
+    return sum(_ticks(p) for p in [int(pid)] + _children(pid))
+
+
 def cpu(pid):
-    pids = [int(pid)] + _children(pid)
-    print(sum(_ticks(p) for p in pids))
+    print(_process_ticks(pid))
 
 
 def _status_kib(pid, key):
@@ -146,9 +152,20 @@ def _busy_total(values):
     return total - idle, total
 
 
-def corestat(core):
-    busy, total = _busy_total(_cpu_lines()[f"cpu{core}"])
-    print(f"{busy},{total}")
+def snapshot(proxy_pid, upstream_pid):
+    proxy = "-" if proxy_pid == "-" else _process_ticks(proxy_pid)
+    busy, total = _busy_total(_cpu_lines()["cpu"])
+    print(f"{proxy},{_process_ticks(upstream_pid)},{busy},{total}")
+
+
+def timed(outfile, *cmd):
+    import resource
+    import subprocess
+
+    with open(outfile, "w") as out:
+        subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, check=False)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    print(round((usage.ru_utime + usage.ru_stime) * CLK_TCK))
 
 
 def wait_idle(max_seconds, max_busy_pct):
@@ -163,11 +180,15 @@ def wait_idle(max_seconds, max_busy_pct):
             return 0
 
 
-def record(tsv, scenario, target, rnd, before, after, core_before, core_after, wrk_file):
+def record(tsv, scenario, target, rnd, snap_before, snap_after, wrk_ticks, wrk_file):
     with open(wrk_file) as f:
         text = f.read()
     requests, seconds, rps, non2xx, socket_errors = parse_wrk(text)
-    ticks = "" if before == "-" else str(int(after) - int(before))
+    measured = not snap_before.startswith("-")
+    before = [int(v) for v in snap_before.replace("-", "0", 1).split(",")]
+    after = [int(v) for v in snap_after.replace("-", "0", 1).split(",")]
+    proxy, upstream, busy, total = (a - b for a, b in zip(after, before))
+    ticks = str(proxy) if measured else ""
     reasons = []
     if non2xx:
         reasons.append(f"{non2xx} non-2xx responses")
@@ -176,9 +197,8 @@ def record(tsv, scenario, target, rnd, before, after, core_before, core_after, w
     if requests == 0:
         reasons.append("no requests")
     void = "; ".join(reasons)
-    cb, ct = (int(v) for v in core_before.split(","))
-    ca, cta = (int(v) for v in core_after.split(","))
-    other = max(0.0, 100.0 * ((ca - cb) - (int(ticks) if ticks else 0)) / max(1, cta - ct))
+    ncpu = os.cpu_count() or 1
+    other = max(0.0, 100.0 * (busy - proxy - upstream - int(wrk_ticks)) / max(1, total / ncpu))
     row = [
         scenario,
         target,
@@ -202,7 +222,7 @@ def record(tsv, scenario, target, rnd, before, after, core_before, core_after, w
         cpu_text = f", CPU {int(ticks) * 1e6 / CLK_TCK / requests:.2f} µs/req"
     print(
         f"  {scenario}/{target} round {rnd}: {rps:,.0f} req/s ({requests} requests{cpu_text}; "
-        f"other work on the proxy core {other:.0f}%)" + (f"  VOID: {void}" if void else "")
+        f"other work {other:.0f}% of a core)" + (f"  VOID: {void}" if void else "")
     )
 
 
@@ -237,7 +257,7 @@ def report(tsv):
                 for r in valid
                 if r["cpu_ticks"] and int(r["requests"]) > 0
             ]
-            other = [float(r.get("other_on_proxy_core_pct") or 0) for r in trows]
+            other = [float(r.get("other_work_pct_of_core") or 0) for r in trows]
             stats[target] = (len(valid), len(trows), rps, cpu, [r for r in trows if r["void"]], max(other))
         ref = stats.get("nginx")
         ref_rps = statistics.median(ref[2]) if ref and ref[2] else None
@@ -245,7 +265,7 @@ def report(tsv):
         print(f"\n### scenario: {scenario}\n")
         print(
             "| target | valid runs | requests/s median (min–max) | req/s ÷ nginx | CPU µs/request median (min–max) "
-            "| CPU ÷ nginx | other work on proxy core, max |"
+            "| CPU ÷ nginx | other work, max (% of a core) |"
         )
         print("|---|---|---|---|---|---|---|")
         for target in targets:
@@ -256,6 +276,47 @@ def report(tsv):
                 f"| {target} | {n_valid}/{n_all} | {_median_range(rps, lambda v: f'{v:,.0f}')} | {rps_ratio} | "
                 f"{_median_range(cpu, lambda v: f'{v:.2f}')} | {cpu_ratio} | {other:.0f}% |"
             )
+        # The machine is shared: repeat the CPU figures over the runs that overlapped little other work.
+        quiet = float(os.environ.get("QUIET_PCT", "15"))
+        if any(float(r.get("other_work_pct_of_core") or 0) > quiet for r in srows):
+            parts = []
+            quiet_cpu = {}
+            for target in targets:
+                vals = [
+                    int(r["cpu_ticks"]) * 1e6 / CLK_TCK / int(r["requests"])
+                    for r in srows
+                    if r["target"] == target
+                    and not r["void"]
+                    and r["cpu_ticks"]
+                    and int(r["requests"]) > 0
+                    and float(r.get("other_work_pct_of_core") or 0) <= quiet
+                ]
+                if vals:
+                    quiet_cpu[target] = statistics.median(vals)
+                    parts.append(f"{target} {quiet_cpu[target]:.2f} µs/request (n={len(vals)})")
+            if parts:
+                line = f"\nCPU per request over the runs with other work ≤ {quiet:.0f}% of a core only: " + ", ".join(parts)
+                if "nginx" in quiet_cpu:
+                    ratios = [f"{t} ÷ nginx {v / quiet_cpu['nginx']:.2f}" for t, v in quiet_cpu.items() if t != "nginx"]
+                    line += ("; " + ", ".join(ratios)) if ratios else ""
+                print(line + ".")
+            else:
+                print(f"\nNo CPU-measured run had other work ≤ {quiet:.0f}% of a core.")
+        print()
+        print("<details><summary>every run, in the order run</summary>\n")
+        print("| run | target | requests/s | CPU µs/request | other work (% of a core) | void |")
+        print("|---|---|---|---|---|---|")
+        for r in srows:
+            cpu = (
+                f"{int(r['cpu_ticks']) * 1e6 / CLK_TCK / int(r['requests']):.2f}"
+                if r["cpu_ticks"] and int(r["requests"]) > 0
+                else "—"
+            )
+            print(
+                f"| {r['round']} | {r['target']} | {float(r['rps']):,.0f} | {cpu} | "
+                f"{r.get('other_work_pct_of_core') or '?'} | {r['void'] or ''} |"
+            )
+        print("\n</details>")
         voids = [(t, r) for t in targets for r in stats[t][4]]
         if voids:
             print()
@@ -312,8 +373,10 @@ def main(argv):
         cpu(*args)
     elif cmd == "rss":
         rss(*args)
-    elif cmd == "corestat":
-        corestat(*args)
+    elif cmd == "snapshot":
+        snapshot(*args)
+    elif cmd == "timed":
+        timed(*args)
     elif cmd == "wait-idle":
         return wait_idle(*args)
     elif cmd == "record":

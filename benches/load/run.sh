@@ -10,7 +10,7 @@
 #   DURATION [10s]  length of each measured wrk run      WARMUP [10s]  warm-up per target
 #   ROUNDS [3]      alternations direct/nginx/tollgate   CONNECTIONS [64]  wrk connections
 #   WRK_THREADS [1] wrk threads                          LOAD_CORE [0] PROXY_CORE [1]
-#   RSS_CONNECTIONS [1000] RSS_DURATION [10s]  the RSS step (keep-alive connections, length)
+#   RSS_CONNECTIONS [1000] RSS_DURATION [20s]  the RSS step (keep-alive connections, length)
 #   OHA_DURATION [10s]  latency step, only when `oha` is installed
 #   IDLE_MAX_WAIT [300] IDLE_BUSY_PCT [15]  before each run, wait until other work uses ≤ 15% of the machine
 #   SKIP_BUILD [0]  use the existing target/release/tollgate   KEEP_WORKDIR [0]  keep the temp dir
@@ -32,7 +32,7 @@ WRK_THREADS="${WRK_THREADS:-1}"
 LOAD_CORE="${LOAD_CORE:-0}"
 PROXY_CORE="${PROXY_CORE:-1}"
 RSS_CONNECTIONS="${RSS_CONNECTIONS:-1000}"
-RSS_DURATION="${RSS_DURATION:-10s}"
+RSS_DURATION="${RSS_DURATION:-20s}"
 OHA_DURATION="${OHA_DURATION:-10s}"
 IDLE_MAX_WAIT="${IDLE_MAX_WAIT:-300}"
 IDLE_BUSY_PCT="${IDLE_BUSY_PCT:-15}"
@@ -297,14 +297,14 @@ run_wrk() { # run_wrk OUTFILE CONNECTIONS DURATION URL
   taskset -c "$LOAD_CORE" wrk -t"$WRK_THREADS" -c"$2" -d"$3" ${WRK_ARGS[@]+"${WRK_ARGS[@]}"} "$4" >"$1" 2>&1 || true
 }
 
-cpu_of() { # cpu_of TARGET → ticks, or "-" when the target's CPU is not measured
-  local pid="${TARGET_PID[$1]}"
-  if [ -n "$pid" ]; then python3 "$LIB" cpu "$pid"; else echo -; fi
+run_wrk_timed() { # as run_wrk, printing wrk's CPU time in clock ticks
+  python3 "$LIB" timed "$1" taskset -c "$LOAD_CORE" wrk -t"$WRK_THREADS" -c"$2" -d"$3" \
+    ${WRK_ARGS[@]+"${WRK_ARGS[@]}"} "$4"
 }
 
 # The machine is shared: before each measured run (our servers idle), wait until the rest of the
 # machine is quiet, at most IDLE_MAX_WAIT seconds. Runs that still overlapped other work show it in the
-# "other work on the proxy core" column.
+# "other work" column.
 wait_idle() {
   local busy
   busy="$(python3 "$LIB" wait-idle "$IDLE_MAX_WAIT" "$IDLE_BUSY_PCT")"
@@ -316,7 +316,7 @@ wait_idle() {
 
 # compare SCENARIO TARGET...: warm-up of each target, then ROUNDS alternations, rows into RESULTS.
 compare() {
-  local scenario="$1" target round out before after
+  local scenario="$1" target round out before after wrk_ticks
   shift
   for target in "$@"; do
     log "$scenario: warm-up $target ($WARMUP, ${CONNECTIONS} connections)"
@@ -331,13 +331,10 @@ compare() {
     for target in "$@"; do
       out="$WORK/raw/$scenario-$target-$round.txt"
       wait_idle
-      before="$(cpu_of "$target")"
-      core_before="$(python3 "$LIB" corestat "$PROXY_CORE")"
-      run_wrk "$out" "$CONNECTIONS" "$DURATION" "${TARGET_URL[$target]}"
-      core_after="$(python3 "$LIB" corestat "$PROXY_CORE")"
-      after="$(cpu_of "$target")"
-      python3 "$LIB" record "$RESULTS" "$scenario" "$target" "$round" "$before" "$after" \
-        "$core_before" "$core_after" "$out" >&2 || {
+      before="$(python3 "$LIB" snapshot "${TARGET_PID[$target]:--}" "$UPSTREAM_PID")"
+      wrk_ticks="$(run_wrk_timed "$out" "$CONNECTIONS" "$DURATION" "${TARGET_URL[$target]}")"
+      after="$(python3 "$LIB" snapshot "${TARGET_PID[$target]:--}" "$UPSTREAM_PID")"
+      python3 "$LIB" record "$RESULTS" "$scenario" "$target" "$round" "$before" "$after" "$wrk_ticks" "$out" >&2 || {
         cat "$out" >&2
         die "could not parse wrk output of $scenario/$target round $round"
       }
@@ -361,6 +358,9 @@ rss_step() {
   requests="$(grep -oE '^\s*[0-9]+ requests in' "$out" | grep -oE '[0-9]+' || echo '?')"
   {
     printf -- '- %s: %s requests over %s connections in %s' "$target" "$requests" "$RSS_CONNECTIONS" "$RSS_DURATION"
+    if [[ "$requests" =~ ^[0-9]+$ ]] && [ "$requests" -lt 100000 ]; then
+      printf ' (fewer than the 100k of the target: raise RSS_DURATION)'
+    fi
     { grep -E 'Non-2xx|Socket errors' "$out" || true; } | sed 's/^ */; /' | tr -d '\n'
     echo
     rss_line "$target after it" "${TARGET_PID[$target]}"

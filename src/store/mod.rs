@@ -11,6 +11,7 @@
 //! Times are UNIX seconds (`u64`); `now` is passed in by the caller so tests control the clock.
 
 pub mod memory;
+pub mod redis;
 
 #[cfg(test)]
 pub mod contract;

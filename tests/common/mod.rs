@@ -455,3 +455,5 @@ pub fn header_map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
+
+pub mod redis;
