@@ -106,34 +106,43 @@ impl Gateway {
     }
 
     /// `/health` on both listeners: 503 while shutting down or when the store does not answer.
-    pub async fn health(&self) -> (http::StatusCode, serde_json::Value) {
+    /// `/health` on both listeners: 200 when the gateway serves and its storage answers, otherwise 503
+    /// with `Retry-After` so that load balancers take the node out and probe again. The storage error
+    /// text is only shown on the admin listener (`detail`): the public one does not describe internals.
+    pub async fn health_response(&self, detail: bool) -> http::Response<crate::http_util::Body> {
         let backend = match self.config.gateway.storage {
             crate::config::StorageConfig::Memory => "memory",
             crate::config::StorageConfig::Redis(_) => "redis",
         };
-        let storage = match self.auth.store.ping().await {
-            Ok(()) => serde_json::json!({"backend": backend, "status": "ok"}),
-            Err(err) => {
-                serde_json::json!({"backend": backend, "status": "unavailable", "error": err.to_string()})
+        let mut storage = serde_json::json!({"backend": backend, "status": "ok"});
+        if let Err(err) = self.auth.store.ping().await {
+            storage["status"] = "unavailable".into();
+            if detail {
+                storage["error"] = err.to_string().into();
             }
-        };
-        let storage_ok = storage["status"] == "ok";
-        if self.is_draining() {
-            (
-                http::StatusCode::SERVICE_UNAVAILABLE,
-                serde_json::json!({"status": "unavailable", "reason": "shutting down", "storage": storage}),
-            )
-        } else if !storage_ok {
-            (
-                http::StatusCode::SERVICE_UNAVAILABLE,
-                serde_json::json!({"status": "unavailable", "reason": "storage unreachable", "storage": storage}),
-            )
-        } else {
-            (
-                http::StatusCode::OK,
-                serde_json::json!({"status": "ok", "storage": storage}),
-            )
         }
+        let reason = if self.is_draining() {
+            Some("shutting down")
+        } else if storage["status"] != "ok" {
+            Some("storage unreachable")
+        } else {
+            None
+        };
+        let Some(reason) = reason else {
+            return crate::error::json_response(
+                http::StatusCode::OK,
+                &serde_json::json!({"status": "ok", "storage": storage}),
+            );
+        };
+        let mut response = crate::error::json_response(
+            http::StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({"status": "unavailable", "reason": reason, "storage": storage}),
+        );
+        response.headers_mut().insert(
+            http::header::RETRY_AFTER,
+            http::HeaderValue::from_static("1"),
+        );
+        response
     }
 
     pub fn start_draining(&self) {

@@ -9,6 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use bytes::Bytes;
+use common::oauth::*;
 use common::*;
 use http::Request;
 use http_body_util::Full;
@@ -75,13 +76,6 @@ oauth:
         ),
     );
     (TestGateway::start(config).await, upstream)
-}
-
-fn basic(id: &str, secret: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
-    )
 }
 
 async fn token_request(gw: &TestGateway, auth: &str, pairs: &[(&str, &str)]) -> Value {

@@ -8,8 +8,8 @@ mod common;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
-use base64::Engine as _;
 use bytes::Bytes;
+use common::oauth::*;
 use common::*;
 use http::Request;
 use http_body_util::Full;
@@ -140,13 +140,6 @@ fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn basic(id: &str, secret: &str) -> String {
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))
-    )
-}
-
 /// Location split into the URL before `?` and its decoded query parameters.
 fn location(response: &TestResponse) -> (String, HashMap<String, String>) {
     let location = response
@@ -267,14 +260,6 @@ async fn redeem(gw: &TestGateway, code: &str, redirect_uri: &str, verifier: &str
     .await
 }
 
-fn claims(jwt: &str) -> serde_json::Value {
-    let payload = jwt.split('.').nth(1).expect("jwt payload");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .expect("base64url");
-    serde_json::from_slice(&bytes).expect("claims json")
-}
-
 #[tokio::test]
 async fn full_code_flow_with_the_login_form_and_pkce() {
     let (gw, upstream) = gateway().await;
@@ -320,7 +305,7 @@ async fn full_code_flow_with_the_login_form_and_pkce() {
     let body = tokens.json();
     assert!(body["refresh_token"].is_string());
     assert_eq!(body["scope"], "read write");
-    let c = claims(body["access_token"].as_str().unwrap());
+    let c = jwt_claims(body["access_token"].as_str().unwrap());
     assert_eq!(c["sub"], "alice");
     assert_eq!(c["client_id"], "spa");
     assert_eq!(c["iss"], ISSUER);
@@ -960,7 +945,7 @@ async fn tyk_flow_through_an_external_identity_provider() {
     assert_eq!(tokens.status, 200, "{}", tokens.text());
     let tokens = tokens.json();
     assert_eq!(tokens["scope"], "read write");
-    let c = claims(tokens["access_token"].as_str().unwrap());
+    let c = jwt_claims(tokens["access_token"].as_str().unwrap());
     assert_eq!(c["sub"], "alice");
     assert_eq!(c["aud"], "idp");
 }

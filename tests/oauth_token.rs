@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 
 use base64::Engine as _;
 use bytes::Bytes;
+use common::oauth::*;
 use common::*;
 use http::Request;
 use http_body_util::Full;
@@ -83,29 +84,6 @@ async fn oauth_gateway(oauth_extra: &str) -> (TestGateway, Upstream) {
     (TestGateway::start(config).await, upstream)
 }
 
-fn basic(id: &str, secret: &str) -> String {
-    let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!(
-            "{}:{}",
-            encode(id),
-            encode(secret)
-        ))
-    )
-}
-
-async fn post_form(url: &str, auth: Option<&str>, pairs: &[(&str, &str)]) -> TestResponse {
-    let body = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs)
-        .finish();
-    let mut req = Request::post(url).header("content-type", "application/x-www-form-urlencoded");
-    if let Some(auth) = auth {
-        req = req.header("authorization", auth);
-    }
-    send(req.body(Full::new(Bytes::from(body))).unwrap()).await
-}
-
 fn assert_no_store(response: &TestResponse) {
     assert_eq!(
         response.header("cache-control"),
@@ -120,15 +98,6 @@ fn assert_oauth_error(response: &TestResponse, status: u16, error: &str) {
     assert_eq!(response.json()["error"], error, "{}", response.text());
     assert!(response.json()["error_description"].is_string());
     assert_no_store(response);
-}
-
-/// Decodes a JWT's payload without verifying (the tests verify with the JWKS separately).
-fn claims(jwt: &str) -> serde_json::Value {
-    let payload = jwt.split('.').nth(1).expect("jwt payload");
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload)
-        .expect("base64url");
-    serde_json::from_slice(&bytes).expect("claims json")
 }
 
 async fn password_grant(gw: &TestGateway, scope: Option<&str>) -> serde_json::Value {
@@ -200,7 +169,7 @@ async fn client_credentials_issues_an_rfc9068_access_token() {
     assert_eq!(header["typ"], "at+jwt");
     assert_eq!(header["alg"], "ES256");
     let kid = header["kid"].as_str().unwrap().to_string();
-    let c = claims(token);
+    let c = jwt_claims(token);
     assert_eq!(c["iss"], "http://127.0.0.1:8080/movies");
     assert_eq!(c["sub"], "service");
     assert_eq!(c["aud"], "movies");
@@ -397,7 +366,7 @@ async fn password_grant_with_user_claims_and_narrowed_scope() {
         body["refresh_token"].as_str().unwrap().len() >= 43,
         "≥ 256 bits"
     );
-    let c = claims(body["access_token"].as_str().unwrap());
+    let c = jwt_claims(body["access_token"].as_str().unwrap());
     assert_eq!(c["sub"], "alice");
     assert_eq!(c["email"], "alice@example.com");
 
@@ -498,7 +467,7 @@ async fn tag_flow_password_introspect_refresh_reuse_revoke() {
     let rt2 = second["refresh_token"].as_str().unwrap();
     assert_ne!(rt1, rt2);
     let access2 = second["access_token"].as_str().unwrap();
-    let (c1, c2) = (claims(access), claims(access2));
+    let (c1, c2) = (jwt_claims(access), jwt_claims(access2));
     for kept in ["sub", "client_id", "aud", "iss", "sid"] {
         assert_eq!(c1[kept], c2[kept], "{kept}");
     }
@@ -690,7 +659,7 @@ async fn refresh_rules_scope_other_client_and_limits() {
     let narrowed = narrowed.json();
     assert_eq!(narrowed["scope"], "read");
     assert_eq!(
-        claims(narrowed["access_token"].as_str().unwrap())["scope"],
+        jwt_claims(narrowed["access_token"].as_str().unwrap())["scope"],
         "read"
     );
     let rt2 = narrowed["refresh_token"].as_str().unwrap().to_string();

@@ -12,10 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use bytes::Bytes;
+use common::oauth::*;
 use common::*;
-use http::Request;
-use http_body_util::Full;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tollgate::config::SigningAlgorithm;
@@ -285,25 +283,6 @@ fn without(mut claims: Value, name: &str) -> Value {
 
 // ---------------------------------------------------------------------------------------------
 // HTTP helpers
-
-fn basic(id: &str, secret: &str) -> String {
-    let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
-    format!(
-        "Basic {}",
-        STANDARD.encode(format!("{}:{}", encode(id), encode(secret)))
-    )
-}
-
-async fn post_form(url: &str, auth: Option<&str>, pairs: &[(&str, &str)]) -> TestResponse {
-    let body = form_urlencoded::Serializer::new(String::new())
-        .extend_pairs(pairs)
-        .finish();
-    let mut req = Request::post(url).header("content-type", "application/x-www-form-urlencoded");
-    if let Some(auth) = auth {
-        req = req.header("authorization", auth);
-    }
-    send(req.body(Full::new(Bytes::from(body))).unwrap()).await
-}
 
 /// An access token from `{lp}oauth/token` by client_credentials.
 async fn client_token(gw: &TestGateway, api: &str, client_id: &str, scope: &str) -> String {

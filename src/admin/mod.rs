@@ -54,9 +54,11 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Result<Response<Bod
         return Err(RouteError::Gateway(GatewayError::Internal));
     };
     let response = match call {
-        Call::Health => health(gateway).await,
+        Call::Health => gateway.health_response(true).await,
         Call::Metrics => {
-            let mut response = Response::new(full(Bytes::from(gateway.metrics.render())));
+            let mut text = gateway.metrics.render();
+            render_limiter_errors(&mut text, gateway.limiter.as_ref());
+            let mut response = Response::new(full(Bytes::from(text)));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
                 HeaderValue::from_static("text/plain; version=0.0.4"),
@@ -212,11 +214,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
         == 0
 }
 
-async fn health(gateway: &Gateway) -> Response<Body> {
-    let (status, body) = gateway.health().await;
-    json_response(status, &body)
-}
-
 fn apis(gateway: &Gateway) -> Response<Body> {
     let runtime = gateway.runtime();
     let list: Vec<serde_json::Value> = runtime
@@ -303,5 +300,23 @@ mod tests {
             b"secret-secret-secreT"
         ));
         assert!(!constant_time_eq(b"", b"secret"));
+    }
+}
+
+/// `tollgate_limiter_storage_errors_total{on_storage_error}`: requests whose limits could not be
+/// counted in Redis, by what the API's `on_storage_error` did with them.
+fn render_limiter_errors(out: &mut String, limiter: &dyn crate::limits::Limiter) {
+    use std::fmt::Write as _;
+    let errors = limiter.storage_errors();
+    if errors.is_empty() {
+        return;
+    }
+    out.push_str("# HELP tollgate_limiter_storage_errors_total Requests whose limits could not be counted in the shared store, by on_storage_error.\n");
+    out.push_str("# TYPE tollgate_limiter_storage_errors_total counter\n");
+    for (choice, n) in errors {
+        let _ = writeln!(
+            out,
+            "tollgate_limiter_storage_errors_total{{on_storage_error=\"{choice}\"}} {n}"
+        );
     }
 }

@@ -95,4 +95,10 @@ pub trait Limiter: Send + Sync + 'static {
         quota: Option<&Quota>,
         now_secs: u64,
     ) -> StoreResult<Decision>;
+
+    /// Requests this limiter could not count in its storage, by the `on_storage_error` choice that
+    /// handled them (`local`, `allow`, `deny`); empty for limiters without remote storage.
+    fn storage_errors(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }

@@ -9,7 +9,7 @@
 //! When Redis cannot be reached, the rate limit's `on_storage_error` decides: `local` (the default)
 //! counts on this node's own [`MemoryLimiter`], `allow` lets the request through uncounted, `deny`
 //! returns the storage error (the proxy answers 503). Every such request is counted in
-//! [`RedisLimiter::storage_errors`].
+//! [`Limiter::storage_errors`] (`tollgate_limiter_storage_errors_total` in `/metrics`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -83,7 +83,9 @@ pub struct RedisLimiter {
     prefix: String,
     script: Script,
     fallback: MemoryLimiter,
-    storage_errors: AtomicU64,
+    /// Requests that could not be counted in Redis, by what `on_storage_error` did with them:
+    /// local, allow, deny.
+    storage_errors: [AtomicU64; 3],
     degraded: AtomicBool,
 }
 
@@ -91,7 +93,7 @@ impl std::fmt::Debug for RedisLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisLimiter")
             .field("key_prefix", &self.prefix)
-            .field("storage_errors", &self.storage_errors())
+            .field("storage_errors", &Limiter::storage_errors(self))
             .finish()
     }
 }
@@ -109,14 +111,9 @@ impl RedisLimiter {
             prefix: prefix.to_string(),
             script: Script::new(LUA_LIMIT),
             fallback: MemoryLimiter::new(),
-            storage_errors: AtomicU64::new(0),
+            storage_errors: Default::default(),
             degraded: AtomicBool::new(false),
         }
-    }
-
-    /// Requests that could not be counted in Redis (and were handled by `on_storage_error`).
-    pub fn storage_errors(&self) -> u64 {
-        self.storage_errors.load(Ordering::Relaxed)
     }
 
     /// The TAT key of one rate limit of one limiter key: the limit's parameters are part of the key,
@@ -237,7 +234,12 @@ impl RedisLimiter {
     }
 
     fn note_error(&self, err: &crate::store::StoreError, choice: OnStorageError) {
-        self.storage_errors.fetch_add(1, Ordering::Relaxed);
+        let slot = match choice {
+            OnStorageError::Local => 0,
+            OnStorageError::Allow => 1,
+            OnStorageError::Deny => 2,
+        };
+        self.storage_errors[slot].fetch_add(1, Ordering::Relaxed);
         if !self.degraded.swap(true, Ordering::Relaxed) {
             tracing::warn!(error = %err, on_storage_error = ?choice, "redis limiter: cannot count in redis");
         }
@@ -278,5 +280,13 @@ impl Limiter for RedisLimiter {
         _now_secs: u64,
     ) -> StoreResult<Decision> {
         self.run("peek", key, rate, quota).await
+    }
+
+    fn storage_errors(&self) -> Vec<(&'static str, u64)> {
+        ["local", "allow", "deny"]
+            .into_iter()
+            .zip(&self.storage_errors)
+            .map(|(choice, n)| (choice, n.load(Ordering::Relaxed)))
+            .collect()
     }
 }

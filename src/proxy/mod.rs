@@ -16,14 +16,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
-use http::{Request, Response, StatusCode, Version};
+use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
 use crate::admin::metrics::Rejection;
 use crate::auth;
 use crate::config::{ApiDef, AuthType, UpstreamTarget};
-use crate::error::{GatewayError, json_response};
+use crate::error::GatewayError;
 use crate::gateway::{ApiRoute, Gateway, Runtime};
 use crate::http_util::Body;
 use crate::limits;
@@ -128,7 +128,7 @@ async fn lifecycle(
 
     // 2. Endpoints of the gateway itself, outside every listen path.
     match req.uri().path() {
-        "/health" => return Ok(health(gateway).await),
+        "/health" => return Ok(gateway.health_response(false).await),
         "/.well-known/jwks.json" => return Ok(oauth::handlers::jwks(gateway)),
         _ => {}
     }
@@ -455,15 +455,4 @@ fn request_id<B>(req: &Request<B>) -> HeaderValue {
         text[2 * i + 1] = HEX[usize::from(b & 0xf)];
     }
     HeaderValue::from_bytes(&text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
-}
-
-async fn health(gateway: &Gateway) -> Response<Body> {
-    let (status, body) = gateway.health().await;
-    let mut response = json_response(status, &body);
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-    }
-    response
 }

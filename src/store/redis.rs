@@ -2274,7 +2274,8 @@ mod tests {
             );
             let started = Instant::now();
             assert!(matches!(a.ping().await, Err(StoreError::Unavailable(_))));
-            assert!(started.elapsed() < timeout + Duration::from_millis(150));
+            // Bounded by the timeout (plus slack for a loaded machine), never a hang.
+            assert!(started.elapsed() < timeout + Duration::from_secs(1));
         }
         assert!(a.is_revoked("revoked-before", "", now));
         assert!(b.is_revoked("revoked-before", "", now));
@@ -2311,7 +2312,10 @@ mod tests {
         );
         let deny = rate(OnStorageError::Deny);
         assert!(limiter.check("k", Some(&deny), None, now).await.is_err());
-        assert_eq!(limiter.storage_errors(), 4);
+        assert_eq!(
+            crate::limits::Limiter::storage_errors(&limiter),
+            vec![("local", 2), ("allow", 1), ("deny", 1)]
+        );
 
         server.restart();
         let started = Instant::now();

@@ -456,4 +456,5 @@ pub fn header_map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         .collect()
 }
 
+pub mod oauth;
 pub mod redis;

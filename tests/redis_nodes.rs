@@ -1,0 +1,597 @@
+//! Several gateway nodes sharing one Redis (DESIGN §7, SECURITY.md "Faults"): two gateways started
+//! through the library on 127.0.0.1:0 with the same configuration, signing key and key prefix, and a
+//! `redis-server` the harness starts on a free port. Whatever one node issues, counts or revokes, the
+//! other sees; when Redis goes away, what needs it answers 503 and JWT validation goes on.
+
+mod common;
+
+use std::path::Path;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use common::oauth::*;
+use common::redis::{RedisServer, unique_prefix};
+use common::*;
+use serde_json::{Value, json};
+
+const APP_SECRET: &str = "app-secret-0123456789";
+const SERVICE_SECRET: &str = "service-secret-0123456789";
+const ALICE_PASSWORD: &str = "alice-password";
+/// RFC 7636 Appendix B.
+const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+
+/// argon2 hashes made once per test binary (hashing is deliberately slow).
+fn hashes() -> &'static [String; 3] {
+    static HASHES: OnceLock<[String; 3]> = OnceLock::new();
+    HASHES.get_or_init(|| {
+        [APP_SECRET, SERVICE_SECRET, ALICE_PASSWORD]
+            .map(|s| tollgate::oauth::secrets::hash_secret(s).expect("hash"))
+    })
+}
+
+/// Two nodes, their Redis and their upstream.
+struct Nodes {
+    a: TestGateway,
+    b: TestGateway,
+    redis: RedisServer,
+    upstream: Upstream,
+}
+
+/// The configuration both nodes run (`extra_api` lets a test change the `metered` API's limits):
+/// - `movies`: OAuth, clients `service` (client_credentials), `app` (password, refresh) and `spa`
+///   (public, authorization code + PKCE through an external identity provider); user alice.
+/// - `metered`: accepts `movies` tokens, counts a quota of 4 a day and a rate limit per session.
+fn config(redis: &RedisServer, prefix: &str, upstream: &str, metered_limits: &str) -> ConfigDir {
+    let [app, service, alice] = hashes();
+    let config = ConfigDir::new(&format!(
+        "users: users.yaml\n{}",
+        redis.storage_yaml(prefix, "300ms")
+    ));
+    config.write(
+        "users.yaml",
+        &format!("- username: alice\n  password_hash: \"{alice}\"\n  scopes: [read, write]\n"),
+    );
+    // The key every node mounts (`generate: true` would give each node its own).
+    config.write(
+        "keys/signing.pem",
+        &tollgate::oauth::keys::generate_pkcs8_pem(tollgate::config::SigningAlgorithm::Es256)
+            .expect("generate a signing key"),
+    );
+    config.api(
+        "movies",
+        &format!(
+            r#"listen_path: /movies/
+upstream: {{ url: "{upstream}" }}
+auth: {{ type: oauth2 }}
+oauth:
+  grant_types: [authorization_code, client_credentials, password, refresh_token]
+  pkce: required
+  login: {{ redirect: "https://idp.example/login" }}
+  scopes: [read, write]
+  clients:
+    - client_id: service
+      secret_hash: "{service}"
+      grant_types: [client_credentials]
+      scopes: [read]
+    - client_id: app
+      secret_hash: "{app}"
+      grant_types: [password, refresh_token]
+      scopes: [read, write]
+    - client_id: spa
+      redirect_uris: [https://app.example/cb]
+      grant_types: [authorization_code, refresh_token]
+      scopes: [read]
+"#
+        ),
+    );
+    config.api(
+        "metered",
+        &format!(
+            "listen_path: /metered/\nupstream: {{ url: \"{upstream}\" }}\nauth: {{ type: oauth2, accept_from: [movies] }}\n{metered_limits}"
+        ),
+    );
+    config
+}
+
+const QUOTA_OF_FOUR: &str = "quota: { max: 4, period: 1d }\n";
+
+/// A copy of `from` (gateway.yaml, users, API definitions and the generated signing key): what an
+/// operator gives every node.
+fn same_config(from: &ConfigDir) -> ConfigDir {
+    let to = ConfigDir::new("");
+    copy_tree(from.path(), to.path());
+    to
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("read config dir") {
+        let entry = entry.expect("dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            std::fs::create_dir_all(&target).expect("mkdir");
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
+}
+
+async fn nodes_with(metered_limits: &str) -> Nodes {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let prefix = unique_prefix();
+    let a = TestGateway::start(config(&redis, &prefix, &upstream.url(), metered_limits)).await;
+    // Node B mounts the same files.
+    let b = TestGateway::start(same_config(&a.config)).await;
+    Nodes {
+        a,
+        b,
+        redis,
+        upstream,
+    }
+}
+
+async fn nodes() -> Nodes {
+    nodes_with(QUOTA_OF_FOUR).await
+}
+
+async fn token(gw: &TestGateway, auth: &str, pairs: &[(&str, &str)]) -> TestResponse {
+    post_form(&gw.url("/movies/oauth/token"), Some(auth), pairs).await
+}
+
+async fn service_token(gw: &TestGateway) -> String {
+    let response = token(
+        gw,
+        &basic("service", SERVICE_SECRET),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    response.json()["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string()
+}
+
+async fn alice_tokens(gw: &TestGateway) -> Value {
+    let response = token(
+        gw,
+        &basic("app", APP_SECRET),
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", ALICE_PASSWORD),
+        ],
+    )
+    .await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    response.json()
+}
+
+async fn refresh(gw: &TestGateway, refresh_token: &str) -> TestResponse {
+    token(
+        gw,
+        &basic("app", APP_SECRET),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ],
+    )
+    .await
+}
+
+async fn call(gw: &TestGateway, path: &str, access_token: &str) -> TestResponse {
+    get_with(
+        &gw.url(path),
+        &[("authorization", &format!("Bearer {access_token}"))],
+    )
+    .await
+}
+
+fn str_field<'a>(value: &'a Value, name: &str) -> &'a str {
+    value[name]
+        .as_str()
+        .unwrap_or_else(|| panic!("no {name} in {value}"))
+}
+
+#[tokio::test]
+async fn a_token_issued_on_one_node_works_on_the_other() {
+    let nodes = nodes().await;
+    let access = service_token(&nodes.a).await;
+    let response = call(&nodes.b, "/movies/films", &access).await;
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(nodes.upstream.last().target, "/films");
+}
+
+#[tokio::test]
+async fn a_session_started_on_one_node_is_refreshed_on_the_other() {
+    let nodes = nodes().await;
+    let first = alice_tokens(&nodes.a).await;
+    let refreshed = refresh(&nodes.b, str_field(&first, "refresh_token")).await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.text());
+    let refreshed = refreshed.json();
+    assert_eq!(
+        jwt_claims(str_field(&refreshed, "access_token"))["sid"],
+        jwt_claims(str_field(&first, "access_token"))["sid"],
+        "a refresh continues the session"
+    );
+    // The rotated-out token is refused on the node that issued it.
+    let reused = refresh(&nodes.a, str_field(&first, "refresh_token")).await;
+    assert_eq!(reused.status, 400, "{}", reused.text());
+    assert_eq!(reused.json()["error"], "invalid_grant");
+}
+
+#[tokio::test]
+async fn a_code_issued_on_one_node_is_redeemed_on_the_other() {
+    let nodes = nodes().await;
+    // The identity provider asks node A for a code (Tyk's flow)...
+    let issued = nodes
+        .a
+        .admin_send(
+            "POST",
+            "/apis/movies/oauth/authorize-client",
+            Some(&json!({
+                "client_id": "spa",
+                "redirect_uri": "https://app.example/cb",
+                "response_type": "code",
+                "username": "alice",
+                "scope": "read",
+                "state": "s-1",
+                "code_challenge": CHALLENGE,
+                "code_challenge_method": "S256",
+            })),
+        )
+        .await;
+    assert_eq!(issued.status, 200, "{}", issued.text());
+    let code = issued.json()["code"].as_str().expect("code").to_string();
+    // ...and the client's callback lands on node B.
+    let redeem = async |gw: &TestGateway| {
+        post_form(
+            &gw.url("/movies/oauth/token"),
+            None,
+            &[
+                ("grant_type", "authorization_code"),
+                ("code", &code),
+                ("redirect_uri", "https://app.example/cb"),
+                ("client_id", "spa"),
+                ("code_verifier", VERIFIER),
+            ],
+        )
+        .await
+    };
+    let tokens = redeem(&nodes.b).await;
+    assert_eq!(tokens.status, 200, "{}", tokens.text());
+    assert_eq!(
+        jwt_claims(str_field(&tokens.json(), "access_token"))["sub"],
+        "alice"
+    );
+    // A code is good once, whichever node sees it next.
+    let again = redeem(&nodes.a).await;
+    assert_eq!(again.status, 400, "{}", again.text());
+    assert_eq!(again.json()["error"], "invalid_grant");
+}
+
+#[tokio::test]
+async fn a_client_created_on_one_node_is_used_on_the_other() {
+    let nodes = nodes().await;
+    let created = nodes
+        .a
+        .admin_send(
+            "POST",
+            "/apis/movies/clients",
+            Some(&json!({"grant_types": ["client_credentials"], "scopes": ["read"]})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let created = created.json();
+    let auth = basic(
+        str_field(&created, "client_id"),
+        str_field(&created, "client_secret"),
+    );
+    let issued = token(&nodes.b, &auth, &[("grant_type", "client_credentials")]).await;
+    assert_eq!(issued.status, 200, "{}", issued.text());
+    let access = str_field(&issued.json(), "access_token").to_string();
+    assert_eq!(call(&nodes.a, "/movies/x", &access).await.status, 200);
+
+    // Deleted on node B, its token stops working on node A.
+    let client_id = str_field(&created, "client_id");
+    let deleted = nodes
+        .b
+        .admin_send("DELETE", &format!("/apis/movies/clients/{client_id}"), None)
+        .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text());
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            call(&nodes.a, "/movies/x", &access).await.status == 401
+        })
+        .await,
+        "the deleted client's token still works on the other node"
+    );
+}
+
+#[tokio::test]
+async fn a_revocation_on_one_node_is_refused_on_the_other_within_100ms() {
+    let nodes = nodes().await;
+    let access = service_token(&nodes.a).await;
+    // Node B has validated (and cached) the token.
+    assert_eq!(call(&nodes.b, "/movies/x", &access).await.status, 200);
+
+    let revoked = post_form(
+        &nodes.a.url("/movies/oauth/revoke"),
+        Some(&basic("service", SERVICE_SECRET)),
+        &[("token", &access)],
+    )
+    .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+    assert!(
+        eventually(Duration::from_millis(100), || async {
+            call(&nodes.b, "/movies/x", &access).await.status == 401
+        })
+        .await,
+        "node B still accepts the token 100 ms after node A revoked it"
+    );
+}
+
+#[tokio::test]
+async fn quota_is_counted_across_both_nodes() {
+    let nodes = nodes().await;
+    let access = service_token(&nodes.a).await;
+    for (i, node) in [&nodes.a, &nodes.b, &nodes.a, &nodes.b]
+        .into_iter()
+        .enumerate()
+    {
+        let response = call(node, "/metered/x", &access).await;
+        assert_eq!(response.status, 200, "request {i}: {}", response.text());
+        assert_eq!(
+            response.header("x-ratelimit-remaining"),
+            Some((3 - i).to_string().as_str())
+        );
+    }
+    for node in [&nodes.a, &nodes.b] {
+        let refused = call(node, "/metered/x", &access).await;
+        assert_eq!(refused.status, 429, "{}", refused.text());
+        assert!(refused.header("retry-after").is_some());
+    }
+    assert_eq!(nodes.upstream.count(), 4);
+}
+
+#[tokio::test]
+async fn rate_limit_is_counted_across_both_nodes() {
+    let nodes = nodes_with("rate_limit: { rate: 3, per: 1h }\n").await;
+    let access = service_token(&nodes.b).await;
+    for node in [&nodes.a, &nodes.b, &nodes.a] {
+        assert_eq!(call(node, "/metered/x", &access).await.status, 200);
+    }
+    for node in [&nodes.b, &nodes.a] {
+        let refused = call(node, "/metered/x", &access).await;
+        assert_eq!(refused.status, 429, "{}", refused.text());
+        assert_eq!(refused.header("x-ratelimit-remaining"), Some("0"));
+    }
+}
+
+#[tokio::test]
+async fn rotated_refresh_tokens_stay_refused_after_a_node_restart() {
+    let nodes = nodes().await;
+    let first = alice_tokens(&nodes.a).await;
+    let second = refresh(&nodes.a, str_field(&first, "refresh_token")).await;
+    assert_eq!(second.status, 200, "{}", second.text());
+    let second = second.json();
+
+    // Node A restarts with the same configuration: nothing of the session lived in its memory.
+    let config = same_config(&nodes.a.config);
+    nodes.a.stop().await;
+    let a = TestGateway::start(config).await;
+
+    let third = refresh(&a, str_field(&second, "refresh_token")).await;
+    assert_eq!(third.status, 200, "{}", third.text());
+    let replay = refresh(&a, str_field(&first, "refresh_token")).await;
+    assert_eq!(replay.status, 400, "{}", replay.text());
+    assert_eq!(replay.json()["error"], "invalid_grant");
+    // Reuse of a rotated token ends the session everywhere (RFC 9700 §4.14.2).
+    let after_reuse = refresh(&nodes.b, str_field(&third.json(), "refresh_token")).await;
+    assert_eq!(after_reuse.status, 400, "{}", after_reuse.text());
+}
+
+#[tokio::test]
+async fn redis_down_needs_redis_answers_503_and_jwt_validation_goes_on() {
+    let mut nodes = nodes_with("").await;
+    let access = service_token(&nodes.a).await;
+    let tokens = alice_tokens(&nodes.a).await;
+
+    nodes.redis.stop();
+
+    // A token validates from the key and the local revocation set: no Redis needed.
+    let served = call(&nodes.b, "/movies/x", &access).await;
+    assert_eq!(served.status, 200, "{}", served.text());
+    // Everything that needs Redis answers 503 with Retry-After, never 401 and never a hang.
+    for response in [
+        token(
+            &nodes.a,
+            &basic("service", SERVICE_SECRET),
+            &[("grant_type", "client_credentials")],
+        )
+        .await,
+        refresh(&nodes.b, str_field(&tokens, "refresh_token")).await,
+        // Login failures are counted in Redis: without it the password grant fails closed.
+        token(
+            &nodes.a,
+            &basic("app", APP_SECRET),
+            &[
+                ("grant_type", "password"),
+                ("username", "alice"),
+                ("password", "wrong"),
+            ],
+        )
+        .await,
+        get(&nodes.a.url("/health")).await,
+        nodes.b.admin_get("/health").await,
+    ] {
+        assert_eq!(response.status, 503, "{}", response.text());
+        assert!(response.header("retry-after").is_some(), "{response:?}");
+    }
+
+    // The admin listener says why; the public one does not describe internals.
+    let public = get(&nodes.a.url("/health")).await.json();
+    assert_eq!(public["storage"]["status"], "unavailable");
+    assert!(public["storage"]["error"].is_null(), "{public}");
+    assert!(nodes.a.admin_get("/health").await.json()["storage"]["error"].is_string());
+
+    // Redis comes back (empty: nothing was persisted); the nodes recover without a restart.
+    nodes.redis.restart();
+    for node in [&nodes.a, &nodes.b] {
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                get(&node.url("/health")).await.status == 200
+            })
+            .await,
+            "a node did not recover"
+        );
+        let access = service_token(node).await;
+        assert_eq!(call(node, "/movies/x", &access).await.status, 200);
+    }
+}
+
+#[tokio::test]
+async fn a_hanging_redis_is_bounded_by_the_timeout() {
+    let nodes = nodes_with("").await;
+    let access = service_token(&nodes.a).await;
+    // Frozen: connections stay open and nothing answers.
+    nodes.redis.signal("STOP");
+    let issued = tokio::time::timeout(
+        Duration::from_secs(10),
+        token(
+            &nodes.a,
+            &basic("service", SERVICE_SECRET),
+            &[("grant_type", "client_credentials")],
+        ),
+    )
+    .await
+    .expect("the token endpoint hung on a frozen Redis");
+    assert_eq!(issued.status, 503, "{}", issued.text());
+    assert_eq!(call(&nodes.b, "/movies/x", &access).await.status, 200);
+    nodes.redis.signal("CONT");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            token(
+                &nodes.a,
+                &basic("service", SERVICE_SECRET),
+                &[("grant_type", "client_credentials")],
+            )
+            .await
+            .status
+                == 200
+        })
+        .await
+    );
+}
+
+/// `on_storage_error` decides what a rate limit does while Redis is unreachable, and `/metrics`
+/// counts those requests.
+#[tokio::test]
+async fn limits_without_redis_follow_on_storage_error() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let config = config(&redis, &unique_prefix(), &upstream.url(), "");
+    for (id, choice) in [("local", "local"), ("allow", "allow"), ("deny", "deny")] {
+        config.api(
+            id,
+            &format!(
+                "listen_path: /{id}/\nupstream: {{ url: \"{}\" }}\nauth: {{ type: oauth2, accept_from: [movies] }}\n\
+                 rate_limit: {{ rate: 1, per: 1h, on_storage_error: {choice} }}\n",
+                upstream.url()
+            ),
+        );
+    }
+    let mut redis = redis;
+    let gw = TestGateway::start(config).await;
+    let access = service_token(&gw).await;
+    redis.stop();
+
+    // local: this node's own limiter counts (1 an hour).
+    assert_eq!(call(&gw, "/local/x", &access).await.status, 200);
+    assert_eq!(call(&gw, "/local/x", &access).await.status, 429);
+    // allow: uncounted.
+    for _ in 0..3 {
+        assert_eq!(call(&gw, "/allow/x", &access).await.status, 200);
+    }
+    // deny: 503 with Retry-After.
+    let denied = call(&gw, "/deny/x", &access).await;
+    assert_eq!(denied.status, 503, "{}", denied.text());
+    assert!(denied.header("retry-after").is_some());
+
+    let metrics = gw.admin_get("/metrics").await.text();
+    for line in [
+        "tollgate_limiter_storage_errors_total{on_storage_error=\"local\"} 2",
+        "tollgate_limiter_storage_errors_total{on_storage_error=\"allow\"} 3",
+        "tollgate_limiter_storage_errors_total{on_storage_error=\"deny\"} 1",
+    ] {
+        assert!(metrics.contains(line), "no `{line}` in\n{metrics}");
+    }
+}
+
+/// What the nodes leave in Redis: a TTL on every key but clients (and policies), and no token, code or
+/// secret in clear.
+#[tokio::test]
+async fn redis_holds_no_secret_in_clear_and_nothing_without_ttl() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let prefix = unique_prefix();
+    let gw = TestGateway::start(config(&redis, &prefix, &upstream.url(), QUOTA_OF_FOUR)).await;
+    let service_access = service_token(&gw).await;
+    let tokens = alice_tokens(&gw).await;
+    let refreshed = refresh(&gw, str_field(&tokens, "refresh_token"))
+        .await
+        .json();
+    let created = gw
+        .admin_send(
+            "POST",
+            "/apis/movies/clients",
+            Some(&json!({"grant_types": ["client_credentials"], "scopes": ["read"]})),
+        )
+        .await
+        .json();
+    let issued = gw
+        .admin_send(
+            "POST",
+            "/apis/movies/oauth/authorize-client",
+            Some(&json!({
+                "client_id": "spa", "redirect_uri": "https://app.example/cb", "response_type": "code",
+                "username": "alice", "scope": "read", "code_challenge": CHALLENGE,
+                "code_challenge_method": "S256",
+            })),
+        )
+        .await
+        .json();
+    assert_eq!(call(&gw, "/metered/x", &service_access).await.status, 200);
+    let revoked = post_form(
+        &gw.url("/movies/oauth/revoke"),
+        Some(&basic("service", SERVICE_SECRET)),
+        &[("token", &service_access)],
+    )
+    .await;
+    assert_eq!(revoked.status, 200);
+
+    let keys = redis.keys_and_ttls(&prefix).await;
+    assert!(
+        keys.len() >= 5,
+        "expected sessions, refresh tokens, code, limits: {keys:?}"
+    );
+    let without_ttl = redis.keys_without_ttl(&prefix).await;
+    assert!(
+        without_ttl.is_empty(),
+        "keys without a TTL: {without_ttl:?}"
+    );
+    let everything = redis.dump(&prefix).await;
+    for secret in [
+        str_field(&tokens, "refresh_token"),
+        str_field(&refreshed, "refresh_token"),
+        str_field(&created, "client_secret"),
+        str_field(&issued, "code"),
+        &service_access,
+        APP_SECRET,
+        ALICE_PASSWORD,
+    ] {
+        assert!(!everything.contains(secret), "stored in clear: {secret}");
+    }
+}
