@@ -261,6 +261,24 @@ async fn reload(gateway: &Gateway) -> Response<Body> {
     }
 }
 
+/// `tollgate_limiter_storage_errors_total{on_storage_error}`: requests whose limits could not be
+/// counted in Redis, by what the API's `on_storage_error` did with them.
+fn render_limiter_errors(out: &mut String, limiter: &dyn crate::limits::Limiter) {
+    use std::fmt::Write as _;
+    let errors = limiter.storage_errors();
+    if errors.is_empty() {
+        return;
+    }
+    out.push_str("# HELP tollgate_limiter_storage_errors_total Requests whose limits could not be counted in the shared store, by on_storage_error.\n");
+    out.push_str("# TYPE tollgate_limiter_storage_errors_total counter\n");
+    for (choice, n) in errors {
+        let _ = writeln!(
+            out,
+            "tollgate_limiter_storage_errors_total{{on_storage_error=\"{choice}\"}} {n}"
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::{constant_time_eq, path_segments, storage};
@@ -300,23 +318,5 @@ mod tests {
             b"secret-secret-secreT"
         ));
         assert!(!constant_time_eq(b"", b"secret"));
-    }
-}
-
-/// `tollgate_limiter_storage_errors_total{on_storage_error}`: requests whose limits could not be
-/// counted in Redis, by what the API's `on_storage_error` did with them.
-fn render_limiter_errors(out: &mut String, limiter: &dyn crate::limits::Limiter) {
-    use std::fmt::Write as _;
-    let errors = limiter.storage_errors();
-    if errors.is_empty() {
-        return;
-    }
-    out.push_str("# HELP tollgate_limiter_storage_errors_total Requests whose limits could not be counted in the shared store, by on_storage_error.\n");
-    out.push_str("# TYPE tollgate_limiter_storage_errors_total counter\n");
-    for (choice, n) in errors {
-        let _ = writeln!(
-            out,
-            "tollgate_limiter_storage_errors_total{{on_storage_error=\"{choice}\"}} {n}"
-        );
     }
 }
