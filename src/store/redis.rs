@@ -1037,6 +1037,34 @@ impl Drop for RedisStore {
 }
 
 impl RedisStore {
+    /// Revokes a session id or a token id until `until`: written to Redis and published, then applied
+    /// to this node's own set at once (with the later expiry if it was revoked before).
+    async fn revoke(&self, kind: RevocationKind, id: &str, until: u64) -> StoreResult<()> {
+        if id.is_empty() {
+            return Ok(());
+        }
+        let script = match kind {
+            RevocationKind::Sid => &self.scripts.revoke_session,
+            RevocationKind::Jti => &self.scripts.revoke_jti,
+        };
+        let mut conn = self.backend.conn();
+        let kept: String = self
+            .backend
+            .bounded(
+                script
+                    .key(self.keys.revoked(kind))
+                    .arg(&self.keys.tokens)
+                    .arg(&self.keys.channel)
+                    .arg(id)
+                    .arg(clamp_time(until))
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        let kept = kept.parse::<u64>().unwrap_or(until);
+        self.shared.revoke_locally(kind, id, kept);
+        Ok(())
+    }
+
     /// Connects to Redis (or the cluster), subscribes to the revocation channel and loads the
     /// revocation set. Fails (with the reason) if any of that does not succeed within a few times
     /// `storage.redis.timeout` (at least 3 s): a node does not start with an unknown revocation state.
@@ -1323,49 +1351,11 @@ impl Store for RedisStore {
     }
 
     async fn revoke_session(&self, sid: &str, until: u64) -> StoreResult<()> {
-        if sid.is_empty() {
-            return Ok(());
-        }
-        let mut conn = self.backend.conn();
-        let kept: String = self
-            .backend
-            .bounded(
-                self.scripts
-                    .revoke_session
-                    .key(self.keys.revoked(RevocationKind::Sid))
-                    .arg(&self.keys.tokens)
-                    .arg(&self.keys.channel)
-                    .arg(sid)
-                    .arg(clamp_time(until))
-                    .invoke_async(&mut conn),
-            )
-            .await?;
-        let kept = kept.parse::<u64>().unwrap_or(until);
-        self.shared.revoke_locally(RevocationKind::Sid, sid, kept);
-        Ok(())
+        self.revoke(RevocationKind::Sid, sid, until).await
     }
 
     async fn revoke_jti(&self, jti: &str, until: u64) -> StoreResult<()> {
-        if jti.is_empty() {
-            return Ok(());
-        }
-        let mut conn = self.backend.conn();
-        let kept: String = self
-            .backend
-            .bounded(
-                self.scripts
-                    .revoke_jti
-                    .key(self.keys.revoked(RevocationKind::Jti))
-                    .arg(&self.keys.tokens)
-                    .arg(&self.keys.channel)
-                    .arg(jti)
-                    .arg(clamp_time(until))
-                    .invoke_async(&mut conn),
-            )
-            .await?;
-        let kept = kept.parse::<u64>().unwrap_or(until);
-        self.shared.revoke_locally(RevocationKind::Jti, jti, kept);
-        Ok(())
+        self.revoke(RevocationKind::Jti, jti, until).await
     }
 
     fn is_revoked(&self, sid: &str, jti: &str, now: u64) -> bool {
