@@ -156,26 +156,6 @@ fn split_url(url: &str) -> (String, HashMap<String, String>) {
     (base.to_string(), params)
 }
 
-fn html_unescape(s: &str) -> String {
-    s.replace("&quot;", "\"")
-        .replace("&#39;", "'")
-        .replace("&lt;", "<")
-        .replace("&gt;", ">")
-        .replace("&amp;", "&")
-}
-
-/// The hidden fields of the login form, as a browser would submit them.
-fn hidden_fields(html: &str) -> Vec<(String, String)> {
-    let mut fields = Vec::new();
-    for chunk in html.split("<input type=\"hidden\" name=\"").skip(1) {
-        let (name, rest) = chunk.split_once('"').expect("hidden field name");
-        let rest = rest.strip_prefix(" value=\"").expect("hidden field value");
-        let (value, _) = rest.split_once('"').expect("hidden field value end");
-        fields.push((html_unescape(name), html_unescape(value)));
-    }
-    fields
-}
-
 /// Fills the login form of `page` and submits it.
 async fn submit(
     gw: &TestGateway,

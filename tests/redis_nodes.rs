@@ -41,6 +41,7 @@ struct Nodes {
 /// The configuration both nodes run (`extra_api` lets a test change the `metered` API's limits):
 /// - `movies`: OAuth, clients `service` (client_credentials), `app` (password, refresh) and `spa`
 ///   (public, authorization code + PKCE through an external identity provider); user alice.
+/// - `portal`: the same with the built-in login page.
 /// - `metered`: accepts `movies` tokens, counts a quota of 4 a day and a rate limit per session.
 fn config(redis: &RedisServer, prefix: &str, upstream: &str, metered_limits: &str) -> ConfigDir {
     let [app, service, alice] = hashes();
@@ -84,6 +85,18 @@ oauth:
       scopes: [read]
 "#
         ),
+    );
+    // The same clients with the built-in login page.
+    let movies = std::fs::read_to_string(config.path().join("api-definitions/movies.yaml"))
+        .expect("movies.yaml");
+    config.api(
+        "portal",
+        &movies
+            .replace("listen_path: /movies/", "listen_path: /portal/")
+            .replace(
+                "login: { redirect: \"https://idp.example/login\" }",
+                "login: builtin",
+            ),
     );
     config.api(
         "metered",
@@ -270,6 +283,42 @@ async fn a_code_issued_on_one_node_is_redeemed_on_the_other() {
     let again = redeem(&nodes.a).await;
     assert_eq!(again.status, 400, "{}", again.text());
     assert_eq!(again.json()["error"], "invalid_grant");
+}
+
+#[tokio::test]
+async fn a_login_page_served_by_one_node_is_accepted_by_the_other() {
+    let nodes = nodes().await;
+    let query = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs([
+            ("response_type", "code"),
+            ("client_id", "spa"),
+            ("redirect_uri", "https://app.example/cb"),
+            ("scope", "read"),
+            ("state", "s-2"),
+            ("code_challenge", CHALLENGE),
+            ("code_challenge_method", "S256"),
+        ])
+        .finish();
+    let page = get(&nodes.a.url(&format!("/portal/oauth/authorize?{query}"))).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    let mut form = hidden_fields(&page.text());
+    assert!(form.iter().any(|(name, _)| name == "csrf_token"));
+    form.extend([
+        ("username".to_string(), "alice".to_string()),
+        ("password".to_string(), ALICE_PASSWORD.to_string()),
+        ("action".to_string(), "allow".to_string()),
+    ]);
+    let form: Vec<(&str, &str)> = form.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
+    // The browser's POST lands on node B: the CSRF token is signed with a key every node derives
+    // from the shared signing key.
+    let done = post_form(&nodes.b.url("/portal/oauth/authorize"), None, &form).await;
+    assert_eq!(done.status, 303, "{}", done.text());
+    let location = done.header("location").expect("Location");
+    assert!(
+        location.starts_with("https://app.example/cb?"),
+        "{location}"
+    );
+    assert!(location.contains("code="), "{location}");
 }
 
 #[tokio::test]

@@ -17,7 +17,6 @@
 //!   provider signs the user in and asks for a code through [`authorize_client`].
 
 use std::collections::HashSet;
-use std::sync::OnceLock;
 
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -449,13 +448,6 @@ pub fn code_redirect_url(
 
 // --- CSRF tokens of the login form
 
-/// Per-process random key: a restart invalidates open login forms, and with several nodes the form's
-/// POST must reach the node that served the page (see the module's notes in the project docs).
-fn csrf_key() -> &'static [u8] {
-    static KEY: OnceLock<Vec<u8>> = OnceLock::new();
-    KEY.get_or_init(|| secrets::random_bytes(32))
-}
-
 /// The bytes the token's HMAC covers: the API, every request parameter (length-prefixed, with absent
 /// distinct from empty) and the issue time.
 fn csrf_message(api_id: &str, params: &AuthorizeParams, issued_at: u64) -> Vec<u8> {
@@ -477,13 +469,20 @@ fn csrf_message(api_id: &str, params: &AuthorizeParams, issued_at: u64) -> Vec<u
 }
 
 /// `<issued_at>.<hex HMAC-SHA256>`, bound to the API and every parameter of the request.
-pub fn csrf_token(api_id: &str, params: &AuthorizeParams, issued_at: u64) -> String {
-    let mac = secrets::hmac_sha256_hex(csrf_key(), &csrf_message(api_id, params, issued_at));
+/// `key` is the signing key's form key, so that a form served by one node is accepted by every node.
+pub fn csrf_token(key: &[u8], api_id: &str, params: &AuthorizeParams, issued_at: u64) -> String {
+    let mac = secrets::hmac_sha256_hex(key, &csrf_message(api_id, params, issued_at));
     format!("{issued_at}.{mac}")
 }
 
 /// True when `token` was made by [`csrf_token`] for these parameters within [`CSRF_TTL_SECS`].
-pub fn verify_csrf(token: Option<&str>, api_id: &str, params: &AuthorizeParams, now: u64) -> bool {
+pub fn verify_csrf(
+    key: &[u8],
+    token: Option<&str>,
+    api_id: &str,
+    params: &AuthorizeParams,
+    now: u64,
+) -> bool {
     let Some((issued, mac)) = token.and_then(|t| t.split_once('.')) else {
         return false;
     };
@@ -497,7 +496,7 @@ pub fn verify_csrf(token: Option<&str>, api_id: &str, params: &AuthorizeParams, 
     if issued_at > now + 5 || now.saturating_sub(issued_at) > CSRF_TTL_SECS {
         return false;
     }
-    let expected = secrets::hmac_sha256_hex(csrf_key(), &csrf_message(api_id, params, issued_at));
+    let expected = secrets::hmac_sha256_hex(key, &csrf_message(api_id, params, issued_at));
     secrets::constant_time_eq(expected.as_bytes(), mac.as_bytes())
 }
 
@@ -586,7 +585,15 @@ async fn authorize_get(
             };
             redirect(StatusCode::TEMPORARY_REDIRECT, &location)
         }
-        LoginMode::Builtin => Ok(login_page(api, &params, &valid, None, None, StatusCode::OK)),
+        LoginMode::Builtin => Ok(login_page(
+            gateway.auth.keys.form_key(),
+            api,
+            &params,
+            &valid,
+            None,
+            None,
+            StatusCode::OK,
+        )),
     }
 }
 
@@ -615,7 +622,13 @@ async fn authorize_post(
     let password = form.remove("password").filter(|p| !p.is_empty());
     let params = AuthorizeParams::from_pairs(&form);
     let now = now();
-    if !verify_csrf(csrf.as_deref(), &api.id, &params, now) {
+    if !verify_csrf(
+        gateway.auth.keys.form_key(),
+        csrf.as_deref(),
+        &api.id,
+        &params,
+        now,
+    ) {
         return Err(page_error(
             StatusCode::BAD_REQUEST,
             "This sign-in form has expired or did not come from this server. Go back to the application and start again.",
@@ -650,6 +663,7 @@ async fn authorize_post(
     }
     let (Some(username), Some(password)) = (username.as_deref(), password.as_deref()) else {
         return Ok(login_page(
+            gateway.auth.keys.form_key(),
             api,
             &params,
             &valid,
@@ -667,6 +681,7 @@ async fn authorize_post(
         Err(LoginError::Invalid) => {
             tracing::info!(api = %api.id, client = %valid.client_id, "failed login on the authorization page");
             return Ok(login_page(
+                gateway.auth.keys.form_key(),
                 api,
                 &params,
                 &valid,
@@ -713,6 +728,7 @@ async fn find_client(
 }
 
 fn login_page(
+    form_key: &[u8],
     api: &ApiDef,
     params: &AuthorizeParams,
     valid: &ValidAuthorize,
@@ -721,7 +737,7 @@ fn login_page(
     status: StatusCode,
 ) -> Response<Body> {
     let hidden = params.sent();
-    let csrf = csrf_token(&api.id, params, now());
+    let csrf = csrf_token(form_key, &api.id, params, now());
     let action = format!("{}oauth/authorize", api.listen_path);
     let html = login_page::render(&LoginPage {
         api_name: &api.name,
@@ -1308,26 +1324,29 @@ mod tests {
 
     #[test]
     fn csrf_tokens_are_bound_to_the_request_and_expire() {
+        const KEY: &[u8] = b"form key of the signing key";
         let params = with(&[]);
-        let token = csrf_token("movies", &params, 1000);
-        assert!(verify_csrf(Some(&token), "movies", &params, 1000));
+        let token = csrf_token(KEY, "movies", &params, 1000);
+        assert!(verify_csrf(KEY, Some(&token), "movies", &params, 1000));
         assert!(verify_csrf(
+            KEY,
             Some(&token),
             "movies",
             &params,
             1000 + CSRF_TTL_SECS
         ));
         assert!(!verify_csrf(
+            KEY,
             Some(&token),
             "movies",
             &params,
             1001 + CSRF_TTL_SECS
         ));
-        assert!(!verify_csrf(Some(&token), "movies", &params, 900));
-        assert!(!verify_csrf(None, "movies", &params, 1000));
-        assert!(!verify_csrf(Some(""), "movies", &params, 1000));
-        assert!(!verify_csrf(Some("1000."), "movies", &params, 1000));
-        assert!(!verify_csrf(Some(&token), "books", &params, 1000));
+        assert!(!verify_csrf(KEY, Some(&token), "movies", &params, 900));
+        assert!(!verify_csrf(KEY, None, "movies", &params, 1000));
+        assert!(!verify_csrf(KEY, Some(""), "movies", &params, 1000));
+        assert!(!verify_csrf(KEY, Some("1000."), "movies", &params, 1000));
+        assert!(!verify_csrf(KEY, Some(&token), "books", &params, 1000));
         for (name, value) in [
             ("client_id", Some("other")),
             ("redirect_uri", Some("https://app.example/cb2?tenant=a")),
@@ -1338,13 +1357,14 @@ mod tests {
             ("code_challenge", None),
         ] {
             assert!(
-                !verify_csrf(Some(&token), "movies", &with(&[(name, value)]), 1000),
+                !verify_csrf(KEY, Some(&token), "movies", &with(&[(name, value)]), 1000),
                 "{name}"
             );
         }
         // Moving the time into the MAC's input is not possible without the key.
         let (_, mac) = token.split_once('.').unwrap();
         assert!(!verify_csrf(
+            KEY,
             Some(&format!("1500.{mac}")),
             "movies",
             &params,
@@ -1354,7 +1374,15 @@ mod tests {
         let mut forged = token.clone();
         let last = forged.pop().unwrap();
         forged.push(if last == '0' { '1' } else { '0' });
-        assert!(!verify_csrf(Some(&forged), "movies", &params, 1000));
+        assert!(!verify_csrf(KEY, Some(&forged), "movies", &params, 1000));
+        // A form signed with another deployment's key is refused.
+        assert!(!verify_csrf(
+            b"another signing key",
+            Some(&token),
+            "movies",
+            &params,
+            1000
+        ));
     }
 
     #[test]

@@ -242,6 +242,10 @@ pub struct SigningKey {
     encoding: EncodingKey,
     decoding: DecodingKey,
     jwk: Value,
+    /// A secret derived from the private key (HMAC-SHA256 under a fixed label) for what the gateway
+    /// signs besides tokens, such as the login form's CSRF token. Derived rather than random so that
+    /// every node that mounts the same key file accepts what another node issued.
+    form_key: Vec<u8>,
 }
 
 // Hand-written so that no `{:?}` can ever print private key material.
@@ -281,12 +285,14 @@ impl SigningKey {
         };
         let decoding = public.decoding_key(path)?;
         let kid = public.thumbprint();
+        let form_key = super::secrets::hmac_sha256_hex(&der, b"tollgate form key v1").into_bytes();
         let key = SigningKey {
             jwk: public.jwk(&kid),
             kid,
             alg,
             encoding,
             decoding,
+            form_key,
         };
         key.self_test(path)?;
         Ok(key)
@@ -442,6 +448,11 @@ impl KeySet {
     /// The key that signs new tokens.
     pub fn current(&self) -> &Arc<SigningKey> {
         &self.current
+    }
+
+    /// The current key's derived secret for forms (see [`SigningKey`]); the same on every node.
+    pub fn form_key(&self) -> &[u8] {
+        &self.current.form_key
     }
 
     /// The key with this `kid` (current or previous), if any.

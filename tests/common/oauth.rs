@@ -42,3 +42,23 @@ pub fn jwt_claims(jwt: &str) -> serde_json::Value {
         .expect("base64url");
     serde_json::from_slice(&bytes).expect("claims json")
 }
+
+pub fn html_unescape(s: &str) -> String {
+    s.replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&")
+}
+
+/// The hidden fields of the login form, as a browser would submit them.
+pub fn hidden_fields(html: &str) -> Vec<(String, String)> {
+    let mut fields = Vec::new();
+    for chunk in html.split("<input type=\"hidden\" name=\"").skip(1) {
+        let (name, rest) = chunk.split_once('"').expect("hidden field name");
+        let rest = rest.strip_prefix(" value=\"").expect("hidden field value");
+        let (value, _) = rest.split_once('"').expect("hidden field value end");
+        fields.push((html_unescape(name), html_unescape(value)));
+    }
+    fields
+}
