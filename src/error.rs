@@ -178,7 +178,9 @@ impl GatewayError {
             other => other.to_string(),
         };
         let mut body = error_body(self.code(), &description);
-        if let (GatewayError::PolicyInUse { clients, .. }, Some(obj)) = (&self, body.as_object_mut()) {
+        if let (GatewayError::PolicyInUse { clients, .. }, Some(obj)) =
+            (&self, body.as_object_mut())
+        {
             obj.insert("clients".into(), serde_json::Value::from(clients.clone()));
         }
         let mut response = json_response(self.status(), &body);

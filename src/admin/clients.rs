@@ -524,7 +524,9 @@ async fn hash(secret: String) -> Result<String, GatewayError> {
 }
 
 /// A JSON body of at most [`MAX_BODY_BYTES`]; errors name the field (`grant_types[0]: invalid type`).
-pub(super) async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, GatewayError> {
+pub(super) async fn read_json<T: DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<T, GatewayError> {
     let bytes: Bytes = Limited::new(req.into_body(), MAX_BODY_BYTES)
         .collect()
         .await

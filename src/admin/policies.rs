@@ -114,7 +114,12 @@ fn format_millis(ms: u64) -> String {
     if ms == 0 {
         return "0ms".to_owned();
     }
-    for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+    for (unit, size) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
         if ms % size == 0 {
             return format!("{}{unit}", ms / size);
         }
@@ -169,12 +174,7 @@ fn stored_view(policy: &StoredPolicy, shadowed: bool) -> Value {
 
 async fn list(gateway: &Gateway, config: &RuntimeConfig) -> Result<Response<Body>, GatewayError> {
     let mut policies: Vec<Value> = config.policies.iter().map(file_view).collect();
-    let stored = gateway
-        .auth
-        .store
-        .list_policies()
-        .await
-        .map_err(storage)?;
+    let stored = gateway.auth.store.list_policies().await.map_err(storage)?;
     policies.extend(
         stored
             .iter()
@@ -351,7 +351,11 @@ async fn clients_using(
     let mut users = Vec::new();
     for api in &config.apis {
         let Some(oauth) = &api.oauth else { continue };
-        for client in oauth.clients.iter().filter(|c| c.policy.as_deref() == Some(id)) {
+        for client in oauth
+            .clients
+            .iter()
+            .filter(|c| c.policy.as_deref() == Some(id))
+        {
             users.push(PolicyUser {
                 api: api.id.clone(),
                 client_id: client.client_id.clone(),

@@ -59,9 +59,13 @@ pub(super) async fn get(
         .map_err(storage)?;
     // Resolved as the proxy path resolves it: a policy that no longer exists is no policy (the API's
     // defaults apply), so the view shows what the next request will be counted against.
-    let policy = policy::resolve(&config.policies, &gateway.auth.policies, policy_id.as_deref())
-        .await
-        .map_err(storage)?;
+    let policy = policy::resolve(
+        &config.policies,
+        &gateway.auth.policies,
+        policy_id.as_deref(),
+    )
+    .await
+    .map_err(storage)?;
     let (rate_limit, quota) = match api {
         Some(api) => limits(gateway, policy.as_deref(), api, &session.sid, now).await?,
         None => (None, None),

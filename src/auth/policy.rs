@@ -22,9 +22,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{OnStorageError, Policy, Quota, RateLimit, RuntimeConfig};
 use crate::oauth::tokens::AccessClaims;
-use crate::store::{
-    Store, StoreError, StoreResult, StoredPolicy, StoredQuota, StoredRateLimit,
-};
+use crate::store::{Store, StoreError, StoreResult, StoredPolicy, StoredQuota, StoredRateLimit};
 
 const DYNAMIC_TTL: Duration = Duration::from_secs(5);
 
@@ -371,11 +369,28 @@ mod tests {
             .unwrap();
         let file = [gold(5)];
 
-        let found = resolve(&file, &stored, Some("gold")).await.unwrap().unwrap();
-        assert_eq!((found.source(), found.rate_limit.unwrap().rate), ("file", 5));
-        let found = resolve(&file, &stored, Some("silver")).await.unwrap().unwrap();
-        assert_eq!((found.source(), found.rate_limit.unwrap().rate), ("store", 3));
-        assert!(resolve(&file, &stored, Some("bronze")).await.unwrap().is_none());
+        let found = resolve(&file, &stored, Some("gold"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (found.source(), found.rate_limit.unwrap().rate),
+            ("file", 5)
+        );
+        let found = resolve(&file, &stored, Some("silver"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (found.source(), found.rate_limit.unwrap().rate),
+            ("store", 3)
+        );
+        assert!(
+            resolve(&file, &stored, Some("bronze"))
+                .await
+                .unwrap()
+                .is_none()
+        );
         assert!(resolve(&file, &stored, Some("")).await.unwrap().is_none());
         assert!(resolve(&file, &stored, None).await.unwrap().is_none());
     }

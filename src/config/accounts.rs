@@ -42,7 +42,10 @@ pub(crate) fn policies(raw: Vec<RawPolicy>, out: &mut FileProblems<'_>) -> Vec<P
     let mut policies: Vec<Policy> = Vec::with_capacity(raw.len());
     for (i, p) in raw.into_iter().enumerate() {
         let path = index("", i);
-        if let Some(first) = policies.iter().position(|x| x.id == p.id && !p.id.is_empty()) {
+        if let Some(first) = policies
+            .iter()
+            .position(|x| x.id == p.id && !p.id.is_empty())
+        {
             out.push(
                 &field(&path, "id"),
                 format!("duplicate policy id `{}` (first at [{first}])", p.id),

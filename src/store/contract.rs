@@ -777,7 +777,10 @@ pub async fn policies_crud(store: Arc<dyn Store>) {
     let mut second = policy(&id, 99);
     second.scopes = None;
     assert!(
-        !store.put_policy(&second, PolicyWrite::Create).await.unwrap(),
+        !store
+            .put_policy(&second, PolicyWrite::Create)
+            .await
+            .unwrap(),
         "create of an existing id writes nothing"
     );
     assert_eq!(store.get_policy(&id).await.unwrap(), Some(created.clone()));
@@ -791,21 +794,30 @@ pub async fn policies_crud(store: Arc<dyn Store>) {
     raised.quota = None;
     raised.access = vec![];
     raised.updated_at += 60;
-    assert!(store.put_policy(&raised, PolicyWrite::Replace).await.unwrap());
+    assert!(
+        store
+            .put_policy(&raised, PolicyWrite::Replace)
+            .await
+            .unwrap()
+    );
     assert_eq!(store.get_policy(&id).await.unwrap(), Some(raised.clone()));
 
     let listed = store.list_policies().await.unwrap();
     assert_eq!(listed.iter().filter(|p| p.id == id).count(), 1);
     assert!(listed.contains(&raised));
-    assert!(
-        listed.windows(2).all(|w| w[0].id < w[1].id),
-        "sorted by id"
-    );
+    assert!(listed.windows(2).all(|w| w[0].id < w[1].id), "sorted by id");
 
     assert!(store.delete_policy(&id).await.unwrap());
     assert_eq!(store.get_policy(&id).await.unwrap(), None);
     assert!(!store.delete_policy(&id).await.unwrap());
-    assert!(!store.list_policies().await.unwrap().iter().any(|p| p.id == id));
+    assert!(
+        !store
+            .list_policies()
+            .await
+            .unwrap()
+            .iter()
+            .any(|p| p.id == id)
+    );
 }
 
 /// Of many concurrent creates of one id, exactly one succeeds.
@@ -837,7 +849,11 @@ pub async fn policies_concurrent_create_exactly_one(store: Arc<dyn Store>) {
 /// reads and refused writes need not.
 pub async fn policies_epoch_moves_on_every_write(store: Arc<dyn Store>) {
     let id = uniq("epoch");
-    let epoch = || store.policy_epoch().expect("a healthy store knows its policy epoch");
+    let epoch = || {
+        store
+            .policy_epoch()
+            .expect("a healthy store knows its policy epoch")
+    };
     let before_create = epoch();
     store
         .put_policy(&policy(&id, 1), PolicyWrite::Create)

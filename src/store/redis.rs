@@ -2162,6 +2162,21 @@ mod tests {
             })
             .await
             .unwrap();
+        store
+            .put_policy(
+                &StoredPolicy {
+                    id: "gold".into(),
+                    rate_limit: None,
+                    quota: None,
+                    scopes: None,
+                    access: vec![],
+                    created_at: now,
+                    updated_at: now,
+                },
+                PolicyWrite::Create,
+            )
+            .await
+            .unwrap();
         let limiter = store.limiter();
         let rate = RateLimit {
             rate: 10,
@@ -2178,9 +2193,10 @@ mod tests {
             .unwrap();
     }
 
-    /// Every key has a TTL except the dynamic clients, and every TTL is bounded.
+    /// Every key has a TTL except the dynamic clients and the stored policies (DESIGN §7), and every
+    /// TTL is bounded.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn every_key_but_clients_has_a_ttl() {
+    async fn every_key_but_clients_and_policies_has_a_ttl() {
         let server = RedisServer::shared();
         let cfg = server.config(TIMEOUT);
         let store = RedisStore::connect(&cfg).await.unwrap();
@@ -2196,6 +2212,7 @@ mod tests {
             "{tokens}:revoked:jti",
             "failures:",
             "clients:",
+            "policies",
             "rl:",
         ];
         for kind in kinds {
@@ -2206,7 +2223,9 @@ mod tests {
             );
         }
         for (key, ttl) in &keys {
-            if key.starts_with(&format!("{}clients:", cfg.key_prefix)) {
+            if key.starts_with(&format!("{}clients:", cfg.key_prefix))
+                || *key == format!("{}policies", cfg.key_prefix)
+            {
                 assert_eq!(*ttl, -1, "{key}");
             } else {
                 assert!(*ttl > 0, "{key} has no TTL ({ttl})");
@@ -2375,6 +2394,75 @@ mod tests {
             assert!(started.elapsed() < Duration::from_millis(100));
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+    }
+
+    /// A policy written on one node moves another node's policy epoch within 100 ms (so its cache is
+    /// dropped); while a node's subscription is down its epoch is `None` (nothing cached is trusted),
+    /// and when the subscription returns the epoch has moved (changes missed meanwhile are reloaded).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn policy_changes_reach_another_node() {
+        let server = RedisServer::shared();
+        let cfg = server.config(TIMEOUT);
+        let a = RedisStore::connect(&cfg).await.unwrap();
+        let b = RedisStore::connect(&cfg).await.unwrap();
+        let mut policy = StoredPolicy {
+            id: "gold".into(),
+            rate_limit: None,
+            quota: None,
+            scopes: None,
+            access: vec![],
+            created_at: 1,
+            updated_at: 1,
+        };
+        async fn moves_within_100ms(b: &RedisStore, before: Option<u64>) {
+            let started = Instant::now();
+            while b.policy_epoch() == before {
+                assert!(
+                    started.elapsed() < Duration::from_millis(100),
+                    "the other node did not hear of the change within 100 ms"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        let before = b.policy_epoch();
+        assert!(before.is_some());
+        assert!(a.put_policy(&policy, PolicyWrite::Create).await.unwrap());
+        moves_within_100ms(&b, before).await;
+        assert_eq!(b.get_policy("gold").await.unwrap(), Some(policy.clone()));
+
+        policy.scopes = Some(vec!["read".into()]);
+        let before = b.policy_epoch();
+        assert!(a.put_policy(&policy, PolicyWrite::Replace).await.unwrap());
+        moves_within_100ms(&b, before).await;
+        assert_eq!(b.get_policy("gold").await.unwrap(), Some(policy.clone()));
+
+        let before = b.policy_epoch();
+        assert!(a.delete_policy("gold").await.unwrap());
+        moves_within_100ms(&b, before).await;
+
+        // A refused write publishes nothing and moves no other node.
+        let before = b.policy_epoch();
+        assert!(!a.put_policy(&policy, PolicyWrite::Replace).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(b.policy_epoch(), before);
+
+        // Subscription lost: no epoch; back: a new one.
+        let killed = raw_command(server.port(), "CLIENT KILL TYPE pubsub").unwrap();
+        assert!(killed.starts_with(':'), "{killed}");
+        let started = Instant::now();
+        while b.policy_epoch().is_some() && b.policy_epoch() == before {
+            assert!(started.elapsed() < Duration::from_secs(5));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let started = Instant::now();
+        while b.policy_epoch().is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "not resubscribed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_ne!(b.policy_epoch(), before);
     }
 
     /// Redis down: every call fails with `Unavailable` within the timeout, revocation checks go on
