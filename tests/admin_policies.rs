@@ -176,14 +176,18 @@ async fn call(gw: &TestGateway, api: &str, token: &str) -> TestResponse {
     .await
 }
 
-/// The `sid` claim of an access token (read, not verified: the gateway verifies).
-fn sid_claim(access_token: &str) -> String {
+/// A claim of an access token (read, not verified: the gateway verifies).
+fn claim(access_token: &str, name: &str) -> String {
     let payload = access_token.split('.').nth(1).expect("a JWT");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload)
         .expect("base64url");
     let claims: Value = serde_json::from_slice(&bytes).expect("claims");
-    text(&claims["sid"]).to_owned()
+    text(&claims[name]).to_owned()
+}
+
+fn sid_claim(access_token: &str) -> String {
+    claim(access_token, "sid")
 }
 
 async fn session(gw: &TestGateway, sid: &str) -> Value {
@@ -301,10 +305,26 @@ async fn session_lookup_shows_the_stored_policy_and_the_counts_the_proxy_used(st
 
 /// Multi-API access through a stored policy, and its scopes, change for existing tokens at once.
 async fn changing_a_policy_access_or_scopes_applies_to_existing_tokens(storage: Storage) {
-    let (gw, _upstream) = gateway(&storage).await;
+    let (gw, upstream) = gateway(&storage).await;
+    // Tokens are issued narrowed by a stored policy's scopes, as by a file policy's.
+    create_policy(
+        &gw,
+        json!({"id": "reader", "scopes": ["read"], "access": ["books"]}),
+    )
+    .await;
+    let reader = create_client(&gw, Some("reader")).await;
+    let narrow = token(&gw, &reader).await;
+    assert_eq!(claim(&narrow, "scope"), "read");
+    assert_error(
+        &call(&gw, "books", &narrow).await,
+        403,
+        "insufficient_scope",
+    );
+
     create_policy(&gw, json!({"id": "multi", "access": ["movies", "books"]})).await;
     let client = create_client(&gw, Some("multi")).await;
     let access = token(&gw, &client).await;
+    assert_eq!(claim(&access, "scope"), "read write");
     // A movies token, accepted by books only because the policy grants books.
     assert_eq!(call(&gw, "books", &access).await.status, 200);
     assert_eq!(call(&gw, "movies", &access).await.status, 200);
@@ -318,6 +338,9 @@ async fn changing_a_policy_access_or_scopes_applies_to_existing_tokens(storage: 
     .await;
     let narrowed = call(&gw, "books", &access).await;
     assert_error(&narrowed, 403, "insufficient_scope");
+    let seen_before = upstream.count();
+    assert_eq!(call(&gw, "movies", &access).await.status, 200);
+    assert_eq!(upstream.count(), seen_before + 1);
 
     // books removed from the policy's access: the same token is refused there at once.
     replace_policy(&gw, "multi", json!({"access": ["movies"]})).await;
