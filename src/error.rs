@@ -319,15 +319,26 @@ mod tests {
         }
     }
 
-    #[test]
-    fn policy_in_use_lists_the_clients_in_the_error_body() {
+    #[tokio::test]
+    async fn policy_in_use_lists_the_clients_in_the_error_body() {
+        use http_body_util::BodyExt;
+        let client = serde_json::json!({"api": "movies", "client_id": "app", "read_only": false});
         let err = GatewayError::PolicyInUse {
-            description: "policy `gold` is used by 1 client".into(),
-            clients: vec![serde_json::json!({"api": "movies", "client_id": "app"})],
+            description: "policy `gold` is used by 1 client(s): movies/app".into(),
+            clients: vec![client.clone()],
         };
-        assert_eq!(err.status(), StatusCode::CONFLICT);
         let response = err.into_response();
         assert_eq!(response.status(), StatusCode::CONFLICT);
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "error": "policy_in_use",
+                "error_description": "policy `gold` is used by 1 client(s): movies/app",
+                "clients": [client],
+            })
+        );
     }
 
     #[test]
