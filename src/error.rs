@@ -42,9 +42,17 @@ pub enum GatewayError {
     /// The resource exists already (a client_id taken).
     #[error("{0}")]
     Conflict(String),
-    /// The resource is defined in a file (an API definition) and cannot be changed through the admin API.
+    /// The resource is defined in a file (an API definition, policies.yaml) and cannot be changed
+    /// through the admin API.
     #[error("{0}")]
     ReadOnly(String),
+    /// A stored policy that clients still name cannot be deleted without `?force=true`; the body lists
+    /// them (`clients`: `[{"api", "client_id"}]`) so the operator can move them first.
+    #[error("{description}")]
+    PolicyInUse {
+        description: String,
+        clients: Vec<serde_json::Value>,
+    },
     /// No credential (`error: None`) or a bad one (`invalid_token`) on the proxy path (RFC 6750 §3).
     #[error("{description}")]
     Unauthorized {
@@ -93,7 +101,9 @@ impl GatewayError {
             GatewayError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
             GatewayError::InvalidInput(_) => StatusCode::BAD_REQUEST,
             GatewayError::NoSuchResource(_) => StatusCode::NOT_FOUND,
-            GatewayError::Conflict(_) | GatewayError::ReadOnly(_) => StatusCode::CONFLICT,
+            GatewayError::Conflict(_)
+            | GatewayError::ReadOnly(_)
+            | GatewayError::PolicyInUse { .. } => StatusCode::CONFLICT,
             GatewayError::Unauthorized { .. } => StatusCode::UNAUTHORIZED,
             GatewayError::InsufficientScope { .. } => StatusCode::FORBIDDEN,
             GatewayError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -120,6 +130,7 @@ impl GatewayError {
             GatewayError::NoSuchResource(_) => "not_found",
             GatewayError::Conflict(_) => "conflict",
             GatewayError::ReadOnly(_) => "read_only",
+            GatewayError::PolicyInUse { .. } => "policy_in_use",
             GatewayError::Unauthorized {
                 invalid_token: true,
                 ..
@@ -166,7 +177,13 @@ impl GatewayError {
             GatewayError::OAuth(err) => err.description.clone(),
             other => other.to_string(),
         };
-        let mut response = json_response(self.status(), &error_body(self.code(), &description));
+        let mut body = error_body(self.code(), &description);
+        if let (GatewayError::PolicyInUse { clients, .. }, Some(obj)) =
+            (&self, body.as_object_mut())
+        {
+            obj.insert("clients".into(), serde_json::Value::from(clients.clone()));
+        }
+        let mut response = json_response(self.status(), &body);
         let headers = response.headers_mut();
         match &self {
             GatewayError::OAuth(err) => {
@@ -300,6 +317,28 @@ mod tests {
             );
             assert!(!code.is_empty());
         }
+    }
+
+    #[tokio::test]
+    async fn policy_in_use_lists_the_clients_in_the_error_body() {
+        use http_body_util::BodyExt;
+        let client = serde_json::json!({"api": "movies", "client_id": "app", "read_only": false});
+        let err = GatewayError::PolicyInUse {
+            description: "policy `gold` is used by 1 client(s): movies/app".into(),
+            clients: vec![client.clone()],
+        };
+        let response = err.into_response();
+        assert_eq!(response.status(), StatusCode::CONFLICT);
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(
+            body,
+            serde_json::json!({
+                "error": "policy_in_use",
+                "error_description": "policy `gold` is used by 1 client(s): movies/app",
+                "clients": [client],
+            })
+        );
     }
 
     #[test]

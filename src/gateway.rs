@@ -91,9 +91,11 @@ impl Gateway {
         match loaded {
             Ok(new_config) => {
                 let count = new_config.apis.len();
+                let policies = new_config.policies.clone();
                 self.runtime
                     .store(Arc::new(Runtime::build(new_config, &self.metrics)));
                 tracing::info!(apis = count, "configuration reloaded");
+                self.warn_shadowed_policies(&policies).await;
                 Ok(count)
             }
             Err(errors) => {
@@ -101,6 +103,32 @@ impl Gateway {
                     tracing::error!(problem = %problem, "reload refused; keeping the running configuration");
                 }
                 Err(errors)
+            }
+        }
+    }
+
+    /// Warns about stored policies that a policy of the same id in policies.yaml now hides (the admin
+    /// API refuses such ids, but the file may gain one later). The file policy is the one that applies;
+    /// the stored one stays until the file's is removed. Best effort: a store that does not answer
+    /// only costs the warning.
+    pub async fn warn_shadowed_policies(&self, file_policies: &[crate::config::Policy]) {
+        if file_policies.is_empty() {
+            return;
+        }
+        match self.auth.store.list_policies().await {
+            Ok(stored) => {
+                for policy in stored
+                    .iter()
+                    .filter(|s| file_policies.iter().any(|f| f.id == s.id))
+                {
+                    tracing::warn!(
+                        policy = %policy.id,
+                        "policies.yaml defines a policy with the id of a stored one; the file's applies"
+                    );
+                }
+            }
+            Err(err) => {
+                tracing::debug!(error = %err, "could not look for stored policies shadowed by policies.yaml")
             }
         }
     }

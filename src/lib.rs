@@ -123,6 +123,9 @@ pub async fn run(
     for api in &gateway.runtime().config.apis {
         tracing::info!(api = %api.id, listen_path = %api.listen_path, upstream = %describe_upstream(api), "API loaded");
     }
+    gateway
+        .warn_shadowed_policies(&gateway.runtime().config.policies)
+        .await;
 
     let mut tasks = tokio::task::JoinSet::new();
     {

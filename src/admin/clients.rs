@@ -8,7 +8,8 @@
 //!   them at once.
 //!
 //! A client is validated by the same code as a static one in a file (`config::api::client`), plus the
-//! policy check the loader does across files; every problem is reported, each as `field: message`.
+//! policy check the loader does across files (here a policy may also be one created through the admin
+//! API); every problem is reported, each as `field: message`.
 //!
 //! Secrets are generated here (256 bits), returned exactly once (on create and on rotate) and stored
 //! only as argon2id hashes; no other answer carries a secret or its hash. Rotating replaces the hash, and
@@ -57,7 +58,7 @@ const PLACEHOLDER_HASH: &str =
 /// Serialises the read-check-write sequences of client changes (uniqueness on create; PUT, DELETE and
 /// rotate against each other) within this process. The store has no create-if-absent, so two nodes
 /// creating the same explicit client_id at the same instant are not caught; generated ids cannot clash.
-static CLIENT_WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(super) static CLIENT_WRITES: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The body of POST (create) and PUT (replace).
 #[derive(Debug, Deserialize)]
@@ -235,7 +236,8 @@ async fn create(
         Some(id) => id.clone(),
         None => secrets::random_token(CLIENT_ID_BYTES),
     };
-    let def = validate(config, api, client_id, public, body)?;
+    let policy_known = policy_exists(gateway, config, body.policy.as_deref()).await?;
+    let def = validate(api, client_id, public, policy_known, body)?;
     if static_def(api, &def.client_id).is_some() {
         return Err(taken(api, &def.client_id));
     }
@@ -304,7 +306,8 @@ async fn update(
             if public { "public" } else { "confidential" }
         )));
     }
-    let def = validate(config, api, id.to_owned(), public, body)?;
+    let policy_known = policy_exists(gateway, config, body.policy.as_deref()).await?;
+    let def = validate(api, id.to_owned(), public, policy_known, body)?;
     let updated = stored_client(api, def, current.secret_hash, current.created_at);
     store.put_client(&updated).await.map_err(storage)?;
     // This node applies a changed policy at once; others within the proxy's few-second cache.
@@ -422,13 +425,31 @@ async fn revoke_all(gateway: &Gateway, api: &ApiDef, id: &str) -> Result<usize, 
 
 // --- validation and helpers
 
-/// Runs the checks the config loader runs on a client in a file, plus the policy lookup; every problem
-/// is reported, each as `field: message` (`redirect_uris[0]: http is only allowed for loopback ...`).
-fn validate(
+/// Whether the policy a client names exists: in policies.yaml, or stored (read from the store itself,
+/// not the proxy's cache). No policy, or an empty one (which `validate` reports), counts as known.
+async fn policy_exists(
+    gateway: &Gateway,
     config: &RuntimeConfig,
+    policy: Option<&str>,
+) -> Result<bool, GatewayError> {
+    let Some(id) = policy.filter(|p| !p.is_empty()) else {
+        return Ok(true);
+    };
+    if config.policies.iter().any(|p| p.id == id) {
+        return Ok(true);
+    }
+    let stored = gateway.auth.store.get_policy(id).await.map_err(storage)?;
+    Ok(stored.is_some())
+}
+
+/// Runs the checks the config loader runs on a client in a file, plus the policy lookup (its result,
+/// `policy_known`, comes from [`policy_exists`]); every problem is reported, each as `field: message`
+/// (`redirect_uris[0]: http is only allowed for loopback ...`).
+fn validate(
     api: &ApiDef,
     client_id: String,
     public: bool,
+    policy_known: bool,
     body: ClientBody,
 ) -> Result<ClientDef, GatewayError> {
     let oauth = oauth_of(api)?;
@@ -448,7 +469,7 @@ fn validate(
     };
     let def = api_rules::client(raw, "", &oauth.grant_types, &oauth.scopes, &mut out);
     if let Some(policy) = def.policy.as_deref().filter(|p| !p.is_empty())
-        && !config.policies.iter().any(|p| p.id == policy)
+        && !policy_known
     {
         out.push("policy", format!("no policy with id `{policy}`"));
     }
@@ -503,7 +524,9 @@ async fn hash(secret: String) -> Result<String, GatewayError> {
 }
 
 /// A JSON body of at most [`MAX_BODY_BYTES`]; errors name the field (`grant_types[0]: invalid type`).
-async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, GatewayError> {
+pub(super) async fn read_json<T: DeserializeOwned>(
+    req: Request<Incoming>,
+) -> Result<T, GatewayError> {
     let bytes: Bytes = Limited::new(req.into_body(), MAX_BODY_BYTES)
         .collect()
         .await
@@ -529,7 +552,7 @@ async fn read_json<T: DeserializeOwned>(req: Request<Incoming>) -> Result<T, Gat
 }
 
 /// Percent-encodes everything but RFC 3986 unreserved characters, for a path segment.
-fn encode_segment(s: &str) -> String {
+pub(super) fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {

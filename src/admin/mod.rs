@@ -7,6 +7,7 @@
 mod clients;
 pub mod metrics;
 pub mod openapi;
+mod policies;
 pub mod routes;
 mod sessions;
 
@@ -80,6 +81,7 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Result<Response<Bod
                 .await?
         }
         Call::Client { api, action } => clients::route(gateway, api, action, req).await?,
+        Call::Policy(action) => policies::route(gateway, action, req).await?,
         Call::GetSession { sid } => sessions::get(gateway, sid, req.uri().query()).await?,
         Call::RevokeSession { sid } => sessions::revoke(gateway, sid).await?,
     };

@@ -36,6 +36,11 @@ pub(crate) enum Handler {
     RotateSecret,
     ClientSessions,
     RevokeClientSessions,
+    ListPolicies,
+    CreatePolicy,
+    GetPolicy,
+    ReplacePolicy,
+    DeletePolicy,
     GetSession,
     RevokeSession,
 }
@@ -87,6 +92,11 @@ pub const ROUTES: &[Route] = &[
         "/apis/{api}/clients/{client_id}/sessions",
         Handler::RevokeClientSessions,
     ),
+    route(Method::GET, "/policies", Handler::ListPolicies),
+    route(Method::POST, "/policies", Handler::CreatePolicy),
+    route(Method::GET, "/policies/{id}", Handler::GetPolicy),
+    route(Method::PUT, "/policies/{id}", Handler::ReplacePolicy),
+    route(Method::DELETE, "/policies/{id}", Handler::DeletePolicy),
     route(Method::GET, "/sessions/{sid}", Handler::GetSession),
     route(Method::DELETE, "/sessions/{sid}", Handler::RevokeSession),
     route(
@@ -111,6 +121,7 @@ pub(crate) enum Call<'a> {
         api: &'a str,
         action: ClientAction<'a>,
     },
+    Policy(PolicyAction<'a>),
     GetSession {
         sid: &'a str,
     },
@@ -130,6 +141,16 @@ pub(crate) enum ClientAction<'a> {
     RotateSecret(&'a str),
     Sessions(&'a str),
     RevokeSessions(&'a str),
+}
+
+/// What to do under `/policies`; the `&str` is the policy id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PolicyAction<'a> {
+    List,
+    Create,
+    Get(&'a str),
+    Replace(&'a str),
+    Delete(&'a str),
 }
 
 impl Handler {
@@ -153,6 +174,11 @@ impl Handler {
             (Handler::RotateSecret, [api, id]) => client(api, A::RotateSecret(id)),
             (Handler::ClientSessions, [api, id]) => client(api, A::Sessions(id)),
             (Handler::RevokeClientSessions, [api, id]) => client(api, A::RevokeSessions(id)),
+            (Handler::ListPolicies, []) => Call::Policy(PolicyAction::List),
+            (Handler::CreatePolicy, []) => Call::Policy(PolicyAction::Create),
+            (Handler::GetPolicy, [id]) => Call::Policy(PolicyAction::Get(id)),
+            (Handler::ReplacePolicy, [id]) => Call::Policy(PolicyAction::Replace(id)),
+            (Handler::DeletePolicy, [id]) => Call::Policy(PolicyAction::Delete(id)),
             (Handler::GetSession, [sid]) => Call::GetSession { sid },
             (Handler::RevokeSession, [sid]) => Call::RevokeSession { sid },
             _ => return None,
@@ -313,6 +339,10 @@ mod tests {
             Handler::GetSession.bind(&["s1"]),
             Some(Call::GetSession { sid: "s1" })
         );
+        assert_eq!(
+            Handler::DeletePolicy.bind(&["gold"]),
+            Some(Call::Policy(PolicyAction::Delete("gold")))
+        );
         assert_eq!(Handler::Health.bind(&["x"]), None);
     }
 
@@ -326,6 +356,14 @@ mod tests {
         );
         assert_eq!(
             resolve(&Method::PATCH, &["apis", "movies", "clients", "app"]),
+            Err(Unrouted::MethodNotAllowed(vec![
+                Method::GET,
+                Method::PUT,
+                Method::DELETE
+            ]))
+        );
+        assert_eq!(
+            resolve(&Method::PATCH, &["policies", "gold"]),
             Err(Unrouted::MethodNotAllowed(vec![
                 Method::GET,
                 Method::PUT,

@@ -57,9 +57,17 @@ pub(super) async fn get(
         .policy_id(config, store, &session.api_id, &session.client_id)
         .await
         .map_err(storage)?;
-    let policy = policy::find(config, policy_id.as_deref());
+    // Resolved as the proxy path resolves it: a policy that no longer exists is no policy (the API's
+    // defaults apply), so the view shows what the next request will be counted against.
+    let policy = policy::resolve(
+        &config.policies,
+        &gateway.auth.policies,
+        policy_id.as_deref(),
+    )
+    .await
+    .map_err(storage)?;
     let (rate_limit, quota) = match api {
-        Some(api) => limits(gateway, policy, api, &session.sid, now).await?,
+        Some(api) => limits(gateway, policy.as_deref(), api, &session.sid, now).await?,
         None => (None, None),
     };
     let revoked = store.is_revoked(&session.sid, "", now);
@@ -70,7 +78,7 @@ pub(super) async fn get(
     };
     Ok(json_response(
         StatusCode::OK,
-        &view(&session, policy_id.as_deref(), revoked, now, limits),
+        &view(&session, policy.as_ref(), revoked, now, limits),
     ))
 }
 
@@ -193,7 +201,7 @@ struct Limits<'a> {
 
 fn view(
     session: &Session,
-    policy: Option<&str>,
+    policy: Option<&policy::Resolved<'_>>,
     revoked: bool,
     now: u64,
     limits: Limits<'_>,
@@ -204,7 +212,8 @@ fn view(
         obj.insert("api".into(), json!(session.api_id));
         obj.insert("client_id".into(), json!(session.client_id));
         obj.insert("scopes".into(), json!(scopes));
-        obj.insert("policy".into(), json!(policy));
+        obj.insert("policy".into(), json!(policy.map(|p| p.id.as_str())));
+        obj.insert("policy_source".into(), json!(policy.map(|p| p.source())));
         obj.insert("revoked".into(), json!(revoked));
         obj.insert("active".into(), json!(!revoked && now < session.expires_at));
         obj.insert("limits_api".into(), json!(limits.api));
@@ -272,7 +281,15 @@ mod tests {
             rate_limit: Some(rate_view(&rate, "policy", None)),
             quota: Some(quota_view(&quota, "api", Some(headroom))),
         };
-        let view = view(&session(), Some("gold"), false, 200, limits);
+        let gold = Policy {
+            id: "gold".into(),
+            rate_limit: Some(rate),
+            quota: None,
+            scopes: None,
+            access: vec![],
+        };
+        let resolved = policy::Resolved::File(&gold);
+        let view = view(&session(), Some(&resolved), false, 200, limits);
         assert_eq!(view["sid"], "s1");
         assert_eq!(view["api"], "movies");
         assert_eq!(view["client_id"], "app");
@@ -280,6 +297,7 @@ mod tests {
         assert_eq!(view["scopes"], json!(["read", "write"]));
         assert_eq!(view["scope"], "read write");
         assert_eq!(view["policy"], "gold");
+        assert_eq!(view["policy_source"], "file");
         assert_eq!(view["refresh_count"], 1);
         assert_eq!(view["last_refresh_at"], 150);
         assert_eq!(view["active"], true);
@@ -303,6 +321,7 @@ mod tests {
         };
         let view = view(&session(), None, true, 200, none());
         assert_eq!(view["policy"], Value::Null);
+        assert_eq!(view["policy_source"], Value::Null);
         assert_eq!(view["rate_limit"], Value::Null);
         assert_eq!(view["quota"], Value::Null);
         assert_eq!(view["revoked"], true);

@@ -42,30 +42,42 @@ pub(crate) fn policies(raw: Vec<RawPolicy>, out: &mut FileProblems<'_>) -> Vec<P
     let mut policies: Vec<Policy> = Vec::with_capacity(raw.len());
     for (i, p) in raw.into_iter().enumerate() {
         let path = index("", i);
-        if p.id.is_empty() {
-            out.push(&field(&path, "id"), "must not be empty");
-        } else if let Some(first) = policies.iter().position(|x| x.id == p.id) {
+        if let Some(first) = policies
+            .iter()
+            .position(|x| x.id == p.id && !p.id.is_empty())
+        {
             out.push(
                 &field(&path, "id"),
                 format!("duplicate policy id `{}` (first at [{first}])", p.id),
             );
         }
-        if let Some(scopes) = &p.scopes {
-            for (j, s) in scopes.iter().enumerate() {
-                let _ = out.check(&index(&field(&path, "scopes"), j), check::scope(s));
-            }
-        }
-        policies.push(Policy {
-            rate_limit: p
-                .rate_limit
-                .map(|r| rate_limit(&r, &field(&path, "rate_limit"), out)),
-            quota: p.quota.map(|q| quota(&q, &field(&path, "quota"), out)),
-            id: p.id,
-            scopes: p.scopes,
-            access: p.access,
-        });
+        policies.push(policy(p, &path, out));
     }
     policies
+}
+
+/// One policy's own rules (everything but uniqueness and the `access` ids, which need the other
+/// policies and the APIs). Shared by policies.yaml and the admin API, so a policy is valid in one
+/// exactly when it is valid in the other. `path` is the policy's own field path (`[2]` in the file,
+/// empty for an admin request body).
+pub(crate) fn policy(p: RawPolicy, path: &str, out: &mut FileProblems<'_>) -> Policy {
+    if p.id.is_empty() {
+        out.push(&field(path, "id"), "must not be empty");
+    }
+    if let Some(scopes) = &p.scopes {
+        for (j, s) in scopes.iter().enumerate() {
+            let _ = out.check(&index(&field(path, "scopes"), j), check::scope(s));
+        }
+    }
+    Policy {
+        rate_limit: p
+            .rate_limit
+            .map(|r| rate_limit(&r, &field(path, "rate_limit"), out)),
+        quota: p.quota.map(|q| quota(&q, &field(path, "quota"), out)),
+        id: p.id,
+        scopes: p.scopes,
+        access: p.access,
+    }
 }
 
 #[cfg(test)]

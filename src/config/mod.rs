@@ -4,9 +4,9 @@
 //! `policies.yaml`, interpolates `${VAR}`, and validates everything, collecting every problem with its
 //! file and field path instead of stopping at the first.
 
-mod accounts;
+pub(crate) mod accounts;
 pub(crate) mod api;
-mod check;
+pub(crate) mod check;
 mod duration;
 pub(crate) mod error;
 mod gateway;

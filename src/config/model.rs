@@ -352,6 +352,25 @@ pub enum OnStorageError {
     Deny,
 }
 
+impl OnStorageError {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnStorageError::Local => "local",
+            OnStorageError::Allow => "allow",
+            OnStorageError::Deny => "deny",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "local" => Some(OnStorageError::Local),
+            "allow" => Some(OnStorageError::Allow),
+            "deny" => Some(OnStorageError::Deny),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
     pub rate: u32,

@@ -239,6 +239,65 @@ pub async fn a_quota_refusal_does_not_use_a_rate_slot(limiter: Arc<dyn Limiter>)
     assert_eq!(d.refused, None, "the second rate slot is still there");
 }
 
+/// A policy's rate limit changed through the admin API: the next check with the raised limit passes
+/// at once, although the session exhausted the old one a moment ago (each limit keeps its own GCRA
+/// state, so a changed limit starts from a full burst), and the quota counted under the same key goes
+/// on counting across the change.
+pub async fn a_changed_rate_applies_to_the_next_check(limiter: Arc<dyn Limiter>) {
+    let k = key("raised");
+    let old = rate(2, Duration::from_secs(60));
+    let quota = Quota {
+        max: 100,
+        period: Duration::from_secs(3600),
+    };
+    for _ in 0..2 {
+        let d = limiter
+            .check(&k, Some(&old), Some(&quota), now())
+            .await
+            .unwrap();
+        assert_eq!(d.refused, None);
+    }
+    let d = limiter
+        .check(&k, Some(&old), Some(&quota), now())
+        .await
+        .unwrap();
+    assert!(
+        matches!(d.refused, Some(Refused::RateLimit { .. })),
+        "{d:?}"
+    );
+
+    let raised = rate(5, Duration::from_secs(60));
+    let d = limiter
+        .check(&k, Some(&raised), Some(&quota), now())
+        .await
+        .unwrap();
+    assert_eq!(
+        d.refused, None,
+        "the raised limit applies to the next check"
+    );
+    assert_eq!(d.rate.unwrap().limit, 5);
+    assert_eq!(
+        d.quota.unwrap().remaining,
+        100 - 3,
+        "the quota kept counting"
+    );
+    for _ in 0..4 {
+        let d = limiter
+            .check(&k, Some(&raised), Some(&quota), now())
+            .await
+            .unwrap();
+        assert_eq!(d.refused, None);
+    }
+    let d = limiter
+        .check(&k, Some(&raised), Some(&quota), now())
+        .await
+        .unwrap();
+    assert!(
+        matches!(d.refused, Some(Refused::RateLimit { .. })),
+        "the raised limit is enforced too: {d:?}"
+    );
+}
+
 /// One `#[tokio::test]` per contract function for a backend: `limiter_contract_tests!(async { ... })`.
 #[macro_export]
 macro_rules! limiter_contract_tests {
@@ -251,6 +310,7 @@ macro_rules! limiter_contract_tests {
             quota_resets_after_its_period,
             a_rate_refusal_does_not_count_against_the_quota,
             a_quota_refusal_does_not_use_a_rate_slot,
+            a_changed_rate_applies_to_the_next_check,
         );
     };
     (@each $factory:expr; $($name:ident),* $(,)?) => {

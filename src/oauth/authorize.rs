@@ -24,7 +24,8 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::config::{ApiDef, GrantType, LoginMode, OAuthConfig, PkceMode, User};
+use crate::auth::policy::Resolved;
+use crate::config::{ApiDef, GrantType, LoginMode, OAuthConfig, PkceMode, Policy, User};
 use crate::error::{GatewayError, json_response};
 use crate::gateway::{Gateway, Runtime};
 use crate::http_util::{Body, empty};
@@ -36,7 +37,7 @@ use super::clients::Client;
 use super::error::{OAuthError, OAuthErrorCode};
 use super::handlers::{now, read_form};
 use super::login_page::{self, LoginPage};
-use super::server::{Directory, LOGIN_WINDOW_SECS, LoginError, client_scopes, resolve_scope};
+use super::server::{LOGIN_WINDOW_SECS, LoginError, client_scopes, resolve_scope};
 use super::{pkce, secrets};
 
 /// How long a login form stays valid.
@@ -213,7 +214,7 @@ pub fn validate_authorize_request(
     params: &AuthorizeParams,
     client: Option<&Client>,
     oauth: &OAuthConfig,
-    dir: &Directory<'_>,
+    policy: Option<&Policy>,
 ) -> Result<ValidAuthorize, AuthorizeError> {
     let page = |message: &str| AuthorizeError::Page(message.to_string());
     if params.is_repeated("client_id") {
@@ -289,7 +290,7 @@ pub fn validate_authorize_request(
             "the client may not use the authorization code grant",
         ));
     }
-    let allowed = client_scopes(client, dir);
+    let allowed = client_scopes(client, policy);
     let offered = resolve_scope(params.scope.as_deref(), &allowed, None).map_err(|_| {
         fail(
             InvalidScope,
@@ -569,9 +570,10 @@ async fn authorize_get(
 ) -> Result<Response<Body>, GatewayError> {
     let query = req.uri().query().unwrap_or("");
     let params = AuthorizeParams::from_query(query);
-    let dir = Directory::from(&*runtime.config);
     let client = find_client(gateway, api, &params).await?;
-    let valid = match validate_authorize_request(&params, client.as_ref(), oauth, &dir) {
+    let policy = client_policy(gateway, runtime, client.as_ref()).await?;
+    let valid = match validate_authorize_request(&params, client.as_ref(), oauth, policy.as_deref())
+    {
         Ok(valid) => valid,
         Err(err) => return refuse(gateway, api, err, StatusCode::FOUND),
     };
@@ -635,9 +637,10 @@ async fn authorize_post(
             None,
         ));
     }
-    let dir = Directory::from(&*runtime.config);
     let client = find_client(gateway, api, &params).await?;
-    let valid = match validate_authorize_request(&params, client.as_ref(), oauth, &dir) {
+    let policy = client_policy(gateway, runtime, client.as_ref()).await?;
+    let valid = match validate_authorize_request(&params, client.as_ref(), oauth, policy.as_deref())
+    {
         Ok(valid) => valid,
         Err(err) => return refuse(gateway, api, err, StatusCode::SEE_OTHER),
     };
@@ -723,6 +726,23 @@ async fn find_client(
     gateway
         .auth
         .find_client(api, client_id)
+        .await
+        .map_err(|err| storage_page(&err))
+}
+
+/// The client's policy, for the scopes the client may be offered; a storage error ends the sign-in as
+/// `find_client`'s does.
+async fn client_policy<'a>(
+    gateway: &Gateway,
+    runtime: &'a Runtime,
+    client: Option<&Client>,
+) -> Result<Option<Resolved<'a>>, GatewayError> {
+    let Some(client) = client else {
+        return Ok(None);
+    };
+    gateway
+        .auth
+        .client_policy(&runtime.config.policies, client)
         .await
         .map_err(|err| storage_page(&err))
 }
@@ -891,7 +911,6 @@ pub async fn authorize_client(
         .into_iter()
         .filter_map(|(name, value)| value.map(|v| (name, v))),
     );
-    let dir = Directory::from(&*runtime.config);
     let client = match params.lookup_client_id() {
         Some(id) => gateway
             .auth
@@ -900,7 +919,15 @@ pub async fn authorize_client(
             .map_err(OAuthError::from)?,
         None => None,
     };
-    let valid = validate_authorize_request(&params, client.as_ref(), oauth, &dir)
+    let policy = match &client {
+        Some(client) => gateway
+            .auth
+            .client_policy(&runtime.config.policies, client)
+            .await
+            .map_err(OAuthError::from)?,
+        None => None,
+    };
+    let valid = validate_authorize_request(&params, client.as_ref(), oauth, policy.as_deref())
         .map_err(AuthorizeError::into_oauth)?;
     let user = runtime
         .config
@@ -993,11 +1020,7 @@ mod tests {
         client: Option<&Client>,
         pkce: PkceMode,
     ) -> Result<ValidAuthorize, AuthorizeError> {
-        let dir = Directory {
-            users: &[],
-            policies: &[],
-        };
-        validate_authorize_request(params, client, &oauth(pkce), &dir)
+        validate_authorize_request(params, client, &oauth(pkce), None)
     }
 
     fn redirect_error(

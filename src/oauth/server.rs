@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use crate::auth::policy::{self, Resolved, StoredPolicies};
 use crate::config::{ApiDef, GrantType, OAuthConfig, Policy, RuntimeConfig, User};
 use crate::store::{CodeTake, GrantKind, RefreshToken, Rotation, Session, Store, StoreError};
 
@@ -33,6 +34,8 @@ pub struct AuthServer {
     public_url: String,
     secret_cache: SecretCache,
     pub notifier: Notifier,
+    /// Policies created through the admin API, cached per store policy epoch (shared with the proxy).
+    pub policies: StoredPolicies,
 }
 
 /// A token request after form parsing (RFC 6749 §4.1.3, §4.3.2, §4.4.2, §6).
@@ -98,6 +101,7 @@ impl AuthServer {
     ) -> AuthServer {
         AuthServer {
             keys,
+            policies: StoredPolicies::new(store.clone()),
             store,
             public_url: public_url.trim_end_matches('/').to_string(),
             secret_cache: SecretCache::new(Duration::from_secs(600), 10_000),
@@ -112,6 +116,16 @@ impl AuthServer {
             self.public_url,
             api.listen_path.trim_end_matches('/')
         )
+    }
+
+    /// The client's policy: policies.yaml first, then the stored ones. `None` also when the client names
+    /// a policy that no longer exists (it is then on the API's defaults).
+    pub async fn client_policy<'a>(
+        &self,
+        file_policies: &'a [Policy],
+        client: &Client,
+    ) -> Result<Option<Resolved<'a>>, StoreError> {
+        policy::resolve(file_policies, &self.policies, client.policy.as_deref()).await
     }
 
     /// Static clients first (they are read-only), then the store.
@@ -219,7 +233,12 @@ impl AuthServer {
                 "public clients cannot use client_credentials",
             ));
         }
-        let scope = resolve_scope(req.scope.as_deref(), &client_scopes(client, dir), None)?;
+        let policy = self.client_policy(dir.policies, client).await?;
+        let scope = resolve_scope(
+            req.scope.as_deref(),
+            &client_scopes(client, policy.as_deref()),
+            None,
+        )?;
         self.begin_session(
             NewSession {
                 api,
@@ -255,9 +274,10 @@ impl AuthServer {
                 LoginError::Invalid => OAuthError::invalid_grant("invalid username or password"),
                 LoginError::Store(err) => err.into(),
             })?;
+        let policy = self.client_policy(dir.policies, client).await?;
         let scope = resolve_scope(
             req.scope.as_deref(),
-            &client_scopes(client, dir),
+            &client_scopes(client, policy.as_deref()),
             Some(&user.scopes),
         )?;
         self.begin_session(
@@ -939,11 +959,7 @@ pub fn split_scope(scope: &str) -> Vec<String> {
 }
 
 /// The client's scopes, narrowed by its policy's `scopes` when the policy sets them.
-pub fn client_scopes(client: &Client, dir: &Directory<'_>) -> Vec<String> {
-    let policy = client
-        .policy
-        .as_deref()
-        .and_then(|id| dir.policies.iter().find(|p| p.id == id));
+pub fn client_scopes(client: &Client, policy: Option<&Policy>) -> Vec<String> {
     match policy.and_then(|p| p.scopes.as_ref()) {
         Some(allowed) => client
             .scopes

@@ -206,8 +206,11 @@ async fn lifecycle(
         };
 
         // 8. Token: signature (cached), then the claims that can change on every request.
-        let claims = auth::verified(&gateway.auth, &gateway.token_cache, &token)
+        let mut claims = auth::verified(&gateway.auth, &gateway.token_cache, &token)
             .map_err(|err| invalid_token(gateway, api, &err))?;
+        // The client's policy as it is now (policies.yaml, else the stored-policy cache): a policy
+        // changed a moment ago applies to this request. A policy that no longer exists leaves the
+        // client on this API's defaults.
         let policy_id = gateway
             .client_policies
             .policy_id(
@@ -218,10 +221,24 @@ async fn lifecycle(
             )
             .await
             .map_err(storage_unavailable)?;
-        let policy = auth::policy::find(&runtime.config, policy_id.as_deref());
+        let policy = auth::policy::resolve(
+            &runtime.config.policies,
+            &gateway.auth.policies,
+            policy_id.as_deref(),
+        )
+        .await
+        .map_err(storage_unavailable)?;
+        let policy = policy.as_deref();
         let granted = auth::policy::grants(policy, &api.id, &claims);
         auth::check(&gateway.auth, &runtime.config, api, &claims, granted, now)
             .map_err(|err| invalid_token(gateway, api, &err))?;
+        // A policy whose `scopes` were narrowed after the token was issued narrows the token now:
+        // for the scope check below and for a forwarded `scope` claim alike.
+        if let Some(scope) = auth::policy::narrowed_scope(&claims.scope, policy) {
+            let mut narrowed = (*claims).clone();
+            narrowed.scope = scope;
+            claims = Arc::new(narrowed);
+        }
 
         // 9. Required scopes.
         if let Some(missing) = api

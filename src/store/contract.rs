@@ -28,7 +28,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Barrier;
 
-use super::{AuthCode, CodeTake, GrantKind, RefreshToken, Rotation, Session, Store, StoredClient};
+use super::{
+    AuthCode, CodeTake, GrantKind, PolicyWrite, RefreshToken, Rotation, Session, Store,
+    StoredClient, StoredPolicy, StoredQuota, StoredRateLimit,
+};
 
 /// How many tasks race in the concurrency checks.
 const RACERS: usize = 32;
@@ -106,6 +109,25 @@ fn client(api_id: &str, client_id: &str, scopes: &[&str]) -> StoredClient {
             .into_iter()
             .collect(),
         created_at: 1_700_000_000,
+    }
+}
+
+fn policy(id: &str, rate: u32) -> StoredPolicy {
+    StoredPolicy {
+        id: id.into(),
+        rate_limit: Some(StoredRateLimit {
+            rate,
+            per_ms: 1_000,
+            on_storage_error: "local".into(),
+        }),
+        quota: Some(StoredQuota {
+            max: 10_000,
+            period_ms: 86_400_000,
+        }),
+        scopes: Some(vec!["read".into()]),
+        access: vec!["movies".into(), "books".into()],
+        created_at: 1_700_000_000,
+        updated_at: 1_700_000_000,
     }
 }
 
@@ -728,6 +750,128 @@ pub async fn clients_isolated_per_api(store: Arc<dyn Store>) {
 }
 
 // ------------------------------------------------------------------------------------------------
+// Policies
+
+/// Create refuses an existing id, replace an unknown one; get, list and delete see every change.
+pub async fn policies_crud(store: Arc<dyn Store>) {
+    let id = uniq("gold");
+    assert_eq!(store.get_policy(&id).await.unwrap(), None);
+    let replaced = policy(&id, 10);
+    assert!(
+        !store
+            .put_policy(&replaced, PolicyWrite::Replace)
+            .await
+            .unwrap(),
+        "replace of an unknown id writes nothing"
+    );
+    assert_eq!(store.get_policy(&id).await.unwrap(), None);
+
+    let created = policy(&id, 10);
+    assert!(
+        store
+            .put_policy(&created, PolicyWrite::Create)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_policy(&id).await.unwrap(), Some(created.clone()));
+    let mut second = policy(&id, 99);
+    second.scopes = None;
+    assert!(
+        !store
+            .put_policy(&second, PolicyWrite::Create)
+            .await
+            .unwrap(),
+        "create of an existing id writes nothing"
+    );
+    assert_eq!(store.get_policy(&id).await.unwrap(), Some(created.clone()));
+
+    let mut raised = created.clone();
+    raised.rate_limit = Some(StoredRateLimit {
+        rate: 500,
+        per_ms: 250,
+        on_storage_error: "deny".into(),
+    });
+    raised.quota = None;
+    raised.access = vec![];
+    raised.updated_at += 60;
+    assert!(
+        store
+            .put_policy(&raised, PolicyWrite::Replace)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.get_policy(&id).await.unwrap(), Some(raised.clone()));
+
+    let listed = store.list_policies().await.unwrap();
+    assert_eq!(listed.iter().filter(|p| p.id == id).count(), 1);
+    assert!(listed.contains(&raised));
+    assert!(listed.windows(2).all(|w| w[0].id < w[1].id), "sorted by id");
+
+    assert!(store.delete_policy(&id).await.unwrap());
+    assert_eq!(store.get_policy(&id).await.unwrap(), None);
+    assert!(!store.delete_policy(&id).await.unwrap());
+    assert!(
+        !store
+            .list_policies()
+            .await
+            .unwrap()
+            .iter()
+            .any(|p| p.id == id)
+    );
+}
+
+/// Of many concurrent creates of one id, exactly one succeeds.
+pub async fn policies_concurrent_create_exactly_one(store: Arc<dyn Store>) {
+    let id = uniq("race");
+    let barrier = Arc::new(Barrier::new(RACERS));
+    let mut tasks = Vec::new();
+    for i in 0..RACERS {
+        let (store, barrier, id) = (store.clone(), barrier.clone(), id.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let mine = policy(&id, u32::try_from(i).unwrap() + 1);
+            let won = store.put_policy(&mine, PolicyWrite::Create).await.unwrap();
+            (won, mine)
+        }));
+    }
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (won, mine) = task.await.unwrap();
+        if won {
+            winners.push(mine);
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one create wins");
+    assert_eq!(store.get_policy(&id).await.unwrap(), winners.pop());
+}
+
+/// This node's own writes move the policy epoch at once, so a cache keyed by it is never stale here;
+/// reads and refused writes need not.
+pub async fn policies_epoch_moves_on_every_write(store: Arc<dyn Store>) {
+    let id = uniq("epoch");
+    let epoch = || {
+        store
+            .policy_epoch()
+            .expect("a healthy store knows its policy epoch")
+    };
+    let before_create = epoch();
+    store
+        .put_policy(&policy(&id, 1), PolicyWrite::Create)
+        .await
+        .unwrap();
+    let after_create = epoch();
+    assert_ne!(after_create, before_create, "create");
+    store
+        .put_policy(&policy(&id, 2), PolicyWrite::Replace)
+        .await
+        .unwrap();
+    let after_replace = epoch();
+    assert_ne!(after_replace, after_create, "replace");
+    store.delete_policy(&id).await.unwrap();
+    assert_ne!(epoch(), after_replace, "delete");
+}
+
+// ------------------------------------------------------------------------------------------------
 // Login failures
 
 /// Failures count within a window that starts at the first failure; after it, the count starts over.
@@ -807,6 +951,9 @@ macro_rules! store_contract_tests {
             revoke_jti_until,
             clients_crud,
             clients_isolated_per_api,
+            policies_crud,
+            policies_concurrent_create_exactly_one,
+            policies_epoch_moves_on_every_write,
             failures_count_and_window,
             failures_clear,
             ping_ok,

@@ -43,12 +43,14 @@
 //! use that too. No background task is needed.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use async_trait::async_trait;
 
 use super::{
-    AuthCode, CodeTake, RefreshToken, Rotation, Session, Store, StoreResult, StoredClient,
+    AuthCode, CodeTake, PolicyWrite, RefreshToken, Rotation, Session, Store, StoreResult,
+    StoredClient, StoredPolicy,
 };
 
 /// How long a rotated refresh token that never expires (`refresh_token.ttl: never`) is remembered as a
@@ -127,6 +129,8 @@ struct State {
     live_refresh_by_sid: HashMap<String, HashSet<String>>,
     /// api_id → client_id → client. BTreeMaps so listings come out sorted by client_id.
     clients: BTreeMap<String, BTreeMap<String, StoredClient>>,
+    /// id → policy; sorted, so listings come out sorted by id. Never expires (like clients).
+    policies: BTreeMap<String, StoredPolicy>,
     failures: HashMap<String, FailureWindow>,
     writes_since_sweep: usize,
     /// The latest `now` seen: the clock used for purging.
@@ -157,6 +161,9 @@ impl Revoked {
 pub struct MemoryStore {
     state: Mutex<State>,
     revoked: RwLock<Revoked>,
+    /// Bumped by every policy write, under `state` (so a reader that sees the new epoch also sees
+    /// the write).
+    policy_epoch: AtomicU64,
 }
 
 // Not derived: a derived `Debug` would dump every session, client secret hash and revocation into
@@ -173,6 +180,7 @@ impl std::fmt::Debug for MemoryStore {
                 "clients",
                 &state.clients.values().map(BTreeMap::len).sum::<usize>(),
             )
+            .field("policies", &state.policies.len())
             .field("failure_keys", &state.failures.len())
             .field("revoked_sessions", &revoked.sids.len())
             .field("revoked_tokens", &revoked.jtis.len())
@@ -192,6 +200,12 @@ impl MemoryStore {
 
     fn revoked_read(&self) -> RwLockReadGuard<'_, Revoked> {
         self.revoked.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Removes a policy without moving the policy epoch: what a lost invalidation would look like.
+    #[cfg(test)]
+    pub(crate) fn remove_policy_without_epoch(&self, id: &str) {
+        self.state().policies.remove(id);
     }
 
     /// Callers must hold the `state` guard (lock order: state, then revoked).
@@ -555,6 +569,42 @@ impl Store for MemoryStore {
             state.clients.remove(api_id);
         }
         Ok(existed)
+    }
+
+    async fn put_policy(&self, policy: &StoredPolicy, mode: PolicyWrite) -> StoreResult<bool> {
+        let mut state = self.state();
+        let exists = state.policies.contains_key(&policy.id);
+        let allowed = match mode {
+            PolicyWrite::Create => !exists,
+            PolicyWrite::Replace => exists,
+        };
+        if allowed {
+            state.policies.insert(policy.id.clone(), policy.clone());
+            self.policy_epoch.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(allowed)
+    }
+
+    async fn get_policy(&self, id: &str) -> StoreResult<Option<StoredPolicy>> {
+        Ok(self.state().policies.get(id).cloned())
+    }
+
+    async fn list_policies(&self) -> StoreResult<Vec<StoredPolicy>> {
+        Ok(self.state().policies.values().cloned().collect())
+    }
+
+    async fn delete_policy(&self, id: &str) -> StoreResult<bool> {
+        let mut state = self.state();
+        let existed = state.policies.remove(id).is_some();
+        if existed {
+            self.policy_epoch.fetch_add(1, Ordering::AcqRel);
+        }
+        Ok(existed)
+    }
+
+    fn policy_epoch(&self) -> Option<u64> {
+        // One process: every change is known the moment it is made.
+        Some(self.policy_epoch.load(Ordering::Acquire))
     }
 
     async fn record_failure(&self, key: &str, window_secs: u64, now: u64) -> StoreResult<u32> {

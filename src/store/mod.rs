@@ -142,6 +142,48 @@ pub struct StoredClient {
     pub created_at: u64,
 }
 
+/// A policy created through the admin API (policies.yaml ones never enter the store). It is validated
+/// by the same rules as a policy in the file before it is stored; durations are in milliseconds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredPolicy {
+    pub id: String,
+    #[serde(default)]
+    pub rate_limit: Option<StoredRateLimit>,
+    #[serde(default)]
+    pub quota: Option<StoredQuota>,
+    /// `None`: the client's own scopes apply unchanged; `Some([])` grants none.
+    #[serde(default)]
+    pub scopes: Option<Vec<String>>,
+    #[serde(default)]
+    pub access: Vec<String>,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredRateLimit {
+    pub rate: u32,
+    pub per_ms: u64,
+    /// `local`, `allow` or `deny`.
+    pub on_storage_error: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredQuota {
+    pub max: u64,
+    pub period_ms: u64,
+}
+
+/// How `put_policy` writes: the existence check and the write are one atomic step in every backend,
+/// so two nodes creating the same id at once cannot both succeed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PolicyWrite {
+    /// Only if no policy with this id is stored.
+    Create,
+    /// Only if a policy with this id is stored.
+    Replace,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     // --- authorization codes
@@ -192,6 +234,24 @@ pub trait Store: Send + Sync + 'static {
     async fn list_clients(&self, api_id: &str) -> StoreResult<Vec<StoredClient>>;
     /// Returns whether it existed.
     async fn delete_client(&self, api_id: &str, client_id: &str) -> StoreResult<bool>;
+
+    // --- policies created through the admin API
+    /// Writes `policy` if `mode` allows it (see [`PolicyWrite`]); returns whether it was written.
+    /// Every node learns of the change (see [`Store::policy_epoch`]).
+    async fn put_policy(&self, policy: &StoredPolicy, mode: PolicyWrite) -> StoreResult<bool>;
+    /// Reads one policy from the backend itself (no cache): callers that need it per request cache
+    /// it, keyed by `policy_epoch` (`auth::policy::StoredPolicies`).
+    async fn get_policy(&self, id: &str) -> StoreResult<Option<StoredPolicy>>;
+    /// Every stored policy, sorted by id.
+    async fn list_policies(&self) -> StoreResult<Vec<StoredPolicy>>;
+    /// Returns whether it existed. Every node learns of the change.
+    async fn delete_policy(&self, id: &str) -> StoreResult<bool>;
+    /// The cheap way for a node to learn that stored policies changed, without I/O: a number that
+    /// changes whenever this node learns of a change (its own writes at once; with Redis, another
+    /// node's writes through pub/sub, and every loss or return of the subscription). `None` while the
+    /// node cannot learn of changes (the Redis subscription is down): nothing cached may be trusted
+    /// then. A cache filled while the epoch was `e` is valid while the epoch is still `Some(e)`.
+    fn policy_epoch(&self) -> Option<u64>;
 
     // --- login failures
     /// Counts one failure for `key` in a window starting at its first failure; returns the count so far.

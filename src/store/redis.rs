@@ -1,5 +1,5 @@
 //! The Redis store: several gateway nodes share codes, sessions, refresh tokens, revocations, dynamic
-//! clients and login failures through one Redis (or Redis Cluster). The key layout, every key's TTL and
+//! clients, stored policies and login failures through one Redis (or Redis Cluster). The key layout, every key's TTL and
 //! the script that writes it are documented in `docs/redis.md`; keep the two in step.
 //!
 //! # Connections
@@ -32,6 +32,13 @@
 //! once. The subscription is owned by a background task that reconnects with backoff and pings the
 //! connection regularly to notice a dead one.
 //!
+//! The same channel carries invalidations of dynamic clients and of stored policies (every write
+//! publishes one in the same script). Policies are not cached here: the store keeps a *policy epoch*
+//! that every policy message, every own write and every loss or return of the subscription bumps, and
+//! the proxy's cache (`auth::policy::StoredPolicies`) is valid only while the epoch is unchanged. While
+//! the subscription is down the epoch is `None`, so nothing cached is trusted and policies are read from
+//! Redis; when it returns, the bump makes every node reload what it reads next.
+//!
 //! # Start
 //!
 //! [`RedisStore::connect`] fails fast: if Redis cannot be reached, or the revocation set cannot be
@@ -59,8 +66,8 @@ use tokio::task::JoinHandle;
 
 use super::memory::ROTATED_NEVER_EXPIRING_KEEP_SECS;
 use super::{
-    AuthCode, CodeTake, RefreshToken, Rotation, Session, Store, StoreError, StoreResult,
-    StoredClient,
+    AuthCode, CodeTake, PolicyWrite, RefreshToken, Rotation, Session, Store, StoreError,
+    StoreResult, StoredClient, StoredPolicy,
 };
 use crate::config::RedisConfig;
 
@@ -390,6 +397,11 @@ impl Keys {
         format!("{}clients:{api_id}", self.prefix)
     }
 
+    /// One hash of every stored policy (field: id, value: JSON), without a TTL (DESIGN §7).
+    fn policies(&self) -> String {
+        format!("{}policies", self.prefix)
+    }
+
     fn failures(&self, key: &str) -> String {
         format!("{}failures:{key}", self.prefix)
     }
@@ -639,8 +651,28 @@ redis.call('PUBLISH', ARGV[3], ARGV[4])
 return n
 "#;
 
+/// KEYS: policies. ARGV: mode (create | replace | delete), id, json (unused for delete), channel,
+/// message. The existence check, the write and the invalidation are one step, so two nodes creating
+/// the same id cannot both succeed. Returns 1 when it wrote (or deleted), 0 when the mode forbade it.
+const LUA_POLICY: &str = r#"
+local exists = redis.call('HEXISTS', KEYS[1], ARGV[2]) == 1
+if ARGV[1] == 'create' then
+  if exists then return 0 end
+elseif not exists then
+  return 0
+end
+if ARGV[1] == 'delete' then
+  redis.call('HDEL', KEYS[1], ARGV[2])
+else
+  redis.call('HSET', KEYS[1], ARGV[2], ARGV[3])
+end
+redis.call('PUBLISH', ARGV[4], ARGV[5])
+return 1
+"#;
+
 struct Scripts {
     client: Script,
+    policy: Script,
     take_code: Script,
     put_session: Script,
     put_refresh: Script,
@@ -655,6 +687,7 @@ impl Scripts {
         let script = |body: &str| Script::new(&format!("{LUA_COMMON}\n{body}"));
         Scripts {
             client: Script::new(LUA_CLIENT),
+            policy: Script::new(LUA_POLICY),
             take_code: script(LUA_TAKE_CODE),
             put_session: script(LUA_PUT_SESSION),
             put_refresh: script(LUA_PUT_REFRESH),
@@ -709,6 +742,8 @@ struct Shared {
     /// Bumped by every client invalidation: a read that began before one must not fill the cache.
     client_generation: AtomicU64,
     clients: RwLock<HashMap<(String, String), (StoredClient, Instant)>>,
+    /// Bumped whenever this node learns that a stored policy changed (see the module documentation).
+    policy_epoch: AtomicU64,
 }
 
 impl Shared {
@@ -778,12 +813,25 @@ impl Shared {
             .clear();
     }
 
+    fn policies_changed(&self) {
+        self.policy_epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// `None` while the subscription is down: changes made meanwhile would not be heard.
+    fn policy_epoch(&self) -> Option<u64> {
+        if !self.subscribed.load(Ordering::Acquire) {
+            return None;
+        }
+        Some(self.policy_epoch.load(Ordering::Acquire))
+    }
+
     fn set_subscribed(&self, up: bool) {
         if !up {
             self.subscribed.store(false, Ordering::Release);
         }
-        // Whatever happened while the subscription was down was not heard: start the cache afresh.
+        // Whatever happened while the subscription was down was not heard: start the caches afresh.
         self.invalidate_all_clients();
+        self.policies_changed();
         if up {
             self.subscribed.store(true, Ordering::Release);
         }
@@ -799,6 +847,7 @@ impl Shared {
             "sid" => self.revoke_locally(RevocationKind::Sid, &event.id, event.until_secs()),
             "jti" => self.revoke_locally(RevocationKind::Jti, &event.id, event.until_secs()),
             "client" => self.invalidate_client(&event.api, &event.id),
+            "policy" => self.policies_changed(),
             _ => {}
         }
     }
@@ -829,6 +878,10 @@ impl Event {
 
 fn client_event(api_id: &str, client_id: &str) -> String {
     serde_json::json!({ "kind": "client", "api": api_id, "id": client_id }).to_string()
+}
+
+fn policy_event(id: &str) -> String {
+    serde_json::json!({ "kind": "policy", "id": id }).to_string()
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -1116,6 +1169,32 @@ impl RedisStore {
 
     fn parse_client(raw: &str) -> StoreResult<StoredClient> {
         serde_json::from_str(raw).map_err(|e| corrupt("client", e))
+    }
+
+    fn parse_policy(raw: &str) -> StoreResult<StoredPolicy> {
+        serde_json::from_str(raw).map_err(|e| corrupt("policy", e))
+    }
+
+    /// Runs the policy script; the node's epoch is bumped whatever the outcome (a timed-out call may
+    /// still have written), so this node never keeps serving what it replaced.
+    async fn write_policy(&self, mode: &str, id: &str, json: &str) -> StoreResult<bool> {
+        let mut conn = self.backend.conn();
+        let written: StoreResult<i64> = self
+            .backend
+            .bounded(
+                self.scripts
+                    .policy
+                    .key(self.keys.policies())
+                    .arg(mode)
+                    .arg(id)
+                    .arg(json)
+                    .arg(&self.keys.channel)
+                    .arg(policy_event(id))
+                    .invoke_async(&mut conn),
+            )
+            .await;
+        self.shared.policies_changed();
+        Ok(written? == 1)
     }
 
     fn to_json<T: serde::Serialize>(value: &T) -> StoreResult<String> {
@@ -1442,6 +1521,55 @@ impl Store for RedisStore {
             .await?;
         self.shared.invalidate_client(api_id, client_id);
         Ok(deleted > 0)
+    }
+
+    async fn put_policy(&self, policy: &StoredPolicy, mode: PolicyWrite) -> StoreResult<bool> {
+        let json = Self::to_json(policy)?;
+        let mode = match mode {
+            PolicyWrite::Create => "create",
+            PolicyWrite::Replace => "replace",
+        };
+        self.write_policy(mode, &policy.id, &json).await
+    }
+
+    async fn get_policy(&self, id: &str) -> StoreResult<Option<StoredPolicy>> {
+        let mut conn = self.backend.conn();
+        let raw: Option<String> = self
+            .backend
+            .bounded(
+                redis::cmd("HGET")
+                    .arg(self.keys.policies())
+                    .arg(id)
+                    .query_async(&mut conn),
+            )
+            .await?;
+        raw.as_deref().map(Self::parse_policy).transpose()
+    }
+
+    async fn list_policies(&self) -> StoreResult<Vec<StoredPolicy>> {
+        let mut conn = self.backend.conn();
+        let raws: Vec<String> = self
+            .backend
+            .bounded(
+                redis::cmd("HVALS")
+                    .arg(self.keys.policies())
+                    .query_async(&mut conn),
+            )
+            .await?;
+        let mut policies = raws
+            .iter()
+            .map(|raw| Self::parse_policy(raw))
+            .collect::<StoreResult<Vec<_>>>()?;
+        policies.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(policies)
+    }
+
+    async fn delete_policy(&self, id: &str) -> StoreResult<bool> {
+        self.write_policy("delete", id, "").await
+    }
+
+    fn policy_epoch(&self) -> Option<u64> {
+        self.shared.policy_epoch()
     }
 
     async fn record_failure(&self, key: &str, window_secs: u64, now: u64) -> StoreResult<u32> {
@@ -2024,6 +2152,21 @@ mod tests {
             })
             .await
             .unwrap();
+        store
+            .put_policy(
+                &StoredPolicy {
+                    id: "gold".into(),
+                    rate_limit: None,
+                    quota: None,
+                    scopes: None,
+                    access: vec![],
+                    created_at: now,
+                    updated_at: now,
+                },
+                PolicyWrite::Create,
+            )
+            .await
+            .unwrap();
         let limiter = store.limiter();
         let rate = RateLimit {
             rate: 10,
@@ -2040,9 +2183,10 @@ mod tests {
             .unwrap();
     }
 
-    /// Every key has a TTL except the dynamic clients, and every TTL is bounded.
+    /// Every key has a TTL except the dynamic clients and the stored policies (DESIGN §7), and every
+    /// TTL is bounded.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn every_key_but_clients_has_a_ttl() {
+    async fn every_key_but_clients_and_policies_has_a_ttl() {
         let server = RedisServer::shared();
         let cfg = server.config(TIMEOUT);
         let store = RedisStore::connect(&cfg).await.unwrap();
@@ -2058,6 +2202,7 @@ mod tests {
             "{tokens}:revoked:jti",
             "failures:",
             "clients:",
+            "policies",
             "rl:",
         ];
         for kind in kinds {
@@ -2068,7 +2213,9 @@ mod tests {
             );
         }
         for (key, ttl) in &keys {
-            if key.starts_with(&format!("{}clients:", cfg.key_prefix)) {
+            if key.starts_with(&format!("{}clients:", cfg.key_prefix))
+                || *key == format!("{}policies", cfg.key_prefix)
+            {
                 assert_eq!(*ttl, -1, "{key}");
             } else {
                 assert!(*ttl > 0, "{key} has no TTL ({ttl})");
@@ -2237,6 +2384,75 @@ mod tests {
             assert!(started.elapsed() < Duration::from_millis(100));
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
+    }
+
+    /// A policy written on one node moves another node's policy epoch within 100 ms (so its cache is
+    /// dropped); while a node's subscription is down its epoch is `None` (nothing cached is trusted),
+    /// and when the subscription returns the epoch has moved (changes missed meanwhile are reloaded).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn policy_changes_reach_another_node() {
+        let server = RedisServer::shared();
+        let cfg = server.config(TIMEOUT);
+        let a = RedisStore::connect(&cfg).await.unwrap();
+        let b = RedisStore::connect(&cfg).await.unwrap();
+        let mut policy = StoredPolicy {
+            id: "gold".into(),
+            rate_limit: None,
+            quota: None,
+            scopes: None,
+            access: vec![],
+            created_at: 1,
+            updated_at: 1,
+        };
+        async fn moves_within_100ms(b: &RedisStore, before: Option<u64>) {
+            let started = Instant::now();
+            while b.policy_epoch() == before {
+                assert!(
+                    started.elapsed() < Duration::from_millis(100),
+                    "the other node did not hear of the change within 100 ms"
+                );
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+        let before = b.policy_epoch();
+        assert!(before.is_some());
+        assert!(a.put_policy(&policy, PolicyWrite::Create).await.unwrap());
+        moves_within_100ms(&b, before).await;
+        assert_eq!(b.get_policy("gold").await.unwrap(), Some(policy.clone()));
+
+        policy.scopes = Some(vec!["read".into()]);
+        let before = b.policy_epoch();
+        assert!(a.put_policy(&policy, PolicyWrite::Replace).await.unwrap());
+        moves_within_100ms(&b, before).await;
+        assert_eq!(b.get_policy("gold").await.unwrap(), Some(policy.clone()));
+
+        let before = b.policy_epoch();
+        assert!(a.delete_policy("gold").await.unwrap());
+        moves_within_100ms(&b, before).await;
+
+        // A refused write publishes nothing and moves no other node.
+        let before = b.policy_epoch();
+        assert!(!a.put_policy(&policy, PolicyWrite::Replace).await.unwrap());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(b.policy_epoch(), before);
+
+        // Subscription lost: no epoch; back: a new one.
+        let killed = raw_command(server.port(), "CLIENT KILL TYPE pubsub").unwrap();
+        assert!(killed.starts_with(':'), "{killed}");
+        let started = Instant::now();
+        while b.policy_epoch().is_some() && b.policy_epoch() == before {
+            assert!(started.elapsed() < Duration::from_secs(5));
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        let started = Instant::now();
+        while b.policy_epoch().is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "not resubscribed"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_ne!(b.policy_epoch(), before);
     }
 
     /// Redis down: every call fails with `Unavailable` within the timeout, revocation checks go on

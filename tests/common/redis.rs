@@ -217,13 +217,15 @@ impl RedisServer {
         out
     }
 
-    /// Keys under `prefix` without a TTL, dynamic clients (`<prefix>clients:*`) aside: must be empty.
+    /// Keys under `prefix` without a TTL, dynamic clients (`<prefix>clients:*`) and stored policies
+    /// (`<prefix>policies`) aside (DESIGN §7): must be empty.
     pub async fn keys_without_ttl(&self, prefix: &str) -> Vec<String> {
         let clients = format!("{prefix}clients:");
+        let policies = format!("{prefix}policies");
         self.keys_and_ttls(prefix)
             .await
             .into_iter()
-            .filter(|(key, ttl)| *ttl < 0 && !key.starts_with(&clients))
+            .filter(|(key, ttl)| *ttl < 0 && !key.starts_with(&clients) && *key != policies)
             .map(|(key, _)| key)
             .collect()
     }
