@@ -1630,316 +1630,16 @@ impl Store for RedisStore {
 // ------------------------------------------------------------------------------------------------
 // Tests
 
-/// A throw-away `redis-server` for the crate's unit tests (the integration tests have the same in
-/// `tests/common/redis.rs`). Never the machine's own Redis: a free port on 127.0.0.1, no persistence.
+/// The throw-away `redis-server` of the tests: the same file the integration tests use.
 #[cfg(test)]
-pub(crate) mod testing {
-    use std::io::{Read, Write};
-    use std::net::{TcpListener, TcpStream};
-    use std::path::PathBuf;
-    use std::process::{Child, ChildStdin, Command, Stdio};
-    use std::sync::{Arc, Mutex, OnceLock};
-    use std::time::{Duration, Instant};
-
-    use crate::config::RedisConfig;
-
-    /// Runs redis-server under a small shell that kills it as soon as its stdin closes: when the
-    /// server is dropped, and also when the test process dies without running destructors.
-    const WATCHDOG: &str = r#""$0" "$@" & pid=$!
-read _ignored
-kill "$pid" 2>/dev/null
-wait "$pid" 2>/dev/null
-exit 0"#;
-
-    pub struct RedisServer {
-        port: u16,
-        child: Option<(Child, ChildStdin)>,
-        pid: u32,
-        extra_args: Vec<String>,
-    }
-
-    fn redis_server_binary() -> PathBuf {
-        std::env::var_os("PATH")
-            .iter()
-            .flat_map(std::env::split_paths)
-            .map(|dir| dir.join("redis-server"))
-            .find(|path| path.is_file())
-            .expect("redis-server is not on PATH (install it: apt-get install redis-server)")
-    }
-
-    fn free_port() -> u16 {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-        listener.local_addr().expect("local addr").port()
-    }
-
-    /// Sends one command (inline protocol) and returns the raw reply.
-    pub fn raw_command(port: u16, command: &str) -> std::io::Result<String> {
-        let mut stream = TcpStream::connect(("127.0.0.1", port))?;
-        stream.set_read_timeout(Some(Duration::from_millis(500)))?;
-        stream.write_all(format!("{command}\r\n").as_bytes())?;
-        let mut buf = [0u8; 512];
-        let n = stream.read(&mut buf)?;
-        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
-    }
-
-    impl RedisServer {
-        /// Starts a server on a free port and waits until it answers PING.
-        pub fn start() -> RedisServer {
-            RedisServer::start_with(Vec::new(), free_port)
-        }
-
-        fn start_with(extra_args: Vec<String>, port: impl Fn() -> u16) -> RedisServer {
-            for _ in 0..5 {
-                let mut server = RedisServer {
-                    port: port(),
-                    child: None,
-                    pid: 0,
-                    extra_args: extra_args.clone(),
-                };
-                if server.spawn() {
-                    return server;
-                }
-            }
-            panic!("could not start redis-server");
-        }
-
-        /// A server shared by the tests of this process (they use unique key prefixes); it lives until
-        /// the process exits (the watchdog stops it then).
-        pub fn shared() -> Arc<RedisServer> {
-            static SHARED: OnceLock<Mutex<Option<Arc<RedisServer>>>> = OnceLock::new();
-            let mut slot = SHARED
-                .get_or_init(|| Mutex::new(None))
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            slot.get_or_insert_with(|| Arc::new(RedisServer::start()))
-                .clone()
-        }
-
-        fn spawn(&mut self) -> bool {
-            let marker = format!("tollgate-test-{}-{}.rdb", std::process::id(), self.port);
-            let mut child = Command::new("sh")
-                .arg("-c")
-                .arg(WATCHDOG)
-                .arg(redis_server_binary())
-                .args(["--port", &self.port.to_string()])
-                .args(["--bind", "127.0.0.1"])
-                .args(["--save", ""])
-                .args(["--appendonly", "no"])
-                .args(["--daemonize", "no"])
-                .args(["--dir", &std::env::temp_dir().to_string_lossy()])
-                .args(["--dbfilename", &marker])
-                .args(&self.extra_args)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("spawn sh (redis-server watchdog)");
-            let stdin = child.stdin.take().expect("watchdog stdin");
-            self.child = Some((child, stdin));
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < deadline {
-                // Ours, not some other process that took the port: the marker must match.
-                if let Ok(reply) = raw_command(self.port, "CONFIG GET dbfilename")
-                    && reply.contains(&marker)
-                {
-                    self.pid = self.pid();
-                    return true;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            self.stop();
-            false
-        }
-
-        pub fn port(&self) -> u16 {
-            self.port
-        }
-
-        /// The redis-server process id (for SIGSTOP / SIGCONT fault tests).
-        pub fn pid(&self) -> u32 {
-            let mut stream = TcpStream::connect(("127.0.0.1", self.port)).expect("connect");
-            stream
-                .set_read_timeout(Some(Duration::from_millis(500)))
-                .expect("timeout");
-            stream.write_all(b"INFO server\r\n").expect("write");
-            let mut reply = String::new();
-            let mut buf = [0u8; 4096];
-            while !reply.contains("process_id:") || !reply.ends_with("\r\n") {
-                let n = stream.read(&mut buf).expect("read");
-                assert!(n > 0, "INFO server: connection closed");
-                reply.push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-            reply
-                .lines()
-                .find_map(|line| line.strip_prefix("process_id:"))
-                .and_then(|pid| pid.trim().parse().ok())
-                .expect("process_id in INFO server")
-        }
-
-        /// Sends a signal to redis-server (`STOP` freezes it: connections stay open, nothing answers;
-        /// `CONT` thaws it).
-        pub fn signal(&self, signal: &str) {
-            let status = Command::new("kill")
-                .arg(format!("-{signal}"))
-                .arg(self.pid.to_string())
-                .status()
-                .expect("kill");
-            assert!(status.success());
-        }
-
-        pub fn url(&self) -> String {
-            format!("redis://127.0.0.1:{}/", self.port)
-        }
-
-        /// A store configuration with a key prefix no other test uses.
-        pub fn config(&self, timeout: Duration) -> RedisConfig {
-            RedisConfig {
-                url: Some(self.url()),
-                cluster: Vec::new(),
-                key_prefix: unique_prefix(),
-                timeout,
-            }
-        }
-
-        /// Stops the server (its clients see the connection close) and waits until it is gone.
-        pub fn stop(&mut self) {
-            if let Some((mut child, stdin)) = self.child.take() {
-                drop(stdin);
-                let _ = child.wait();
-            }
-        }
-
-        /// Starts it again on the same port (empty: nothing is persisted).
-        pub fn restart(&mut self) {
-            self.stop();
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while !self.spawn() {
-                assert!(Instant::now() < deadline, "redis-server did not restart");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
-
-    impl Drop for RedisServer {
-        fn drop(&mut self) {
-            self.stop();
-        }
-    }
-
-    /// A three-master Redis Cluster on free ports (slots split three ways), for the cluster tests.
-    pub struct RedisCluster {
-        pub nodes: Vec<RedisServer>,
-        config_files: Vec<PathBuf>,
-    }
-
-    impl Drop for RedisCluster {
-        fn drop(&mut self) {
-            for node in &mut self.nodes {
-                node.stop();
-            }
-            for file in &self.config_files {
-                let _ = std::fs::remove_file(file);
-            }
-        }
-    }
-
-    impl RedisCluster {
-        pub fn start() -> RedisCluster {
-            // The cluster bus listens on port + 10000: pick ports where both are free.
-            let port = || loop {
-                let port = free_port();
-                if port < 55_000 && TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
-                    return port;
-                }
-            };
-            let config_files: Vec<PathBuf> = (0..3)
-                .map(|i| {
-                    std::env::temp_dir().join(format!(
-                        "tollgate-test-nodes-{i}-{}.conf",
-                        unique_prefix().trim_end_matches(':')
-                    ))
-                })
-                .collect();
-            let nodes: Vec<RedisServer> = config_files
-                .iter()
-                .map(|conf| {
-                    RedisServer::start_with(
-                        vec![
-                            "--cluster-enabled".into(),
-                            "yes".into(),
-                            "--cluster-config-file".into(),
-                            conf.to_string_lossy().into_owned(),
-                        ],
-                        port,
-                    )
-                })
-                .collect();
-            let per_node = 16384 / nodes.len();
-            for (i, node) in nodes.iter().enumerate() {
-                let first = i * per_node;
-                let last = if i + 1 == nodes.len() {
-                    16383
-                } else {
-                    first + per_node - 1
-                };
-                let slots: Vec<String> = (first..=last).map(|s| s.to_string()).collect();
-                let reply =
-                    raw_command(node.port, &format!("CLUSTER ADDSLOTS {}", slots.join(" ")))
-                        .expect("CLUSTER ADDSLOTS");
-                assert!(reply.starts_with("+OK"), "CLUSTER ADDSLOTS: {reply}");
-            }
-            for node in &nodes[1..] {
-                let reply = raw_command(
-                    nodes[0].port,
-                    &format!("CLUSTER MEET 127.0.0.1 {}", node.port),
-                )
-                .expect("CLUSTER MEET");
-                assert!(reply.starts_with("+OK"), "CLUSTER MEET: {reply}");
-            }
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while !nodes.iter().all(|node| {
-                raw_command(node.port, "CLUSTER INFO")
-                    .is_ok_and(|info| info.contains("cluster_state:ok"))
-            }) {
-                assert!(Instant::now() < deadline, "the test cluster did not form");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            RedisCluster {
-                nodes,
-                config_files,
-            }
-        }
-
-        pub fn config(&self, timeout: Duration) -> RedisConfig {
-            RedisConfig {
-                url: None,
-                cluster: self
-                    .nodes
-                    .iter()
-                    .map(|n| format!("127.0.0.1:{}", n.port))
-                    .collect(),
-                key_prefix: unique_prefix(),
-                timeout,
-            }
-        }
-    }
-
-    pub fn unique_prefix() -> String {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static N: AtomicU64 = AtomicU64::new(0);
-        format!(
-            "tgtest{}-{}:",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        )
-    }
-}
+#[path = "../../tests/common/redis.rs"]
+pub(crate) mod testing;
 
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use super::testing::{RedisServer, raw_command};
+    use super::testing::{RedisCluster, RedisServer, raw_command, unique_prefix};
     use super::*;
     use crate::config::{OnStorageError, Quota, RateLimit};
     use crate::limits::{Limiter, Refused};
@@ -1947,8 +1647,27 @@ mod tests {
 
     const TIMEOUT: Duration = Duration::from_secs(2);
 
+    /// A store configuration with a key prefix no other test uses.
+    fn config(server: &RedisServer, timeout: Duration) -> RedisConfig {
+        RedisConfig {
+            url: Some(server.url()),
+            cluster: Vec::new(),
+            key_prefix: unique_prefix(),
+            timeout,
+        }
+    }
+
+    fn cluster_config(cluster: &RedisCluster, timeout: Duration) -> RedisConfig {
+        RedisConfig {
+            url: None,
+            cluster: cluster.seeds(),
+            key_prefix: unique_prefix(),
+            timeout,
+        }
+    }
+
     async fn shared_store() -> Arc<RedisStore> {
-        RedisStore::connect(&RedisServer::shared().config(TIMEOUT))
+        RedisStore::connect(&config(&RedisServer::shared(), TIMEOUT))
             .await
             .expect("connect to the test redis")
     }
@@ -1964,90 +1683,6 @@ mod tests {
 
     fn t0() -> u64 {
         now_secs()
-    }
-
-    async fn redis_conn(server: &RedisServer) -> MultiplexedConnection {
-        Client::open(server.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-
-    /// Every key under `prefix` with its TTL in seconds (-1: none).
-    async fn keys_and_ttls(server: &RedisServer, prefix: &str) -> Vec<(String, i64)> {
-        let mut conn = redis_conn(server).await;
-        let mut keys = Vec::new();
-        let mut cursor = 0u64;
-        loop {
-            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(format!("{prefix}*"))
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            keys.extend(batch);
-            cursor = next;
-            if cursor == 0 {
-                break;
-            }
-        }
-        let mut out = Vec::new();
-        for key in keys {
-            let ttl: i64 = redis::cmd("TTL")
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            out.push((key, ttl));
-        }
-        out.sort();
-        out
-    }
-
-    /// Every stored byte under `prefix` (keys, values, members, fields) as one string per key.
-    async fn dump(server: &RedisServer, prefix: &str) -> Vec<String> {
-        let mut conn = redis_conn(server).await;
-        let mut out = Vec::new();
-        for (key, _) in keys_and_ttls(server, prefix).await {
-            let kind: String = redis::cmd("TYPE")
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-                .unwrap();
-            let value: Vec<String> = match kind.as_str() {
-                "string" => vec![
-                    redis::cmd("GET")
-                        .arg(&key)
-                        .query_async(&mut conn)
-                        .await
-                        .unwrap(),
-                ],
-                "hash" => redis::cmd("HGETALL")
-                    .arg(&key)
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap(),
-                "set" => redis::cmd("SMEMBERS")
-                    .arg(&key)
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap(),
-                "zset" => redis::cmd("ZRANGE")
-                    .arg(&key)
-                    .arg(0)
-                    .arg(-1)
-                    .query_async(&mut conn)
-                    .await
-                    .unwrap(),
-                other => panic!("unexpected type {other} of {key}"),
-            };
-            out.push(format!("{key} {kind} {}", value.join(" ")));
-        }
-        out
     }
 
     fn sha256_hex(s: &str) -> String {
@@ -2188,10 +1823,10 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_key_but_clients_and_policies_has_a_ttl() {
         let server = RedisServer::shared();
-        let cfg = server.config(TIMEOUT);
+        let cfg = config(&server, TIMEOUT);
         let store = RedisStore::connect(&cfg).await.unwrap();
         exercise(&store, "code-raw", ["rt-a", "rt-b", "rt-c"], "s3cret-value").await;
-        let keys = keys_and_ttls(&server, &cfg.key_prefix).await;
+        let keys = server.keys_and_ttls(&cfg.key_prefix).await;
         let kinds = [
             "code:",
             "{tokens}:rt:",
@@ -2231,7 +1866,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn no_token_or_secret_in_clear() {
         let server = RedisServer::shared();
-        let cfg = server.config(TIMEOUT);
+        let cfg = config(&server, TIMEOUT);
         let store = RedisStore::connect(&cfg).await.unwrap();
         let raw = [
             "code-Zq8YpX2mW9",
@@ -2241,7 +1876,7 @@ mod tests {
         ];
         let secret = "client-secret-Pz4Nk8Vt2";
         exercise(&store, raw[0], [raw[1], raw[2], raw[3]], secret).await;
-        let everything = dump(&server, &cfg.key_prefix).await.join("\n");
+        let everything = server.dump(&cfg.key_prefix).await;
         assert!(
             everything.contains(&sha256_hex(raw[1])),
             "hashes are stored"
@@ -2255,7 +1890,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn revocation_reaches_another_node_within_100ms() {
         let server = RedisServer::shared();
-        let cfg = server.config(TIMEOUT);
+        let cfg = config(&server, TIMEOUT);
         let a = RedisStore::connect(&cfg).await.unwrap();
         let b = RedisStore::connect(&cfg).await.unwrap();
         let now = t0();
@@ -2305,7 +1940,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn revocations_are_reloaded_on_start_and_on_reconnect() {
         let server = RedisServer::shared();
-        let cfg = server.config(TIMEOUT);
+        let cfg = config(&server, TIMEOUT);
         let now = t0();
         let a = RedisStore::connect(&cfg).await.unwrap();
         a.revoke_session("before-start", now + 600).await.unwrap();
@@ -2315,7 +1950,7 @@ mod tests {
         assert!(b.is_revoked("", "jti-before-start", now));
 
         // A revocation written without a message (as if B missed it), then B's subscription drops.
-        let mut conn = redis_conn(&server).await;
+        let mut conn = server.connection().await;
         let _: i64 = redis::cmd("ZADD")
             .arg(format!("{}{{tokens}}:revoked:sid", cfg.key_prefix))
             .arg(now + 600)
@@ -2352,7 +1987,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn client_cache_is_invalidated_across_nodes() {
         let server = RedisServer::shared();
-        let cfg = server.config(TIMEOUT);
+        let cfg = config(&server, TIMEOUT);
         let a = RedisStore::connect(&cfg).await.unwrap();
         let b = RedisStore::connect(&cfg).await.unwrap();
         let mut client = StoredClient {
@@ -2392,7 +2027,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn policy_changes_reach_another_node() {
         let server = RedisServer::shared();
-        let cfg = server.config(TIMEOUT);
+        let cfg = config(&server, TIMEOUT);
         let a = RedisStore::connect(&cfg).await.unwrap();
         let b = RedisStore::connect(&cfg).await.unwrap();
         let mut policy = StoredPolicy {
@@ -2461,7 +2096,7 @@ mod tests {
     async fn redis_down_then_back() {
         let mut server = RedisServer::start();
         let timeout = Duration::from_millis(250);
-        let cfg = server.config(timeout);
+        let cfg = config(&server, timeout);
         let a = RedisStore::connect(&cfg).await.unwrap();
         let b = RedisStore::connect(&cfg).await.unwrap();
         let limiter = a.limiter();
@@ -2556,7 +2191,9 @@ mod tests {
     async fn hanging_redis_answers_unavailable_within_the_timeout() {
         let server = RedisServer::start();
         let timeout = Duration::from_millis(250);
-        let store = RedisStore::connect(&server.config(timeout)).await.unwrap();
+        let store = RedisStore::connect(&config(&server, timeout))
+            .await
+            .unwrap();
         let limiter = store.limiter();
         let deny = RateLimit {
             rate: 100,
@@ -2592,8 +2229,8 @@ mod tests {
     /// keys in one slot, pub/sub reaching subscribers on other nodes).
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn redis_cluster() {
-        let cluster = super::testing::RedisCluster::start();
-        let cfg = cluster.config(TIMEOUT);
+        let cluster = RedisCluster::start();
+        let cfg = cluster_config(&cluster, TIMEOUT);
         crate::store::contract::run_all(|| async {
             RedisStore::connect(&cfg)
                 .await
@@ -2670,7 +2307,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn limits_are_shared_between_nodes() {
         let server = RedisServer::shared();
-        let cfg = server.config(TIMEOUT);
+        let cfg = config(&server, TIMEOUT);
         let a = RedisStore::connect(&cfg).await.unwrap().limiter();
         let b = RedisStore::connect(&cfg).await.unwrap().limiter();
         let now = t0();
@@ -2711,7 +2348,7 @@ mod tests {
         // Refusals were not counted.
         let peek = b.peek("q", None, Some(&quota), now).await.unwrap();
         assert_eq!(peek.quota.unwrap().remaining, 0);
-        let mut conn = redis_conn(&server).await;
+        let mut conn = server.connection().await;
         let used: i64 = redis::cmd("GET")
             .arg(format!("{}rl:{{q}}:quota", cfg.key_prefix))
             .query_async(&mut conn)
@@ -2724,7 +2361,7 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_checks_respect_the_burst() {
         let server = RedisServer::shared();
-        let cfg = server.config(TIMEOUT);
+        let cfg = config(&server, TIMEOUT);
         let a = Arc::new(RedisStore::connect(&cfg).await.unwrap().limiter());
         let b = Arc::new(RedisStore::connect(&cfg).await.unwrap().limiter());
         let rate = RateLimit {
@@ -2756,9 +2393,9 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn corrupt_records_are_corrupt() {
         let server = RedisServer::shared();
-        let cfg = server.config(TIMEOUT);
+        let cfg = config(&server, TIMEOUT);
         let store = RedisStore::connect(&cfg).await.unwrap();
-        let mut conn = redis_conn(&server).await;
+        let mut conn = server.connection().await;
         let _: () = redis::cmd("SET")
             .arg(format!("{}code:bad", cfg.key_prefix))
             .arg("not json")
