@@ -462,6 +462,18 @@ async fn redis_down_needs_redis_answers_503_and_jwt_validation_goes_on() {
         )
         .await,
         refresh(&nodes.b, str_field(&tokens, "refresh_token")).await,
+        post_form(
+            &nodes.a.url("/movies/oauth/revoke"),
+            Some(&basic("app", APP_SECRET)),
+            &[("token", str_field(&tokens, "refresh_token"))],
+        )
+        .await,
+        post_form(
+            &nodes.b.url("/movies/oauth/introspect"),
+            Some(&basic("service", SERVICE_SECRET)),
+            &[("token", str_field(&tokens, "refresh_token"))],
+        )
+        .await,
         // Login failures are counted in Redis: without it the password grant fails closed.
         token(
             &nodes.a,
