@@ -6,6 +6,13 @@ use std::process::ExitCode;
 
 use tollgate::config::{Config, SigningAlgorithm};
 
+/// mimalloc instead of glibc's malloc: a proxied request allocates and frees a few dozen small objects
+/// (headers, futures, buffers), and per-connection buffers come and go with keep-alive connections.
+/// Measured on the plain proxy path (docs/benchmarks.md): about 9 % less CPU per request, and a lower
+/// peak RSS over 1,000 connections, where glibc's arenas kept growing burst after burst.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage:
   tollgate [run] [--config PATH]     start the gateway (default: $TOLLGATE_CONFIG or ./gateway.yaml)
   tollgate check [--config PATH]     validate every configuration file and exit
