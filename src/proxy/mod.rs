@@ -218,7 +218,7 @@ async fn lifecycle(
         };
 
         // 8. Token: signature (cached), then the claims that can change on every request.
-        let claims = auth::verified(&gateway.auth, &gateway.token_cache, &token)
+        let claims = auth::verified(&gateway.auth, &token)
             .map_err(|err| invalid_token(gateway, api, &err))?;
         let policy_id = gateway
             .client_policies
