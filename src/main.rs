@@ -94,7 +94,9 @@ fn config_path(flags: &Flags) -> PathBuf {
 
 fn run(path: PathBuf) -> Result<(), String> {
     let config = Config::load(&path).map_err(|errors| errors.to_string())?;
-    tollgate::logging::init(&config.gateway.log);
+    // Declared before the runtime, so dropped after it: lines logged while the runtime shuts down
+    // are written out too.
+    let _logs = tollgate::logging::init(&config.gateway.log);
     // The multi-thread scheduler sizes itself to the CPUs this process may use (affinity and cgroup
     // quota included): pinned to one CPU it runs one worker. A current-thread runtime for that case
     // was measured too (docs/benchmarks.md) and made no difference outside the noise, so there is
