@@ -21,8 +21,11 @@ pub struct TokenCache {
     /// slot → (the whole token, its claims). A JWT is several hundred bytes; hashing only its tail and
     /// comparing the whole token on a hit costs a fraction of hashing all of it. Two tokens that share
     /// a slot simply replace each other (a miss costs one signature verification, never a wrong hit).
-    entries: RwLock<HashMap<u64, (Box<str>, Arc<AccessClaims>)>>,
+    entries: RwLock<HashMap<u64, Entry>>,
 }
+
+/// The whole token (compared on every hit) and its verified claims.
+type Entry = (Box<str>, Arc<AccessClaims>);
 
 impl TokenCache {
     pub fn new(max_entries: usize) -> TokenCache {
