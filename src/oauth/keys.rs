@@ -355,13 +355,24 @@ impl SigningKey {
         let alg = self.jwt_algorithm();
         let signature = jsonwebtoken::crypto::sign(MESSAGE, &self.encoding, alg)
             .map_err(|e| KeyError::invalid(path, format!("the key cannot sign: {e}")))?;
-        match jsonwebtoken::crypto::verify(&signature, MESSAGE, &self.decoding, alg) {
-            Ok(true) => Ok(()),
-            _ => Err(KeyError::invalid(
-                path,
-                "the key failed its sign-and-verify self-test",
-            )),
+        // Tokens are signed by `signer`, not through `encoding`: its signatures must verify too.
+        let token_signature = self
+            .signer
+            .sign(MESSAGE)
+            .map(|s| URL_SAFE_NO_PAD.encode(s))
+            .map_err(|_| KeyError::invalid(path, "the key cannot sign"))?;
+        for signature in [signature, token_signature] {
+            if !matches!(
+                jsonwebtoken::crypto::verify(&signature, MESSAGE, &self.decoding, alg),
+                Ok(true)
+            ) {
+                return Err(KeyError::invalid(
+                    path,
+                    "the key failed its sign-and-verify self-test",
+                ));
+            }
         }
+        Ok(())
     }
 
     /// The JOSE algorithm of this key; the only algorithm a token verified with it may use.
