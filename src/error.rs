@@ -271,8 +271,11 @@ pub fn error_body(code: &str, description: &str) -> serde_json::Value {
     serde_json::json!({ "error": code, "error_description": description })
 }
 
-pub fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Body> {
-    // Serialising a `serde_json::Value` cannot fail.
+pub fn json_response<T: serde::Serialize + ?Sized>(
+    status: StatusCode,
+    value: &T,
+) -> Response<Body> {
+    // Serialising a `serde_json::Value` or one of our response structs (string keys only) cannot fail.
     let bytes = serde_json::to_vec(value).unwrap_or_default();
     let mut response = Response::new(full(Bytes::from(bytes)));
     *response.status_mut() = status;

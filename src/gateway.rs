@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arc_swap::ArcSwap;
 
 use crate::admin::metrics::{ApiMetrics, Metrics};
-use crate::auth::cache::TokenCache;
 use crate::auth::policy::ClientPolicies;
 use crate::config::{ApiDef, Config, ConfigErrors, ConfigProblem, GatewaySettings, RuntimeConfig};
 use crate::limits::Limiter;
@@ -40,8 +39,6 @@ pub struct Gateway {
     pub metrics: Metrics,
     /// Rate limits and quotas (per API and per session).
     pub limiter: Arc<dyn Limiter>,
-    /// Access tokens whose signature verified recently.
-    pub token_cache: TokenCache,
     pub client_policies: ClientPolicies,
     draining: AtomicBool,
     /// Serialises reloads so two triggers (file change and SIGHUP) cannot interleave.
@@ -58,7 +55,6 @@ impl Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
             limiter,
-            token_cache: TokenCache::new(100_000),
             client_policies: ClientPolicies::new(),
             draining: AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),

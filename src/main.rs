@@ -6,6 +6,13 @@ use std::process::ExitCode;
 
 use tollgate::config::{Config, SigningAlgorithm};
 
+/// mimalloc instead of glibc's malloc: a proxied request allocates and frees a few dozen small objects
+/// (headers, futures, buffers), and per-connection buffers come and go with keep-alive connections.
+/// Measured (docs/benchmarks.md): a lower peak RSS over 1,000 connections, and memory that is reused
+/// from burst to burst where glibc's heap kept growing.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const USAGE: &str = "usage:
   tollgate [run] [--config PATH]     start the gateway (default: $TOLLGATE_CONFIG or ./gateway.yaml)
   tollgate check [--config PATH]     validate every configuration file and exit
@@ -13,6 +20,13 @@ const USAGE: &str = "usage:
   tollgate keygen --alg ES256|EdDSA|RS256 --out PATH   write a new PKCS#8 PEM private key (0600)";
 
 fn main() -> ExitCode {
+    // Transparent huge pages off for this process (where the kernel has them "always" on): mimalloc
+    // maps its memory in large aligned segments that the kernel would back with 2 MiB pages as soon
+    // as one object in them is touched, which made the idle gateway 10 MiB larger and a burst over
+    // 1,000 connections 30 MiB larger (docs/benchmarks.md). Best effort: an old kernel without the
+    // flag keeps the default.
+    #[cfg(target_os = "linux")]
+    let _ = rustix::thread::disable_transparent_huge_pages(true);
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (command, rest) = match args.first().map(String::as_str) {
         None => ("run", &args[..]),
@@ -80,7 +94,13 @@ fn config_path(flags: &Flags) -> PathBuf {
 
 fn run(path: PathBuf) -> Result<(), String> {
     let config = Config::load(&path).map_err(|errors| errors.to_string())?;
-    tollgate::logging::init(&config.gateway.log);
+    // Declared before the runtime, so dropped after it: lines logged while the runtime shuts down
+    // are written out too.
+    let _logs = tollgate::logging::init(&config.gateway.log);
+    // The multi-thread scheduler sizes itself to the CPUs this process may use (affinity and cgroup
+    // quota included): pinned to one CPU it runs one worker. A current-thread runtime for that case
+    // was measured too (docs/benchmarks.md) and made no difference outside the noise, so there is
+    // one configuration to test.
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

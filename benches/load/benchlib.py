@@ -20,6 +20,13 @@ Subcommands (all print to stdout):
   report TSV                        markdown tables, one per scenario, with ratios to nginx
   median-rps TSV SCENARIO TARGET    median requests/s of the valid runs (integer, 0 if none)
   latency-table TARGET=FILE...      markdown table of oha's p50/p99/p99.9, added over the first target
+  commandstats TSV SCENARIO TARGET[,TARGET…] BEFORE AFTER
+                                    Redis commands per request: the calls in two `INFO commandstats`
+                                    outputs (commands run inside Lua scripts included) ÷ the requests of
+                                    the TARGETs' runs of SCENARIO in TSV, per command and in total
+  roundtrips MONITOR_OUTPUT WRK_OUTPUT
+                                    Redis round trips per request: the commands clients sent (MONITOR
+                                    lines not marked `lua`) ÷ the requests of that wrk run
 """
 
 import os
@@ -360,6 +367,61 @@ def latency_table(*pairs):
         )
 
 
+def _commandstats(path):
+    calls = {}
+    with open(path) as f:
+        for line in f:
+            m = re.match(r"cmdstat_([^:]+):calls=(\d+)", line.strip())
+            if m:
+                calls[m.group(1)] = int(m.group(2))
+    return calls
+
+
+def commandstats(tsv, scenario, target, before, after):
+    b, a = _commandstats(before), _commandstats(after)
+    # The snapshot commands themselves (INFO) are not the gateway's.
+    delta = {c: a.get(c, 0) - b.get(c, 0) for c in a if c != "info" and a.get(c, 0) - b.get(c, 0) > 0}
+    targets = target.split(",")
+    requests = sum(
+        int(r["requests"]) for r in _read_rows(tsv) if r["scenario"] == scenario and r["target"] in targets
+    )
+    if requests == 0:
+        print(f"- commandstats: no {target} requests recorded for {scenario}")
+        return
+    total = sum(delta.values())
+    parts = ", ".join(f"{c} {n / requests:.3f}" for c, n in sorted(delta.items(), key=lambda kv: -kv[1]))
+    print(
+        f"- Redis commands per request over the measured {target} runs ({requests} requests, INFO "
+        f"commandstats; commands that Lua scripts run are counted too): **{total / requests:.3f}** ({parts})"
+    )
+
+
+def roundtrips(monitor_file, wrk_file):
+    with open(wrk_file) as f:
+        requests = parse_wrk(f.read())[0]
+    sent, in_scripts, by_command = 0, 0, {}
+    with open(monitor_file, errors="replace") as f:
+        for line in f:
+            m = re.match(r"^\d+\.\d+ \[\d+ ([^\]]+)\] \"([^\"]+)\"", line)
+            if not m:
+                continue
+            if m.group(1) == "lua":
+                in_scripts += 1
+                continue
+            sent += 1
+            name = m.group(2).lower()
+            by_command[name] = by_command.get(name, 0) + 1
+    if requests == 0:
+        print("- round trips: the MONITOR run served no requests")
+        return
+    parts = ", ".join(f"{c} {n}" for c, n in sorted(by_command.items(), key=lambda kv: -kv[1]))
+    print(
+        f"- Redis round trips per request (MONITOR during a separate 3 s run of {requests} requests: "
+        f"commands sent by clients, not those run inside scripts): **{sent / requests:.3f}** "
+        f"({sent} sent: {parts}; {in_scripts} more ran inside scripts)"
+    )
+
+
 def main(argv):
     if not argv:
         print(__doc__, file=sys.stderr)
@@ -387,6 +449,10 @@ def main(argv):
         median_rps(*args)
     elif cmd == "latency-table":
         latency_table(*args)
+    elif cmd == "commandstats":
+        commandstats(*args)
+    elif cmd == "roundtrips":
+        roundtrips(*args)
     else:
         print(f"unknown command {cmd}\n{__doc__}", file=sys.stderr)
         return 2

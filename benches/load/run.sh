@@ -4,7 +4,9 @@
 #
 #   benches/load/run.sh [SCENARIO...]      default: plain
 #
-# Scenarios: plain (implemented); jwt_memory, jwt_redis, token_issuance, introspection (TODO hooks below).
+# Scenarios: plain (auth none), jwt_memory (ES256 token + session rate limit + quota, memory store),
+# jwt_redis (the same with the Redis store; also Redis commands and round trips per request),
+# token_issuance (client_credentials tokens/s), introspection (RFC 7662 calls/s); `all` runs every one.
 #
 # Environment (defaults in brackets):
 #   DURATION [10s]  length of each measured wrk run      WARMUP [10s]  warm-up per target
@@ -15,6 +17,8 @@
 #   IDLE_MAX_WAIT [300] IDLE_BUSY_PCT [15]  before each run, wait until other work uses ≤ 15% of the machine
 #   SKIP_BUILD [0]  use the existing target/release/tollgate   KEEP_WORKDIR [0]  keep the temp dir
 #   OUT_DIR [target/bench-load/<timestamp>]  where results.tsv, report.md and raw outputs are copied
+#   BASELINE_BIN []  another tollgate binary (e.g. a build of the previous commit) measured as target
+#                    `baseline` next to `tollgate` in every scenario, for before/after in one run
 #
 # Every process it starts is pinned with taskset: the proxy under test (nginx or tollgate) to PROXY_CORE,
 # wrk and the upstream nginx to LOAD_CORE. Ports are picked free at run time. Nothing is left running.
@@ -49,12 +53,18 @@ die() {
 # ------------------------------------------------------------------------------------------------
 # Setup: packages, build, work dir, process bookkeeping
 
+NEED_REDIS=0 # set by main when a scenario needs redis-server
+
 install_deps() {
   local need=()
   command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx)
   command -v wrk >/dev/null 2>&1 || need+=(wrk)
   command -v taskset >/dev/null 2>&1 || need+=(util-linux)
   command -v curl >/dev/null 2>&1 || need+=(curl)
+  if [ "$NEED_REDIS" = 1 ]; then
+    command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+    command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
+  fi
   [ ${#need[@]} -eq 0 ] && return 0
   local sudo_cmd=""
   [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
@@ -83,6 +93,7 @@ install_deps() {
 
 NGINX_BIN=""
 TOLLGATE_BIN=""
+BASELINE_BIN="${BASELINE_BIN:-}"
 
 build_tollgate() {
   local target_dir="${CARGO_TARGET_DIR:-$ROOT/target}"
@@ -240,14 +251,14 @@ EOF
   log "nginx reverse proxy: pid $pid, port $port, core $PROXY_CORE"
 }
 
-# start_tollgate NAME DIR: DIR holds gateway.yaml (its `listen` is replaced by a free port) and
+# start_tollgate NAME DIR [BINARY]: DIR holds gateway.yaml (its `listen` is replaced by a free port) and
 # api-definitions/. Sets TARGET_URL[NAME] (…/bench/) and TARGET_PID[NAME].
 start_tollgate() {
-  local name="$1" dir="$2" port pid
+  local name="$1" dir="$2" bin="${3:-$TOLLGATE_BIN}" port pid
   port="$(freeport)"
   sed -i "s|^listen: .*|listen: 127.0.0.1:$port|" "$dir/gateway.yaml"
-  "$TOLLGATE_BIN" check --config "$dir/gateway.yaml" >&2 || die "tollgate check failed for $dir"
-  taskset -c "$PROXY_CORE" "$TOLLGATE_BIN" run --config "$dir/gateway.yaml" >"$dir/stdout.log" 2>"$dir/stderr.log" &
+  "$bin" check --config "$dir/gateway.yaml" >&2 || die "tollgate check failed for $dir"
+  taskset -c "$PROXY_CORE" "$bin" run --config "$dir/gateway.yaml" >"$dir/stdout.log" 2>"$dir/stderr.log" &
   pid=$!
   STARTED_PIDS+=("$pid")
   python3 "$LIB" wait-http "http://127.0.0.1:$port/health" || {
@@ -256,7 +267,42 @@ start_tollgate() {
   }
   TARGET_URL[$name]="http://127.0.0.1:$port/bench/"
   TARGET_PID[$name]="$pid"
-  log "tollgate ($name): pid $pid, port $port, core $PROXY_CORE, config $dir/gateway.yaml"
+  log "tollgate ($name): pid $pid, port $port, core $PROXY_CORE, config $dir/gateway.yaml, $bin"
+}
+
+TOLLGATES=() # the tollgate targets of the current scenario: tollgate, and baseline with BASELINE_BIN
+
+# start_tollgates DIR: `tollgate` from DIR and, with BASELINE_BIN, `baseline` from a copy of DIR made
+# after the first start, so both sign and accept tokens with the same key.
+start_tollgates() {
+  local dir="$1"
+  start_tollgate tollgate "$dir"
+  TOLLGATES=(tollgate)
+  if [ -n "$BASELINE_BIN" ]; then
+    rm -rf "$dir-baseline"
+    cp -r "$dir" "$dir-baseline"
+    rm -f "$dir-baseline"/*.log
+    start_tollgate baseline "$dir-baseline" "$BASELINE_BIN"
+    TOLLGATES+=(baseline)
+  fi
+}
+
+# Appends SUFFIX (e.g. oauth/token) to the URL of every tollgate target.
+tollgate_urls_suffix() {
+  local t
+  for t in "${TOLLGATES[@]}"; do TARGET_URL[$t]="${TARGET_URL[$t]}$1"; done
+}
+
+# Notes on every tollgate target of the scenario (warnings it logged, whether it survived), then stops it.
+stop_tollgates() { # stop_tollgates SCENARIO DIR
+  local t dir
+  for t in "${TOLLGATES[@]}"; do
+    dir="$2"
+    [ "$t" = baseline ] && dir="$2-baseline"
+    tollgate_notes "$1/$t" "$dir" "${TARGET_PID[$t]}"
+    stop_pid "${TARGET_PID[$t]}"
+  done
+  TOLLGATES=()
 }
 
 # Writes a gateway for scenario "plain": one API /bench/ with auth none, in front of the upstream.
@@ -291,7 +337,8 @@ EOF
 # Measurement
 
 RESULTS=""
-WRK_ARGS=() # extra wrk arguments of the current scenario (e.g. -H "Authorization: Bearer …")
+WRK_ARGS=()    # extra wrk arguments of the current scenario (e.g. -H "Authorization: Bearer …")
+AFTER_WARMUP=() # a command `compare` runs once the warm-ups are done (e.g. a counter snapshot)
 
 run_wrk() { # run_wrk OUTFILE CONNECTIONS DURATION URL
   taskset -c "$LOAD_CORE" wrk -t"$WRK_THREADS" -c"$2" -d"$3" ${WRK_ARGS[@]+"${WRK_ARGS[@]}"} "$4" >"$1" 2>&1 || true
@@ -327,6 +374,7 @@ compare() {
       grep 'Non-2xx\|Socket errors' "$out" >&2
     fi
   done
+  if [ ${#AFTER_WARMUP[@]} -gt 0 ]; then "${AFTER_WARMUP[@]}"; fi
   for round in $(seq "$ROUNDS"); do
     for target in "$@"; do
       out="$WORK/raw/$scenario-$target-$round.txt"
@@ -399,52 +447,251 @@ latency_step() {
 # Scenarios
 
 scenario_plain() {
-  local dir="$WORK/tollgate-plain" pid
+  local dir="$WORK/tollgate-plain" t
   write_tollgate_plain_config "$dir"
-  start_tollgate tollgate "$dir"
-  pid="${TARGET_PID[tollgate]}"
+  start_tollgates "$dir"
   WRK_ARGS=()
-  compare plain direct nginx tollgate
-  rss_line "tollgate after the plain runs" "$pid" >>"$WORK/rss.md"
+  compare plain direct nginx "${TOLLGATES[@]}"
+  for t in "${TOLLGATES[@]}"; do
+    rss_line "$t after the plain runs" "${TARGET_PID[$t]}" >>"$WORK/rss.md"
+  done
   rss_line "nginx (master + worker) after the plain runs" "${TARGET_PID[nginx]}" >>"$WORK/rss.md"
-  latency_step plain direct nginx tollgate
-  log "RSS step: $RSS_CONNECTIONS connections for $RSS_DURATION on tollgate and nginx"
-  rss_step tollgate
+  latency_step plain direct nginx "${TOLLGATES[@]}"
+  log "RSS step: $RSS_CONNECTIONS connections for $RSS_DURATION on ${TOLLGATES[*]} and nginx"
+  for t in "${TOLLGATES[@]}"; do rss_step "$t"; done
   rss_step nginx
-  if grep -qiE ' (WARN|ERROR) ' "$dir/stderr.log"; then
-    {
-      echo "- tollgate logged $(grep -ciE ' (WARN|ERROR) ' "$dir/stderr.log") warn/error lines; first ones:"
-      grep -iE ' (WARN|ERROR) ' "$dir/stderr.log" | head -5 | sed 's/^/    /'
-    } >>"$WORK/notes.md"
-  fi
-  kill -0 "$pid" 2>/dev/null || echo "- tollgate (plain) exited during the benchmark" >>"$WORK/notes.md"
-  stop_pid "$pid"
+  stop_tollgates plain "$dir"
 }
 
-# TODO(scenario): JWT auth (ES256 access token from the gateway) + session rate limit + quota, memory
-# store. Needs: an API with auth oauth2 and a client_credentials client, a token fetched before the runs,
-# WRK_ARGS=(-H "Authorization: Bearer $token"), limits high enough never to answer 429, then
-# `compare jwt_memory direct nginx tollgate` (nginx stays the plain-proxy reference).
-scenario_jwt_memory() { log "TODO: scenario jwt_memory is not implemented yet"; }
+# The OAuth scenarios share one client: a confidential client_credentials client of the API /bench/
+# with an argon2id secret (hashed by `tollgate hash-secret`, as an operator would).
+BENCH_CLIENT_ID="bench-client"
+BENCH_CLIENT_SECRET="bench-secret-$RANDOM$RANDOM"
+BENCH_SECRET_HASH=""
 
-# TODO(scenario): as jwt_memory with `storage.backend: redis` (a redis-server started on a free port,
-# pinned to LOAD_CORE); also count Redis commands per request (INFO commandstats before/after).
-scenario_jwt_redis() { log "TODO: scenario jwt_redis is not implemented yet"; }
+bench_secret_hash() {
+  if [ -z "$BENCH_SECRET_HASH" ]; then
+    BENCH_SECRET_HASH="$(printf '%s' "$BENCH_CLIENT_SECRET" | "$TOLLGATE_BIN" hash-secret)" ||
+      die "tollgate hash-secret failed"
+  fi
+  printf '%s' "$BENCH_SECRET_HASH"
+}
 
-# TODO(scenario): client_credentials token issuance (ES256, argon2id secret) in tokens/s: wrk with a
-# POST script (-s) against /bench/oauth/token.
-scenario_token_issuance() { log "TODO: scenario token_issuance is not implemented yet"; }
+# RFC 6749 §2.3.1: id and secret are form-urlencoded before base64; ours need no escaping.
+bench_basic() { printf '%s:%s' "$BENCH_CLIENT_ID" "$BENCH_CLIENT_SECRET" | base64 -w0; }
 
-# TODO(scenario): RFC 7662 introspection calls/s: wrk POST script against /bench/oauth/introspect.
-scenario_introspection() { log "TODO: scenario introspection is not implemented yet"; }
+# write_tollgate_oauth_config DIR STORAGE_YAML: the API /bench/ protected by ES256 access tokens that
+# the gateway issues itself, with a session rate limit and quota far above anything a run can reach
+# (a 429 would void the run), in front of the upstream.
+write_tollgate_oauth_config() {
+  local dir="$1" storage="$2" hash
+  hash="$(bench_secret_hash)"
+  mkdir -p "$dir/api-definitions" "$dir/keys"
+  # A fixed public_url (the issuer) rather than the default http://<listen>, so that a baseline target
+  # on another port accepts the same tokens.
+  cat >"$dir/gateway.yaml" <<EOF
+listen: 127.0.0.1:0
+public_url: http://tollgate.bench
+api_definitions: api-definitions
+storage:
+$storage
+signing:
+  algorithm: ES256
+  key_file: keys/signing.pem
+  generate: true
+log:
+  level: warn
+  format: text
+EOF
+  cat >"$dir/api-definitions/bench.yaml" <<EOF
+id: bench
+listen_path: /bench/
+strip_listen_path: true
+upstream:
+  url: http://127.0.0.1:$UPSTREAM_PORT
+auth:
+  type: oauth2
+  required_scopes: [read]
+oauth:
+  grant_types: [client_credentials]
+  access_token: { ttl: 12h }
+  scopes: [read]
+  clients:
+    - client_id: $BENCH_CLIENT_ID
+      secret_hash: "$hash"
+      grant_types: [client_credentials]
+      scopes: [read]
+rate_limit: { rate: 100000000, per: 1s }
+quota: { max: 1000000000000, period: 30d }
+EOF
+}
+
+# fetch_token BASE_URL: one client_credentials access token from BASE_URL (…/bench/) on stdout.
+fetch_token() {
+  local body
+  body="$(curl -sS --fail-with-body -u "$BENCH_CLIENT_ID:$BENCH_CLIENT_SECRET" \
+    -d grant_type=client_credentials "${1}oauth/token")" || die "token request failed: $body"
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])' <<<"$body" ||
+    die "no access_token in: $body"
+}
+
+# One wrk Lua script per POST scenario: a fixed form body and HTTP Basic client authentication.
+write_post_script() { # write_post_script FILE BODY
+  cat >"$1" <<EOF
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.headers["Authorization"] = "Basic $(bench_basic)"
+wrk.body = "$2"
+EOF
+}
+
+# Warnings and errors tollgate logged go into the notes, and whether it survived the runs.
+tollgate_notes() { # tollgate_notes NAME DIR PID
+  if grep -qiE ' (WARN|ERROR) ' "$2/stderr.log"; then
+    {
+      echo "- tollgate ($1) logged $(grep -ciE ' (WARN|ERROR) ' "$2/stderr.log") warn/error lines; first ones:"
+      grep -iE ' (WARN|ERROR) ' "$2/stderr.log" | head -5 | sed 's/^/    /'
+    } >>"$WORK/notes.md"
+  fi
+  kill -0 "$3" 2>/dev/null || echo "- tollgate ($1) exited during the benchmark" >>"$WORK/notes.md"
+}
+
+# JWT auth (ES256 access token from the gateway) + session rate limit + quota, memory store. nginx stays
+# the plain-proxy reference (it gets the same Authorization header and ignores it).
+scenario_jwt_memory() {
+  local dir="$WORK/tollgate-jwt-memory" token t
+  write_tollgate_oauth_config "$dir" "  backend: memory"
+  start_tollgates "$dir"
+  token="$(fetch_token "${TARGET_URL[tollgate]}")"
+  WRK_ARGS=(-H "Authorization: Bearer $token")
+  compare jwt_memory direct nginx "${TOLLGATES[@]}"
+  for t in "${TOLLGATES[@]}"; do
+    rss_line "$t (jwt_memory) after its runs" "${TARGET_PID[$t]}" >>"$WORK/rss.md"
+  done
+  WRK_ARGS=()
+  stop_tollgates jwt_memory "$dir"
+}
+
+REDIS_PORT=""
+REDIS_PID=""
+
+# A private redis-server on a free port (never 6379, never a server that was already running), without
+# persistence, pinned with the upstream and wrk so that it does not share the proxy's core.
+start_redis() {
+  local dir="$WORK/redis"
+  command -v redis-server >/dev/null 2>&1 || die "redis-server is not installed (apt-get install redis-server)"
+  mkdir -p "$dir"
+  REDIS_PORT="$(freeport)"
+  while [ "$REDIS_PORT" = 6379 ]; do REDIS_PORT="$(freeport)"; done
+  taskset -c "$LOAD_CORE" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
+    --dir "$dir" --daemonize no --loglevel warning >"$dir/stdout.log" 2>&1 &
+  REDIS_PID=$!
+  STARTED_PIDS+=("$REDIS_PID")
+  for _ in $(seq 50); do
+    redis-cli -p "$REDIS_PORT" PING 2>/dev/null | grep -q PONG && break
+    sleep 0.1
+  done
+  redis-cli -p "$REDIS_PORT" PING 2>/dev/null | grep -q PONG || {
+    cat "$dir/stdout.log" >&2
+    die "redis-server did not start"
+  }
+  log "redis-server: pid $REDIS_PID, port $REDIS_PORT, core $LOAD_CORE"
+}
+
+# Round trips per proxied request, exactly: MONITOR lists every command a client sent and marks the
+# commands that Lua scripts ran with "[… lua]", which are not round trips. A short extra run outside
+# the measured ones (MONITOR slows Redis down).
+redis_roundtrips_step() { # redis_roundtrips_step TARGET
+  local mon="$WORK/raw/redis-monitor.txt" out="$WORK/raw/redis-monitor-wrk.txt" monpid
+  taskset -c "$LOAD_CORE" redis-cli -p "$REDIS_PORT" MONITOR >"$mon" 2>&1 &
+  monpid=$!
+  sleep 0.5
+  run_wrk "$out" "$CONNECTIONS" 3s "${TARGET_URL[$1]}"
+  sleep 0.5
+  kill "$monpid" 2>/dev/null || true
+  wait "$monpid" 2>/dev/null || true
+  python3 "$LIB" roundtrips "$mon" "$out" >>"$WORK/redis.md"
+}
+
+# As jwt_memory with `storage.backend: redis`; also counts Redis commands per request (INFO
+# commandstats before and after the measured runs ÷ the requests tollgate served in them) and round trips.
+scenario_jwt_redis() {
+  local dir="$WORK/tollgate-jwt-redis" token before after t
+  start_redis
+  write_tollgate_oauth_config "$dir" "  backend: redis
+  redis:
+    url: redis://127.0.0.1:$REDIS_PORT/0
+    key_prefix: \"bench:\""
+  start_tollgates "$dir"
+  token="$(fetch_token "${TARGET_URL[tollgate]}")"
+  WRK_ARGS=(-H "Authorization: Bearer $token")
+  before="$WORK/raw/redis-commandstats-before.txt"
+  after="$WORK/raw/redis-commandstats-after.txt"
+  # The counters must cover exactly the measured runs: `compare` runs this hook after the warm-ups.
+  # With a baseline target both gateways share the Redis, so the figure is over both.
+  AFTER_WARMUP=(redis_commandstats "$before")
+  compare jwt_redis direct nginx "${TOLLGATES[@]}"
+  AFTER_WARMUP=()
+  redis_commandstats "$after"
+  python3 "$LIB" commandstats "$RESULTS" jwt_redis "$(IFS=,; echo "${TOLLGATES[*]}")" "$before" "$after" >>"$WORK/redis.md"
+  for t in "${TOLLGATES[@]}"; do
+    redis_roundtrips_step "$t"
+    rss_line "$t (jwt_redis) after its runs" "${TARGET_PID[$t]}" >>"$WORK/rss.md"
+  done
+  WRK_ARGS=()
+  stop_tollgates jwt_redis "$dir"
+  stop_pid "$REDIS_PID"
+}
+
+redis_commandstats() { redis-cli -p "$REDIS_PORT" INFO commandstats >"$1"; }
+
+# client_credentials token issuance (ES256, argon2id client secret, memory store) in tokens/s: wrk
+# POSTs the form with HTTP Basic to /bench/oauth/token. Every token starts a session in the store.
+scenario_token_issuance() {
+  local dir="$WORK/tollgate-tokens" t
+  write_tollgate_oauth_config "$dir" "  backend: memory"
+  write_post_script "$dir/token.lua" "grant_type=client_credentials"
+  start_tollgates "$dir"
+  for t in "${TOLLGATES[@]}"; do fetch_token "${TARGET_URL[$t]}" >/dev/null; done
+  tollgate_urls_suffix oauth/token
+  WRK_ARGS=(-s "$dir/token.lua")
+  compare token_issuance "${TOLLGATES[@]}"
+  for t in "${TOLLGATES[@]}"; do
+    rss_line "$t (token_issuance) after its runs" "${TARGET_PID[$t]}" >>"$WORK/rss.md"
+  done
+  WRK_ARGS=()
+  stop_tollgates token_issuance "$dir"
+}
+
+# RFC 7662 introspection calls/s: wrk POSTs `token=<access token>` with the client's HTTP Basic
+# credentials (the caller must be a confidential client of the API, DESIGN §4) to /bench/oauth/introspect.
+scenario_introspection() {
+  local dir="$WORK/tollgate-introspect" token t
+  write_tollgate_oauth_config "$dir" "  backend: memory"
+  start_tollgates "$dir"
+  token="$(fetch_token "${TARGET_URL[tollgate]}")"
+  write_post_script "$dir/introspect.lua" "token=$token"
+  # `{"active":false}` also comes with 200, and wrk cannot see it: check once that the token is active.
+  for t in "${TOLLGATES[@]}"; do
+    curl -sS -u "$BENCH_CLIENT_ID:$BENCH_CLIENT_SECRET" -d "token=$token" "${TARGET_URL[$t]}oauth/introspect" |
+      grep -q '"active":true' || die "introspection of the bench token is not active at $t"
+  done
+  tollgate_urls_suffix oauth/introspect
+  WRK_ARGS=(-s "$dir/introspect.lua")
+  compare introspection "${TOLLGATES[@]}"
+  WRK_ARGS=()
+  stop_tollgates introspection "$dir"
+}
 
 # ------------------------------------------------------------------------------------------------
 
 main() {
   local scenarios=("$@") s
   [ ${#scenarios[@]} -eq 0 ] && scenarios=(plain)
+  [ "${scenarios[*]}" = all ] && scenarios=(plain jwt_memory jwt_redis token_issuance introspection)
   for s in "${scenarios[@]}"; do
     declare -F "scenario_$s" >/dev/null || die "unknown scenario '$s'"
+    [ "$s" = jwt_redis ] && NEED_REDIS=1
   done
   [ "$(nproc --all)" -ge 2 ] || die "needs at least 2 cores"
 
@@ -459,7 +706,7 @@ main() {
   trap cleanup EXIT
   trap 'exit 130' INT TERM
   RESULTS="$WORK/results.tsv"
-  : >"$WORK/rss.md" >"$WORK/latency.md" >"$WORK/notes.md"
+  : >"$WORK/rss.md" >"$WORK/latency.md" >"$WORK/notes.md" >"$WORK/redis.md"
 
   start_upstream
   start_nginx_proxy
@@ -480,6 +727,12 @@ main() {
     echo "Memory:"
     echo
     cat "$WORK/rss.md"
+    if [ -s "$WORK/redis.md" ]; then
+      echo
+      echo "Redis (jwt_redis):"
+      echo
+      cat "$WORK/redis.md"
+    fi
     if [ -s "$WORK/latency.md" ]; then
       echo
       cat "$WORK/latency.md"

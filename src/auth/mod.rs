@@ -7,6 +7,7 @@
 pub mod cache;
 pub mod policy;
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
@@ -16,8 +17,6 @@ use crate::config::{ApiDef, AuthConfig, RuntimeConfig};
 use crate::error::GatewayError;
 use crate::oauth::AuthServer;
 use crate::oauth::tokens::{AccessClaims, TokenError};
-
-use cache::TokenCache;
 
 /// Where the credential was found (so it can be stripped from exactly there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,18 +28,22 @@ pub enum Source {
 
 /// Finds the access token: header, then query, then cookie. The same credential in several places is
 /// refused (DESIGN §5: two different credentials → 400; SECURITY.md: the same token in two places → 400).
-pub fn extract<B>(
-    req: &Request<B>,
+/// The token is borrowed from the request where it can be (the header, the usual place), so the proxy
+/// path does not copy it.
+pub fn extract<'r, B>(
+    req: &'r Request<B>,
     auth: &AuthConfig,
-) -> Result<Option<(String, Source)>, GatewayError> {
-    let mut found: Vec<(String, Source)> = Vec::new();
+) -> Result<Option<(Cow<'r, str>, Source)>, GatewayError> {
+    let mut found = Found::default();
     if let Some(source) = &auth.header {
         for value in req.headers().get_all(&source.name) {
             let value = value
                 .to_str()
                 .map_err(|_| GatewayError::BadRequest("the credential header is not valid text"))?;
             match strip_prefix(value, &source.prefix) {
-                Some(token) if !token.is_empty() => found.push((token.to_string(), Source::Header)),
+                Some(token) if !token.is_empty() => {
+                    found.push(Cow::Borrowed(token), Source::Header)
+                }
                 // A header in another scheme (e.g. Basic) is not our credential.
                 _ => {}
             }
@@ -51,7 +54,7 @@ pub fn extract<B>(
     {
         for (key, value) in form_urlencoded::parse(query.as_bytes()) {
             if key == name.as_str() && !value.is_empty() {
-                found.push((value.into_owned(), Source::Query));
+                found.push(value, Source::Query);
             }
         }
     }
@@ -63,17 +66,33 @@ pub fn extract<B>(
                     && key == name
                     && !value.is_empty()
                 {
-                    found.push((value.to_string(), Source::Cookie));
+                    found.push(Cow::Borrowed(value), Source::Cookie);
                 }
             }
         }
     }
-    match found.len() {
-        0 => Ok(None),
-        1 => Ok(found.pop()),
-        _ => Err(GatewayError::BadRequest(
+    if found.more_than_one {
+        return Err(GatewayError::BadRequest(
             "more than one credential in the request; send the access token once",
-        )),
+        ));
+    }
+    Ok(found.first)
+}
+
+/// The credentials `extract` found: the first, and whether there was another.
+#[derive(Default)]
+struct Found<'r> {
+    first: Option<(Cow<'r, str>, Source)>,
+    more_than_one: bool,
+}
+
+impl<'r> Found<'r> {
+    fn push(&mut self, token: Cow<'r, str>, source: Source) {
+        if self.first.is_some() {
+            self.more_than_one = true;
+        } else {
+            self.first = Some((token, source));
+        }
     }
 }
 
@@ -157,17 +176,8 @@ pub fn audiences(api: &ApiDef) -> Vec<&str> {
 }
 
 /// Step one of validation: signature and header, from the cache when the token was seen before.
-pub fn verified(
-    auth: &AuthServer,
-    cache: &TokenCache,
-    token: &str,
-) -> Result<Arc<AccessClaims>, TokenError> {
-    if let Some(claims) = cache.get(token) {
-        return Ok(claims);
-    }
-    let claims = Arc::new(crate::oauth::tokens::verify_signature(&auth.keys, token)?);
-    cache.insert(token, claims.clone());
-    Ok(claims)
+pub fn verified(auth: &AuthServer, token: &str) -> Result<Arc<AccessClaims>, TokenError> {
+    auth.verified(token)
 }
 
 /// Step two, on every request: time, issuer, audience (this API, `accept_from`, or an API the client's
@@ -180,18 +190,21 @@ pub fn check(
     policy_grants_access: bool,
     now: u64,
 ) -> Result<(), TokenError> {
-    let mut accepted = audiences(api);
-    if policy_grants_access {
-        accepted.push(claims.aud.as_str());
-    }
-    let issuer_of = |aud: &str| {
+    // The same rule as `audiences(api)` plus the policy's grant, without building the list.
+    let accepts = |aud: &str| {
+        aud == api.id || api.auth.accept_from.iter().any(|a| a == aud) || policy_grants_access
+    };
+    let issuer_matches = |aud: &str, iss: &str| {
+        if aud == api.id {
+            return auth.issuer_is(api, iss);
+        }
         config
             .apis
             .iter()
             .find(|a| a.id == aud)
-            .map(|a| auth.issuer(a))
+            .is_some_and(|a| auth.issuer_is(a, iss))
     };
-    crate::oauth::tokens::check_claims(claims, issuer_of, &accepted, now)?;
+    crate::oauth::tokens::check_claims(claims, issuer_matches, accepts, now)?;
     if auth.store.is_revoked(&claims.sid, &claims.jti, now) {
         return Err(TokenError::Revoked);
     }

@@ -67,7 +67,14 @@ impl MemoryLimiter {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
                 if let Ok(mut last) = self.last_rate.lock() {
-                    last.insert(key.to_string(), (remaining, Instant::now()));
+                    // Update in place: the key is only copied the first time it is seen.
+                    let seen = (remaining, Instant::now());
+                    match last.get_mut(key) {
+                        Some(entry) => *entry = seen,
+                        None => {
+                            last.insert(key.to_string(), seen);
+                        }
+                    }
                 }
                 let used = rate.rate.saturating_sub(remaining);
                 Ok(Headroom {

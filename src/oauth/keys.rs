@@ -22,13 +22,15 @@ use aws_lc_rs::signature::{
     ECDSA_P521_SHA512_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair as _,
 };
 use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use rustls_pki_types::pem::{PemObject, SectionKind};
 use serde::Serialize;
 use serde_json::{Value, json};
 
 use super::secrets::{b64url, sha256_b64url};
+use super::tokens::ACCESS_TOKEN_TYP;
 use crate::config::{SigningAlgorithm, SigningConfig};
 
 /// A PKCS#8 key is a few kilobytes at most (RSA 8192 ≈ 6 KiB of PEM). The bound keeps a mistaken
@@ -241,11 +243,59 @@ pub struct SigningKey {
     pub alg: SigningAlgorithm,
     encoding: EncodingKey,
     decoding: DecodingKey,
+    /// The parsed private key that [`SigningKey::sign`] uses. `jsonwebtoken::encode` parses the PKCS#8
+    /// key again on every call (for P-256 that includes recomputing and checking the public point,
+    /// about as much work as the signature itself); parsed once here, a token costs one signature.
+    signer: Signer,
+    /// base64url of the JOSE header for `typ: at+jwt`, the only header access tokens use.
+    access_token_header: String,
     jwk: Value,
     /// A secret derived from the private key (HMAC-SHA256 under a fixed label) for what the gateway
     /// signs besides tokens, such as the login form's CSRF token. Derived rather than random so that
     /// every node that mounts the same key file accepts what another node issued.
     form_key: Vec<u8>,
+}
+
+/// A private key parsed once, for the algorithm of its [`SigningKey`].
+enum Signer {
+    Es256(EcdsaKeyPair),
+    EdDsa(Ed25519KeyPair),
+    Rs256(RsaKeyPair),
+}
+
+impl Signer {
+    fn from_pkcs8(
+        alg: SigningAlgorithm,
+        der: &[u8],
+    ) -> Result<Signer, aws_lc_rs::error::KeyRejected> {
+        Ok(match alg {
+            SigningAlgorithm::Es256 => Signer::Es256(EcdsaKeyPair::from_pkcs8(
+                &ECDSA_P256_SHA256_FIXED_SIGNING,
+                der,
+            )?),
+            SigningAlgorithm::EdDsa => Signer::EdDsa(Ed25519KeyPair::from_pkcs8(der)?),
+            SigningAlgorithm::Rs256 => Signer::Rs256(RsaKeyPair::from_pkcs8(der)?),
+        })
+    }
+
+    /// The JWS signature of `message` in its JOSE form (ES256: r ‖ s, 64 bytes; RFC 7518 §3.4).
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, aws_lc_rs::error::Unspecified> {
+        let rng = aws_lc_rs::rand::SystemRandom::new();
+        match self {
+            Signer::Es256(key) => Ok(key.sign(&rng, message)?.as_ref().to_vec()),
+            Signer::EdDsa(key) => Ok(key.sign(message).as_ref().to_vec()),
+            Signer::Rs256(key) => {
+                let mut signature = vec![0; key.public_modulus_len()];
+                key.sign(
+                    &aws_lc_rs::signature::RSA_PKCS1_SHA256,
+                    &rng,
+                    message,
+                    &mut signature,
+                )?;
+                Ok(signature)
+            }
+        }
+    }
 }
 
 // Hand-written so that no `{:?}` can ever print private key material.
@@ -284,8 +334,12 @@ impl SigningKey {
             }
         };
         let decoding = public.decoding_key(path)?;
+        let signer = Signer::from_pkcs8(alg, &der)
+            .map_err(|e| KeyError::invalid(path, format!("unusable private key: {e}")))?;
         let kid = public.thumbprint();
         let form_key = super::secrets::hmac_sha256_hex(&der, b"tollgate form key v1").into_bytes();
+        let access_token_header = encode_header(&jose_header(alg, &kid, ACCESS_TOKEN_TYP))
+            .map_err(|e| KeyError::invalid(path, format!("cannot encode the JWS header: {e}")))?;
         let key = SigningKey {
             jwk: public.jwk(&kid),
             kid,
@@ -293,6 +347,8 @@ impl SigningKey {
             encoding,
             decoding,
             form_key,
+            signer,
+            access_token_header,
         };
         key.self_test(path)?;
         Ok(key)
@@ -305,13 +361,24 @@ impl SigningKey {
         let alg = self.jwt_algorithm();
         let signature = jsonwebtoken::crypto::sign(MESSAGE, &self.encoding, alg)
             .map_err(|e| KeyError::invalid(path, format!("the key cannot sign: {e}")))?;
-        match jsonwebtoken::crypto::verify(&signature, MESSAGE, &self.decoding, alg) {
-            Ok(true) => Ok(()),
-            _ => Err(KeyError::invalid(
-                path,
-                "the key failed its sign-and-verify self-test",
-            )),
+        // Tokens are signed by `signer`, not through `encoding`: its signatures must verify too.
+        let token_signature = self
+            .signer
+            .sign(MESSAGE)
+            .map(|s| URL_SAFE_NO_PAD.encode(s))
+            .map_err(|_| KeyError::invalid(path, "the key cannot sign"))?;
+        for signature in [signature, token_signature] {
+            if !matches!(
+                jsonwebtoken::crypto::verify(&signature, MESSAGE, &self.decoding, alg),
+                Ok(true)
+            ) {
+                return Err(KeyError::invalid(
+                    path,
+                    "the key failed its sign-and-verify self-test",
+                ));
+            }
         }
+        Ok(())
     }
 
     /// The JOSE algorithm of this key; the only algorithm a token verified with it may use.
@@ -334,20 +401,48 @@ impl SigningKey {
 
     /// A JWS header with this key's `alg` and `kid` and the given `typ` (e.g. `at+jwt`, RFC 9068).
     pub fn header(&self, typ: &str) -> Header {
-        let mut header = Header::new(self.jwt_algorithm());
-        header.kid = Some(self.kid.clone());
-        header.typ = Some(typ.to_string());
-        header
+        jose_header(self.alg, &self.kid, typ)
     }
 
-    /// Signs `claims` as a JWT with [`SigningKey::header`].
+    /// Signs `claims` as a JWT (JWS compact serialization) with [`SigningKey::header`], exactly as
+    /// `jsonwebtoken::encode` lays it out, but with the key parsed once.
     pub fn sign<T: Serialize>(
         &self,
         typ: &str,
         claims: &T,
     ) -> Result<String, jsonwebtoken::errors::Error> {
-        jsonwebtoken::encode(&self.header(typ), claims, &self.encoding)
+        let other_header;
+        let header = if typ == ACCESS_TOKEN_TYP {
+            self.access_token_header.as_str()
+        } else {
+            other_header = encode_header(&self.header(typ))?;
+            other_header.as_str()
+        };
+        let claims = serde_json::to_vec(claims)?;
+        let mut token = String::with_capacity(header.len() + claims.len() * 4 / 3 + 4 + 360);
+        token.push_str(header);
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&claims, &mut token);
+        let signature = self
+            .signer
+            .sign(token.as_bytes())
+            .map_err(|_| jsonwebtoken::errors::Error::from(ErrorKind::InvalidKeyFormat))?;
+        token.push('.');
+        URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
+        Ok(token)
     }
+}
+
+/// The JOSE header of a token signed with a key of `alg` named `kid`.
+fn jose_header(alg: SigningAlgorithm, kid: &str, typ: &str) -> Header {
+    let mut header = Header::new(jwt_algorithm(alg));
+    header.kid = Some(kid.to_string());
+    header.typ = Some(typ.to_string());
+    header
+}
+
+fn encode_header(header: &Header) -> Result<String, jsonwebtoken::errors::Error> {
+    Ok(URL_SAFE_NO_PAD.encode(serde_json::to_vec(header)?))
 }
 
 /// The JOSE algorithm for a configured signing algorithm.

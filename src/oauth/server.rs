@@ -19,6 +19,7 @@ use super::keys::KeySet;
 use super::notify::{Notification, Notifier};
 use super::tokens::{self, AccessClaims, TokenError};
 use super::{pkce, secrets};
+use crate::auth::cache::TokenCache;
 
 /// Failed logins allowed per username and per address within [`LOGIN_WINDOW_SECS`].
 pub const MAX_LOGIN_FAILURES: u32 = 5;
@@ -33,6 +34,8 @@ pub struct AuthServer {
     pub store: Arc<dyn Store>,
     public_url: String,
     secret_cache: SecretCache,
+    /// Access tokens whose signature verified recently (the proxy path, introspection, tokeninfo).
+    pub token_cache: TokenCache,
     pub notifier: Notifier,
     /// Policies created through the admin API, cached per store policy epoch (shared with the proxy).
     pub policies: StoredPolicies,
@@ -105,6 +108,7 @@ impl AuthServer {
             store,
             public_url: public_url.trim_end_matches('/').to_string(),
             secret_cache: SecretCache::new(Duration::from_secs(600), 10_000),
+            token_cache: TokenCache::new(100_000),
             notifier,
         }
     }
@@ -126,6 +130,23 @@ impl AuthServer {
         client: &Client,
     ) -> Result<Option<Resolved<'a>>, StoreError> {
         policy::resolve(file_policies, &self.policies, client.policy.as_deref()).await
+    }
+
+    /// Whether `iss` is the issuer of `api`, without building the issuer string (proxy hot path).
+    pub fn issuer_is(&self, api: &ApiDef, iss: &str) -> bool {
+        iss.strip_prefix(self.public_url.as_str())
+            .is_some_and(|rest| rest == api.listen_path.trim_end_matches('/'))
+    }
+
+    /// Signature and header of an access token, from the cache when it verified before. Only what
+    /// cannot change is cached: time, audience and revocation are the callers' to check every time.
+    pub fn verified(&self, token: &str) -> Result<Arc<AccessClaims>, TokenError> {
+        if let Some(claims) = self.token_cache.get(token) {
+            return Ok(claims);
+        }
+        let claims = Arc::new(tokens::verify_signature(&self.keys, token)?);
+        self.token_cache.insert(token, claims.clone());
+        Ok(claims)
     }
 
     /// Static clients first (they are read-only), then the store.
@@ -760,7 +781,8 @@ impl AuthServer {
         );
     }
 
-    /// Validates an access token for `api` completely: signature, header, claims, revocation.
+    /// Validates an access token for `api` completely: signature (cached), header, claims,
+    /// revocation.
     pub fn validate_access_token(
         &self,
         token: &str,
@@ -768,19 +790,19 @@ impl AuthServer {
         config: &RuntimeConfig,
         audiences: &[&str],
         now: u64,
-    ) -> Result<AccessClaims, TokenError> {
-        let claims = tokens::verify_signature(&self.keys, token)?;
-        let issuer_of = |aud: &str| {
+    ) -> Result<Arc<AccessClaims>, TokenError> {
+        let claims = self.verified(token)?;
+        let issuer_matches = |aud: &str, iss: &str| {
             if aud == api.id {
-                return Some(self.issuer(api));
+                return self.issuer_is(api, iss);
             }
             config
                 .apis
                 .iter()
                 .find(|a| a.id == aud)
-                .map(|a| self.issuer(a))
+                .is_some_and(|a| self.issuer_is(a, iss))
         };
-        tokens::check_claims(&claims, issuer_of, audiences, now)?;
+        tokens::check_claims(&claims, issuer_matches, |aud| audiences.contains(&aud), now)?;
         if self.store.is_revoked(&claims.sid, &claims.jti, now) {
             return Err(TokenError::Revoked);
         }

@@ -18,6 +18,12 @@ static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection"
 
 /// Removes `Connection`, every header it names, and the fixed hop-by-hop set.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Runs up to three times per proxied request (request twice, response once) and usually finds
+    // nothing: one pass over the names present is cheaper than hashing the ten names to remove. The
+    // headers a `Connection` header names only matter when there is a `Connection` header.
+    if !headers.keys().any(is_hop_by_hop) {
+        return;
+    }
     // Collect the names first: removing while iterating the `Connection` values is not possible.
     let mut named: Vec<HeaderName> = Vec::new();
     for value in headers.get_all(header::CONNECTION) {
@@ -47,11 +53,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    name == header::CONNECTION
+        || name == KEEP_ALIVE
+        || name == header::TE
+        || name == header::TRAILER
+        || name == header::TRANSFER_ENCODING
+        || name == header::UPGRADE
+        || name == header::PROXY_AUTHENTICATE
+        || name == header::PROXY_AUTHORIZATION
+        || name == PROXY_CONNECTION
+}
+
 /// The `X-Forwarded-For` value to send upstream. A trusted peer's incoming chain is kept and the peer
 /// appended; from anyone else the incoming value is a claim we cannot check, so only the peer remains.
 pub fn forwarded_for(incoming: &HeaderMap, peer: IpAddr, trusted: &[Cidr]) -> HeaderValue {
-    let peer_text = peer.to_string();
     if trusted.iter().any(|cidr| cidr.contains(peer)) {
+        let peer_text = peer.to_string();
         let chain: Vec<&str> = incoming
             .get_all(&X_FORWARDED_FOR)
             .iter()
@@ -66,8 +84,21 @@ pub fn forwarded_for(incoming: &HeaderMap, peer: IpAddr, trusted: &[Cidr]) -> He
             }
         }
     }
-    // An IP address always forms a valid header value.
-    HeaderValue::from_str(&peer_text).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+    peer_header_value(peer)
+}
+
+/// An IP address as a header value, formatted on the stack (one allocation, for the value itself).
+pub fn peer_header_value(peer: IpAddr) -> HeaderValue {
+    let mut text = [0u8; 64];
+    let mut cursor = std::io::Cursor::new(&mut text[..]);
+    // An IP address (at most 45 characters) always fits, and always forms a valid header value.
+    if std::io::Write::write_fmt(&mut cursor, format_args!("{peer}")).is_ok() {
+        let len = usize::try_from(cursor.position()).unwrap_or(0);
+        if let Ok(value) = HeaderValue::from_bytes(&text[..len]) {
+            return value;
+        }
+    }
+    HeaderValue::from_static("unknown")
 }
 
 /// The client's address as the gateway believes it: the right-most untrusted hop of a trusted chain, or

@@ -136,32 +136,38 @@ async fn serve_connection<H, Fut>(
     });
     match tls {
         Some(acceptor) => {
-            // A client that never finishes the handshake is cut off like one that never sends headers.
-            let handshake =
-                tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await;
-            let stream = match handshake {
-                Ok(Ok(stream)) => stream,
-                Ok(Err(err)) => {
-                    tracing::debug!(%peer, error = %err, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => {
-                    tracing::debug!(%peer, "TLS handshake timed out");
-                    return;
-                }
-            };
-            let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
-            let builder = (*builder).clone();
-            // ALPN already chose the protocol; don't sniff the first bytes for it.
-            let builder = if h2 {
-                builder.http2_only()
-            } else {
-                builder.http1_only()
-            };
-            drive(
-                builder.serve_connection(TokioIo::new(stream), service),
-                shutdown,
-            )
+            // Boxed: a TLS connection's state (the rustls session and a copy of the builder) makes this
+            // branch several kilobytes larger than the plain one, and a task is allocated at the size
+            // of its largest branch: inline, every plain-HTTP connection would pay for TLS.
+            Box::pin(async move {
+                // A client that never finishes the handshake is cut off like one that never sends headers.
+                let handshake =
+                    tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await;
+                let stream = match handshake {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(err)) => {
+                        tracing::debug!(%peer, error = %err, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                };
+                let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                let builder = (*builder).clone();
+                // ALPN already chose the protocol; don't sniff the first bytes for it.
+                let builder = if h2 {
+                    builder.http2_only()
+                } else {
+                    builder.http1_only()
+                };
+                drive(
+                    builder.serve_connection(TokioIo::new(stream), service),
+                    shutdown,
+                )
+                .await;
+            })
             .await;
         }
         None => {
