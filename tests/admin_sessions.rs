@@ -467,3 +467,38 @@ async fn the_admin_secret_is_required() {
     assert_eq!(proxied(&gw, &token).await.status, 200);
     assert_eq!(session(&gw, &sid).await["active"], true);
 }
+
+#[tokio::test]
+async fn a_client_credentials_session_ends_with_its_access_token() {
+    let (gw, _upstream) = gateway().await;
+    let issued = token_request(
+        &gw,
+        &basic("service", SERVICE_SECRET),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert!(issued["refresh_token"].is_null());
+    let claims = jwt_claims(issued["access_token"].as_str().expect("access_token"));
+    let sid = claims["sid"].as_str().expect("sid");
+    let exp = claims["exp"].as_u64().expect("exp");
+    let view = gw.admin_get(&format!("/sessions/{sid}")).await.json();
+    let expires_at = view["expires_at"].as_u64().expect("expires_at");
+    // Kept no longer than the token it serves (plus the validation leeway), not for the 30 days of
+    // a refresh token that this grant never gets.
+    assert!(
+        (exp..=exp + 5).contains(&expires_at),
+        "session expires at {expires_at}, token at {exp}"
+    );
+
+    // A password session keeps its refresh-token lifetime.
+    let alice = password_grant(&gw, "read").await;
+    let claims = jwt_claims(alice["access_token"].as_str().expect("access_token"));
+    let view = gw
+        .admin_get(&format!(
+            "/sessions/{}",
+            claims["sid"].as_str().expect("sid")
+        ))
+        .await
+        .json();
+    assert!(view["expires_at"].as_u64().expect("expires_at") > claims["exp"].as_u64().unwrap() + 5);
+}

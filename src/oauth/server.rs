@@ -560,6 +560,15 @@ impl AuthServer {
             sid,
             code,
         } = new;
+        let with_refresh = grant != GrantKind::ClientCredentials && issues_refresh(oauth, client);
+        // A session without a refresh token ends with its access token: client_credentials clients
+        // that fetch a token per job would otherwise leave one session per token behind for the
+        // refresh-token lifetime (30 days by default) in memory or Redis.
+        let lifetime = if with_refresh {
+            session_lifetime(oauth)
+        } else {
+            oauth.access_token_ttl.as_secs() + tokens::LEEWAY_SECS
+        };
         let session = Session {
             sid: sid.unwrap_or_else(|| secrets::random_token(16)),
             api_id: api.id.clone(),
@@ -570,11 +579,10 @@ impl AuthServer {
             created_at: now,
             last_refresh_at: None,
             refresh_count: 0,
-            expires_at: now + session_lifetime(oauth),
+            expires_at: now + lifetime,
         };
         self.store.put_session(&session).await?;
         let access_token = self.access_token(api, oauth, client, &session, user, now)?;
-        let with_refresh = grant != GrantKind::ClientCredentials && issues_refresh(oauth, client);
         let refresh_token = if with_refresh {
             let token = secrets::random_token(OPAQUE_TOKEN_BYTES);
             let record = RefreshToken {
