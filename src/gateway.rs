@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arc_swap::ArcSwap;
 
 use crate::admin::metrics::{ApiMetrics, Metrics};
-use crate::auth::policy::ClientPolicies;
 use crate::config::{ApiDef, Config, ConfigErrors, ConfigProblem, GatewaySettings, RuntimeConfig};
 use crate::limits::Limiter;
 use crate::oauth::AuthServer;
@@ -39,7 +38,6 @@ pub struct Gateway {
     pub metrics: Metrics,
     /// Rate limits and quotas (per API and per session).
     pub limiter: Arc<dyn Limiter>,
-    pub client_policies: ClientPolicies,
     draining: AtomicBool,
     /// Serialises reloads so two triggers (file change and SIGHUP) cannot interleave.
     reload_lock: tokio::sync::Mutex<()>,
@@ -55,7 +53,6 @@ impl Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             metrics,
             limiter,
-            client_policies: ClientPolicies::new(),
             draining: AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
         })

@@ -360,6 +360,52 @@ async fn a_client_created_on_one_node_is_used_on_the_other() {
 }
 
 #[tokio::test]
+async fn a_client_moved_to_another_policy_on_one_node_is_limited_on_the_other_at_once() {
+    let nodes = nodes_with("").await;
+    let created = nodes
+        .a
+        .admin_send(
+            "POST",
+            "/apis/movies/clients",
+            Some(&json!({"client_id": "batch", "grant_types": ["client_credentials"], "scopes": ["read"]})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.text());
+    let auth = basic("batch", str_field(&created.json(), "client_secret"));
+    let issued = token(&nodes.b, &auth, &[("grant_type", "client_credentials")]).await;
+    let access = str_field(&issued.json(), "access_token").to_string();
+    // No policy, no limits: node B serves (and has looked the client up).
+    for _ in 0..3 {
+        assert_eq!(call(&nodes.b, "/metered/x", &access).await.status, 200);
+    }
+
+    // Node A puts the client on a plan of one request an hour.
+    let policy = nodes
+        .a
+        .admin_send(
+            "POST",
+            "/policies",
+            Some(&json!({"id": "one-an-hour", "rate_limit": {"rate": 1, "per": "1h"}, "access": ["metered"]})),
+        )
+        .await;
+    assert_eq!(policy.status, 201, "{}", policy.text());
+    let moved = nodes
+        .a
+        .admin_send(
+            "PUT",
+            "/apis/movies/clients/batch",
+            Some(&json!({"grant_types": ["client_credentials"], "scopes": ["read"], "policy": "one-an-hour"})),
+        )
+        .await;
+    assert_eq!(moved.status, 200, "{}", moved.text());
+
+    // Node B applies it to the existing token on the next requests (pub/sub, no cache to expire).
+    assert_eq!(call(&nodes.b, "/metered/x", &access).await.status, 200);
+    let refused = call(&nodes.b, "/metered/x", &access).await;
+    assert_eq!(refused.status, 429, "{}", refused.text());
+}
+
+#[tokio::test]
 async fn a_revocation_on_one_node_is_refused_on_the_other_within_100ms() {
     let nodes = nodes().await;
     let access = service_token(&nodes.a).await;

@@ -260,7 +260,6 @@ async fn create(
         return Err(taken(api, &stored.client_id));
     }
     store.put_client(&stored).await.map_err(storage)?;
-    gateway.client_policies.forget(&api.id, &stored.client_id);
     tracing::info!(api = %api.id, client = %stored.client_id, public, "client created");
 
     let mut view = dynamic_view(&stored);
@@ -311,7 +310,6 @@ async fn update(
     let updated = stored_client(api, def, current.secret_hash, current.created_at);
     store.put_client(&updated).await.map_err(storage)?;
     // This node applies a changed policy at once; others within the proxy's few-second cache.
-    gateway.client_policies.forget(&api.id, id);
     tracing::info!(api = %api.id, client = %id, "client updated");
     Ok(json_response(StatusCode::OK, &dynamic_view(&updated)))
 }
@@ -332,7 +330,6 @@ async fn delete(gateway: &Gateway, api: &ApiDef, id: &str) -> Result<Response<Bo
     if !existed {
         return Err(no_such_client(api, id));
     }
-    gateway.client_policies.forget(&api.id, id);
     let revoked = revoke_all(gateway, api, id).await?;
     tracing::info!(api = %api.id, client = %id, sessions_revoked = revoked, "client deleted");
     let mut response = Response::new(empty());

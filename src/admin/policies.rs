@@ -323,7 +323,6 @@ async fn delete(
             client.policy = None;
             store.put_client(&client).await.map_err(storage)?;
         }
-        gateway.client_policies.forget(&user.api, &user.client_id);
     }
     tracing::info!(policy = %id, clients = users.len(), force, "policy deleted");
     if !force {

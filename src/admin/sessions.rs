@@ -52,9 +52,7 @@ pub(super) async fn get(
             .find(|a| a.id == session.api_id)
             .map(|a| a.as_ref()),
     };
-    let policy_id = gateway
-        .client_policies
-        .policy_id(config, store, &session.api_id, &session.client_id)
+    let policy_id = policy::client_policy_id(config, store, &session.api_id, &session.client_id)
         .await
         .map_err(storage)?;
     // Resolved as the proxy path resolves it: a policy that no longer exists is no policy (the API's

@@ -12,8 +12,8 @@
 //! dropped whenever the store's policy epoch moves (this node's own writes at once, other nodes' through
 //! Redis pub/sub), so the proxy path costs no storage round trip while the policy is cached.
 //!
-//! Static clients come from the API definitions; dynamic clients live in the store, so their policy
-//! id is cached here for a few seconds to keep the store off the hot path.
+//! Static clients come from the API definitions; dynamic clients live in the store (see
+//! [`client_policy_id`]).
 
 use std::collections::HashMap;
 use std::ops::Deref;
@@ -24,62 +24,27 @@ use crate::config::{OnStorageError, Policy, Quota, RateLimit, RuntimeConfig};
 use crate::oauth::tokens::AccessClaims;
 use crate::store::{Store, StoreError, StoreResult, StoredPolicy, StoredQuota, StoredRateLimit};
 
-const DYNAMIC_TTL: Duration = Duration::from_secs(5);
-
-/// (api id, client id) → (policy id, when it was read from the store).
-type DynamicPolicies = HashMap<(String, String), (Option<String>, Instant)>;
-
-#[derive(Default)]
-pub struct ClientPolicies {
-    dynamic: RwLock<DynamicPolicies>,
-}
-
-impl ClientPolicies {
-    pub fn new() -> ClientPolicies {
-        ClientPolicies::default()
+/// The policy id of `(api_id, client_id)`, if the client has one: static clients from the API
+/// definitions, dynamic ones from the store. No cache of its own: the Redis store already keeps clients
+/// locally with pub/sub invalidation (so a client's new policy is seen on every node at once), and the
+/// memory store is a map lookup.
+pub async fn client_policy_id(
+    config: &RuntimeConfig,
+    store: &dyn Store,
+    api_id: &str,
+    client_id: &str,
+) -> StoreResult<Option<String>> {
+    let issuing = config.apis.iter().find(|a| a.id == api_id);
+    if let Some(client) = issuing
+        .and_then(|a| a.oauth.as_ref())
+        .and_then(|o| o.clients.iter().find(|c| c.client_id == client_id))
+    {
+        return Ok(client.policy.clone());
     }
-
-    /// The policy id of `(api_id, client_id)`, if the client has one.
-    pub async fn policy_id(
-        &self,
-        config: &RuntimeConfig,
-        store: &dyn Store,
-        api_id: &str,
-        client_id: &str,
-    ) -> StoreResult<Option<String>> {
-        let issuing = config.apis.iter().find(|a| a.id == api_id);
-        if let Some(client) = issuing
-            .and_then(|a| a.oauth.as_ref())
-            .and_then(|o| o.clients.iter().find(|c| c.client_id == client_id))
-        {
-            return Ok(client.policy.clone());
-        }
-        let key = (api_id.to_string(), client_id.to_string());
-        if let Ok(cache) = self.dynamic.read()
-            && let Some((policy, at)) = cache.get(&key)
-            && at.elapsed() < DYNAMIC_TTL
-        {
-            return Ok(policy.clone());
-        }
-        let policy = store
-            .get_client(api_id, client_id)
-            .await?
-            .and_then(|c| c.policy);
-        if let Ok(mut cache) = self.dynamic.write() {
-            if cache.len() > 100_000 {
-                cache.clear();
-            }
-            cache.insert(key, (policy.clone(), Instant::now()));
-        }
-        Ok(policy)
-    }
-
-    /// Forgets a dynamic client's cached policy (after an admin change on this node).
-    pub fn forget(&self, api_id: &str, client_id: &str) {
-        if let Ok(mut cache) = self.dynamic.write() {
-            cache.remove(&(api_id.to_string(), client_id.to_string()));
-        }
-    }
+    Ok(store
+        .get_client(api_id, client_id)
+        .await?
+        .and_then(|c| c.policy))
 }
 
 /// How long a stored policy (or its absence) is trusted at most, even while the epoch stands still: a

@@ -223,16 +223,14 @@ async fn lifecycle(
         // The client's policy as it is now (policies.yaml, else the stored-policy cache): a policy
         // changed a moment ago applies to this request. A policy that no longer exists leaves the
         // client on this API's defaults.
-        let policy_id = gateway
-            .client_policies
-            .policy_id(
-                &runtime.config,
-                gateway.auth.store.as_ref(),
-                &claims.aud,
-                &claims.client_id,
-            )
-            .await
-            .map_err(storage_unavailable)?;
+        let policy_id = auth::policy::client_policy_id(
+            &runtime.config,
+            gateway.auth.store.as_ref(),
+            &claims.aud,
+            &claims.client_id,
+        )
+        .await
+        .map_err(storage_unavailable)?;
         let policy = auth::policy::resolve(
             &runtime.config.policies,
             &gateway.auth.policies,
