@@ -679,3 +679,138 @@ async fn sessions_are_listed_and_revoked_in_bulk() {
         json!({"active": false})
     );
 }
+
+/// A password-grant session of `mobile` (scopes read + write): its refresh token.
+async fn read_write_session(gw: &TestGateway, secret: &str) -> String {
+    let password = post_form(
+        &gw.url("/movies/oauth/token"),
+        Some(&basic("mobile", secret)),
+        &[
+            ("grant_type", "password"),
+            ("username", "alice"),
+            ("password", ALICE_PASSWORD),
+        ],
+    )
+    .await;
+    assert_eq!(password.status, 200, "{}", password.text());
+    assert_eq!(password.json()["scope"], "read write");
+    password.json()["refresh_token"]
+        .as_str()
+        .expect("refresh_token")
+        .to_owned()
+}
+
+async fn refresh(gw: &TestGateway, secret: &str, refresh_token: &str) -> TestResponse {
+    post_form(
+        &gw.url("/movies/oauth/token"),
+        Some(&basic("mobile", secret)),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token),
+        ],
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_client_narrowed_by_the_admin_api_refreshes_only_what_it_may_still_have() {
+    let (gw, _upstream) = gateway().await;
+    let body = create(
+        &gw,
+        json!({"client_id": "mobile", "grant_types": ["password", "refresh_token"], "scopes": ["read", "write"]}),
+    )
+    .await;
+    let secret = body["client_secret"].as_str().unwrap().to_owned();
+    let refresh_token = read_write_session(&gw, &secret).await;
+
+    // The operator takes `write` away from the client.
+    let narrowed = gw
+        .admin_send(
+            "PUT",
+            "/apis/movies/clients/mobile",
+            Some(&json!({"grant_types": ["password", "refresh_token"], "scopes": ["read"]})),
+        )
+        .await;
+    assert_eq!(narrowed.status, 200, "{}", narrowed.text());
+
+    let refreshed = refresh(&gw, &secret, &refresh_token).await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.text());
+    assert_eq!(refreshed.json()["scope"], "read");
+    let access = refreshed.json()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(introspect(&gw, &access).await["scope"], "read");
+
+    // Asking for the scope it lost is refused, not silently granted.
+    let next = refreshed.json()["refresh_token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let wider = post_form(
+        &gw.url("/movies/oauth/token"),
+        Some(&basic("mobile", &secret)),
+        &[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", &next),
+            ("scope", "read write"),
+        ],
+    )
+    .await;
+    assert_error(&wider, 400, "invalid_scope");
+}
+
+#[tokio::test]
+async fn a_client_moved_to_a_narrower_policy_refreshes_within_it() {
+    let (gw, _upstream) = gateway().await;
+    let body = create(
+        &gw,
+        json!({"client_id": "mobile", "grant_types": ["password", "refresh_token"], "scopes": ["read", "write"], "policy": "gold"}),
+    )
+    .await;
+    let secret = body["client_secret"].as_str().unwrap().to_owned();
+    let refresh_token = read_write_session(&gw, &secret).await;
+
+    let policy = gw
+        .admin_send(
+            "POST",
+            "/policies",
+            Some(&json!({"id": "bronze", "scopes": ["read"]})),
+        )
+        .await;
+    assert_eq!(policy.status, 201, "{}", policy.text());
+    let moved = gw
+        .admin_send(
+            "PUT",
+            "/apis/movies/clients/mobile",
+            Some(&json!({"grant_types": ["password", "refresh_token"], "scopes": ["read", "write"], "policy": "bronze"})),
+        )
+        .await;
+    assert_eq!(moved.status, 200, "{}", moved.text());
+
+    let refreshed = refresh(&gw, &secret, &refresh_token).await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.text());
+    assert_eq!(refreshed.json()["scope"], "read");
+}
+
+#[tokio::test]
+async fn a_deleted_client_cannot_refresh() {
+    let (gw, _upstream) = gateway().await;
+    let body = create(
+        &gw,
+        json!({"client_id": "mobile", "grant_types": ["password", "refresh_token"], "scopes": ["read", "write"]}),
+    )
+    .await;
+    let secret = body["client_secret"].as_str().unwrap().to_owned();
+    let refresh_token = read_write_session(&gw, &secret).await;
+    let deleted = gw
+        .admin_send("DELETE", "/apis/movies/clients/mobile", None)
+        .await;
+    assert_eq!(deleted.status, 204, "{}", deleted.text());
+    // The client no longer authenticates: RFC 6749 §5.2 answers that as invalid_client (401).
+    assert_error(
+        &refresh(&gw, &secret, &refresh_token).await,
+        401,
+        "invalid_client",
+    );
+}

@@ -430,24 +430,31 @@ impl AuthServer {
                 "the refresh limit of this session is reached",
             ));
         }
-        let old_scopes: Vec<String> = split_scope(&old.scope);
-        let scope = match req
-            .scope
-            .as_deref()
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-        {
-            None => old_scopes.clone(),
-            Some(requested) => {
-                let requested = split_scope(requested);
-                if let Some(wider) = requested.iter().find(|s| !old_scopes.contains(s)) {
-                    return Err(OAuthError::invalid_scope(format!(
-                        "scope '{wider}' was not granted to this session"
-                    )));
+        // The session keeps what it was granted only while the grant still stands: the user must
+        // still exist and be enabled, and the scopes are narrowed to what the client, its policy and
+        // the user may have *now* (DESIGN §9a). Checked before rotation so that a refused refresh
+        // leaves nothing half-done; a session whose user is gone is ended.
+        let user = match old.username.as_deref() {
+            None => None,
+            Some(name) => match dir.users.iter().find(|u| u.username == name && !u.disabled) {
+                Some(user) => Some(user),
+                None => {
+                    self.store
+                        .revoke_session(&old.sid, now + session_lifetime(oauth))
+                        .await?;
+                    return Err(OAuthError::invalid_grant(
+                        "the user no longer exists or is disabled",
+                    ));
                 }
-                requested
-            }
+            },
         };
+        let policy = self.client_policy(dir.policies, client).await?;
+        let scope = refreshed_scope(
+            &split_scope(&old.scope),
+            req.scope.as_deref(),
+            &client_scopes(client, policy.as_deref()),
+            user.map(|u| u.scopes.as_slice()),
+        )?;
         let scope_text = scope.join(" ");
         let new_token = secrets::random_token(OPAQUE_TOKEN_BYTES);
         let new_hash = secrets::sha256_hex(new_token.as_bytes());
@@ -477,18 +484,6 @@ impl AuthServer {
             None => return Err(OAuthError::invalid_grant("the session has ended")),
         };
         session.scope = scope_text;
-        let user = old
-            .username
-            .as_deref()
-            .and_then(|name| dir.users.iter().find(|u| u.username == name && !u.disabled));
-        if old.username.is_some() && user.is_none() {
-            self.store
-                .revoke_session(&old.sid, now + session_lifetime(oauth))
-                .await?;
-            return Err(OAuthError::invalid_grant(
-                "the user no longer exists or is disabled",
-            ));
-        }
         let access = self.access_token(api, oauth, client, &session, user, now)?;
         let response = TokenResponse {
             access_token: access,
@@ -999,6 +994,35 @@ pub fn client_scopes(client: &Client, policy: Option<&Policy>) -> Vec<String> {
             .collect(),
         None => client.scopes.clone(),
     }
+}
+
+/// The scopes of a refreshed token: those asked for (default: the session's), each of which must have
+/// been granted to the session (RFC 6749 §6), narrowed to what the client (under its policy) and the user
+/// may have at the time of the refresh. A scope taken away since the session began is dropped silently;
+/// the response's `scope` says what is left.
+pub fn refreshed_scope(
+    session_scopes: &[String],
+    requested: Option<&str>,
+    client_scopes: &[String],
+    user_scopes: Option<&[String]>,
+) -> Result<Vec<String>, OAuthError> {
+    let wanted = match requested.map(str::trim).filter(|s| !s.is_empty()) {
+        None => session_scopes.to_vec(),
+        Some(requested) => {
+            let requested = split_scope(requested);
+            if let Some(wider) = requested.iter().find(|s| !session_scopes.contains(s)) {
+                return Err(OAuthError::invalid_scope(format!(
+                    "scope '{wider}' was not granted to this session"
+                )));
+            }
+            requested
+        }
+    };
+    Ok(wanted
+        .into_iter()
+        .filter(|s| client_scopes.contains(s))
+        .filter(|s| user_scopes.is_none_or(|user| user.contains(s)))
+        .collect())
 }
 
 /// requested ∩ client ∩ user (RFC 6749 §3.3). Asking for a scope the client may not have is
