@@ -601,6 +601,14 @@ async fn introspection_requires_a_confidential_caller() {
     .await;
     assert_eq!(admin.status, 200);
     assert_eq!(admin.json()["active"], true);
+    // Anything but the exact admin secret is refused: a prefix, a longer value, another case.
+    let shorter = &ADMIN_SECRET[..ADMIN_SECRET.len() - 1];
+    let longer = format!("{ADMIN_SECRET}x");
+    let upper = ADMIN_SECRET.to_uppercase();
+    for wrong in [shorter, longer.as_str(), upper.as_str(), ""] {
+        let refused = post_form(&url, Some(&format!("Bearer {wrong}")), &[("token", access)]).await;
+        assert_eq!(refused.status, 401, "Bearer {wrong}: {}", refused.text());
+    }
     // No token.
     assert_oauth_error(
         &post_form(&url, Some(&basic("app", APP_SECRET)), &[]).await,

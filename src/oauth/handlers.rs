@@ -246,10 +246,7 @@ fn is_admin(gateway: &Gateway, headers: &HeaderMap) -> bool {
         .and_then(|v| v.split_once(' '))
         .is_some_and(|(scheme, secret)| {
             scheme.eq_ignore_ascii_case("bearer")
-                && super::secrets::constant_time_eq(
-                    secret.trim().as_bytes(),
-                    admin.secret.as_bytes(),
-                )
+                && super::secrets::secret_eq(secret.trim().as_bytes(), admin.secret.as_bytes())
         })
 }
 

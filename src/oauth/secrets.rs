@@ -89,6 +89,12 @@ pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     constant_time::verify_slices_are_equal(a, b).is_ok()
 }
 
+/// Compares a presented secret with the expected one (the admin secret) in time that depends on
+/// neither their contents nor their lengths: both are hashed first, then the digests compared.
+pub fn secret_eq(presented: &[u8], expected: &[u8]) -> bool {
+    constant_time_eq(&sha256(presented), &sha256(expected))
+}
+
 /// The SHA-256 digest of `data`.
 pub fn sha256(data: &[u8]) -> [u8; 32] {
     let d = digest::digest(&digest::SHA256, data);
@@ -179,6 +185,9 @@ mod tests {
         assert!(constant_time_eq(b"", b""));
         assert!(!constant_time_eq(b"abc", b"abd"));
         assert!(!constant_time_eq(b"abc", b"abcd"));
+        assert!(secret_eq(b"admin-secret", b"admin-secret"));
+        assert!(!secret_eq(b"admin-secre", b"admin-secret"));
+        assert!(!secret_eq(b"", b"admin-secret"));
     }
 
     #[test]
