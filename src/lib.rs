@@ -143,6 +143,17 @@ pub async fn run(
         if let Ok(addr) = listener.local_addr() {
             tracing::info!(%addr, "admin API listening");
         }
+        if gateway
+            .settings()
+            .admin
+            .as_ref()
+            .is_some_and(|admin| admin.secret == config::SAMPLE_ADMIN_SECRET)
+        {
+            // Config loading refuses the sample secret anywhere but loopback; here it only warns.
+            tracing::warn!(
+                "the admin API uses the quick-start sample secret from the README; set TOLLGATE_ADMIN_SECRET"
+            );
+        }
         let gw = gateway.clone();
         let handler = move |req, conn| admin::handle(gw.clone(), req, conn);
         tasks.spawn(server::serve(

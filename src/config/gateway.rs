@@ -13,6 +13,9 @@ use super::model::{
 };
 use super::raw::{RawDuration, RawGateway, RawLimits, RawRedis, RawStorage};
 
+/// The admin secret the sample gateway.yaml falls back to when TOLLGATE_ADMIN_SECRET is unset.
+pub const SAMPLE_ADMIN_SECRET: &str = "quickstart-admin-secret-change-me";
+
 pub(crate) struct GatewayParts {
     pub(crate) settings: GatewaySettings,
     pub(crate) limits: Limits,
@@ -93,6 +96,14 @@ pub(crate) fn convert(raw: &RawGateway, base: &Path, out: &mut FileProblems<'_>)
         }
         if admin.secret.chars().count() < 16 {
             out.push("admin.secret", "must be at least 16 characters");
+        }
+        // The quick-start secret is printed in the README: anyone can read it. On loopback it only
+        // lets local users in; anywhere else it would open the admin API to the network.
+        if admin.secret == SAMPLE_ADMIN_SECRET && !admin_listen.ip().is_loopback() {
+            out.push(
+                "admin.secret",
+                "is the quick-start sample secret, which may only be used with a loopback admin.listen; set TOLLGATE_ADMIN_SECRET",
+            );
         }
         AdminConfig {
             listen: admin_listen,
@@ -573,6 +584,10 @@ mod tests {
             &format!("{SIGN}admin: {{listen: 127.0.0.1:9001}}\n"),
             "gateway.yaml: admin: missing field `secret`",
         );
+        expect(
+            &format!("{SIGN}admin: {{listen: 0.0.0.0:8081, secret: {SAMPLE_ADMIN_SECRET}}}\n"),
+            "gateway.yaml: admin.secret: is the quick-start sample secret, which may only be used with a loopback admin.listen; set TOLLGATE_ADMIN_SECRET",
+        );
     }
 
     #[test]
@@ -585,6 +600,15 @@ mod tests {
         let admin = f.load().unwrap().gateway.admin.unwrap();
         assert_eq!(admin.listen, "127.0.0.1:8081".parse().unwrap());
         assert_eq!(admin.secret, "0123456789abcdef");
+        // On loopback the sample secret is allowed (the quick start), with a warning at start.
+        f.write(
+            "gateway.yaml",
+            &format!("{SIGN}admin: {{listen: \"[::1]:8081\", secret: {SAMPLE_ADMIN_SECRET}}}\n"),
+        );
+        assert_eq!(
+            f.load().unwrap().gateway.admin.unwrap().secret,
+            SAMPLE_ADMIN_SECRET
+        );
     }
 
     #[test]

@@ -19,4 +19,5 @@ mod testutil;
 
 pub use duration::parse_duration;
 pub use error::{ConfigErrors, ConfigProblem};
+pub use gateway::SAMPLE_ADMIN_SECRET;
 pub use model::*;
