@@ -302,7 +302,10 @@ fn oauth(raw: RawOAuth, out: &mut FileProblems<'_>) -> OAuthConfig {
     }
 
     let notifications = raw.notifications.map(|n| {
-        let _ = out.check("oauth.notifications.url", check::http_url(&n.url, true));
+        let _ = out.check(
+            "oauth.notifications.url",
+            check::secret_receiver_url(&n.url),
+        );
         if n.shared_secret.is_empty() {
             out.push("oauth.notifications.shared_secret", "must not be empty");
         }
@@ -867,9 +870,15 @@ mod tests {
         );
         expect(
             &format!(
-                "{PROXY}oauth: {{grant_types: [password], notifications: {{url: 'http://h/hook', shared_secret: ''}}}}\n"
+                "{PROXY}oauth: {{grant_types: [password], notifications: {{url: 'http://127.0.0.1/hook', shared_secret: ''}}}}\n"
             ),
             "oauth.notifications.shared_secret: must not be empty",
+        );
+        expect(
+            &format!(
+                "{PROXY}oauth: {{grant_types: [password], notifications: {{url: 'http://hooks.example.com/tollgate', shared_secret: s}}}}\n"
+            ),
+            "oauth.notifications.url: http is only allowed for loopback hosts (127.0.0.1, [::1], localhost); use https, since notifications carry tokens",
         );
     }
 

@@ -39,6 +39,29 @@ pub(crate) fn http_url(s: &str, allow_query: bool) -> Result<Uri, String> {
     Ok(uri)
 }
 
+/// `localhost`, or a loopback address (127.0.0.0/8, `[::1]`).
+fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// A URL that tollgate sends secrets to (token notifications): `https`, or `http` to a loopback host
+/// only, so that tokens never cross a network in clear.
+pub(crate) fn secret_receiver_url(s: &str) -> Result<Uri, String> {
+    let uri = http_url(s, true)?;
+    if uri
+        .scheme_str()
+        .is_some_and(|s| s.eq_ignore_ascii_case("http"))
+        && !is_loopback_host(uri.host().unwrap_or_default())
+    {
+        return Err("http is only allowed for loopback hosts (127.0.0.1, [::1], localhost); use https, since notifications carry tokens".to_owned());
+    }
+    Ok(uri)
+}
+
 /// An OAuth redirect URI (RFC 6749 §3.1.2, RFC 8252): absolute, no fragment; `http` only for a
 /// loopback host, since a code sent over plain HTTP anywhere else can be read on the way. Private-use
 /// schemes of native apps (`com.example.app:/cb`) are allowed.
@@ -63,11 +86,7 @@ pub(crate) fn redirect_uri(s: &str) -> Result<(), String> {
     match scheme.as_str() {
         "http" | "https" => {
             let uri = http_url(s, true).map_err(|_| NOT_ABSOLUTE.to_owned())?;
-            let host = uri.host().unwrap_or_default();
-            let host = host.trim_start_matches('[').trim_end_matches(']');
-            let loopback =
-                host.eq_ignore_ascii_case("localhost") || host == "127.0.0.1" || host == "::1";
-            if scheme == "http" && !loopback {
+            if scheme == "http" && !is_loopback_host(uri.host().unwrap_or_default()) {
                 return Err("http is only allowed for loopback hosts (127.0.0.1, [::1], localhost); use https".to_owned());
             }
             Ok(())
@@ -278,6 +297,29 @@ mod tests {
             http_url("http://user:pw@example.com/", false),
             Err("must not contain user info (`user@`)".to_owned())
         );
+    }
+
+    #[test]
+    fn secret_receivers_are_https_or_loopback() {
+        for ok in [
+            "https://hooks.example.com/tollgate",
+            "http://127.0.0.1:7000/hook",
+            "http://127.0.0.2/hook",
+            "http://[::1]:7000/hook",
+            "http://localhost/hook",
+        ] {
+            assert!(secret_receiver_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://hooks.example.com/tollgate",
+            "http://10.0.0.1/hook",
+            "http://localhost.example.com/hook",
+        ] {
+            assert!(
+                secret_receiver_url(bad).is_err_and(|e| e.contains("use https")),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

@@ -2,9 +2,14 @@
 //! token, signed with HMAC-SHA256 of the API's `shared_secret` so receivers can verify it.
 //!
 //! Sending happens on a background task with a timeout and a few retries; a slow or failing receiver
-//! never delays a token response, and a full queue drops notifications (counted in the log) rather than
-//! growing without bound.
+//! never delays a token response. Both the queue (`QUEUE` notifications) and the deliveries in flight
+//! (`IN_FLIGHT`) are bounded: a receiver that hangs costs at most `IN_FLIGHT` tasks, and a full queue
+//! drops notifications (counted in `/metrics` as `tollgate_notifications_dropped_total`) rather than
+//! growing without bound. The bodies carry tokens, so receivers must be `https://` (config loading
+//! allows plain `http://` for loopback hosts only).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,7 +18,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 
 use crate::config::ApiDef;
 
@@ -21,6 +26,8 @@ use super::secrets;
 
 pub const SIGNATURE_HEADER: &str = "x-tollgate-signature";
 const QUEUE: usize = 1024;
+/// Deliveries in flight at once; the rest wait in the queue.
+const IN_FLIGHT: usize = 64;
 const ATTEMPTS: u32 = 3;
 const TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -51,6 +58,7 @@ struct Job {
 #[derive(Clone)]
 pub struct Notifier {
     queue: Option<mpsc::Sender<Job>>,
+    dropped: Arc<AtomicU64>,
 }
 
 impl Notifier {
@@ -58,12 +66,23 @@ impl Notifier {
     pub fn start() -> Notifier {
         let (tx, rx) = mpsc::channel(QUEUE);
         tokio::spawn(deliver(rx));
-        Notifier { queue: Some(tx) }
+        Notifier {
+            queue: Some(tx),
+            dropped: Arc::default(),
+        }
     }
 
     /// A notifier that sends nothing (for flows tested without a runtime).
     pub fn disabled() -> Notifier {
-        Notifier { queue: None }
+        Notifier {
+            queue: None,
+            dropped: Arc::default(),
+        }
+    }
+
+    /// Notifications dropped because the queue was full, since start.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Queues a notification if the API has a receiver configured; never waits.
@@ -83,6 +102,7 @@ impl Notifier {
             body,
         };
         if queue.try_send(job).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(api = %api.id, "notification queue full; notification dropped");
         }
     }
@@ -110,10 +130,16 @@ async fn deliver(mut rx: mpsc::Receiver<Job>) {
             .build(),
     };
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(https);
+    let in_flight = Arc::new(Semaphore::new(IN_FLIGHT));
     while let Some(job) = rx.recv().await {
+        // Waiting here leaves further notifications in the bounded queue.
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
         let client = client.clone();
         // Each job on its own task: one slow receiver does not hold up the others.
         tokio::spawn(async move {
+            let _permit = permit;
             let signature = signature(&job.secret, &job.body);
             let body = Bytes::from(job.body);
             for attempt in 1..=ATTEMPTS {
