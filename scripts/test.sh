@@ -8,6 +8,10 @@ need_apt=()
 # Redis tests start their own redis-server on a free port; they need the binary, never a running server.
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# Off-the-shelf OAuth clients for the interoperability check (tests/interop/clients.py), in a virtual
+# environment of ours: a system Python refuses `pip install` (PEP 668), and a fresh Debian has no Python.
+command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
+python3 -c "import venv, ensurepip" >/dev/null 2>&1 || need_apt+=(python3-venv)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   sudo_cmd=""
@@ -15,10 +19,13 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
-# Off-the-shelf OAuth clients for the interoperability check (tests/interop/clients.py).
-if ! python3 -c "import authlib, requests_oauthlib, jwt, cryptography" >/dev/null 2>&1; then
-  echo "installing: authlib requests-oauthlib pyjwt[crypto] (pip)"
-  python3 -m pip install --quiet --disable-pip-version-check authlib requests-oauthlib "pyjwt[crypto]"
+venv=target/interop-venv
+if ! "$venv/bin/python" -c "import authlib, requests_oauthlib, jwt, cryptography" >/dev/null 2>&1; then
+  echo "installing: authlib requests-oauthlib pyjwt[crypto] (pip, into $venv)"
+  rm -rf "$venv"
+  mkdir -p target
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check authlib requests-oauthlib "pyjwt[crypto]"
 fi
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
 
@@ -30,4 +37,4 @@ echo "== cargo test"
 cargo test --locked --all-targets
 echo "== interop: Authlib, requests-oauthlib and PyJWT against the tollgate binary"
 cargo build --locked --bin tollgate
-python3 tests/interop/clients.py target/debug/tollgate
+"$venv/bin/python" tests/interop/clients.py target/debug/tollgate
