@@ -4,10 +4,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+installed=$(rustup component list --installed 2>/dev/null || true)
+for component in rustfmt clippy; do
+  grep -q "^$component" <<<"$installed" || rustup component add "$component"
+done
+# The quick checks first: a formatting or lint error shows in seconds, before anything is installed.
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+
 need_apt=()
 # Redis tests start their own redis-server on a free port; they need the binary, never a running server.
 command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
 command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
+# Tests signal child processes (redis-server, the gateway binary) with kill(1), which is procps'.
+[ -x /bin/kill ] || [ -x /usr/bin/kill ] || need_apt+=(procps)
 # Off-the-shelf OAuth clients for the interoperability check (tests/interop/clients.py), in a virtual
 # environment of ours: a system Python refuses `pip install` (PEP 668), and a fresh Debian has no Python.
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
@@ -27,14 +39,9 @@ if ! "$venv/bin/python" -c "import authlib, requests_oauthlib, jwt, cryptography
   python3 -m venv "$venv"
   "$venv/bin/python" -m pip install --quiet --disable-pip-version-check authlib requests-oauthlib "pyjwt[crypto]"
 fi
-rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
-
-echo "== cargo fmt --check"
-cargo fmt --all -- --check
-echo "== cargo clippy"
-cargo clippy --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --locked --all-targets
+# A bound on the whole run: a test that hangs fails CI instead of holding it until it is killed.
+timeout 60m cargo test --locked --all-targets
 echo "== interop: Authlib, requests-oauthlib and PyJWT against the tollgate binary"
 cargo build --locked --bin tollgate
 "$venv/bin/python" tests/interop/clients.py target/debug/tollgate
