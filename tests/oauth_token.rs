@@ -57,6 +57,11 @@ oauth:
       redirect_uris: [http://127.0.0.1:3000/cb]
       grant_types: [authorization_code, refresh_token]
       scopes: [read, write]
+    - client_id: web2
+      secret_hash: "{app}"
+      redirect_uris: [http://127.0.0.1:3000/cb]
+      grant_types: [authorization_code, refresh_token]
+      scopes: [read, write]
 "#
     )
 }
@@ -903,11 +908,12 @@ async fn code_redemption_rules() {
         400,
         "invalid_grant",
     );
-    // Another client.
+    // Another client that may redeem codes, with the same redirect URI: only the code's owner check
+    // stands between it and the tokens.
     let code = code_for_web(&gw, CHALLENGE).await;
     let other = post_form(
         &gw.url("/movies/oauth/token"),
-        Some(&basic("app", APP_SECRET)),
+        Some(&basic("web2", APP_SECRET)),
         &[
             ("grant_type", "authorization_code"),
             ("code", &code),
@@ -916,7 +922,7 @@ async fn code_redemption_rules() {
         ],
     )
     .await;
-    assert!(other.status == 400, "{}", other.text());
+    assert_oauth_error(&other, 400, "invalid_grant");
     // The RFC 7636 vector redeems.
     let code = code_for_web(&gw, CHALLENGE).await;
     assert_eq!(
