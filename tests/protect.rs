@@ -449,7 +449,18 @@ async fn expiry_and_not_before_are_enforced_with_at_most_5s_of_leeway() {
     assert_passes(&call(&h.gw, "/movies/", &token).await, "nbf 2 s ahead");
 
     let seen = h.upstream.count();
+    // Just past the 5 s leeway, so a longer leeway fails the test. The clock only moves forward, so
+    // exp −6 s is exact; nbf takes +7 s because the gateway's clock may read one second later than
+    // `now` here, and nbf +6 s would then be inside the leeway.
     let cases = [
+        (
+            "expired 6 s ago",
+            set(f.claims("movies"), "exp", json!(now - 6)),
+        ),
+        (
+            "nbf 7 s in the future",
+            set(f.claims("movies"), "nbf", json!(now + 7)),
+        ),
         (
             "expired 10 s ago",
             set(f.claims("movies"), "exp", json!(now - 10)),
