@@ -40,7 +40,7 @@ async fn json_access_logs_never_contain_credentials_and_sigterm_exits_cleanly() 
         .expect("start tollgate");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel::<String>();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             let _ = tx.send(line);
         }
@@ -87,6 +87,30 @@ async fn json_access_logs_never_contain_credentials_and_sigterm_exits_cleanly() 
     .await;
     assert_eq!(by_header.status, 200);
 
+    // Refused credentials stay out of the logs too: a forged token, a wrong client secret.
+    let forged = format!("{token}x");
+    let refused = get_with(
+        &format!("{base}/movies/z"),
+        &[("authorization", &format!("Bearer {forged}"))],
+    )
+    .await;
+    assert_eq!(refused.status, 401);
+    let refused = get(&format!(
+        "{base}/movies/z?access_token=not-a-token-{SECRET}"
+    ))
+    .await;
+    assert_eq!(refused.status, 401);
+    let wrong_secret = send(
+        http::Request::post(format!("{base}/movies/oauth/token"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(http_body_util::Full::new(bytes::Bytes::from(
+                "grant_type=client_credentials&client_id=svc&client_secret=guessed-secret-42",
+            )))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(wrong_secret.status, 401);
+
     // SIGTERM: drain and exit 0.
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
@@ -98,6 +122,8 @@ async fn json_access_logs_never_contain_credentials_and_sigterm_exits_cleanly() 
         .unwrap()
         .unwrap();
     assert!(exit.success(), "tollgate exited with {exit:?}");
+    // The reader ends at EOF on stderr, that is once the process is gone: only then is every line in.
+    reader.join().expect("log reader");
     lines.extend(rx.try_iter());
 
     let access: Vec<serde_json::Value> = lines
@@ -115,6 +141,15 @@ async fn json_access_logs_never_contain_credentials_and_sigterm_exits_cleanly() 
     let all = lines.join("\n");
     assert!(!all.contains(&token), "an access token reached the logs");
     assert!(!all.contains(SECRET), "a client secret reached the logs");
+    assert!(!all.contains(&forged), "a refused token reached the logs");
+    assert!(
+        !all.contains("guessed-secret-42"),
+        "a wrong secret reached the logs"
+    );
+    assert!(
+        all.contains("/movies/z"),
+        "the refused requests are logged: {all}"
+    );
     assert!(!all.contains("page=2"), "query strings are not logged");
     assert!(all.contains("shutting down"));
 }
