@@ -368,15 +368,18 @@ fn yamlish() -> impl Strategy<Value = String> {
 fn config_text() -> impl Strategy<Value = String> {
     prop_oneof![
         yamlish(),
-        (yamlish(), any::<prop::sample::Index>(), "[{}\\[\\]:,'\"\n\t &*!|>%@#-]{1,4}").prop_map(
-            |(text, at, noise)| {
+        (
+            yamlish(),
+            any::<prop::sample::Index>(),
+            "[{}\\[\\]:,'\"\n\t &*!|>%@#-]{1,4}"
+        )
+            .prop_map(|(text, at, noise)| {
                 let mut at = at.index(text.len() + 1);
                 while !text.is_char_boundary(at) {
                     at -= 1;
                 }
                 format!("{}{}{}", &text[..at], noise, &text[at..])
-            }
-        ),
+            }),
     ]
 }
 

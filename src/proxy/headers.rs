@@ -137,8 +137,7 @@ pub fn same_normalised_name(a: &[u8], b: &[u8]) -> bool {
 /// Headers that claim something about the hops before the gateway (client address, scheme, host).
 fn is_forwarding_header(name: &[u8]) -> bool {
     const PREFIX: &[u8] = b"x-forwarded-";
-    name
-        .get(..PREFIX.len())
+    name.get(..PREFIX.len())
         .is_some_and(|start| same_normalised_name(start, PREFIX))
         || [
             &b"forwarded"[..],
