@@ -8,10 +8,11 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
+use http::header::HeaderName;
 use http::header::{HeaderMap, HeaderValue};
 use tollgate::config::Cidr;
-use tollgate::proxy::headers::{forwarded_for, strip_hop_by_hop};
-use tollgate::proxy::path::{Router, check_canonical, upstream_path};
+use tollgate::proxy::headers::{drop_spoofable, forwarded_for, strip_hop_by_hop};
+use tollgate::proxy::path::{Router, canonical, check_canonical, upstream_path};
 
 /// Stands in for the routed API (the real one is larger, but the router only holds an `Arc`).
 struct Api {
@@ -72,6 +73,9 @@ fn bench_path(c: &mut Criterion) {
     group.bench_function("check_canonical/percent_encoded", |b| {
         b.iter(|| check_canonical(black_box("/api-42/v1/search/caf%C3%A9%20au%20lait")))
     });
+    group.bench_function("canonical/decodes_unreserved", |b| {
+        b.iter(|| canonical(black_box("/api-42/%61dmin/users/123/orders")).map(|p| p.len()))
+    });
     for (name, path) in [
         ("hit_short", "/api-42/users"),
         ("hit_typical", "/api-42/v1/users/123/orders"),
@@ -130,6 +134,29 @@ fn bench_headers(c: &mut Criterion) {
         b.iter_batched_ref(
             || named.clone(),
             |h| strip_hop_by_hop(black_box(h)),
+            BatchSize::SmallInput,
+        )
+    });
+    // What every proxied request pays: the two default forward_claims, nothing to drop (a trusted
+    // peer keeps its X-Forwarded-For), and an untrusted peer whose X-Forwarded-For goes.
+    let identity = [
+        (HeaderName::from_static("x-user-id"), "sub".to_owned()),
+        (
+            HeaderName::from_static("x-client-id"),
+            "client_id".to_owned(),
+        ),
+    ];
+    group.bench_function("drop_spoofable/12_headers_nothing_to_drop", |b| {
+        b.iter_batched_ref(
+            || headers.clone(),
+            |h| drop_spoofable(black_box(h), &identity, true),
+            BatchSize::SmallInput,
+        )
+    });
+    group.bench_function("drop_spoofable/12_headers_untrusted_xff_dropped", |b| {
+        b.iter_batched_ref(
+            || headers.clone(),
+            |h| drop_spoofable(black_box(h), &identity, false),
             BatchSize::SmallInput,
         )
     });

@@ -19,6 +19,9 @@ pub enum GatewayError {
     BadRequest(&'static str),
     #[error("method not allowed")]
     MethodNotAllowed,
+    /// The Host is not in `allowed_hosts` (RFC 9110 §15.5.20).
+    #[error("this gateway does not serve the requested host")]
+    MisdirectedRequest,
     #[error("request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: u64 },
     #[error("the upstream could not be reached")]
@@ -94,6 +97,7 @@ impl GatewayError {
             GatewayError::NotFound => StatusCode::NOT_FOUND,
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::BadGateway => StatusCode::BAD_GATEWAY,
             GatewayError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
@@ -121,6 +125,7 @@ impl GatewayError {
             GatewayError::NotFound => "not_found",
             GatewayError::BadRequest(_) => "invalid_request",
             GatewayError::MethodNotAllowed => "method_not_allowed",
+            GatewayError::MisdirectedRequest => "misdirected_request",
             GatewayError::PayloadTooLarge { .. } => "request_too_large",
             GatewayError::BadGateway => "bad_gateway",
             GatewayError::GatewayTimeout => "gateway_timeout",

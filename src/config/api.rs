@@ -46,6 +46,7 @@ pub(crate) fn convert(raw: RawApi, file: &Path, stem: &str, out: &mut FileProble
         id,
         listen_path: raw.listen_path,
         strip_listen_path: raw.strip_listen_path,
+        allow_semicolons: raw.allow_semicolons,
         upstream: upstream(&raw.upstream, out),
         auth: auth(raw.auth, out),
         oauth,
@@ -535,6 +536,16 @@ mod tests {
         assert_eq!(api.name, "movies");
         assert!(api.strip_listen_path);
         assert!(api.file.ends_with(FILE));
+    }
+
+    #[test]
+    fn allow_semicolons_defaults_to_off() {
+        assert!(!load_api(PROXY).allow_semicolons);
+        assert!(load_api(&format!("{PROXY}allow_semicolons: true\n")).allow_semicolons);
+        expect(
+            &format!("{PROXY}allow_semicolons: sometimes\n"),
+            "allow_semicolons: invalid type: string \"sometimes\", expected a boolean",
+        );
     }
 
     #[test]

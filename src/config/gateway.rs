@@ -8,7 +8,7 @@ use super::check;
 use super::duration::parse_duration;
 use super::error::{FileProblems, field, index};
 use super::model::{
-    AdminConfig, Cidr, GatewaySettings, Limits, LogConfig, LogFormat, RedisConfig,
+    AdminConfig, Cidr, GatewaySettings, HostPattern, Limits, LogConfig, LogFormat, RedisConfig,
     SigningAlgorithm, SigningConfig, StorageConfig, TlsFiles,
 };
 use super::raw::{RawDuration, RawGateway, RawLimits, RawRedis, RawStorage};
@@ -20,6 +20,7 @@ pub(crate) struct GatewayParts {
     pub(crate) settings: GatewaySettings,
     pub(crate) limits: Limits,
     pub(crate) trusted_proxies: Vec<Cidr>,
+    pub(crate) allowed_hosts: Option<Vec<HostPattern>>,
 }
 
 /// Converts everything in `gateway.yaml` except the contents of the files it names (the loader reads
@@ -139,6 +140,20 @@ pub(crate) fn convert(raw: &RawGateway, base: &Path, out: &mut FileProblems<'_>)
         .filter_map(|(i, c)| out.check(&index("trusted_proxies", i), check::cidr(c)))
         .collect();
 
+    let allowed_hosts = raw.allowed_hosts.as_ref().map(|hosts| {
+        if hosts.is_empty() {
+            out.push(
+                "allowed_hosts",
+                "must not be empty (omit it to accept any host)",
+            );
+        }
+        hosts
+            .iter()
+            .enumerate()
+            .filter_map(|(i, h)| out.check(&index("allowed_hosts", i), host_pattern(h)))
+            .collect()
+    });
+
     GatewayParts {
         settings: GatewaySettings {
             listen,
@@ -162,7 +177,45 @@ pub(crate) fn convert(raw: &RawGateway, base: &Path, out: &mut FileProblems<'_>)
         },
         limits,
         trusted_proxies,
+        allowed_hosts,
     }
+}
+
+/// `api.example.com`, `*.example.com`, `192.0.2.1` or `[2001:db8::1]`; no port (it is not compared:
+/// the gateway may sit behind a port mapping).
+fn host_pattern(entry: &str) -> Result<HostPattern, String> {
+    let lower = entry.trim_end_matches('.').to_ascii_lowercase();
+    let (wildcard, name) = match lower.strip_prefix("*.") {
+        Some(rest) => (true, rest),
+        None => (false, lower.as_str()),
+    };
+    if let Some(inner) = name.strip_prefix('[').and_then(|n| n.strip_suffix(']')) {
+        if wildcard || inner.parse::<std::net::Ipv6Addr>().is_err() {
+            return Err(format!("`{entry}` is not a valid IPv6 literal"));
+        }
+    } else if name.contains(':') {
+        return Err(format!(
+            "`{entry}`: write the host without a port (ports are not compared; IPv6 in brackets)"
+        ));
+    } else if name.is_empty()
+        || name.len() > 253
+        || name.split('.').any(|label| {
+            label.is_empty()
+                || label.len() > 63
+                || !label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'))
+        })
+    {
+        return Err(format!(
+            "`{entry}` is not a host name (expected e.g. api.example.com or *.example.com)"
+        ));
+    }
+    Ok(if wildcard {
+        HostPattern::Subdomains(format!(".{name}"))
+    } else {
+        HostPattern::Exact(name.to_owned())
+    })
 }
 
 /// `http://<listen>` (`https` with TLS); a wildcard address is not something a client can connect
@@ -565,6 +618,49 @@ mod tests {
     }
 
     #[test]
+    fn allowed_hosts_rules() {
+        let with_gateway = |yaml: &str| {
+            let f = Fixture::new();
+            f.write("gateway.yaml", yaml);
+            f.load().unwrap_or_else(|e| panic!("{e}"))
+        };
+        let c = with_gateway(SIGN);
+        assert_eq!(c.runtime.allowed_hosts, None);
+        let c = with_gateway(&format!(
+            "{SIGN}allowed_hosts: [API.example.com., '*.apps.example.com', 192.0.2.1, '[2001:db8::1]']\n"
+        ));
+        assert_eq!(
+            c.runtime.allowed_hosts,
+            Some(vec![
+                HostPattern::Exact("api.example.com".into()),
+                HostPattern::Subdomains(".apps.example.com".into()),
+                HostPattern::Exact("192.0.2.1".into()),
+                HostPattern::Exact("[2001:db8::1]".into()),
+            ])
+        );
+        expect(
+            &format!("{SIGN}allowed_hosts: []\n"),
+            "gateway.yaml: allowed_hosts: must not be empty (omit it to accept any host)",
+        );
+        expect(
+            &format!("{SIGN}allowed_hosts: [ok.example, 'api.example.com:8443']\n"),
+            "gateway.yaml: allowed_hosts[1]: `api.example.com:8443`: write the host without a port (ports are not compared; IPv6 in brackets)",
+        );
+        expect(
+            &format!("{SIGN}allowed_hosts: ['a..b', '*', 'x/y']\n"),
+            "gateway.yaml: allowed_hosts[2]: `x/y` is not a host name (expected e.g. api.example.com or *.example.com)",
+        );
+        expect(
+            &format!("{SIGN}allowed_hosts: ['a..b']\n"),
+            "gateway.yaml: allowed_hosts[0]: `a..b` is not a host name (expected e.g. api.example.com or *.example.com)",
+        );
+        expect(
+            &format!("{SIGN}allowed_hosts: ['[not-v6]']\n"),
+            "gateway.yaml: allowed_hosts[0]: `[not-v6]` is not a valid IPv6 literal",
+        );
+    }
+
+    #[test]
     fn admin_rules() {
         expect(
             &format!("{SIGN}admin: {{secret: short}}\n"),
@@ -663,7 +759,7 @@ mod tests {
     fn unknown_fields_are_errors() {
         expect(
             &format!("{SIGN}lissten: 0.0.0.0:80\n"),
-            "gateway.yaml: lissten: unknown field `lissten`, expected one of `listen`, `public_url`, `tls`, `api_definitions`, `users`, `policies`, `storage`, `signing`, `admin`, `log`, `limits`, `trusted_proxies`",
+            "gateway.yaml: lissten: unknown field `lissten`, expected one of `listen`, `public_url`, `tls`, `api_definitions`, `users`, `policies`, `storage`, `signing`, `admin`, `log`, `limits`, `trusted_proxies`, `allowed_hosts`",
         );
     }
 }

@@ -171,6 +171,7 @@ pub(crate) fn load_with_env(path: &Path, env: Env<'_>) -> Result<Config, ConfigE
             policies,
             limits: parts.limits,
             trusted_proxies: parts.trusted_proxies,
+            allowed_hosts: parts.allowed_hosts,
         }),
     })
 }
@@ -973,7 +974,7 @@ global_rate_limit: {{ rate: 5000, per: 1s }}
         assert_eq!(
             f.problems(),
             vec![
-                "api-definitions/m.yaml: base: unknown field `base`, expected one of `id`, `name`, `listen_path`, `strip_listen_path`, `upstream`, `auth`, `oauth`, `rate_limit`, `quota`, `global_rate_limit`"
+                "api-definitions/m.yaml: base: unknown field `base`, expected one of `id`, `name`, `listen_path`, `strip_listen_path`, `allow_semicolons`, `upstream`, `auth`, `oauth`, `rate_limit`, `quota`, `global_rate_limit`"
             ]
         );
     }

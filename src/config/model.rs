@@ -188,6 +188,31 @@ pub struct RuntimeConfig {
     pub policies: Vec<Policy>,
     pub limits: Limits,
     pub trusted_proxies: Vec<Cidr>,
+    /// `None`: any Host is served.
+    pub allowed_hosts: Option<Vec<HostPattern>>,
+}
+
+/// One entry of `allowed_hosts`, lowercase: `api.example.com` or `*.example.com`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    Exact(String),
+    /// Any name below a domain; kept with its leading dot (`.example.com`).
+    Subdomains(String),
+}
+
+impl HostPattern {
+    /// `host` as [`crate::proxy::headers::host_name`] returns it (no port, any case).
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(name) => host.eq_ignore_ascii_case(name),
+            HostPattern::Subdomains(suffix) => {
+                host.len() > suffix.len()
+                    && host
+                        .get(host.len() - suffix.len()..)
+                        .is_some_and(|end| end.eq_ignore_ascii_case(suffix))
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -197,6 +222,8 @@ pub struct ApiDef {
     /// Starts and ends with `/`, canonical (no empty, `.` or `..` segments, no `%` or `\`).
     pub listen_path: String,
     pub strip_listen_path: bool,
+    /// `;` in a request path is refused (400) unless this is set.
+    pub allow_semicolons: bool,
     pub upstream: Upstream,
     pub auth: AuthConfig,
     pub oauth: Option<OAuthConfig>,

@@ -125,6 +125,8 @@ pub struct RawGateway {
     pub limits: RawLimits,
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    #[serde(default)]
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -249,6 +251,8 @@ pub struct RawApi {
     pub listen_path: String,
     #[serde(default = "yes")]
     pub strip_listen_path: bool,
+    #[serde(default)]
+    pub allow_semicolons: bool,
     pub upstream: RawUpstream,
     #[serde(default)]
     pub auth: RawAuth,

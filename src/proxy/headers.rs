@@ -120,6 +120,102 @@ pub fn client_ip(incoming: &HeaderMap, peer: IpAddr, trusted: &[Cidr]) -> IpAddr
         .unwrap_or(peer)
 }
 
+/// Whether two header names are the same once ASCII case is folded and `_` is read as `-`: CGI,
+/// WSGI, Rack, PHP and others map `X_User_Id` and `X-User-Id` to the same `HTTP_X_USER_ID`, so for
+/// the upstream they are one header. No allocation.
+pub fn same_normalised_name(a: &[u8], b: &[u8]) -> bool {
+    let fold = |c: u8| {
+        if c == b'_' {
+            b'-'
+        } else {
+            c.to_ascii_lowercase()
+        }
+    };
+    a.len() == b.len() && a.iter().zip(b).all(|(&x, &y)| fold(x) == fold(y))
+}
+
+/// Headers that claim something about the hops before the gateway (client address, scheme, host).
+fn is_forwarding_header(name: &[u8]) -> bool {
+    const PREFIX: &[u8] = b"x-forwarded-";
+    name.get(..PREFIX.len())
+        .is_some_and(|start| same_normalised_name(start, PREFIX))
+        || [
+            &b"forwarded"[..],
+            b"x-real-ip",
+            b"true-client-ip",
+            b"x-client-ip",
+        ]
+        .iter()
+        .any(|known| same_normalised_name(name, known))
+}
+
+/// Drops the client-sent headers an upstream could mistake for ones the gateway vouches for, by
+/// their normalised name ([`same_normalised_name`]):
+/// - from every peer, any spelling of a `forward_claims` header (the gateway sets those from the
+///   token);
+/// - from a peer outside `trusted_proxies`, the forwarding family (`X-Forwarded-*`, `Forwarded`,
+///   `X-Real-IP`, `True-Client-IP`, `X-Client-IP`) in any spelling;
+/// - from a trusted proxy, only non-canonical spellings of that family (`X_Forwarded_For`): a proxy
+///   writes hyphens, so an underscore copy came from its client and would shadow the real one.
+///
+/// Runs once per proxied request: one pass over the names present, and no allocation unless a
+/// header has to go.
+pub fn drop_spoofable(headers: &mut HeaderMap, identity: &[(HeaderName, String)], trusted: bool) {
+    let doomed = |name: &HeaderName| {
+        let name = name.as_str().as_bytes();
+        identity
+            .iter()
+            .any(|(own, _)| same_normalised_name(name, own.as_str().as_bytes()))
+            || (is_forwarding_header(name) && (!trusted || name.contains(&b'_')))
+    };
+    // `Vec::new` does not allocate; only a match pushes.
+    let mut remove: Vec<HeaderName> = Vec::new();
+    for name in headers.keys() {
+        if doomed(name) {
+            remove.push(name.clone());
+        }
+    }
+    for name in remove {
+        headers.remove(name);
+    }
+}
+
+/// The host part of a `Host` header or `:authority` (`Example.COM:8080` → `Example.COM`,
+/// `[::1]:443` → `[::1]`) with one trailing dot removed, as sent (compare it ignoring ASCII case);
+/// `None` when it is not a well-formed `host[:port]` (RFC 9110 §7.2: no user info, port digits only).
+pub fn host_name(authority: &str) -> Option<&str> {
+    let (host, port) = if authority.starts_with('[') {
+        let close = authority.find(']')?;
+        let (host, rest) = authority.split_at(close + 1);
+        let inner = &host[1..close];
+        if inner.is_empty()
+            || !inner
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return None;
+        }
+        let port = match rest.strip_prefix(':') {
+            Some(port) => port,
+            None if rest.is_empty() => "",
+            None => return None,
+        };
+        (host, port)
+    } else {
+        let (host, port) = authority.split_once(':').unwrap_or((authority, ""));
+        let host = host.strip_suffix('.').unwrap_or(host);
+        let valid = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
+        if !host.bytes().all(valid) {
+            return None;
+        }
+        (host, port)
+    };
+    if host.is_empty() || port.len() > 5 || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(host)
+}
+
 /// A request id is kept when a client sends a sane one (so traces join up across systems), else made.
 pub fn valid_request_id(value: &HeaderValue) -> bool {
     let bytes = value.as_bytes();

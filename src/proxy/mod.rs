@@ -127,8 +127,14 @@ async fn lifecycle(
     request_id: &HeaderValue,
     outcome: &mut Outcome,
 ) -> Result<Response<Body>, GatewayError> {
-    // 1. Host: hyper parses HTTP/1 framing strictly, but leaves Host rules to us.
+    // 1. Host: hyper parses HTTP/1 framing strictly, but leaves Host rules to us. `/health` is
+    // exempt from `allowed_hosts`: load balancers probe it by address, not by name.
     check_host(&req)?;
+    if let Some(allowed) = &runtime.config.allowed_hosts
+        && req.uri().path() != "/health"
+    {
+        check_allowed_host(&req, allowed)?;
+    }
 
     // 2. Endpoints of the gateway itself, outside every listen path.
     match req.uri().path() {
@@ -156,23 +162,26 @@ async fn lifecycle(
         return Err(GatewayError::NotFound);
     }
 
-    // 3. One canonical path, checked before routing; it is also the path that is forwarded.
-    path::check_canonical(req.uri().path()).map_err(GatewayError::BadRequest)?;
+    // 3. One canonical path (unreserved characters decoded), checked before routing; it is also
+    // the path that is forwarded. The `Uri` clone is a reference count: the path may borrow from it
+    // while the request itself is changed below.
+    let uri = req.uri().clone();
+    let path = path::canonical(uri.path()).map_err(GatewayError::BadRequest)?;
 
-    // 4. Route by listen path.
+    // 4. Route by listen path; a `;` must be allowed by the API and must not change the route.
     let route = runtime
         .router
-        .route(req.uri().path())
+        .route(&path)
         .cloned()
         .ok_or(GatewayError::NotFound)?;
     outcome.api = Some(route.clone());
+    path::check_semicolons(&runtime.router, &path, &route, route.def.allow_semicolons)
+        .map_err(GatewayError::BadRequest)?;
     let api = &route.def;
 
     // 5. The API's own OAuth endpoints ({lp}oauth/token, ...), when it is an authorization server.
     if api.oauth.is_some()
-        && let Some(endpoint) = req
-            .uri()
-            .path()
+        && let Some(endpoint) = path
             .get(api.listen_path.len()..)
             .and_then(oauth::handlers::Endpoint::from_rest)
     {
@@ -201,10 +210,14 @@ async fn lifecycle(
         outcome.headroom = decision.headline();
     }
 
-    // Headers named in forward_claims are ours to set: client-sent copies never pass.
-    for (header_name, _) in &api.auth.forward_claims {
-        req.headers_mut().remove(header_name);
-    }
+    // Headers named in forward_claims are ours to set, and forwarding claims are only believed from
+    // trusted proxies: client-sent copies never pass, in any spelling (`X_User_Id`).
+    let peer_trusted = runtime
+        .config
+        .trusted_proxies
+        .iter()
+        .any(|c| c.contains(conn.peer.ip()));
+    headers::drop_spoofable(req.headers_mut(), &api.auth.forward_claims, peer_trusted);
 
     if api.auth.kind == AuthType::OAuth2 {
         // 7. Credential: header, then query, then cookie.
@@ -302,12 +315,8 @@ async fn lifecycle(
             Ok(forward::mock_response(mock))
         }
         UpstreamTarget::Url { uri, path_prefix } => {
-            let upstream_path = path::upstream_path(
-                req.uri().path(),
-                &api.listen_path,
-                api.strip_listen_path,
-                path_prefix,
-            );
+            let upstream_path =
+                path::upstream_path(&path, &api.listen_path, api.strip_listen_path, path_prefix);
             let target = forward::upstream_uri(uri, &upstream_path, req.uri().query())?;
             let req = rewrite_request_headers(
                 req,
@@ -382,6 +391,35 @@ fn refuse_if_limited(
     })
 }
 
+/// 421 unless every host the request names (`Host`, and the authority of an absolute-form or HTTP/2
+/// request) is in `allowed_hosts`; 400 when there is none or one is malformed.
+fn check_allowed_host<B>(
+    req: &Request<B>,
+    allowed: &[crate::config::HostPattern],
+) -> Result<(), GatewayError> {
+    let header_hosts = req
+        .headers()
+        .get_all(header::HOST)
+        .iter()
+        .map(|v| v.to_str().ok());
+    let uri_host = req.uri().authority().map(|a| Some(a.as_str()));
+    let mut named = false;
+    for host in header_hosts.chain(uri_host) {
+        let host = host
+            .and_then(headers::host_name)
+            .ok_or(GatewayError::BadRequest("the Host header is malformed"))?;
+        if !allowed.iter().any(|pattern| pattern.matches(host)) {
+            return Err(GatewayError::MisdirectedRequest);
+        }
+        named = true;
+    }
+    if named {
+        Ok(())
+    } else {
+        Err(GatewayError::BadRequest("the Host header is missing"))
+    }
+}
+
 /// Refuses requests whose Host is missing or ambiguous (RFC 9112 §3.2).
 fn check_host<B>(req: &Request<B>) -> Result<(), GatewayError> {
     // Transfer-Encoding with Content-Length never gets here as such: hyper keeps chunked, drops
@@ -427,16 +465,11 @@ fn rewrite_request_headers(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     let trusted = &runtime.config.trusted_proxies;
-    let peer_trusted = trusted.iter().any(|c| c.contains(conn.peer.ip()));
     let xff = headers::forwarded_for(req.headers(), conn.peer.ip(), trusted);
     let headers = req.headers_mut();
     headers::strip_hop_by_hop(headers);
-    if !peer_trusted {
-        // Claims about earlier hops from an untrusted peer are dropped, not passed on.
-        headers.remove(&X_FORWARDED_PROTO);
-        headers.remove(&X_FORWARDED_HOST);
-        headers.remove(header::FORWARDED);
-    }
+    // An untrusted peer's claims about earlier hops are gone already (`drop_spoofable`), so what
+    // is left of X-Forwarded-Proto/-Host came from a trusted proxy.
     headers.insert(&X_FORWARDED_FOR, xff);
     if !headers.contains_key(&X_FORWARDED_PROTO) {
         let proto = if conn.tls { "https" } else { "http" };
