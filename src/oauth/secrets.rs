@@ -91,62 +91,95 @@ pub struct VerifierStats {
     pub throttled_clients: AtomicU64,
 }
 
-/// Runs every argon2 verification of the process under a fixed number of permits.
+/// Work for a verification thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs every argon2 verification of the process under a fixed number of permits, on as many
+/// dedicated threads.
 ///
 /// One verification holds about 19 MiB (the argon2 default `m_cost`) for tens of milliseconds; with
 /// one blocking thread per request, a few hundred parallel guesses used to take gigabytes. Here at most
 /// `permits` run at once, at most [`MAX_WAITING_VERIFICATIONS`] wait (a bounded queue, so a burst of
-/// real logins rides through), and anyone beyond that gets [`Busy`] at once: peak memory is
-/// `permits × 19 MiB`, whatever arrives.
+/// real logins rides through), and anyone beyond that gets [`Busy`] at once.
+///
+/// Why threads of its own rather than `spawn_blocking`: allocators keep freed memory per thread (glibc
+/// arenas, mimalloc heaps). Spread over the blocking pool's hundreds of threads, each argon2 buffer
+/// leaves its 19 MiB resident on whichever thread ran it; a flood of 400 guesses under 2 permits still
+/// raised the peak RSS by 400 MiB that way. On `permits` fixed threads the memory argon2 can pin is
+/// `permits × 19 MiB`, whatever arrives and whatever the allocator.
 pub struct VerifierPool {
     permits: Arc<Semaphore>,
     size: usize,
     waiting: AtomicUsize,
+    /// Feeds the verification threads; dropping the pool closes it and the threads end.
+    jobs: std::sync::mpsc::Sender<Job>,
     pub stats: Arc<VerifierStats>,
 }
 
 impl VerifierPool {
     /// `permits` 0 means one per CPU core (argon2 is CPU-bound: more in parallel only adds memory).
     pub fn new(permits: usize) -> VerifierPool {
-        let size = match permits {
+        let wanted = match permits {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n,
         }
         .clamp(1, Semaphore::MAX_PERMITS);
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        let mut size = 0;
+        for i in 0..wanted {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("tollgate-argon2-{i}"))
+                .spawn(move || verification_thread(&queue));
+            match spawned {
+                Ok(_) => size += 1,
+                Err(err) => tracing::error!(error = %err, "could not start a secret verification thread"),
+            }
+        }
+        // With no thread at all every verification fails with `Busy` (the queue has no receiver):
+        // 503s, never a verification that silently passes.
         VerifierPool {
-            permits: Arc::new(Semaphore::new(size)),
+            permits: Arc::new(Semaphore::new(size.max(1))),
             size,
             waiting: AtomicUsize::new(0),
+            jobs,
             stats: Arc::default(),
         }
     }
 
-    /// The number of permits (verifications that may run at once).
+    /// The number of verification threads (verifications that may run at once).
     pub fn size(&self) -> usize {
         self.size
     }
 
     /// Verifies `secret` against `phc`, or spends a dummy verification's work when there is no hash
-    /// (an unknown user), on the blocking pool under a permit. The permit moves into the blocking task,
-    /// so a caller that goes away (client disconnected) still holds it until argon2 is done: the bound
-    /// is on work actually running, not on callers still waiting for it.
+    /// (an unknown user), on a verification thread under a permit. The permit moves into the job, so
+    /// a caller that goes away (client disconnected) still holds it until argon2 is done: the bound is
+    /// on work actually running, not on callers still waiting for it.
     pub async fn verify(&self, phc: Option<String>, secret: String) -> Result<bool, Busy> {
         let permit = self.permit().await.inspect_err(|_| {
             self.stats.busy.fetch_add(1, Ordering::Relaxed);
         })?;
-        self.stats.verifications.fetch_add(1, Ordering::Relaxed);
-        let work = tokio::task::spawn_blocking(move || {
+        let (answer, verified) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
             let _permit = permit;
-            match phc {
+            let ok = match phc {
                 Some(phc) => verify_secret(&phc, &secret),
                 None => {
                     verify_dummy(&secret);
                     false
                 }
-            }
+            };
+            let _ = answer.send(ok);
         });
-        // A panic inside argon2 (it has none on these inputs) is a failed verification, never a pass.
-        Ok(work.await.unwrap_or(false))
+        if self.jobs.send(job).is_err() {
+            self.stats.busy.fetch_add(1, Ordering::Relaxed);
+            return Err(Busy);
+        }
+        self.stats.verifications.fetch_add(1, Ordering::Relaxed);
+        // A job that panicked (argon2 has no panics on these inputs) is a failed verification.
+        Ok(verified.await.unwrap_or(false))
     }
 
     async fn permit(&self) -> Result<OwnedSemaphorePermit, Busy> {
@@ -171,6 +204,22 @@ impl VerifierPool {
         }
         let _place = Place(&self.waiting);
         self.permits.clone().acquire_owned().await.map_err(|_| Busy)
+    }
+}
+
+/// Runs jobs until the pool is dropped. A panicking job is caught so the thread (and its permit's
+/// share of the pool) survives it.
+fn verification_thread(queue: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>) {
+    loop {
+        // The lock is held only while waiting for the next job, never while running one.
+        let next = queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .recv();
+        let Ok(job) = next else {
+            return;
+        };
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
     }
 }
 
