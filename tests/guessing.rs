@@ -114,7 +114,10 @@ where
         let response = response.expect("a guess task panicked");
         if response.status == 429 {
             assert_eq!(response.json()["error"], "slow_down");
-            assert!(response.header("retry-after").is_some(), "429 without Retry-After");
+            assert!(
+                response.header("retry-after").is_some(),
+                "429 without Retry-After"
+            );
         }
         *statuses.entry(response.status.as_u16()).or_default() += 1;
     }
@@ -199,7 +202,9 @@ async fn client_credentials_from(gateway: SocketAddr, from: &str, secret: &str) 
         .header("host", gateway.to_string())
         .header("content-type", "application/x-www-form-urlencoded")
         .header("authorization", basic("service", secret))
-        .body(Full::new(Bytes::from_static(b"grant_type=client_credentials")))
+        .body(Full::new(Bytes::from_static(
+            b"grant_type=client_credentials",
+        )))
         .expect("request");
     let response = sender.send_request(request).await.expect("response");
     let (parts, body) = response.into_parts();
@@ -216,7 +221,10 @@ async fn a_guessing_flood_from_one_address_leaves_the_real_client_served_from_an
     let url = gw.url("/movies/oauth/token");
     // The attacker at 127.0.0.1 guesses service's secret until it is throttled.
     let statuses = in_parallel(|i| client_credentials(url.clone(), format!("guess-{i}"))).await;
-    assert!(statuses.get(&429).copied().unwrap_or(0) >= GUESSES - LIMIT, "{statuses:?}");
+    assert!(
+        statuses.get(&429).copied().unwrap_or(0) >= GUESSES - LIMIT,
+        "{statuses:?}"
+    );
     assert_eq!(
         client_credentials(url, SERVICE_SECRET.into()).await.status,
         429

@@ -84,7 +84,11 @@ async fn a_flood_of_wrong_client_secrets_keeps_memory_bounded() {
     for i in 0..FLOOD {
         let from = format!("10.{}.{}.{}", i / 65536, (i / 256) % 256, i % 256 + 1);
         // Each guess runs in its own task so all of them are in flight together.
-        guesses.spawn(token_request(url.clone(), format!("wrong-secret-{i}"), from));
+        guesses.spawn(token_request(
+            url.clone(),
+            format!("wrong-secret-{i}"),
+            from,
+        ));
     }
     let mut statuses = std::collections::BTreeMap::<u16, usize>::new();
     while let Some(joined) = guesses.join_next().await {

@@ -289,7 +289,10 @@ mod tests {
         stats.busy.fetch_add(3, Relaxed);
         stats.throttled_clients.fetch_add(2, Relaxed);
         let text = metrics.render();
-        assert!(text.contains("\ntollgate_secret_verifications_total 7\n"), "{text}");
+        assert!(
+            text.contains("\ntollgate_secret_verifications_total 7\n"),
+            "{text}"
+        );
         assert!(text.contains("\ntollgate_secret_verifications_rejected_total 3\n"));
         assert!(text.contains("tollgate_guesses_throttled_total{kind=\"login\"} 0\n"));
         assert!(text.contains("tollgate_guesses_throttled_total{kind=\"client\"} 2\n"));

@@ -307,10 +307,13 @@ fn limits(raw: &RawLimits, out: &mut FileProblems<'_>) -> Limits {
         out.push("limits.max_connections", "must be greater than 0");
     }
     // Each permit may hold one argon2 working set (19 MiB): a typo like 100000 would undo the bound.
-    if raw.secret_verifications.is_some_and(|n| n > MAX_SECRET_VERIFICATIONS) {
+    if raw
+        .secret_verifications
+        .is_some_and(|n| n > MAX_SECRET_VERIFICATIONS)
+    {
         out.push(
             "limits.secret_verifications",
-            &format!("must be at most {MAX_SECRET_VERIFICATIONS} (0 = one per CPU core)"),
+            format!("must be at most {MAX_SECRET_VERIFICATIONS} (0 = one per CPU core)"),
         );
     }
     Limits {

@@ -129,7 +129,13 @@ impl SecretCache {
 
     /// Whether `secret` verified against the client's argon2id hash recently. The caller reserves a
     /// guessing attempt first: a hit answers "right secret", so it is as much a verification as argon2.
-    pub fn verified_recently(&self, api_id: &str, client_id: &str, phc: &str, secret: &str) -> bool {
+    pub fn verified_recently(
+        &self,
+        api_id: &str,
+        client_id: &str,
+        phc: &str,
+        secret: &str,
+    ) -> bool {
         let key = self.entry_key(api_id, client_id, phc, secret);
         let now = Instant::now();
         self.entries

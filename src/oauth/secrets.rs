@@ -134,7 +134,9 @@ impl VerifierPool {
                 .spawn(move || verification_thread(&queue));
             match spawned {
                 Ok(_) => size += 1,
-                Err(err) => tracing::error!(error = %err, "could not start a secret verification thread"),
+                Err(err) => {
+                    tracing::error!(error = %err, "could not start a secret verification thread")
+                }
             }
         }
         // With no thread at all every verification fails with `Busy` (the queue has no receiver):
@@ -323,7 +325,12 @@ mod tests {
         let pool = Arc::new(VerifierPool::new(2));
         assert_eq!(pool.size(), 2);
         let held: Vec<_> = (0..2)
-            .map(|_| pool.permits.clone().try_acquire_owned().expect("free permit"))
+            .map(|_| {
+                pool.permits
+                    .clone()
+                    .try_acquire_owned()
+                    .expect("free permit")
+            })
             .collect();
         let mut waiting = tokio::task::JoinSet::new();
         for _ in 0..MAX_WAITING_VERIFICATIONS {
@@ -352,7 +359,10 @@ mod tests {
         let pool = VerifierPool::new(0);
         assert!(pool.size() >= 1);
         let phc = hash_secret("s3cret").expect("hash");
-        assert_eq!(pool.verify(Some(phc.clone()), "s3cret".into()).await, Ok(true));
+        assert_eq!(
+            pool.verify(Some(phc.clone()), "s3cret".into()).await,
+            Ok(true)
+        );
         assert_eq!(pool.verify(Some(phc), "guess".into()).await, Ok(false));
         assert_eq!(pool.verify(None, "s3cret".into()).await, Ok(false));
     }

@@ -20,9 +20,9 @@ use super::clients::{Client, ClientAuth, SecretCache, static_client};
 use super::error::{OAuthError, OAuthErrorCode};
 use super::keys::KeySet;
 use super::notify::{Notification, Notifier};
-use super::tokens::{self, AccessClaims, TokenError};
-use super::secrets::{self, Busy, VerifierPool};
 use super::pkce;
+use super::secrets::{self, Busy, VerifierPool};
+use super::tokens::{self, AccessClaims, TokenError};
 use crate::auth::cache::TokenCache;
 
 /// Failed logins allowed per (username, address) and per address within [`LOGIN_WINDOW_SECS`]; the
@@ -241,7 +241,11 @@ impl AuthServer {
         {
             true
         } else {
-            match self.verifier.verify(Some(phc.clone()), secret.clone()).await {
+            match self
+                .verifier
+                .verify(Some(phc.clone()), secret.clone())
+                .await
+            {
                 Ok(true) => {
                     self.secret_cache.remember(&api.id, client_id, phc, secret);
                     true

@@ -909,8 +909,14 @@ pub async fn attempts_reserved_up_to_the_limit_per_window(store: Arc<dyn Store>)
         }
     );
     // The window began with the first attempt, not the latest one.
-    assert_eq!(reserve(&store, &alice, 3, now + 60).await, Attempt::Reserved);
-    assert_eq!(reserve(&store, &alice, 3, now + 61).await, Attempt::Reserved);
+    assert_eq!(
+        reserve(&store, &alice, 3, now + 60).await,
+        Attempt::Reserved
+    );
+    assert_eq!(
+        reserve(&store, &alice, 3, now + 61).await,
+        Attempt::Reserved
+    );
 }
 
 /// The per-address counter covers every subject from that address; the per-subject counter is per
@@ -963,7 +969,10 @@ pub async fn attempts_parallel_reservations_never_exceed_the_limit(store: Arc<dy
             reserved += 1;
         }
     }
-    assert_eq!(reserved, 5, "{RACERS} parallel reservations with a limit of 5");
+    assert_eq!(
+        reserved, 5,
+        "{RACERS} parallel reservations with a limit of 5"
+    );
 }
 
 /// A success forgets the subject's count at that address and gives the address its attempt back;

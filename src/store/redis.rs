@@ -407,7 +407,10 @@ impl Keys {
     /// slot and one script can reserve them together: `failures:{login:movies|10.0.0.1}` and
     /// `failures:{login:movies|10.0.0.1}:alice` (scope and address never contain braces).
     fn guess(&self, guess: &Guess<'_>) -> [String; 2] {
-        let tag = format!("{}failures:{{{}|{}}}", self.prefix, guess.scope, guess.address);
+        let tag = format!(
+            "{}failures:{{{}|{}}}",
+            self.prefix, guess.scope, guess.address
+        );
         let subject = format!("{tag}:{}", guess.subject);
         [tag, subject]
     }
