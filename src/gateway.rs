@@ -45,7 +45,7 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(config: Config, auth: AuthServer, limiter: Arc<dyn Limiter>) -> Arc<Gateway> {
-        let metrics = Metrics::default();
+        let metrics = Metrics::with_secret_stats(auth.verifier.stats.clone());
         let runtime = Runtime::build(config.runtime.clone(), &metrics);
         Arc::new(Gateway {
             config,

@@ -107,6 +107,8 @@ pub async fn run(
         store,
         &config.gateway.public_url,
         oauth::notify::Notifier::start(),
+        // Taken at start (like max_connections): the pool bounds memory for the process's lifetime.
+        config.runtime.limits.secret_verifications,
     );
     let gateway = Gateway::new(config, auth, limiter);
     let limits = gateway.runtime().config.limits.clone();

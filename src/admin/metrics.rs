@@ -9,6 +9,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::oauth::secrets::VerifierStats;
+
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -118,9 +120,19 @@ pub struct Metrics {
     pub unrouted: ApiMetrics,
     counters: Mutex<BTreeMap<(&'static str, String), u64>>,
     rejections: Mutex<BTreeMap<(String, Rejection), u64>>,
+    /// The secret-verification pool and the guessing throttles (kept by the authorization server).
+    secrets: Arc<VerifierStats>,
 }
 
 impl Metrics {
+    /// Metrics that also report the authorization server's verification pool and throttles.
+    pub fn with_secret_stats(secrets: Arc<VerifierStats>) -> Metrics {
+        Metrics {
+            secrets,
+            ..Metrics::default()
+        }
+    }
+
     /// The counters of one API; the same object across reloads, so counts survive them.
     pub fn api(&self, id: &str) -> Arc<ApiMetrics> {
         match self.apis.lock() {
@@ -197,6 +209,7 @@ impl Metrics {
                 );
             }
         }
+        self.render_secrets(&mut out);
         if let Ok(counters) = self.counters.lock() {
             let mut last = "";
             for ((name, label), n) in counters.iter() {
@@ -208,6 +221,29 @@ impl Metrics {
             }
         }
         out
+    }
+}
+
+impl Metrics {
+    fn render_secrets(&self, out: &mut String) {
+        let s = &self.secrets;
+        let _ = write!(
+            out,
+            "# HELP tollgate_secret_verifications_total argon2 verifications run (client secrets, passwords).\n\
+             # TYPE tollgate_secret_verifications_total counter\n\
+             tollgate_secret_verifications_total {}\n\
+             # HELP tollgate_secret_verifications_rejected_total Callers answered 503 because every verification permit was taken and the queue was full.\n\
+             # TYPE tollgate_secret_verifications_rejected_total counter\n\
+             tollgate_secret_verifications_rejected_total {}\n\
+             # HELP tollgate_guesses_throttled_total Logins and client authentications refused (429) by the failure limits, before any verification.\n\
+             # TYPE tollgate_guesses_throttled_total counter\n\
+             tollgate_guesses_throttled_total{{kind=\"login\"}} {}\n\
+             tollgate_guesses_throttled_total{{kind=\"client\"}} {}\n",
+            s.verifications.load(Relaxed),
+            s.busy.load(Relaxed),
+            s.throttled_logins.load(Relaxed),
+            s.throttled_clients.load(Relaxed),
+        );
     }
 }
 
@@ -243,6 +279,23 @@ mod tests {
         assert!(text.contains("tollgate_request_duration_seconds_count{api=\"movies\"} 1"));
         assert!(text.contains("tollgate_rejected_total{api=\"movies\",reason=\"rate_limit\"} 1"));
         assert!(text.contains("tollgate_tokens_issued_total{kind=\"client_credentials\"} 1"));
+    }
+
+    #[test]
+    fn renders_the_secret_verification_counters() {
+        let stats = Arc::new(VerifierStats::default());
+        let metrics = Metrics::with_secret_stats(stats.clone());
+        stats.verifications.fetch_add(7, Relaxed);
+        stats.busy.fetch_add(3, Relaxed);
+        stats.throttled_clients.fetch_add(2, Relaxed);
+        let text = metrics.render();
+        assert!(
+            text.contains("\ntollgate_secret_verifications_total 7\n"),
+            "{text}"
+        );
+        assert!(text.contains("\ntollgate_secret_verifications_rejected_total 3\n"));
+        assert!(text.contains("tollgate_guesses_throttled_total{kind=\"login\"} 0\n"));
+        assert!(text.contains("tollgate_guesses_throttled_total{kind=\"client\"} 2\n"));
     }
 
     #[test]

@@ -16,6 +16,10 @@ use super::raw::{RawDuration, RawGateway, RawLimits, RawRedis, RawStorage};
 /// The admin secret the sample gateway.yaml falls back to when TOLLGATE_ADMIN_SECRET is unset.
 pub const SAMPLE_ADMIN_SECRET: &str = "quickstart-admin-secret-change-me";
 
+/// Upper bound of `limits.secret_verifications`: far above any core count, low enough that the
+/// permits' argon2 memory (19 MiB each) stays a number an operator would choose on purpose.
+const MAX_SECRET_VERIFICATIONS: usize = 1024;
+
 pub(crate) struct GatewayParts {
     pub(crate) settings: GatewaySettings,
     pub(crate) limits: Limits,
@@ -366,6 +370,16 @@ fn limits(raw: &RawLimits, out: &mut FileProblems<'_>) -> Limits {
     if raw.max_connections == Some(0) {
         out.push("limits.max_connections", "must be greater than 0");
     }
+    // Each permit may hold one argon2 working set (19 MiB): a typo like 100000 would undo the bound.
+    if raw
+        .secret_verifications
+        .is_some_and(|n| n > MAX_SECRET_VERIFICATIONS)
+    {
+        out.push(
+            "limits.secret_verifications",
+            format!("must be at most {MAX_SECRET_VERIFICATIONS} (0 = one per CPU core)"),
+        );
+    }
     Limits {
         max_body_bytes: raw.max_body_bytes.unwrap_or(d.max_body_bytes),
         header_read_timeout,
@@ -373,6 +387,7 @@ fn limits(raw: &RawLimits, out: &mut FileProblems<'_>) -> Limits {
         upstream_timeout,
         shutdown_grace,
         max_connections: raw.max_connections.unwrap_or(d.max_connections),
+        secret_verifications: raw.secret_verifications.unwrap_or(d.secret_verifications),
     }
 }
 
@@ -728,6 +743,18 @@ mod tests {
         expect(
             &format!("{SIGN}trusted_proxies: [proxy.local]\n"),
             "gateway.yaml: trusted_proxies[0]: not a CIDR like 10.0.0.0/8 or ::1/128",
+        );
+    }
+
+    #[test]
+    fn secret_verifications_rule() {
+        expect(
+            &format!("{SIGN}limits: {{secret_verifications: 5000}}\n"),
+            "gateway.yaml: limits.secret_verifications: must be at most 1024 (0 = one per CPU core)",
+        );
+        expect(
+            &format!("{SIGN}limits: {{secret_verifications: -1}}\n"),
+            "gateway.yaml: limits.secret_verifications: invalid value: integer `-1`, expected usize",
         );
     }
 

@@ -133,6 +133,8 @@ pub struct Limits {
     pub shutdown_grace: Duration,
     /// Concurrent client connections per listener; further ones wait in the accept backlog.
     pub max_connections: usize,
+    /// argon2 verifications that may run at once (DESIGN §9a); 0 = one per CPU core.
+    pub secret_verifications: usize,
 }
 
 impl Default for Limits {
@@ -144,6 +146,7 @@ impl Default for Limits {
             upstream_timeout: Duration::from_secs(30),
             shutdown_grace: Duration::from_secs(10),
             max_connections: 10_000,
+            secret_verifications: 0,
         }
     }
 }

@@ -234,6 +234,8 @@ pub struct RawLimits {
     pub shutdown_grace: Option<RawDuration>,
     #[serde(default)]
     pub max_connections: Option<usize>,
+    #[serde(default)]
+    pub secret_verifications: Option<usize>,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ use super::clients::Client;
 use super::error::{OAuthError, OAuthErrorCode};
 use super::handlers::{now, read_form};
 use super::login_page::{self, LoginPage};
-use super::server::{LOGIN_WINDOW_SECS, LoginError, client_scopes, resolve_scope};
+use super::server::{LoginError, MAX_USERNAME_BYTES, client_scopes, resolve_scope};
 use super::{pkce, secrets};
 
 /// How long a login form stays valid.
@@ -693,11 +693,31 @@ async fn authorize_post(
                 StatusCode::OK,
             ));
         }
-        Err(LoginError::Throttled) => {
+        Err(LoginError::Throttled { retry_after_secs }) => {
             return Err(page_error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many failed sign-in attempts. Wait a while and try again.",
-                Some(LOGIN_WINDOW_SECS),
+                Some(retry_after_secs),
+            ));
+        }
+        Err(LoginError::UsernameTooLong) => {
+            return Ok(login_page(
+                gateway.auth.keys.form_key(),
+                api,
+                &params,
+                &valid,
+                None,
+                Some(&format!(
+                    "The username is too long (at most {MAX_USERNAME_BYTES} bytes)."
+                )),
+                StatusCode::BAD_REQUEST,
+            ));
+        }
+        Err(LoginError::Busy) => {
+            return Err(page_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "The server is busy checking other sign-ins. Try again in a moment.",
+                Some(super::secrets::BUSY_RETRY_AFTER_SECS),
             ));
         }
         Err(LoginError::Store(err)) => return Err(storage_page(&err)),

@@ -127,22 +127,27 @@ impl SecretCache {
         out
     }
 
-    /// Verifies `secret` against the client's argon2id hash, from the cache when it verified recently.
-    /// argon2 runs on the blocking pool so it never stalls the async workers.
-    pub async fn verify(&self, api_id: &str, client_id: &str, phc: &str, secret: &str) -> bool {
+    /// Whether `secret` verified against the client's argon2id hash recently. The caller reserves a
+    /// guessing attempt first: a hit answers "right secret", so it is as much a verification as argon2.
+    pub fn verified_recently(
+        &self,
+        api_id: &str,
+        client_id: &str,
+        phc: &str,
+        secret: &str,
+    ) -> bool {
         let key = self.entry_key(api_id, client_id, phc, secret);
         let now = Instant::now();
-        if let Ok(entries) = self.entries.lock()
-            && entries.get(&key).is_some_and(|until| *until > now)
-        {
-            return true;
-        }
-        let (phc_owned, secret_owned) = (phc.to_string(), secret.to_string());
-        let ok =
-            tokio::task::spawn_blocking(move || secrets::verify_secret(&phc_owned, &secret_owned))
-                .await
-                .unwrap_or(false);
-        if ok && let Ok(mut entries) = self.entries.lock() {
+        self.entries
+            .lock()
+            .is_ok_and(|entries| entries.get(&key).is_some_and(|until| *until > now))
+    }
+
+    /// Remembers that `secret` verified (argon2 ran elsewhere, under the verification pool).
+    pub fn remember(&self, api_id: &str, client_id: &str, phc: &str, secret: &str) {
+        let key = self.entry_key(api_id, client_id, phc, secret);
+        let now = Instant::now();
+        if let Ok(mut entries) = self.entries.lock() {
             if entries.len() >= self.max_entries {
                 entries.retain(|_, until| *until > now);
                 if entries.len() >= self.max_entries {
@@ -151,6 +156,5 @@ impl SecretCache {
             }
             entries.insert(key, now + self.ttl);
         }
-        ok
     }
 }

@@ -72,8 +72,8 @@ pub async fn handle(
     match endpoint {
         Endpoint::Authorize => super::authorize::handle(gateway, runtime, api, req, conn).await,
         Endpoint::Token => token(gateway, runtime, api, req, conn).await,
-        Endpoint::Revoke => revoke(gateway, api, req).await,
-        Endpoint::Introspect => introspect(gateway, runtime, api, req).await,
+        Endpoint::Revoke => revoke(gateway, runtime, api, req, conn).await,
+        Endpoint::Introspect => introspect(gateway, runtime, api, req, conn).await,
         Endpoint::TokenInfo => tokeninfo(gateway, runtime, api, &req),
         Endpoint::Metadata => {
             only(&req, &[Method::GET, Method::HEAD])?;
@@ -123,12 +123,7 @@ async fn token(
 ) -> Result<Response<Body>, GatewayError> {
     only(&req, &[Method::POST])?;
     refuse_credentials_in_query(&req)?;
-    let ip = client_ip(
-        req.headers(),
-        conn.peer.ip(),
-        &runtime.config.trusted_proxies,
-    )
-    .to_string();
+    let ip = caller_ip(runtime, &req, &conn);
     let (headers, mut form) = read_form(req).await?;
     let client = client_auth(&headers, &mut form)?;
     let grant_type = form
@@ -154,20 +149,33 @@ async fn token(
     Ok(json_response(StatusCode::OK, &response))
 }
 
+/// The caller's address as the gateway believes it (for the guessing throttles).
+fn caller_ip(runtime: &Runtime, req: &Request<Incoming>, conn: &ConnInfo) -> String {
+    client_ip(
+        req.headers(),
+        conn.peer.ip(),
+        &runtime.config.trusted_proxies,
+    )
+    .to_string()
+}
+
 async fn revoke(
     gateway: &Gateway,
+    runtime: &Runtime,
     api: &ApiDef,
     req: Request<Incoming>,
+    conn: ConnInfo,
 ) -> Result<Response<Body>, GatewayError> {
     only(&req, &[Method::POST])?;
     refuse_credentials_in_query(&req)?;
+    let ip = caller_ip(runtime, &req, &conn);
     let (headers, mut form) = read_form(req).await?;
     let auth = client_auth(&headers, &mut form)?;
     let token = form
         .remove("token")
         .filter(|t| !t.is_empty())
         .ok_or_else(|| OAuthError::invalid_request("the token parameter is missing"))?;
-    let caller = gateway.auth.authenticate(api, &auth).await?;
+    let caller = gateway.auth.authenticate(api, &auth, &ip, now()).await?;
     gateway
         .auth
         .revoke(
@@ -193,14 +201,16 @@ async fn introspect(
     runtime: &Runtime,
     api: &ApiDef,
     req: Request<Incoming>,
+    conn: ConnInfo,
 ) -> Result<Response<Body>, GatewayError> {
     only(&req, &[Method::POST])?;
     refuse_credentials_in_query(&req)?;
     let admin_caller = is_admin(gateway, req.headers());
+    let ip = caller_ip(runtime, &req, &conn);
     let (headers, mut form) = read_form(req).await?;
     if !admin_caller {
         let auth = client_auth(&headers, &mut form)?;
-        let caller = gateway.auth.authenticate(api, &auth).await?;
+        let caller = gateway.auth.authenticate(api, &auth, &ip, now()).await?;
         // RFC 7662 §2.1: only callers that can keep a secret may introspect.
         if caller.is_public() {
             return Err(OAuthError::invalid_client(auth.via_basic).into());

@@ -4,12 +4,14 @@
 //! Randomness, digests and MACs come from aws-lc-rs (the same library that backs TLS and JWT
 //! signatures), so there is one audited source of cryptography in the process.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use argon2::{Argon2, PasswordHash, PasswordHasher, PasswordVerifier};
 use aws_lc_rs::{constant_time, digest, hmac, rand};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 /// Tokens handed to clients (refresh tokens, codes, client secrets, CSRF tokens) carry at least this
 /// many random bytes: 256 bits, as DESIGN §4 requires.
@@ -62,6 +64,164 @@ pub fn verify_dummy(secret: &str) {
     let dummy = DUMMY.get_or_init(|| hash_secret("tollgate-dummy-secret").ok());
     if let Some(phc) = dummy {
         let _ = verify_secret(phc, secret);
+    }
+}
+
+/// Callers that may wait for a verification permit (DESIGN §9a); the next one is turned away at once.
+pub const MAX_WAITING_VERIFICATIONS: usize = 64;
+
+/// Seconds a caller turned away by a full [`VerifierPool`] is told to wait (`Retry-After`).
+pub const BUSY_RETRY_AFTER_SECS: u64 = 1;
+
+/// All verification permits are taken and [`MAX_WAITING_VERIFICATIONS`] callers already wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("every secret verification permit is taken and the queue is full")]
+pub struct Busy;
+
+/// What the verification pool and the guessing throttles did, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct VerifierStats {
+    /// argon2 verifications run (real and dummy).
+    pub verifications: AtomicU64,
+    /// Callers turned away because the permits were taken and the queue was full (503).
+    pub busy: AtomicU64,
+    /// Logins refused by the failed-login throttle before any verification (429).
+    pub throttled_logins: AtomicU64,
+    /// Client authentications refused by the failed-authentication throttle (429).
+    pub throttled_clients: AtomicU64,
+}
+
+/// Work for a verification thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Runs every argon2 verification of the process under a fixed number of permits, on as many
+/// dedicated threads.
+///
+/// One verification holds about 19 MiB (the argon2 default `m_cost`) for tens of milliseconds; with
+/// one blocking thread per request, a few hundred parallel guesses used to take gigabytes. Here at most
+/// `permits` run at once, at most [`MAX_WAITING_VERIFICATIONS`] wait (a bounded queue, so a burst of
+/// real logins rides through), and anyone beyond that gets [`Busy`] at once.
+///
+/// Why threads of its own rather than `spawn_blocking`: allocators keep freed memory per thread (glibc
+/// arenas, mimalloc heaps). Spread over the blocking pool's hundreds of threads, each argon2 buffer
+/// leaves its 19 MiB resident on whichever thread ran it; a flood of 400 guesses under 2 permits still
+/// raised the peak RSS by 400 MiB that way. On `permits` fixed threads the memory argon2 can pin is
+/// `permits × 19 MiB`, whatever arrives and whatever the allocator.
+pub struct VerifierPool {
+    permits: Arc<Semaphore>,
+    size: usize,
+    waiting: AtomicUsize,
+    /// Feeds the verification threads; dropping the pool closes it and the threads end.
+    jobs: std::sync::mpsc::Sender<Job>,
+    pub stats: Arc<VerifierStats>,
+}
+
+impl VerifierPool {
+    /// `permits` 0 means one per CPU core (argon2 is CPU-bound: more in parallel only adds memory).
+    pub fn new(permits: usize) -> VerifierPool {
+        let wanted = match permits {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+        .clamp(1, Semaphore::MAX_PERMITS);
+        let (jobs, queue) = std::sync::mpsc::channel::<Job>();
+        let queue = Arc::new(std::sync::Mutex::new(queue));
+        let mut size = 0;
+        for i in 0..wanted {
+            let queue = queue.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("tollgate-argon2-{i}"))
+                .spawn(move || verification_thread(&queue));
+            match spawned {
+                Ok(_) => size += 1,
+                Err(err) => {
+                    tracing::error!(error = %err, "could not start a secret verification thread")
+                }
+            }
+        }
+        // With no thread at all every verification fails with `Busy` (the queue has no receiver):
+        // 503s, never a verification that silently passes.
+        VerifierPool {
+            permits: Arc::new(Semaphore::new(size.max(1))),
+            size,
+            waiting: AtomicUsize::new(0),
+            jobs,
+            stats: Arc::default(),
+        }
+    }
+
+    /// The number of verification threads (verifications that may run at once).
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Verifies `secret` against `phc`, or spends a dummy verification's work when there is no hash
+    /// (an unknown user), on a verification thread under a permit. The permit moves into the job, so
+    /// a caller that goes away (client disconnected) still holds it until argon2 is done: the bound is
+    /// on work actually running, not on callers still waiting for it.
+    pub async fn verify(&self, phc: Option<String>, secret: String) -> Result<bool, Busy> {
+        let permit = self.permit().await.inspect_err(|_| {
+            self.stats.busy.fetch_add(1, Ordering::Relaxed);
+        })?;
+        let (answer, verified) = tokio::sync::oneshot::channel();
+        let job: Job = Box::new(move || {
+            let _permit = permit;
+            let ok = match phc {
+                Some(phc) => verify_secret(&phc, &secret),
+                None => {
+                    verify_dummy(&secret);
+                    false
+                }
+            };
+            let _ = answer.send(ok);
+        });
+        if self.jobs.send(job).is_err() {
+            self.stats.busy.fetch_add(1, Ordering::Relaxed);
+            return Err(Busy);
+        }
+        self.stats.verifications.fetch_add(1, Ordering::Relaxed);
+        // A job that panicked (argon2 has no panics on these inputs) is a failed verification.
+        Ok(verified.await.unwrap_or(false))
+    }
+
+    async fn permit(&self) -> Result<OwnedSemaphorePermit, Busy> {
+        match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => return Ok(permit),
+            Err(TryAcquireError::Closed) => return Err(Busy),
+            Err(TryAcquireError::NoPermits) => {}
+        }
+        // Take a place in the queue only if one is free; the check and the increment are one step,
+        // so parallel callers can never push the queue past its bound.
+        self.waiting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < MAX_WAITING_VERIFICATIONS).then_some(n + 1)
+            })
+            .map_err(|_| Busy)?;
+        // Frees the place when the wait ends, also when the caller's future is dropped mid-wait.
+        struct Place<'a>(&'a AtomicUsize);
+        impl Drop for Place<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let _place = Place(&self.waiting);
+        self.permits.clone().acquire_owned().await.map_err(|_| Busy)
+    }
+}
+
+/// Runs jobs until the pool is dropped. A panicking job is caught so the thread (and its permit's
+/// share of the pool) survives it.
+fn verification_thread(queue: &std::sync::Mutex<std::sync::mpsc::Receiver<Job>>) {
+    loop {
+        // The lock is held only while waiting for the next job, never while running one.
+        let next = queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .recv();
+        let Ok(job) = next else {
+            return;
+        };
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
     }
 }
 
@@ -162,6 +322,55 @@ mod tests {
         assert!(!verify_secret("$argon2id$v=19$m=19456,t=2,p=1$", "x"));
         assert!(!verify_secret("$2b$12$abcdefghijklmnopqrstuv", "x"));
         verify_dummy("anything"); // must not panic
+    }
+
+    /// Two permits, both held by slow work: 64 callers wait, the 65th is turned away at once, and
+    /// when the permits come back the waiting callers are served.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_pool_queues_64_and_turns_away_the_rest() {
+        let pool = Arc::new(VerifierPool::new(2));
+        assert_eq!(pool.size(), 2);
+        let held: Vec<_> = (0..2)
+            .map(|_| {
+                pool.permits
+                    .clone()
+                    .try_acquire_owned()
+                    .expect("free permit")
+            })
+            .collect();
+        let mut waiting = tokio::task::JoinSet::new();
+        for _ in 0..MAX_WAITING_VERIFICATIONS {
+            let pool = pool.clone();
+            waiting.spawn(async move { pool.verify(Some("not a hash".into()), "x".into()).await });
+        }
+        // Let every waiter take its place in the queue.
+        while pool.waiting.load(Ordering::Acquire) < MAX_WAITING_VERIFICATIONS {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(pool.verify(None, "x".into()).await, Err(Busy));
+        assert_eq!(pool.stats.busy.load(Ordering::Relaxed), 1);
+        drop(held);
+        while let Some(result) = waiting.join_next().await {
+            assert_eq!(result.expect("task"), Ok(false));
+        }
+        assert_eq!(pool.waiting.load(Ordering::Acquire), 0);
+        assert_eq!(
+            pool.stats.verifications.load(Ordering::Relaxed),
+            MAX_WAITING_VERIFICATIONS as u64
+        );
+    }
+
+    #[tokio::test]
+    async fn the_pool_verifies() {
+        let pool = VerifierPool::new(0);
+        assert!(pool.size() >= 1);
+        let phc = hash_secret("s3cret").expect("hash");
+        assert_eq!(
+            pool.verify(Some(phc.clone()), "s3cret".into()).await,
+            Ok(true)
+        );
+        assert_eq!(pool.verify(Some(phc), "guess".into()).await, Ok(false));
+        assert_eq!(pool.verify(None, "s3cret".into()).await, Ok(false));
     }
 
     #[test]

@@ -11,19 +11,29 @@ use serde_json::{Map, Value, json};
 
 use crate::auth::policy::{self, Resolved, StoredPolicies};
 use crate::config::{ApiDef, GrantType, OAuthConfig, Policy, RuntimeConfig, User};
-use crate::store::{CodeTake, GrantKind, RefreshToken, Rotation, Session, Store, StoreError};
+use crate::store::{
+    Attempt, CodeTake, GrantKind, Guess, RefreshToken, Release, Rotation, Session, Store,
+    StoreError,
+};
 
 use super::clients::{Client, ClientAuth, SecretCache, static_client};
 use super::error::{OAuthError, OAuthErrorCode};
 use super::keys::KeySet;
 use super::notify::{Notification, Notifier};
+use super::pkce;
+use super::secrets::{self, Busy, VerifierPool};
 use super::tokens::{self, AccessClaims, TokenError};
-use super::{pkce, secrets};
 use crate::auth::cache::TokenCache;
 
-/// Failed logins allowed per username and per address within [`LOGIN_WINDOW_SECS`].
+/// Failed logins allowed per (username, address) and per address within [`LOGIN_WINDOW_SECS`]; the
+/// same for failed client authentications per (client_id, address) and per address (DESIGN §9a).
 pub const MAX_LOGIN_FAILURES: u32 = 5;
 pub const LOGIN_WINDOW_SECS: u64 = 15 * 60;
+/// Longest username looked up or counted: a name becomes part of a storage key, so an unbounded one
+/// would let a caller write keys of any size. Client ids are bounded by DESIGN §4a (128 characters).
+pub const MAX_USERNAME_BYTES: usize = 256;
+/// DESIGN §4a: client ids are 1–128 visible ASCII characters.
+const MAX_CLIENT_ID_CHARS: usize = 128;
 /// Bytes of randomness in refresh tokens and codes (DESIGN §4: at least 256 bits).
 const OPAQUE_TOKEN_BYTES: usize = 32;
 /// How long a session is kept when its refresh tokens never expire.
@@ -34,6 +44,8 @@ pub struct AuthServer {
     pub store: Arc<dyn Store>,
     public_url: String,
     secret_cache: SecretCache,
+    /// Every argon2 verification (client secrets, passwords) runs under this pool's permits.
+    pub verifier: VerifierPool,
     /// Access tokens whose signature verified recently (the proxy path, introspection, tokeninfo).
     pub token_cache: TokenCache,
     pub notifier: Notifier,
@@ -101,8 +113,10 @@ impl AuthServer {
         store: Arc<dyn Store>,
         public_url: &str,
         notifier: Notifier,
+        secret_verifications: usize,
     ) -> AuthServer {
         AuthServer {
+            verifier: VerifierPool::new(secret_verifications),
             keys,
             policies: StoredPolicies::new(store.clone()),
             store,
@@ -166,34 +180,103 @@ impl AuthServer {
     }
 
     /// Authenticates the caller of the token, revoke or introspect endpoint (RFC 6749 §2.3). Public
-    /// clients identify themselves with `client_id` alone.
+    /// clients identify themselves with `client_id` alone. A presented secret is a guess: it reserves
+    /// an attempt per (client_id, address) and per address before anything checks it (DESIGN §9a),
+    /// and a throttled caller gets 429 `slow_down` like a throttled login.
     pub async fn authenticate(
         &self,
         api: &ApiDef,
         auth: &ClientAuth,
+        client_ip: &str,
+        now: u64,
     ) -> Result<Client, OAuthError> {
         // Nothing sent at all is answered like Basic, so the client learns how to authenticate.
         let challenge = auth.via_basic || (auth.client_id.is_none() && auth.secret.is_none());
         let fail = || OAuthError::invalid_client(challenge);
         let client_id = auth.client_id.as_deref().ok_or_else(fail)?;
+        if !valid_client_id(client_id) {
+            // Cannot name a registered client, and must not become a storage key.
+            return Err(OAuthError {
+                description: format!(
+                    "client_id must be 1-{MAX_CLIENT_ID_CHARS} visible ASCII characters"
+                ),
+                ..fail()
+            });
+        }
+        let Some(secret) = &auth.secret else {
+            // Nothing to guess: a public client names itself; a confidential one must prove itself.
+            return match self.find_client(api, client_id).await? {
+                Some(client) if client.is_public() => Ok(client),
+                _ => Err(fail()),
+            };
+        };
+        let scope = format!("client:{}", api.id);
+        let address = throttle_address(client_ip);
+        let guess = Guess {
+            scope: &scope,
+            address: &address,
+            subject: client_id,
+        };
+        if let Attempt::Throttled { retry_after_secs } = self.reserve(&guess, now).await? {
+            self.verifier
+                .stats
+                .throttled_clients
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(throttled(
+                "too many failed client authentications; try again later",
+                retry_after_secs,
+            ));
+        }
+        // From here on the attempt counts as a failure unless released below.
         let Some(client) = self.find_client(api, client_id).await? else {
             return Err(fail());
         };
-        match (&client.secret_hash, &auth.secret) {
-            (Some(phc), Some(secret)) => {
-                if self
-                    .secret_cache
-                    .verify(&api.id, client_id, phc, secret)
-                    .await
-                {
-                    Ok(client)
-                } else {
-                    Err(fail())
+        // A public client must not pretend to have a secret.
+        let Some(phc) = &client.secret_hash else {
+            return Err(fail());
+        };
+        let verified = if self
+            .secret_cache
+            .verified_recently(&api.id, client_id, phc, secret)
+        {
+            true
+        } else {
+            match self
+                .verifier
+                .verify(Some(phc.clone()), secret.clone())
+                .await
+            {
+                Ok(true) => {
+                    self.secret_cache.remember(&api.id, client_id, phc, secret);
+                    true
+                }
+                Ok(false) => false,
+                Err(Busy) => {
+                    self.release(&guess, Release::NotEvaluated, now).await;
+                    return Err(busy());
                 }
             }
-            // A confidential client must prove itself; a public one must not pretend to.
-            (Some(_), None) | (None, Some(_)) => Err(fail()),
-            (None, None) => Ok(client),
+        };
+        if !verified {
+            return Err(fail());
+        }
+        self.release(&guess, Release::Success, now).await;
+        Ok(client)
+    }
+
+    async fn reserve(&self, guess: &Guess<'_>, now: u64) -> Result<Attempt, StoreError> {
+        // Never fail open: a storage error here refuses the attempt (503).
+        self.store
+            .reserve_attempt(guess, MAX_LOGIN_FAILURES, LOGIN_WINDOW_SECS, now)
+            .await
+    }
+
+    /// Gives back a reserved attempt that was not a failure. A storage error is only logged: the
+    /// secret was checked (or not at all), and the worst outcome is an attempt counted as a failure
+    /// until its window ends.
+    async fn release(&self, guess: &Guess<'_>, how: Release, now: u64) {
+        if let Err(err) = self.store.release_attempt(guess, how, now).await {
+            tracing::warn!(error = %err, scope = guess.scope, "could not release a guessing attempt");
         }
     }
 
@@ -212,7 +295,9 @@ impl AuthServer {
                 format!("unsupported grant_type '{}'", req.grant_type),
             )
         })?;
-        let client = self.authenticate(api, &req.client).await?;
+        let client = self
+            .authenticate(api, &req.client, &req.client_ip, now)
+            .await?;
         if !oauth.grant_types.contains(&grant) {
             return Err(OAuthError::unauthorized_client(format!(
                 "the grant type {} is not enabled for this API",
@@ -291,8 +376,14 @@ impl AuthServer {
             .login(api, dir.users, username, password, &req.client_ip, now)
             .await
             .map_err(|e| match e {
-                LoginError::Throttled => throttled(),
+                LoginError::Throttled { retry_after_secs } => {
+                    throttled("too many failed logins; try again later", retry_after_secs)
+                }
                 LoginError::Invalid => OAuthError::invalid_grant("invalid username or password"),
+                LoginError::UsernameTooLong => OAuthError::invalid_request(format!(
+                    "the username is longer than {MAX_USERNAME_BYTES} bytes"
+                )),
+                LoginError::Busy => busy(),
                 LoginError::Store(err) => err.into(),
             })?;
         let policy = self.client_policy(dir.policies, client).await?;
@@ -668,8 +759,10 @@ impl AuthServer {
         );
     }
 
-    /// Checks a username and password with per-user and per-address failure limits (also used by the
-    /// login page). Unknown users cost the same argon2 work as known ones.
+    /// Checks a username and password with failure limits per (username, address) and per address
+    /// (also used by the login page). The attempt is reserved before the password is checked, so
+    /// parallel guesses are evaluated at most [`MAX_LOGIN_FAILURES`] times per window. Unknown users
+    /// cost the same argon2 work as known ones.
     pub async fn login<'u>(
         &self,
         api: &ApiDef,
@@ -679,53 +772,40 @@ impl AuthServer {
         client_ip: &str,
         now: u64,
     ) -> Result<&'u User, LoginError> {
-        let user_key = format!("user:{}:{}", api.id, username);
-        let ip_key = format!("ip:{}:{}", api.id, client_ip);
-        // Never fail open: a storage error here refuses the login.
-        let (by_user, by_ip) = (
-            self.store
-                .failures(&user_key, now)
-                .await
-                .map_err(LoginError::Store)?,
-            self.store
-                .failures(&ip_key, now)
-                .await
-                .map_err(LoginError::Store)?,
-        );
-        if by_user >= MAX_LOGIN_FAILURES || by_ip >= MAX_LOGIN_FAILURES {
-            return Err(LoginError::Throttled);
+        if username.len() > MAX_USERNAME_BYTES {
+            return Err(LoginError::UsernameTooLong);
         }
+        let scope = format!("login:{}", api.id);
+        let address = throttle_address(client_ip);
+        let guess = Guess {
+            scope: &scope,
+            address: &address,
+            subject: username,
+        };
+        let attempt = self.reserve(&guess, now).await.map_err(LoginError::Store)?;
+        if let Attempt::Throttled { retry_after_secs } = attempt {
+            self.verifier
+                .stats
+                .throttled_logins
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(LoginError::Throttled { retry_after_secs });
+        }
+        // From here on the attempt counts as a failure unless released below.
         let user = users.iter().find(|u| u.username == username);
         let phc = user.map(|u| u.password_hash.clone());
-        let password_owned = password.to_string();
-        let verified = tokio::task::spawn_blocking(move || match phc {
-            Some(phc) => secrets::verify_secret(&phc, &password_owned),
-            None => {
-                secrets::verify_dummy(&password_owned);
-                false
+        let verified = match self.verifier.verify(phc, password.to_string()).await {
+            Ok(verified) => verified,
+            Err(Busy) => {
+                self.release(&guess, Release::NotEvaluated, now).await;
+                return Err(LoginError::Busy);
             }
-        })
-        .await
-        .unwrap_or(false);
+        };
         match user {
             Some(user) if verified && !user.disabled => {
-                self.store
-                    .clear_failures(&user_key)
-                    .await
-                    .map_err(LoginError::Store)?;
+                self.release(&guess, Release::Success, now).await;
                 Ok(user)
             }
-            _ => {
-                self.store
-                    .record_failure(&user_key, LOGIN_WINDOW_SECS, now)
-                    .await
-                    .map_err(LoginError::Store)?;
-                self.store
-                    .record_failure(&ip_key, LOGIN_WINDOW_SECS, now)
-                    .await
-                    .map_err(LoginError::Store)?;
-                Err(LoginError::Invalid)
-            }
+            _ => Err(LoginError::Invalid),
         }
     }
 
@@ -930,17 +1010,58 @@ impl AuthServer {
 #[derive(Debug)]
 pub enum LoginError {
     Invalid,
-    Throttled,
+    /// Too many failures from this address (for this user or any); the window ends in
+    /// `retry_after_secs`.
+    Throttled {
+        retry_after_secs: u64,
+    },
+    /// Longer than [`MAX_USERNAME_BYTES`]: refused before it is looked up or counted.
+    UsernameTooLong,
+    /// The verification pool is full (DESIGN §9a): 503, try again shortly.
+    Busy,
     Store(StoreError),
 }
 
-pub fn throttled() -> OAuthError {
+/// 429 `slow_down` with `Retry-After`: a throttled login or client authentication.
+pub fn throttled(description: &str, retry_after_secs: u64) -> OAuthError {
     OAuthError {
-        retry_after: Some(LOGIN_WINDOW_SECS),
+        retry_after: Some(retry_after_secs.max(1)),
+        ..OAuthError::new(OAuthErrorCode::SlowDown, description)
+    }
+}
+
+/// 503 with `Retry-After`: every verification permit is taken and the queue is full.
+pub fn busy() -> OAuthError {
+    OAuthError {
+        retry_after: Some(secrets::BUSY_RETRY_AFTER_SECS),
         ..OAuthError::new(
-            OAuthErrorCode::SlowDown,
-            "too many failed logins; try again later",
+            OAuthErrorCode::TemporarilyUnavailable,
+            "too many secret verifications at once; retry shortly",
         )
+    }
+}
+
+/// DESIGN §4a: 1–128 visible ASCII characters (%x21–7E).
+fn valid_client_id(id: &str) -> bool {
+    (1..=MAX_CLIENT_ID_CHARS).contains(&id.len()) && id.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}
+
+/// The address as the guessing throttles count it. IPv6 counts by its /64: one host usually holds a
+/// whole /64, so counting single addresses would give it 2^64 budgets. IPv4-mapped IPv6 counts as the
+/// IPv4 address.
+pub fn throttle_address(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let net = u128::from(v6) & (u128::MAX << 64);
+                format!("{}/64", std::net::Ipv6Addr::from(net))
+            }
+        },
+        Ok(std::net::IpAddr::V4(v4)) => v4.to_string(),
+        // Always an address in practice (the peer or a parsed X-Forwarded-For hop); anything else
+        // is kept as it is, cut so it cannot make a large key.
+        Err(_) => ip.chars().take(64).collect(),
     }
 }
 
@@ -1086,6 +1207,31 @@ mod tests {
         )
         .unwrap();
         assert_eq!(granted, v(&["read"]));
+    }
+
+    #[test]
+    fn throttle_addresses() {
+        assert_eq!(throttle_address("192.0.2.7"), "192.0.2.7");
+        assert_eq!(throttle_address("::ffff:192.0.2.7"), "192.0.2.7");
+        assert_eq!(
+            throttle_address("2001:db8:1:2:aaaa:bbbb:cccc:dddd"),
+            "2001:db8:1:2::/64"
+        );
+        assert_eq!(
+            throttle_address("2001:db8:1:2::1"),
+            throttle_address("2001:db8:1:2:ffff::9")
+        );
+        assert_eq!(throttle_address(&"x".repeat(1000)).len(), 64);
+    }
+
+    #[test]
+    fn client_ids_per_design_4a() {
+        assert!(valid_client_id("movies_app"));
+        assert!(valid_client_id(&"a".repeat(128)));
+        assert!(!valid_client_id(&"a".repeat(129)));
+        assert!(!valid_client_id(""));
+        assert!(!valid_client_id("my app"));
+        assert!(!valid_client_id("café"));
     }
 
     #[test]

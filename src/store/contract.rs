@@ -29,8 +29,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::Barrier;
 
 use super::{
-    AuthCode, CodeTake, GrantKind, PolicyWrite, RefreshToken, Rotation, Session, Store,
-    StoredClient, StoredPolicy, StoredQuota, StoredRateLimit,
+    Attempt, AuthCode, CodeTake, GrantKind, Guess, PolicyWrite, RefreshToken, Release, Rotation,
+    Session, Store, StoredClient, StoredPolicy, StoredQuota, StoredRateLimit,
 };
 
 /// How many tasks race in the concurrency checks.
@@ -872,43 +872,157 @@ pub async fn policies_epoch_moves_on_every_write(store: Arc<dyn Store>) {
 }
 
 // ------------------------------------------------------------------------------------------------
-// Login failures
+// Guessing throttles
 
-/// Failures count within a window that starts at the first failure; after it, the count starts over.
-pub async fn failures_count_and_window(store: Arc<dyn Store>) {
-    let now = t0();
-    let key = uniq("user:api:alice");
-    let other = uniq("ip:api:10.0.0.1");
-    assert_eq!(store.failures(&key, now).await.unwrap(), 0);
-    assert_eq!(store.record_failure(&key, 60, now).await.unwrap(), 1);
-    assert_eq!(store.record_failure(&key, 60, now + 10).await.unwrap(), 2);
-    assert_eq!(store.record_failure(&key, 60, now + 59).await.unwrap(), 3);
-    assert_eq!(store.failures(&key, now + 59).await.unwrap(), 3);
-    assert_eq!(store.failures(&other, now + 59).await.unwrap(), 0);
-    // The window began with the first failure, not the latest one.
-    assert_eq!(store.failures(&key, now + 60).await.unwrap(), 0);
-    assert_eq!(store.record_failure(&key, 60, now + 61).await.unwrap(), 1);
-    assert_eq!(store.failures(&key, now + 62).await.unwrap(), 1);
-    assert_eq!(store.failures(&key, now + 121).await.unwrap(), 0);
+/// A guess at `subject` from `address`, in a scope no other run uses.
+fn guess<'a>(scope: &'a str, address: &'a str, subject: &'a str) -> Guess<'a> {
+    Guess {
+        scope,
+        address,
+        subject,
+    }
 }
 
-/// Clearing forgets a key's failures (and only that key's).
-pub async fn failures_clear(store: Arc<dyn Store>) {
+async fn reserve(store: &Arc<dyn Store>, g: &Guess<'_>, limit: u32, now: u64) -> Attempt {
+    store.reserve_attempt(g, limit, 60, now).await.unwrap()
+}
+
+/// Attempts are reserved up to the limit; then refused (counting nothing) until the window, which
+/// starts at the first attempt, is over; the refusal says how long that is.
+pub async fn attempts_reserved_up_to_the_limit_per_window(store: Arc<dyn Store>) {
     let now = t0();
-    let key = uniq("user:api:bob");
-    let other = uniq("user:api:carol");
-    store.record_failure(&key, 300, now).await.unwrap();
-    store.record_failure(&key, 300, now).await.unwrap();
-    store.record_failure(&other, 300, now).await.unwrap();
-    store.clear_failures(&key).await.unwrap();
-    assert_eq!(store.failures(&key, now + 1).await.unwrap(), 0);
-    assert_eq!(store.failures(&other, now + 1).await.unwrap(), 1);
-    assert_eq!(store.record_failure(&key, 300, now + 2).await.unwrap(), 1);
-    // Clearing a key with no failures is fine.
+    let scope = uniq("login:api");
+    let alice = guess(&scope, "10.0.0.1", "alice");
+    for i in 0..3 {
+        assert_eq!(reserve(&store, &alice, 3, now + i).await, Attempt::Reserved);
+    }
+    assert_eq!(
+        reserve(&store, &alice, 3, now + 10).await,
+        Attempt::Throttled {
+            retry_after_secs: 50
+        }
+    );
+    assert_eq!(
+        reserve(&store, &alice, 3, now + 59).await,
+        Attempt::Throttled {
+            retry_after_secs: 1
+        }
+    );
+    // The window began with the first attempt, not the latest one.
+    assert_eq!(
+        reserve(&store, &alice, 3, now + 60).await,
+        Attempt::Reserved
+    );
+    assert_eq!(
+        reserve(&store, &alice, 3, now + 61).await,
+        Attempt::Reserved
+    );
+}
+
+/// The per-address counter covers every subject from that address; the per-subject counter is per
+/// address, so the same subject from elsewhere is untouched.
+pub async fn attempts_count_per_address_and_per_subject_and_address(store: Arc<dyn Store>) {
+    let now = t0();
+    let scope = uniq("client:api");
+    for subject in ["a", "b", "c"] {
+        let g = guess(&scope, "10.0.0.1", subject);
+        assert_eq!(reserve(&store, &g, 3, now).await, Attempt::Reserved);
+    }
+    // The address is used up, for a fresh subject too.
+    let d = guess(&scope, "10.0.0.1", "d");
+    assert!(matches!(
+        reserve(&store, &d, 3, now).await,
+        Attempt::Throttled { .. }
+    ));
+    // Another address, and the same subjects: fine.
+    for subject in ["a", "b", "c", "d"] {
+        let g = guess(&scope, "10.0.0.2", subject);
+        assert_eq!(reserve(&store, &g, 4, now).await, Attempt::Reserved);
+    }
+    // A subject at its limit from one address does not spend the address's other subjects.
+    let other_scope = uniq("login:api");
+    let x = guess(&other_scope, "10.0.0.3", "x");
+    assert_eq!(reserve(&store, &x, 1, now).await, Attempt::Reserved);
+    assert!(matches!(
+        reserve(&store, &x, 1, now).await,
+        Attempt::Throttled { .. }
+    ));
+}
+
+/// Parallel reservations never exceed the limit: the check and the count are one step.
+pub async fn attempts_parallel_reservations_never_exceed_the_limit(store: Arc<dyn Store>) {
+    let now = t0();
+    let scope = Arc::new(uniq("login:api"));
+    let barrier = Arc::new(Barrier::new(RACERS));
+    let mut tasks = Vec::new();
+    for _ in 0..RACERS {
+        let (store, scope, barrier) = (store.clone(), scope.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let g = guess(&scope, "10.0.0.9", "alice");
+            store.reserve_attempt(&g, 5, 60, now).await.unwrap()
+        }));
+    }
+    let mut reserved = 0;
+    for task in tasks {
+        if task.await.unwrap() == Attempt::Reserved {
+            reserved += 1;
+        }
+    }
+    assert_eq!(
+        reserved, 5,
+        "{RACERS} parallel reservations with a limit of 5"
+    );
+}
+
+/// A success forgets the subject's count at that address and gives the address its attempt back;
+/// an attempt that was never evaluated gives both back; nothing changes after the window.
+pub async fn attempts_release(store: Arc<dyn Store>) {
+    let now = t0();
+    let scope = uniq("login:api");
+    let alice = guess(&scope, "10.0.0.1", "alice");
+    let bob = guess(&scope, "10.0.0.1", "bob");
+    // alice: 2 attempts; bob: 1; the address: 3 of 4.
+    reserve(&store, &alice, 4, now).await;
+    reserve(&store, &alice, 4, now).await;
+    reserve(&store, &bob, 4, now).await;
+    // bob's attempt succeeded: the address is back at 2, bob at 0.
     store
-        .clear_failures(&uniq("user:api:nobody"))
+        .release_attempt(&bob, Release::Success, now)
         .await
         .unwrap();
+    // alice's second was never evaluated: alice back at 1, the address at 1.
+    store
+        .release_attempt(&alice, Release::NotEvaluated, now)
+        .await
+        .unwrap();
+    // So alice has 1 more before her limit of 2, and the address 3 before its limit of 4.
+    assert_eq!(reserve(&store, &alice, 2, now + 1).await, Attempt::Reserved);
+    assert!(matches!(
+        reserve(&store, &alice, 2, now + 1).await,
+        Attempt::Throttled { .. }
+    ));
+    assert_eq!(reserve(&store, &bob, 4, now + 1).await, Attempt::Reserved);
+    assert_eq!(reserve(&store, &bob, 4, now + 1).await, Attempt::Reserved);
+    assert!(matches!(
+        reserve(&store, &bob, 4, now + 1).await,
+        Attempt::Throttled { .. }
+    ));
+    // Releasing after the window changes nothing, and releasing what was never reserved is fine.
+    store
+        .release_attempt(&alice, Release::NotEvaluated, now + 61)
+        .await
+        .unwrap();
+    let nobody = guess(&scope, "10.0.0.5", "nobody");
+    store
+        .release_attempt(&nobody, Release::NotEvaluated, now)
+        .await
+        .unwrap();
+    store
+        .release_attempt(&nobody, Release::Success, now)
+        .await
+        .unwrap();
+    assert_eq!(reserve(&store, &nobody, 1, now).await, Attempt::Reserved);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -954,8 +1068,10 @@ macro_rules! store_contract_tests {
             policies_crud,
             policies_concurrent_create_exactly_one,
             policies_epoch_moves_on_every_write,
-            failures_count_and_window,
-            failures_clear,
+            attempts_reserved_up_to_the_limit_per_window,
+            attempts_count_per_address_and_per_subject_and_address,
+            attempts_parallel_reservations_never_exceed_the_limit,
+            attempts_release,
             ping_ok,
         );
     };

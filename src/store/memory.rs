@@ -49,8 +49,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockW
 use async_trait::async_trait;
 
 use super::{
-    AuthCode, CodeTake, PolicyWrite, RefreshToken, Rotation, Session, Store, StoreResult,
-    StoredClient, StoredPolicy,
+    Attempt, AuthCode, CodeTake, Guess, PolicyWrite, RefreshToken, Release, Rotation, Session,
+    Store, StoreResult, StoredClient, StoredPolicy,
 };
 
 /// How long a rotated refresh token that never expires (`refresh_token.ttl: never`) is remembered as a
@@ -607,42 +607,61 @@ impl Store for MemoryStore {
         Some(self.policy_epoch.load(Ordering::Acquire))
     }
 
-    async fn record_failure(&self, key: &str, window_secs: u64, now: u64) -> StoreResult<u32> {
+    async fn reserve_attempt(
+        &self,
+        guess: &Guess<'_>,
+        limit: u32,
+        window_secs: u64,
+        now: u64,
+    ) -> StoreResult<Attempt> {
+        let keys = [guess.address_key(), guess.subject_key()];
+        // One lock around the check and the count: that is what makes the reservation atomic.
         let mut state = self.state();
         observe(&mut state, now);
-        let fresh = FailureWindow {
-            count: 1,
-            ends_at: now.saturating_add(window_secs),
-        };
-        let count = match state.failures.get_mut(key) {
-            Some(window) if now < window.ends_at => {
-                window.count = window.count.saturating_add(1);
-                window.count
+        let wait = keys
+            .iter()
+            .filter_map(|key| state.failures.get(key))
+            .filter(|window| now < window.ends_at && window.count >= limit)
+            .map(|window| window.ends_at - now)
+            .max();
+        if let Some(retry_after_secs) = wait {
+            return Ok(Attempt::Throttled { retry_after_secs });
+        }
+        for key in keys {
+            match state.failures.get_mut(&key) {
+                Some(window) if now < window.ends_at => {
+                    window.count = window.count.saturating_add(1);
+                }
+                // No attempt yet, or the previous window is over: this one starts a new window.
+                _ => {
+                    let fresh = FailureWindow {
+                        count: 1,
+                        ends_at: now.saturating_add(window_secs),
+                    };
+                    state.failures.insert(key, fresh);
+                }
             }
-            // No failure yet, or the previous window is over: this failure starts a new window.
-            _ => {
-                state.failures.insert(key.to_string(), fresh);
-                1
-            }
-        };
+        }
         self.after_write(&mut state);
-        Ok(count)
+        Ok(Attempt::Reserved)
     }
 
-    async fn failures(&self, key: &str, now: u64) -> StoreResult<u32> {
+    async fn release_attempt(&self, guess: &Guess<'_>, how: Release, now: u64) -> StoreResult<()> {
+        let (address, subject) = (guess.address_key(), guess.subject_key());
         let mut state = self.state();
-        observe(&mut state, now);
-        Ok(state
-            .failures
-            .get(key)
-            .filter(|window| now < window.ends_at)
-            .map_or(0, |window| window.count))
-    }
-
-    async fn clear_failures(&self, key: &str) -> StoreResult<()> {
-        let mut state = self.state();
-        if state.failures.remove(key).is_some() {
-            self.after_write(&mut state);
+        let mut give_back = |key: &str| {
+            if let Some(window) = state.failures.get_mut(key)
+                && now < window.ends_at
+            {
+                window.count = window.count.saturating_sub(1);
+            }
+        };
+        give_back(&address);
+        match how {
+            Release::NotEvaluated => give_back(&subject),
+            Release::Success => {
+                state.failures.remove(&subject);
+            }
         }
         Ok(())
     }
@@ -672,6 +691,14 @@ mod tests {
     }
 
     const T0: u64 = 1_700_000_000;
+
+    fn guess(subject: &str) -> Guess<'_> {
+        Guess {
+            scope: "login:api",
+            address: "192.0.2.1",
+            subject,
+        }
+    }
 
     fn token(sid: &str, expires_at: Option<u64>) -> RefreshToken {
         RefreshToken {
@@ -740,8 +767,9 @@ mod tests {
                 .put_session(&session(&format!("s{i}"), T0, T0 + 10))
                 .await
                 .unwrap();
+            let subject = format!("k{i}");
             store
-                .record_failure(&format!("k{i}"), 10, T0)
+                .reserve_attempt(&guess(&subject), 5, 10, T0)
                 .await
                 .unwrap();
             store.revoke_jti(&format!("j{i}"), T0 + 10).await.unwrap();
@@ -749,7 +777,7 @@ mod tests {
         // Later writes (at a time when all of the above has expired) trigger a sweep.
         for i in 0..10_000 {
             store
-                .record_failure("later", 1_000_000, T0 + 20 + (i % 2))
+                .reserve_attempt(&guess("later"), u32::MAX, 1_000_000, T0 + 20 + (i % 2))
                 .await
                 .unwrap();
         }
@@ -759,7 +787,8 @@ mod tests {
             assert_eq!(state.refresh.len(), 1);
             assert_eq!(state.live_refresh_by_sid.len(), 1);
             assert!(state.sessions.is_empty());
-            assert_eq!(state.failures.len(), 1);
+            // The address counter of the later attempts and their subject's.
+            assert_eq!(state.failures.len(), 2);
         }
         assert!(store.revoked_read().jtis.is_empty());
         assert!(store.take_code("live", T0 + 21).await.unwrap() != CodeTake::Unknown);
@@ -895,6 +924,9 @@ mod tests {
         assert!(store.state.is_poisoned() && store.revoked.is_poisoned());
         assert!(store.is_revoked("", "j", T0));
         store.ping().await.unwrap();
-        assert_eq!(store.record_failure("k", 10, T0).await.unwrap(), 1);
+        assert_eq!(
+            store.reserve_attempt(&guess("k"), 5, 10, T0).await.unwrap(),
+            Attempt::Reserved
+        );
     }
 }

@@ -3,7 +3,7 @@
 //! Two implementations: `memory` (one process, the default) and `redis` (several nodes). Both pass the
 //! same contract suite (`contract.rs`). Every operation that must be atomic is one call here, so the
 //! callers (the OAuth flows) never read-modify-write: taking a code, rotating a refresh token with reuse
-//! detection, revoking a session (which also kills its refresh tokens), counting login failures.
+//! detection, revoking a session (which also kills its refresh tokens), reserving a guess at a secret.
 //!
 //! Secrets never reach the store in clear: codes and refresh tokens are keyed by their SHA-256, client
 //! secrets are argon2id PHC strings.
@@ -34,6 +34,49 @@ pub enum StoreError {
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// One guess at a secret, as the guessing throttles count it (DESIGN §9a): per (subject, address)
+/// and per address, within one scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Guess<'a> {
+    /// What is guessed, where: `login:<api id>` (passwords) or `client:<api id>` (client secrets).
+    pub scope: &'a str,
+    /// The caller's address as the gateway believes it (IPv6: its /64).
+    pub address: &'a str,
+    /// The username or client_id; callers cap its length before it becomes part of a key.
+    pub subject: &'a str,
+}
+
+impl Guess<'_> {
+    /// The per-address counter's key. Scope and address never contain `|` (API ids and IP addresses).
+    pub fn address_key(&self) -> String {
+        format!("{}|{}", self.scope, self.address)
+    }
+
+    /// The per-(subject, address) counter's key: the subject comes last, so any subject is unambiguous.
+    pub fn subject_key(&self) -> String {
+        format!("{}|{}|{}", self.scope, self.address, self.subject)
+    }
+}
+
+/// The answer to [`Store::reserve_attempt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// Go ahead and verify; the attempt already counts.
+    Reserved,
+    /// A counter is at its limit: nothing was counted; its window ends in `retry_after_secs`.
+    Throttled { retry_after_secs: u64 },
+}
+
+/// How a reserved attempt ended, when not as a failure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Release {
+    /// The secret was right: the subject's counter at this address starts over (as a successful
+    /// login always did) and the address gets this attempt back.
+    Success,
+    /// The secret was never checked (the verification pool was full): both counters get it back.
+    NotEvaluated,
+}
 
 /// An authorization code between the authorize and the token request, keyed by the code's hash.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -253,11 +296,22 @@ pub trait Store: Send + Sync + 'static {
     /// then. A cache filled while the epoch was `e` is valid while the epoch is still `Some(e)`.
     fn policy_epoch(&self) -> Option<u64>;
 
-    // --- login failures
-    /// Counts one failure for `key` in a window starting at its first failure; returns the count so far.
-    async fn record_failure(&self, key: &str, window_secs: u64, now: u64) -> StoreResult<u32>;
-    async fn failures(&self, key: &str, now: u64) -> StoreResult<u32>;
-    async fn clear_failures(&self, key: &str) -> StoreResult<()>;
+    // --- guessing throttles (failed logins and client authentications)
+    /// Reserves one attempt at guessing a secret *before* it is verified: allowed when both counters
+    /// of `guess` (per address, per subject and address) are below `limit` in their windows, and then
+    /// both are counted, in one atomic step. So N parallel guesses are evaluated at most `limit` times
+    /// per window. A window starts at the first attempt of its counter and lasts `window_secs`.
+    /// Every reserved attempt counts as a failure unless [`Store::release_attempt`] says otherwise.
+    async fn reserve_attempt(
+        &self,
+        guess: &Guess<'_>,
+        limit: u32,
+        window_secs: u64,
+        now: u64,
+    ) -> StoreResult<Attempt>;
+    /// Ends a reserved attempt that was not a failure (see [`Release`]). Nothing happens to a counter
+    /// whose window is over.
+    async fn release_attempt(&self, guess: &Guess<'_>, how: Release, now: u64) -> StoreResult<()>;
 
     /// Whether the backend answers (for `/health`).
     async fn ping(&self) -> StoreResult<()>;

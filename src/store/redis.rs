@@ -15,13 +15,14 @@
 //!
 //! Every operation that must be atomic is one Lua script (`EVALSHA` through [`redis::Script`]) or one
 //! command: taking a code, rotating a refresh token with reuse detection, revoking a session, storing
-//! a session or refresh token unless its session was revoked, counting a login failure. The scripts
+//! a session or refresh token unless its session was revoked, reserving a guess at a secret. The scripts
 //! compare expiries with the caller's `now` (the contract's clock) and use TTLs only to let Redis
 //! forget what has expired anyway.
 //!
 //! Refresh tokens, sessions and revocations are read and written together by the scripts, so in a
-//! cluster they must live in one hash slot: their keys share the hash tag `{tokens}`. Codes, failures,
-//! clients and rate-limit counters are independent keys and spread over the cluster.
+//! cluster they must live in one hash slot: their keys share the hash tag `{tokens}`. The two counters
+//! of a guess share a hash tag of their own (scope and address). Codes, failure counters of different
+//! addresses, clients and rate-limit counters are independent keys and spread over the cluster.
 //!
 //! # Revocations without I/O
 //!
@@ -66,8 +67,8 @@ use tokio::task::JoinHandle;
 
 use super::memory::ROTATED_NEVER_EXPIRING_KEEP_SECS;
 use super::{
-    AuthCode, CodeTake, PolicyWrite, RefreshToken, Rotation, Session, Store, StoreError,
-    StoreResult, StoredClient, StoredPolicy,
+    Attempt, AuthCode, CodeTake, Guess, PolicyWrite, RefreshToken, Release, Rotation, Session,
+    Store, StoreError, StoreResult, StoredClient, StoredPolicy,
 };
 use crate::config::RedisConfig;
 
@@ -402,8 +403,16 @@ impl Keys {
         format!("{}policies", self.prefix)
     }
 
-    fn failures(&self, key: &str) -> String {
-        format!("{}failures:{key}", self.prefix)
+    /// The two counters of a guess. The address part is a hash tag, so both land in one cluster
+    /// slot and one script can reserve them together: `failures:{login:movies|10.0.0.1}` and
+    /// `failures:{login:movies|10.0.0.1}:alice` (scope and address never contain braces).
+    fn guess(&self, guess: &Guess<'_>) -> [String; 2] {
+        let tag = format!(
+            "{}failures:{{{}|{}}}",
+            self.prefix, guess.scope, guess.address
+        );
+        let subject = format!("{tag}:{}", guess.subject);
+        [tag, subject]
     }
 }
 
@@ -627,14 +636,46 @@ const LUA_REVOKE_JTI: &str = r#"
 return at(revoke(ARGV[1], ARGV[2], 'jti', ARGV[3], tonumber(ARGV[4]), server_now()))
 "#;
 
-/// KEYS: failures. ARGV: now, window. The window starts at the first failure (caller's clock).
-const LUA_RECORD_FAILURE: &str = r#"
-local now, window = tonumber(ARGV[1]), tonumber(ARGV[2])
-local ends = tonumber(redis.call('HGET', KEYS[1], 'ends') or '0')
-if ends > now then return redis.call('HINCRBY', KEYS[1], 'count', 1) end
-redis.call('HSET', KEYS[1], 'count', 1, 'ends', at(now + window))
-redis.call('EXPIREAT', KEYS[1], at(now + window))
-return 1
+/// KEYS: the per-address counter, the per-(subject, address) counter. ARGV: now, window, limit.
+/// Checks both counters and counts the attempt in both, in one step: parallel guesses cannot all read
+/// "below the limit" before any of them counts. Returns 0 when reserved, else the seconds until the
+/// window of a full counter ends.
+const LUA_RESERVE_ATTEMPT: &str = r#"
+local now, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local wait = 0
+for _, key in ipairs(KEYS) do
+  local ends = tonumber(redis.call('HGET', key, 'ends') or '0')
+  if ends > now and tonumber(redis.call('HGET', key, 'count') or '0') >= limit then
+    wait = math.max(wait, ends - now)
+  end
+end
+if wait > 0 then return wait end
+for _, key in ipairs(KEYS) do
+  local ends = tonumber(redis.call('HGET', key, 'ends') or '0')
+  if ends > now then
+    redis.call('HINCRBY', key, 'count', 1)
+  else
+    redis.call('HSET', key, 'count', 1, 'ends', at(now + window))
+    redis.call('EXPIREAT', key, at(now + window))
+  end
+end
+return 0
+"#;
+
+/// KEYS: the per-address counter, the per-(subject, address) counter. ARGV: now, `success` or
+/// `not_evaluated`. Gives the attempt back to the address (and, when not evaluated, to the subject);
+/// a success deletes the subject's counter. Counters whose window is over are left alone.
+const LUA_RELEASE_ATTEMPT: &str = r#"
+local now = tonumber(ARGV[1])
+local function give_back(key)
+  local ends = tonumber(redis.call('HGET', key, 'ends') or '0')
+  if ends > now and tonumber(redis.call('HGET', key, 'count') or '0') > 0 then
+    redis.call('HINCRBY', key, 'count', -1)
+  end
+end
+give_back(KEYS[1])
+if ARGV[2] == 'success' then redis.call('DEL', KEYS[2]) else give_back(KEYS[2]) end
+return 0
 "#;
 
 /// KEYS: clients of an API. ARGV: client_id, json (empty: delete), channel, message. Writes and
@@ -679,7 +720,8 @@ struct Scripts {
     rotate_refresh: Script,
     revoke_session: Script,
     revoke_jti: Script,
-    record_failure: Script,
+    reserve_attempt: Script,
+    release_attempt: Script,
 }
 
 impl Scripts {
@@ -694,7 +736,8 @@ impl Scripts {
             rotate_refresh: script(LUA_ROTATE_REFRESH),
             revoke_session: script(LUA_REVOKE_SESSION),
             revoke_jti: script(LUA_REVOKE_JTI),
-            record_failure: script(LUA_RECORD_FAILURE),
+            reserve_attempt: script(LUA_RESERVE_ATTEMPT),
+            release_attempt: script(LUA_RELEASE_ATTEMPT),
         }
     }
 }
@@ -1572,49 +1615,56 @@ impl Store for RedisStore {
         self.shared.policy_epoch()
     }
 
-    async fn record_failure(&self, key: &str, window_secs: u64, now: u64) -> StoreResult<u32> {
+    async fn reserve_attempt(
+        &self,
+        guess: &Guess<'_>,
+        limit: u32,
+        window_secs: u64,
+        now: u64,
+    ) -> StoreResult<Attempt> {
+        let [address, subject] = self.keys.guess(guess);
         let mut conn = self.backend.conn();
-        let count: i64 = self
+        let wait: i64 = self
             .backend
             .bounded(
                 self.scripts
-                    .record_failure
-                    .key(self.keys.failures(key))
+                    .reserve_attempt
+                    .key(address)
+                    .key(subject)
                     .arg(now)
                     .arg(window_secs.min(MAX_TIME))
+                    .arg(limit)
                     .invoke_async(&mut conn),
             )
             .await?;
-        Ok(u32::try_from(count.max(0)).unwrap_or(u32::MAX))
-    }
-
-    async fn failures(&self, key: &str, now: u64) -> StoreResult<u32> {
-        let mut conn = self.backend.conn();
-        let (count, ends): (Option<u64>, Option<u64>) = self
-            .backend
-            .bounded(
-                redis::cmd("HMGET")
-                    .arg(self.keys.failures(key))
-                    .arg("count")
-                    .arg("ends")
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(match (count, ends) {
-            (Some(count), Some(ends)) if now < ends => u32::try_from(count).unwrap_or(u32::MAX),
-            _ => 0,
+        Ok(match u64::try_from(wait) {
+            Ok(secs) if secs > 0 => Attempt::Throttled {
+                retry_after_secs: secs,
+            },
+            _ => Attempt::Reserved,
         })
     }
 
-    async fn clear_failures(&self, key: &str) -> StoreResult<()> {
+    async fn release_attempt(&self, guess: &Guess<'_>, how: Release, now: u64) -> StoreResult<()> {
+        let [address, subject] = self.keys.guess(guess);
+        let how = match how {
+            Release::Success => "success",
+            Release::NotEvaluated => "not_evaluated",
+        };
         let mut conn = self.backend.conn();
-        self.backend
+        let _: i64 = self
+            .backend
             .bounded(
-                redis::cmd("DEL")
-                    .arg(self.keys.failures(key))
-                    .exec_async(&mut conn),
+                self.scripts
+                    .release_attempt
+                    .key(address)
+                    .key(subject)
+                    .arg(now)
+                    .arg(how)
+                    .invoke_async(&mut conn),
             )
-            .await
+            .await?;
+        Ok(())
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -1770,7 +1820,16 @@ mod tests {
             .unwrap();
         store.revoke_jti("jti-revoked", now + 600).await.unwrap();
         store
-            .record_failure("user:api:alice", 300, now)
+            .reserve_attempt(
+                &Guess {
+                    scope: "login:api",
+                    address: "10.0.0.1",
+                    subject: "alice",
+                },
+                5,
+                300,
+                now,
+            )
             .await
             .unwrap();
         store

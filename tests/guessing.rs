@@ -1,0 +1,302 @@
+//! Guessing secrets in parallel (DESIGN §9a): failed logins count per (username, address) and per
+//! address, failed client authentications per (client_id, address) and per address, and every attempt
+//! is reserved before the secret is verified, so N parallel guesses are evaluated at most the limit
+//! (5) times: on the memory store and on Redis. A flood from one address leaves the real client,
+//! elsewhere, served; names too long to be keys are refused before they reach the store.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use common::oauth::*;
+use common::redis::{RedisServer, unique_prefix};
+use common::*;
+use http_body_util::{BodyExt, Full};
+
+const SERVICE_SECRET: &str = "service-secret-0123456789";
+const ALICE_PASSWORD: &str = "alice-password";
+/// Failed attempts allowed per window (`MAX_LOGIN_FAILURES`).
+const LIMIT: usize = 5;
+const GUESSES: usize = 40;
+
+fn hashes() -> &'static [String; 2] {
+    static HASHES: OnceLock<[String; 2]> = OnceLock::new();
+    HASHES.get_or_init(|| {
+        [SERVICE_SECRET, ALICE_PASSWORD]
+            .map(|s| tollgate::oauth::secrets::hash_secret(s).expect("hash"))
+    })
+}
+
+/// An API with a confidential client (`service`) and a public one (`public-app`, so password
+/// guesses verify nothing but the password), and the user alice. `storage` is a gateway.yaml block.
+async fn gateway(storage: &str) -> (TestGateway, Upstream) {
+    let upstream = Upstream::start().await;
+    let [service, alice] = hashes();
+    let config = ConfigDir::new(&format!("users: users.yaml\n{storage}"));
+    config.write(
+        "users.yaml",
+        &format!("- username: alice\n  password_hash: \"{alice}\"\n  scopes: [read]\n"),
+    );
+    config.api(
+        "movies",
+        &format!(
+            r#"listen_path: /movies/
+upstream: {{ url: "{}" }}
+oauth:
+  grant_types: [client_credentials, password]
+  scopes: [read]
+  clients:
+    - client_id: service
+      secret_hash: "{service}"
+      grant_types: [client_credentials]
+      scopes: [read]
+    - client_id: public-app
+      grant_types: [password]
+      scopes: [read]
+"#,
+            upstream.url()
+        ),
+    );
+    (TestGateway::start(config).await, upstream)
+}
+
+fn redis_storage(redis: &RedisServer, prefix: &str) -> String {
+    redis.storage_yaml(prefix, "2s")
+}
+
+/// `tollgate_secret_verifications_total` from the admin API's /metrics.
+async fn verifications(gw: &TestGateway) -> u64 {
+    let metrics = gw.admin_get("/metrics").await.text();
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tollgate_secret_verifications_total "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no verification counter in {metrics}"))
+}
+
+async fn password_grant(url: String, password: String) -> TestResponse {
+    post_form(
+        &url,
+        None,
+        &[
+            ("grant_type", "password"),
+            ("client_id", "public-app"),
+            ("username", "alice"),
+            ("password", &password),
+        ],
+    )
+    .await
+}
+
+async fn client_credentials(url: String, secret: String) -> TestResponse {
+    post_form(
+        &url,
+        Some(&basic("service", &secret)),
+        &[("grant_type", "client_credentials")],
+    )
+    .await
+}
+
+/// Sends `GUESSES` requests at once; returns how many got each status.
+async fn in_parallel<F, Fut>(guess: F) -> std::collections::BTreeMap<u16, usize>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = TestResponse> + Send + 'static,
+{
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..GUESSES {
+        tasks.spawn(guess(i));
+    }
+    let mut statuses = std::collections::BTreeMap::new();
+    while let Some(response) = tasks.join_next().await {
+        let response = response.expect("a guess task panicked");
+        if response.status == 429 {
+            assert_eq!(response.json()["error"], "slow_down");
+            assert!(
+                response.header("retry-after").is_some(),
+                "429 without Retry-After"
+            );
+        }
+        *statuses.entry(response.status.as_u16()).or_default() += 1;
+    }
+    statuses
+}
+
+async fn parallel_password_guesses(storage: &str) {
+    let (gw, _upstream) = gateway(storage).await;
+    let url = gw.url("/movies/oauth/token");
+    let before = verifications(&gw).await;
+    let statuses = in_parallel(|i| password_grant(url.clone(), format!("wrong-{i}"))).await;
+    let evaluated = verifications(&gw).await - before;
+    assert!(
+        evaluated <= LIMIT as u64,
+        "{evaluated} of {GUESSES} parallel guesses were verified: {statuses:?}"
+    );
+    let refused = statuses.get(&400).copied().unwrap_or(0);
+    assert!(refused <= LIMIT, "{statuses:?}");
+    assert_eq!(refused + statuses.get(&429).copied().unwrap_or(0), GUESSES);
+    // The right password, right after: refused as throttled, without being checked.
+    let right = password_grant(url, ALICE_PASSWORD.into()).await;
+    assert_eq!(right.status, 429, "{}", right.text());
+    assert_eq!(verifications(&gw).await - before, evaluated);
+    gw.stop().await;
+}
+
+async fn parallel_client_secret_guesses(storage: &str) {
+    let (gw, _upstream) = gateway(storage).await;
+    let url = gw.url("/movies/oauth/token");
+    let before = verifications(&gw).await;
+    let statuses = in_parallel(|i| client_credentials(url.clone(), format!("wrong-{i}"))).await;
+    let evaluated = verifications(&gw).await - before;
+    assert!(
+        evaluated <= LIMIT as u64,
+        "{evaluated} of {GUESSES} parallel guesses were verified: {statuses:?}"
+    );
+    let refused = statuses.get(&401).copied().unwrap_or(0);
+    assert!(refused <= LIMIT, "{statuses:?}");
+    assert_eq!(refused + statuses.get(&429).copied().unwrap_or(0), GUESSES);
+    let right = client_credentials(url, SERVICE_SECRET.into()).await;
+    assert_eq!(right.status, 429, "{}", right.text());
+    assert_eq!(right.json()["error"], "slow_down");
+    assert_eq!(verifications(&gw).await - before, evaluated);
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_password_guesses_are_evaluated_at_most_the_limit_memory() {
+    parallel_password_guesses("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_password_guesses_are_evaluated_at_most_the_limit_redis() {
+    let redis = RedisServer::shared();
+    parallel_password_guesses(&redis_storage(&redis, &unique_prefix())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_client_secret_guesses_are_evaluated_at_most_the_limit_memory() {
+    parallel_client_secret_guesses("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn parallel_client_secret_guesses_are_evaluated_at_most_the_limit_redis() {
+    let redis = RedisServer::shared();
+    parallel_client_secret_guesses(&redis_storage(&redis, &unique_prefix())).await;
+}
+
+/// A client_credentials request over a connection whose local end is bound to `from`.
+async fn client_credentials_from(gateway: SocketAddr, from: &str, secret: &str) -> TestResponse {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{from}:0").parse().expect("address"))
+        .expect("bind the client's address");
+    let stream = socket.connect(gateway).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(connection);
+    let request = http::Request::post(format!("http://{gateway}/movies/oauth/token"))
+        .header("host", gateway.to_string())
+        .header("content-type", "application/x-www-form-urlencoded")
+        .header("authorization", basic("service", secret))
+        .body(Full::new(Bytes::from_static(
+            b"grant_type=client_credentials",
+        )))
+        .expect("request");
+    let response = sender.send_request(request).await.expect("response");
+    let (parts, body) = response.into_parts();
+    TestResponse {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.expect("body").to_bytes(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_guessing_flood_from_one_address_leaves_the_real_client_served_from_another() {
+    let (gw, _upstream) = gateway("").await;
+    let url = gw.url("/movies/oauth/token");
+    // The attacker at 127.0.0.1 guesses service's secret until it is throttled.
+    let statuses = in_parallel(|i| client_credentials(url.clone(), format!("guess-{i}"))).await;
+    assert!(
+        statuses.get(&429).copied().unwrap_or(0) >= GUESSES - LIMIT,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        client_credentials(url, SERVICE_SECRET.into()).await.status,
+        429
+    );
+    // The real service, at 127.0.0.2, is served.
+    let real = client_credentials_from(gw.addr, "127.0.0.2", SERVICE_SECRET).await;
+    assert_eq!(real.status, 200, "{}", real.text());
+    assert!(real.json()["access_token"].is_string());
+    // And a wrong guess from there is its own first failure, not a throttled one.
+    let typo = client_credentials_from(gw.addr, "127.0.0.2", "typo").await;
+    assert_eq!(typo.status, 401, "{}", typo.text());
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overlong_usernames_and_client_ids_are_refused_before_they_become_keys() {
+    let redis = RedisServer::shared();
+    let prefix = unique_prefix();
+    let (gw, _upstream) = gateway(&redis_storage(&redis, &prefix)).await;
+    let url = gw.url("/movies/oauth/token");
+    let long_name = "a".repeat(10_000);
+    let response = post_form(
+        &url,
+        None,
+        &[
+            ("grant_type", "password"),
+            ("client_id", "public-app"),
+            ("username", &long_name),
+            ("password", "x"),
+        ],
+    )
+    .await;
+    assert_eq!(response.status, 400, "{}", response.text());
+    assert_eq!(response.json()["error"], "invalid_request");
+    assert_eq!(
+        response.json()["error_description"],
+        "the username is longer than 256 bytes"
+    );
+    let response = post_form(
+        &url,
+        Some(&basic(&long_name, "secret")),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(response.status, 401, "{}", response.text());
+    assert_eq!(response.json()["error"], "invalid_client");
+    assert_eq!(
+        response.json()["error_description"],
+        "client_id must be 1-128 visible ASCII characters"
+    );
+    // Nothing was counted, so nothing was stored.
+    let keys = redis.keys_and_ttls(&prefix).await;
+    assert!(
+        keys.iter().all(|(k, _)| !k.contains("failures:")),
+        "{keys:?}"
+    );
+    // A username of 256 bytes is still an ordinary (failed) login, and is counted.
+    let longest = "b".repeat(256);
+    let response = post_form(
+        &url,
+        None,
+        &[
+            ("grant_type", "password"),
+            ("client_id", "public-app"),
+            ("username", &longest),
+            ("password", "x"),
+        ],
+    )
+    .await;
+    assert_eq!(response.status, 400, "{}", response.text());
+    assert_eq!(response.json()["error"], "invalid_grant");
+    let keys = redis.keys_and_ttls(&prefix).await;
+    assert!(keys.iter().any(|(k, _)| k.ends_with(&longest)), "{keys:?}");
+    gw.stop().await;
+}
