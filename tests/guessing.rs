@@ -300,3 +300,40 @@ async fn overlong_usernames_and_client_ids_are_refused_before_they_become_keys()
     assert!(keys.iter().any(|(k, _)| k.ends_with(&longest)), "{keys:?}");
     gw.stop().await;
 }
+
+/// A service that starts its workers at once sends many token requests with the right secret before
+/// any of them is verified. Identical credentials in flight share one attempt and one verification,
+/// so the client's own burst is served in full and argon2 runs once.
+async fn a_burst_of_the_right_secret_is_served_in_full(storage: &str) {
+    let (gw, _upstream) = gateway(storage).await;
+    let url = gw.url("/movies/oauth/token");
+    let before = verifications(&gw).await;
+    let statuses = in_parallel(|_| client_credentials(url.clone(), SERVICE_SECRET.into())).await;
+    assert_eq!(
+        statuses,
+        std::collections::BTreeMap::from([(200, GUESSES)]),
+        "every request of the burst is served"
+    );
+    // One flight verified the secret; requests that came after it found it in the secret cache.
+    assert!(
+        verifications(&gw).await - before <= 2,
+        "{} verifications",
+        verifications(&gw).await - before
+    );
+    // Nothing was counted as a failure: guesses from the same address still have their full budget.
+    let typo = client_credentials(url, "typo".into()).await;
+    assert_eq!(typo.status, 401, "{}", typo.text());
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_the_right_secret_is_served_in_full_memory() {
+    a_burst_of_the_right_secret_is_served_in_full("").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_the_right_secret_is_served_in_full_redis() {
+    let redis = RedisServer::shared();
+    let prefix = unique_prefix();
+    a_burst_of_the_right_secret_is_served_in_full(&redis_storage(&redis, &prefix)).await;
+}

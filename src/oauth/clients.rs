@@ -1,8 +1,11 @@
 //! Clients as the flows see them (static from YAML or dynamic from the store), and client authentication.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use tokio::sync::OnceCell;
 
 use crate::config::{ApiDef, ClientDef, GrantType};
 use crate::store::StoredClient;
@@ -156,5 +159,176 @@ impl SecretCache {
             }
             entries.insert(key, now + self.ttl);
         }
+    }
+}
+
+/// Authentications in flight, by credential: identical concurrent ones (the same API, client,
+/// presented secret and caller address) wait for the first and share its answer. A service that sends
+/// ten token requests at once then spends one guessing attempt and at most one argon2 verification,
+/// and its own burst never trips the guessing throttle (which counts attempts in progress). Distinct
+/// secrets share nothing: each guess still reserves its own attempt, and repeating one guess in
+/// parallel learns nothing that sending it once would not.
+///
+/// An entry lives while someone waits on it: the map holds at most one entry per credential in flight,
+/// so it is bounded by the requests in flight. Keys are HMACs under a per-process random key, like the
+/// secret cache's.
+pub struct SharedFlights<T> {
+    key: [u8; 32],
+    flights: Mutex<HashMap<[u8; 32], Arc<OnceCell<T>>>>,
+}
+
+impl<T: Clone> SharedFlights<T> {
+    pub fn new() -> SharedFlights<T> {
+        let mut key = [0u8; 32];
+        key.copy_from_slice(&secrets::random_bytes(32));
+        SharedFlights {
+            key,
+            flights: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn flight_key(&self, parts: &[&str]) -> [u8; 32] {
+        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.key);
+        let mut context = aws_lc_rs::hmac::Context::with_key(&key);
+        for part in parts {
+            // Length-prefixed, so that no two different lists of parts give the same message.
+            context.update(&(part.len() as u64).to_be_bytes());
+            context.update(part.as_bytes());
+        }
+        let mut out = [0u8; 32];
+        out.copy_from_slice(context.sign().as_ref());
+        out
+    }
+
+    /// Runs `work` unless an identical flight (same `parts`) is under way, in which case its answer is
+    /// shared. If the caller running `work` goes away (its client disconnected), a waiting caller
+    /// runs `work` itself.
+    pub async fn run<F, Fut>(&self, parts: &[&str], work: F) -> T
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+    {
+        let key = self.flight_key(parts);
+        let cell = match self.flights.lock() {
+            Ok(mut flights) => flights.entry(key).or_default().clone(),
+            // A poisoned map only costs the sharing: run alone.
+            Err(_) => Arc::new(OnceCell::new()),
+        };
+        let _leave = Leave {
+            flights: self,
+            key,
+            cell: cell.clone(),
+        };
+        cell.get_or_init(work).await.clone()
+    }
+
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
+        self.flights.lock().map(|f| f.len()).unwrap_or(0)
+    }
+
+    /// Callers inside `run`, over every flight (each holds one reference besides the map's).
+    #[cfg(test)]
+    fn callers(&self) -> usize {
+        self.flights
+            .lock()
+            .map(|f| f.values().map(|cell| Arc::strong_count(cell) - 1).sum())
+            .unwrap_or(0)
+    }
+}
+
+impl<T: Clone> Default for SharedFlights<T> {
+    fn default() -> Self {
+        SharedFlights::new()
+    }
+}
+
+/// Takes a flight's entry out of the map once it has an answer (later callers start a new flight) or
+/// once its last caller is gone, answered or not.
+struct Leave<'a, T> {
+    flights: &'a SharedFlights<T>,
+    key: [u8; 32],
+    cell: Arc<OnceCell<T>>,
+}
+
+impl<T> Drop for Leave<'_, T> {
+    fn drop(&mut self) {
+        let Ok(mut flights) = self.flights.flights.lock() else {
+            return;
+        };
+        // Under the lock no one can take a new reference, so the count is exact: the map's and ours.
+        let ours = flights
+            .get(&self.key)
+            .is_some_and(|current| Arc::ptr_eq(current, &self.cell));
+        if ours && (self.cell.initialized() || Arc::strong_count(&self.cell) <= 2) {
+            flights.remove(&self.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[tokio::test]
+    async fn identical_flights_share_one_run_and_leave_nothing_behind() {
+        let flights = Arc::new(SharedFlights::<u32>::new());
+        let runs = Arc::new(AtomicUsize::new(0));
+        let (release, gate) = tokio::sync::watch::channel(false);
+        let mut callers = tokio::task::JoinSet::new();
+        for _ in 0..10 {
+            let (flights, runs, mut gate) = (flights.clone(), runs.clone(), gate.clone());
+            callers.spawn(async move {
+                flights
+                    .run(&["api", "client", "secret", "10.0.0.1"], || async move {
+                        runs.fetch_add(1, Ordering::SeqCst);
+                        let _ = gate.wait_for(|open| *open).await;
+                        7
+                    })
+                    .await
+            });
+        }
+        // Every caller is waiting on the one flight before it is let go.
+        while flights.callers() < 10 {
+            tokio::task::yield_now().await;
+        }
+        let _ = release.send(true);
+        while let Some(answer) = callers.join_next().await {
+            assert_eq!(answer.expect("caller"), 7);
+        }
+        assert_eq!(runs.load(Ordering::SeqCst), 1);
+        assert_eq!(flights.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn different_credentials_never_share() {
+        let flights = SharedFlights::<String>::new();
+        let a = flights.run(&["api", "client", "secret-a"], || async { "a".to_owned() });
+        let b = flights.run(&["api", "client", "secret-b"], || async { "b".to_owned() });
+        // Parts are length-prefixed: these two lists differ although their concatenations are equal.
+        let c = flights.run(&["api", "clients", "ecret-a"], || async { "c".to_owned() });
+        assert_eq!(tokio::join!(a, b, c), ("a".into(), "b".into(), "c".into()));
+        assert_eq!(flights.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_takes_over_when_the_first_caller_goes_away() {
+        let flights = Arc::new(SharedFlights::<u32>::new());
+        let first = {
+            let flights = flights.clone();
+            tokio::spawn(async move { flights.run(&["k"], || std::future::pending::<u32>()).await })
+        };
+        while flights.in_flight() == 0 {
+            tokio::task::yield_now().await;
+        }
+        let second = {
+            let flights = flights.clone();
+            tokio::spawn(async move { flights.run(&["k"], || async { 2 }).await })
+        };
+        tokio::task::yield_now().await;
+        first.abort();
+        assert_eq!(second.await.expect("second caller"), 2);
+        assert_eq!(flights.in_flight(), 0);
     }
 }

@@ -16,7 +16,7 @@ use crate::store::{
     StoreError,
 };
 
-use super::clients::{Client, ClientAuth, SecretCache, static_client};
+use super::clients::{Client, ClientAuth, SecretCache, SharedFlights, static_client};
 use super::error::{OAuthError, OAuthErrorCode};
 use super::keys::KeySet;
 use super::notify::{Notification, Notifier};
@@ -44,6 +44,8 @@ pub struct AuthServer {
     pub store: Arc<dyn Store>,
     public_url: String,
     secret_cache: SecretCache,
+    /// Identical client authentications in flight share one attempt and one verification.
+    client_flights: SharedFlights<Result<Client, OAuthError>>,
     /// Every argon2 verification (client secrets, passwords) runs under this pool's permits.
     pub verifier: VerifierPool,
     /// Access tokens whose signature verified recently (the proxy path, introspection, tokeninfo).
@@ -122,6 +124,7 @@ impl AuthServer {
             store,
             public_url: public_url.trim_end_matches('/').to_string(),
             secret_cache: SecretCache::new(Duration::from_secs(600), 10_000),
+            client_flights: SharedFlights::new(),
             token_cache: TokenCache::new(100_000),
             notifier,
         }
@@ -210,11 +213,29 @@ impl AuthServer {
                 _ => Err(fail()),
             };
         };
-        let scope = format!("client:{}", api.id);
         let address = throttle_address(client_ip);
+        self.client_flights
+            .run(&[&api.id, client_id, secret, &address], || {
+                self.authenticate_secret(api, client_id, secret, &address, challenge, now)
+            })
+            .await
+    }
+
+    /// One guess at a client's secret: reserved before it is checked, released when it was right.
+    async fn authenticate_secret(
+        &self,
+        api: &ApiDef,
+        client_id: &str,
+        secret: &str,
+        address: &str,
+        challenge: bool,
+        now: u64,
+    ) -> Result<Client, OAuthError> {
+        let fail = || OAuthError::invalid_client(challenge);
+        let scope = format!("client:{}", api.id);
         let guess = Guess {
             scope: &scope,
-            address: &address,
+            address,
             subject: client_id,
         };
         if let Attempt::Throttled { retry_after_secs } = self.reserve(&guess, now).await? {
@@ -243,7 +264,7 @@ impl AuthServer {
         } else {
             match self
                 .verifier
-                .verify(Some(phc.clone()), secret.clone())
+                .verify(Some(phc.clone()), secret.to_owned())
                 .await
             {
                 Ok(true) => {
