@@ -21,6 +21,9 @@ pub enum GatewayError {
     MethodNotAllowed,
     #[error("request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: u64 },
+    /// The client stopped sending its request body for longer than `limits.body_read_timeout`.
+    #[error("the request body was not received in time")]
+    RequestTimeout,
     #[error("the upstream could not be reached")]
     BadGateway,
     #[error("the upstream did not answer in time")]
@@ -95,6 +98,7 @@ impl GatewayError {
             GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::BadGateway => StatusCode::BAD_GATEWAY,
             GatewayError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -122,6 +126,7 @@ impl GatewayError {
             GatewayError::BadRequest(_) => "invalid_request",
             GatewayError::MethodNotAllowed => "method_not_allowed",
             GatewayError::PayloadTooLarge { .. } => "request_too_large",
+            GatewayError::RequestTimeout => "request_timeout",
             GatewayError::BadGateway => "bad_gateway",
             GatewayError::GatewayTimeout => "gateway_timeout",
             GatewayError::Unavailable { .. } => "temporarily_unavailable",
@@ -148,12 +153,14 @@ impl GatewayError {
         }
     }
 
-    /// Whether the connection should be closed after this answer: after a framing or size problem
-    /// the rest of the byte stream cannot be trusted to start a new request.
+    /// Whether the connection should be closed after this answer: after a framing, size or timing
+    /// problem the rest of the byte stream cannot be trusted to start a new request.
     pub fn closes_connection(&self) -> bool {
         matches!(
             self,
-            GatewayError::BadRequest(_) | GatewayError::PayloadTooLarge { .. }
+            GatewayError::BadRequest(_)
+                | GatewayError::PayloadTooLarge { .. }
+                | GatewayError::RequestTimeout
         )
     }
 
@@ -302,6 +309,7 @@ mod tests {
             GatewayError::NotFound,
             GatewayError::BadRequest("bad path"),
             GatewayError::PayloadTooLarge { limit: 10 },
+            GatewayError::RequestTimeout,
             GatewayError::BadGateway,
             GatewayError::GatewayTimeout,
             GatewayError::Unavailable {

@@ -1,7 +1,16 @@
 //! Body type and small helpers shared by every handler.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use http::Request;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited, combinators::BoxBody};
+use hyper::body::Frame;
+
+use crate::error::GatewayError;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -16,4 +25,133 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 
 pub fn empty() -> Body {
     full(Bytes::new())
+}
+
+/// The longest wait between two reads of a request body, put into every request's extensions by the
+/// listener (`limits.body_read_timeout`) so every handler that reads a body reads it the same way.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyReadTimeout(pub Duration);
+
+/// A body that waited longer than its bound for the next chunk.
+#[derive(Debug, thiserror::Error)]
+#[error("no data for {0:?}")]
+pub struct BodyStalled(pub Duration);
+
+pin_project_lite::pin_project! {
+    /// Bounds every wait for the next frame of `inner` to `timeout`; past it the body yields
+    /// [`BodyStalled`]. The clock runs only while the reader is waiting: it starts when a frame is asked
+    /// for and stops when one arrives, so a slow reader (a client with backpressure, a hyper client
+    /// waiting for the upstream to accept bytes) never counts against the writer, and a trickle of one
+    /// byte every `timeout - ε` goes through: this bounds stalls, not the total time.
+    pub struct ReadTimeout<B> {
+        #[pin]
+        inner: B,
+        #[pin]
+        sleep: tokio::time::Sleep,
+        timeout: Duration,
+        waiting: bool,
+    }
+}
+
+impl<B> ReadTimeout<B> {
+    pub fn new(inner: B, timeout: Duration) -> ReadTimeout<B> {
+        ReadTimeout {
+            inner,
+            sleep: tokio::time::sleep(timeout),
+            timeout,
+            waiting: false,
+        }
+    }
+}
+
+impl<B> hyper::body::Body for ReadTimeout<B>
+where
+    B: hyper::body::Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        if !*this.waiting {
+            let deadline = tokio::time::Instant::now() + *this.timeout;
+            this.sleep.as_mut().reset(deadline);
+            *this.waiting = true;
+        }
+        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+            *this.waiting = false;
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        match this.sleep.poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(BodyStalled(*this.timeout).into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The request's body with the listener's read bound applied.
+pub fn timed_body<B>(req: Request<B>) -> (http::request::Parts, ReadTimeout<B>) {
+    let (parts, body) = req.into_parts();
+    let timeout = parts
+        .extensions
+        .get::<BodyReadTimeout>()
+        .map(|t| t.0)
+        .unwrap_or(DEFAULT_BODY_READ_TIMEOUT);
+    (parts, ReadTimeout::new(body, timeout))
+}
+
+/// Outside a listener (unit tests calling a handler directly): the configuration default.
+const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads a whole request body of at most `limit` bytes, each wait for the next chunk bounded by the
+/// listener's `limits.body_read_timeout`. Every handler that needs a body in memory goes through here,
+/// so size and time bounds and their answers (413, 408 + close, 400 + close) are the same everywhere.
+pub async fn read_body<B>(
+    req: Request<B>,
+    limit: usize,
+) -> Result<(http::request::Parts, Bytes), GatewayError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = timed_body(req);
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok((parts, collected.to_bytes())),
+        Err(err) => Err(body_error(&*err, limit as u64)),
+    }
+}
+
+/// What a failed request-body read means for the client.
+pub fn body_error(err: &(dyn std::error::Error + 'static), limit: u64) -> GatewayError {
+    if caused_by::<LengthLimitError>(err) {
+        GatewayError::PayloadTooLarge { limit }
+    } else if caused_by::<BodyStalled>(err) {
+        GatewayError::RequestTimeout
+    } else {
+        GatewayError::BadRequest("the request body could not be read")
+    }
+}
+
+/// Whether `E` is `err` or anywhere in its chain of sources.
+pub fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if e.is::<E>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
 }

@@ -110,11 +110,7 @@ pub async fn run(
     );
     let gateway = Gateway::new(config, auth, limiter);
     let limits = gateway.runtime().config.limits.clone();
-    let server_limits = server::ServerLimits {
-        max_connections: limits.max_connections,
-        header_read_timeout: limits.header_read_timeout,
-        shutdown_grace: limits.shutdown_grace,
-    };
+    let server_limits = server::ServerLimits::from_config(&limits);
     let (stop_tx, stop_rx) = watch::channel(false);
 
     if let Ok(addr) = listeners.proxy.local_addr() {
@@ -131,11 +127,13 @@ pub async fn run(
     {
         let gw = gateway.clone();
         let handler = move |req, conn| proxy::handle(gw.clone(), req, conn);
+        let counted = gateway.clone();
         tasks.spawn(server::serve(
             listeners.proxy,
             tls,
             server_limits,
             handler,
+            move || counted.metrics.connection_refused_per_ip(),
             stop_rx.clone(),
         ));
     }
@@ -145,11 +143,13 @@ pub async fn run(
         }
         let gw = gateway.clone();
         let handler = move |req, conn| admin::handle(gw.clone(), req, conn);
+        let counted = gateway.clone();
         tasks.spawn(server::serve(
             listener,
             None,
             server_limits,
             handler,
+            move || counted.metrics.connection_refused_per_ip(),
             stop_rx.clone(),
         ));
     }

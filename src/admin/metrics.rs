@@ -118,6 +118,8 @@ pub struct Metrics {
     pub unrouted: ApiMetrics,
     counters: Mutex<BTreeMap<(&'static str, String), u64>>,
     rejections: Mutex<BTreeMap<(String, Rejection), u64>>,
+    /// Connections closed at accept because their address had `max_connections_per_ip` open.
+    connections_refused_per_ip: AtomicU64,
 }
 
 impl Metrics {
@@ -134,6 +136,10 @@ impl Metrics {
         if let Ok(mut counters) = self.counters.lock() {
             *counters.entry((name, label.to_string())).or_default() += 1;
         }
+    }
+
+    pub fn connection_refused_per_ip(&self) {
+        self.connections_refused_per_ip.fetch_add(1, Relaxed);
     }
 
     pub fn reject(&self, api: &str, why: Rejection) {
@@ -197,6 +203,15 @@ impl Metrics {
                 );
             }
         }
+        out.push_str(
+            "# HELP tollgate_connections_refused_total Connections closed at accept, by reason.\n",
+        );
+        out.push_str("# TYPE tollgate_connections_refused_total counter\n");
+        let _ = writeln!(
+            out,
+            "tollgate_connections_refused_total{{reason=\"per_ip\"}} {}",
+            self.connections_refused_per_ip.load(Relaxed)
+        );
         if let Ok(counters) = self.counters.lock() {
             let mut last = "";
             for ((name, label), n) in counters.iter() {
