@@ -92,7 +92,10 @@ async fn stalled_token_request_bodies_cannot_hold_every_connection_slot() {
     // /health is answered: the stalled bodies time out and free their slots.
     let health = tokio::time::timeout(
         HANG,
-        raw_exchange_once(gw.addr, b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        raw_exchange_once(
+            gw.addr,
+            b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        ),
     )
     .await
     .expect("/health got no answer while stalled token requests were open");
@@ -105,7 +108,10 @@ async fn stalled_token_request_bodies_cannot_hold_every_connection_slot() {
             .expect("a stalled token request kept its connection");
         let answer = String::from_utf8_lossy(&answer);
         assert_eq!(statuses(&answer), vec![408], "{answer}");
-        assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("connection: close"),
+            "{answer}"
+        );
     }
 }
 
@@ -181,7 +187,9 @@ async fn a_stalled_request_body_on_the_proxy_path_gets_408_and_is_closed() {
     let (gw, _upstream) = movies_gateway("body_read_timeout: 300ms").await;
     let mut stream = TcpStream::connect(gw.addr).await.unwrap();
     stream
-        .write_all(b"POST /movies/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nfirst ten.")
+        .write_all(
+            b"POST /movies/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nfirst ten.",
+        )
         .await
         .unwrap();
     let answer = read_until_closed(&mut stream, HANG)
@@ -189,7 +197,10 @@ async fn a_stalled_request_body_on_the_proxy_path_gets_408_and_is_closed() {
         .expect("the connection stayed open with a stalled body");
     let answer = String::from_utf8_lossy(&answer);
     assert_eq!(statuses(&answer), vec![408], "{answer}");
-    assert!(answer.to_ascii_lowercase().contains("connection: close"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
     // The gateway keeps serving.
     assert_eq!(get(&gw.url("/movies/after")).await.status, 200);
 }
@@ -207,7 +218,9 @@ async fn a_trickled_body_is_not_a_stalled_one() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         stream.write_all(&[*byte]).await.unwrap();
     }
-    let answer = read_until_closed(&mut stream, HANG).await.expect("no answer");
+    let answer = read_until_closed(&mut stream, HANG)
+        .await
+        .expect("no answer");
     let answer = String::from_utf8_lossy(&answer);
     assert_eq!(statuses(&answer), vec![200], "{answer}");
     assert_eq!(upstream.last().body.as_ref(), b"0123456789");
@@ -380,7 +393,10 @@ async fn a_head_trickled_one_byte_at_a_time_is_cut_off() {
     let stream = TcpStream::connect(gw.addr).await.unwrap();
     let (mut read, mut write) = stream.into_split();
     let writer = tokio::spawn(async move {
-        let head = format!("GET /movies/a HTTP/1.1\r\nHost: x\r\nX-Slow: {}\r\n\r\n", "a".repeat(400));
+        let head = format!(
+            "GET /movies/a HTTP/1.1\r\nHost: x\r\nX-Slow: {}\r\n\r\n",
+            "a".repeat(400)
+        );
         for byte in head.bytes() {
             if write.write_all(&[byte]).await.is_err() {
                 return false;
@@ -394,4 +410,51 @@ async fn a_head_trickled_one_byte_at_a_time_is_cut_off() {
     assert!(closed.is_ok(), "the trickling client was not cut off");
     writer.abort();
     assert!(upstream.seen().is_empty());
+}
+
+/// An HTTP/2 (prior knowledge) connection to the gateway.
+async fn h2_client(
+    addr: SocketAddr,
+) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>> {
+    let stream = TcpStream::connect(addr).await.unwrap();
+    let (sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    sender
+}
+
+#[tokio::test]
+async fn an_h2_header_list_over_max_header_bytes_gets_431() {
+    let (gw, upstream) = movies_gateway("max_header_bytes: 16384").await;
+    let mut sender = h2_client(gw.addr).await;
+    let req = http::Request::get(gw.url("/movies/a"))
+        .header("x-big", "a".repeat(20_000))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let response = sender.send_request(req).await.unwrap();
+    assert_eq!(response.status(), 431);
+    assert!(upstream.seen().is_empty());
+}
+
+#[tokio::test]
+async fn a_stalled_upstream_body_resets_the_h2_stream() {
+    use http_body_util::BodyExt;
+    let stalling = stalling_upstream().await;
+    let config = ConfigDir::new("limits: { upstream_timeout: 500ms }\n");
+    config.api("stall", &open_api("/stall/", &format!("http://{stalling}")));
+    let gw = TestGateway::start(config).await;
+    let mut sender = h2_client(gw.addr).await;
+    let req = http::Request::get(gw.url("/stall/x"))
+        .body(http_body_util::Empty::new())
+        .unwrap();
+    let response = sender.send_request(req).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body = tokio::time::timeout(HANG, response.into_body().collect())
+        .await
+        .expect("the h2 response body hung with its upstream");
+    assert!(body.is_err(), "the cut-short body ended as if complete");
 }
