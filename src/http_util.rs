@@ -2,6 +2,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -50,6 +52,18 @@ pin_project_lite::pin_project! {
         sleep: tokio::time::Sleep,
         timeout: Duration,
         waiting: bool,
+        // Mirrors `waiting` for an observer elsewhere (see `ReadTimeout::observed`).
+        probe: Option<Arc<AtomicBool>>,
+    }
+}
+
+/// Tells whether a [`ReadTimeout`] body is waiting for its writer right now.
+#[derive(Clone)]
+pub struct WaitProbe(Arc<AtomicBool>);
+
+impl WaitProbe {
+    pub fn waiting(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
@@ -60,7 +74,17 @@ impl<B> ReadTimeout<B> {
             sleep: tokio::time::sleep(timeout),
             timeout,
             waiting: false,
+            probe: None,
         }
+    }
+
+    /// The same body, plus a probe that tells whether the reader is waiting for the writer: when
+    /// the upstream timeout fires while the proxy waits for the client's body, the client stalled,
+    /// not the upstream.
+    pub fn observed(mut self) -> (ReadTimeout<B>, WaitProbe) {
+        let flag = Arc::new(AtomicBool::new(false));
+        self.probe = Some(flag.clone());
+        (self, WaitProbe(flag))
     }
 }
 
@@ -81,9 +105,15 @@ where
             let deadline = tokio::time::Instant::now() + *this.timeout;
             this.sleep.as_mut().reset(deadline);
             *this.waiting = true;
+            if let Some(probe) = this.probe {
+                probe.store(true, Ordering::Relaxed);
+            }
         }
         if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
             *this.waiting = false;
+            if let Some(probe) = this.probe {
+                probe.store(false, Ordering::Relaxed);
+            }
             return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
         match this.sleep.poll(cx) {

@@ -102,6 +102,7 @@ impl UpstreamClient {
         // The upstream connection decides its own version (ALPN); the client maps HTTP/1.1 onto h2.
         *req.version_mut() = Version::HTTP_11;
         let (parts, body) = timed_body(req);
+        let (body, client_body) = body.observed();
         let body = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
             .map_err(Into::into)
             .boxed();
@@ -111,6 +112,9 @@ impl UpstreamClient {
         let result = tokio::time::timeout(timeout, self.client.request(req)).await;
         let upstream_latency = started.elapsed();
         let response = match result {
+            // Out of time while waiting for the client's next body bytes: the client stalled (the two
+            // timeouts are equal by default and this one started first).
+            Err(_) if client_body.waiting() => return Err(GatewayError::RequestTimeout),
             Err(_) => return Err(GatewayError::GatewayTimeout),
             Ok(Err(err)) => {
                 // The client's body failed first (too large, stalled, reset): its fault, its answer.

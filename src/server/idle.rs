@@ -114,6 +114,9 @@ mod tests {
         assert!(idle.await.is_err(), "idle while a request was in progress");
         drop(guard);
         let idle = tokio::time::timeout(Duration::from_secs(10), idle_for(&mut rx, period));
-        assert!(idle.await.is_ok(), "never idle after the last request ended");
+        assert!(
+            idle.await.is_ok(),
+            "never idle after the last request ended"
+        );
     }
 }
