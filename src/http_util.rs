@@ -185,3 +185,57 @@ pub fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 
     }
     false
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client body: the given chunks, then silence forever (a client that stopped sending).
+    struct Stalling(Vec<&'static [u8]>);
+
+    impl hyper::body::Body for Stalling {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            if self.0.is_empty() {
+                return Poll::Pending;
+            }
+            let chunk = self.0.remove(0);
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(chunk)))))
+        }
+    }
+
+    fn request(body: Stalling, timeout: Duration) -> Request<Stalling> {
+        let mut req = Request::new(body);
+        req.extensions_mut().insert(BodyReadTimeout(timeout));
+        req
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_is_a_408_and_a_long_one_a_413() {
+        let stalled = read_body(
+            request(Stalling(vec![b"abc"]), Duration::from_millis(20)),
+            64,
+        );
+        let err = tokio::time::timeout(Duration::from_secs(10), stalled)
+            .await
+            .expect("the stalled body was waited for forever")
+            .unwrap_err();
+        assert!(matches!(err, GatewayError::RequestTimeout), "{err:?}");
+        assert!(err.closes_connection());
+
+        let long = read_body(
+            request(Stalling(vec![b"0123456789"]), Duration::from_secs(10)),
+            4,
+        );
+        let err = long.await.unwrap_err();
+        assert!(
+            matches!(err, GatewayError::PayloadTooLarge { limit: 4 }),
+            "{err:?}"
+        );
+    }
+}

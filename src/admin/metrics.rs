@@ -247,6 +247,7 @@ mod tests {
         api.latency.observe(Duration::from_millis(3));
         metrics.reject("movies", Rejection::RateLimit);
         metrics.incr("tollgate_tokens_issued_total", "client_credentials");
+        metrics.connection_refused_per_ip();
         let text = metrics.render();
         assert!(text.contains("tollgate_requests_total{api=\"movies\",status=\"200\"} 2"));
         assert!(text.contains("tollgate_requests_total{api=\"movies\",status=\"418\"} 1"));
@@ -258,6 +259,7 @@ mod tests {
         assert!(text.contains("tollgate_request_duration_seconds_count{api=\"movies\"} 1"));
         assert!(text.contains("tollgate_rejected_total{api=\"movies\",reason=\"rate_limit\"} 1"));
         assert!(text.contains("tollgate_tokens_issued_total{kind=\"client_credentials\"} 1"));
+        assert!(text.contains("tollgate_connections_refused_total{reason=\"per_ip\"} 1"));
     }
 
     #[test]
