@@ -115,6 +115,29 @@ async fn stalled_token_request_bodies_cannot_hold_every_connection_slot() {
     }
 }
 
+#[tokio::test]
+async fn every_oauth_endpoint_that_reads_a_body_answers_a_stall_with_408() {
+    let (gw, _upstream) = oauth_gateway("body_read_timeout: 300ms").await;
+    for endpoint in ["token", "revoke", "introspect", "authorize"] {
+        let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+        stream
+            .write_all(
+                format!(
+                    "POST /movies/oauth/{endpoint} HTTP/1.1\r\nHost: x\r\n\
+                     Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ntoken="
+                )
+                .as_bytes(),
+            )
+            .await
+            .unwrap();
+        let answer = read_until_closed(&mut stream, HANG)
+            .await
+            .unwrap_or_else(|| panic!("oauth/{endpoint} kept a stalled body's connection open"));
+        let answer = String::from_utf8_lossy(&answer);
+        assert_eq!(statuses(&answer), vec![408], "oauth/{endpoint}: {answer}");
+    }
+}
+
 /// One request on a fresh connection; reads until the gateway closes it.
 async fn raw_exchange_once(addr: SocketAddr, request: &[u8]) -> String {
     raw_exchange(addr, request, HANG).await
