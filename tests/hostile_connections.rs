@@ -211,7 +211,7 @@ async fn a_second_address_is_served_while_the_first_holds_its_cap() {
 
 #[tokio::test]
 async fn a_stalled_request_body_on_the_proxy_path_gets_408_and_is_closed() {
-    let (gw, _upstream) = movies_gateway("body_read_timeout: 300ms").await;
+    let (gw, upstream) = movies_gateway("body_read_timeout: 300ms").await;
     let mut stream = TcpStream::connect(gw.addr).await.unwrap();
     stream
         .write_all(
@@ -228,6 +228,13 @@ async fn a_stalled_request_body_on_the_proxy_path_gets_408_and_is_closed() {
         answer.to_ascii_lowercase().contains("connection: close"),
         "{answer}"
     );
+    // The upstream got the head, then its request was aborted: its body read failed (the test
+    // upstream records a failed body as empty) instead of waiting for the rest.
+    assert!(
+        eventually(HANG, || async { upstream.count() == 1 }).await,
+        "the upstream request was left hanging"
+    );
+    assert!(upstream.last().body.is_empty(), "{:?}", upstream.last());
     // The gateway keeps serving.
     assert_eq!(get(&gw.url("/movies/after")).await.status, 200);
 }
