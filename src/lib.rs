@@ -111,6 +111,13 @@ pub async fn run(
     let gateway = Gateway::new(config, auth, limiter);
     let limits = gateway.runtime().config.limits.clone();
     let server_limits = server::ServerLimits::from_config(&limits);
+    if limits.max_connections_per_ip >= limits.max_connections {
+        tracing::warn!(
+            max_connections = limits.max_connections,
+            max_connections_per_ip = limits.max_connections_per_ip,
+            "limits.max_connections_per_ip is not below limits.max_connections: one address can take every connection slot"
+        );
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
 
     if let Ok(addr) = listeners.proxy.local_addr() {
