@@ -24,6 +24,9 @@ pub enum GatewayError {
     MisdirectedRequest,
     #[error("request body exceeds the limit of {limit} bytes")]
     PayloadTooLarge { limit: u64 },
+    /// The client stopped sending its request body for longer than `limits.body_read_timeout`.
+    #[error("the request body was not received in time")]
+    RequestTimeout,
     #[error("the upstream could not be reached")]
     BadGateway,
     #[error("the upstream did not answer in time")]
@@ -99,6 +102,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::BadGateway => StatusCode::BAD_GATEWAY,
             GatewayError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -127,6 +131,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed => "method_not_allowed",
             GatewayError::MisdirectedRequest => "misdirected_request",
             GatewayError::PayloadTooLarge { .. } => "request_too_large",
+            GatewayError::RequestTimeout => "request_timeout",
             GatewayError::BadGateway => "bad_gateway",
             GatewayError::GatewayTimeout => "gateway_timeout",
             GatewayError::Unavailable { .. } => "temporarily_unavailable",
@@ -153,12 +158,14 @@ impl GatewayError {
         }
     }
 
-    /// Whether the connection should be closed after this answer: after a framing or size problem
-    /// the rest of the byte stream cannot be trusted to start a new request.
+    /// Whether the connection should be closed after this answer: after a framing, size or timing
+    /// problem the rest of the byte stream cannot be trusted to start a new request.
     pub fn closes_connection(&self) -> bool {
         matches!(
             self,
-            GatewayError::BadRequest(_) | GatewayError::PayloadTooLarge { .. }
+            GatewayError::BadRequest(_)
+                | GatewayError::PayloadTooLarge { .. }
+                | GatewayError::RequestTimeout
         )
     }
 
@@ -307,6 +314,7 @@ mod tests {
             GatewayError::NotFound,
             GatewayError::BadRequest("bad path"),
             GatewayError::PayloadTooLarge { limit: 10 },
+            GatewayError::RequestTimeout,
             GatewayError::BadGateway,
             GatewayError::GatewayTimeout,
             GatewayError::Unavailable {

@@ -1,7 +1,18 @@
 //! Body type and small helpers shared by every handler.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, combinators::BoxBody};
+use http::Request;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited, combinators::BoxBody};
+use hyper::body::Frame;
+
+use crate::error::GatewayError;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -16,4 +27,215 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 
 pub fn empty() -> Body {
     full(Bytes::new())
+}
+
+/// The longest wait between two reads of a request body, put into every request's extensions by the
+/// listener (`limits.body_read_timeout`) so every handler that reads a body reads it the same way.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyReadTimeout(pub Duration);
+
+/// A body that waited longer than its bound for the next chunk.
+#[derive(Debug, thiserror::Error)]
+#[error("no data for {0:?}")]
+pub struct BodyStalled(pub Duration);
+
+pin_project_lite::pin_project! {
+    /// Bounds every wait for the next frame of `inner` to `timeout`; past it the body yields
+    /// [`BodyStalled`]. The clock runs only while the reader is waiting: it starts when a frame is asked
+    /// for and stops when one arrives, so a slow reader (a client with backpressure, a hyper client
+    /// waiting for the upstream to accept bytes) never counts against the writer, and a trickle of one
+    /// byte every `timeout - ε` goes through: this bounds stalls, not the total time.
+    pub struct ReadTimeout<B> {
+        #[pin]
+        inner: B,
+        #[pin]
+        sleep: tokio::time::Sleep,
+        timeout: Duration,
+        waiting: bool,
+        // Mirrors `waiting` for an observer elsewhere (see `ReadTimeout::observed`).
+        probe: Option<Arc<AtomicBool>>,
+    }
+}
+
+/// Tells whether a [`ReadTimeout`] body is waiting for its writer right now.
+#[derive(Clone)]
+pub struct WaitProbe(Arc<AtomicBool>);
+
+impl WaitProbe {
+    pub fn waiting(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+impl<B> ReadTimeout<B> {
+    pub fn new(inner: B, timeout: Duration) -> ReadTimeout<B> {
+        ReadTimeout {
+            inner,
+            sleep: tokio::time::sleep(timeout),
+            timeout,
+            waiting: false,
+            probe: None,
+        }
+    }
+
+    /// The same body, plus a probe that tells whether the reader is waiting for the writer: when
+    /// the upstream timeout fires while the proxy waits for the client's body, the client stalled,
+    /// not the upstream.
+    pub fn observed(mut self) -> (ReadTimeout<B>, WaitProbe) {
+        let flag = Arc::new(AtomicBool::new(false));
+        self.probe = Some(flag.clone());
+        (self, WaitProbe(flag))
+    }
+}
+
+impl<B> hyper::body::Body for ReadTimeout<B>
+where
+    B: hyper::body::Body,
+    B::Error: Into<BoxError>,
+{
+    type Data = B::Data;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        if !*this.waiting {
+            let deadline = tokio::time::Instant::now() + *this.timeout;
+            this.sleep.as_mut().reset(deadline);
+            *this.waiting = true;
+            if let Some(probe) = this.probe {
+                probe.store(true, Ordering::Relaxed);
+            }
+        }
+        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+            *this.waiting = false;
+            if let Some(probe) = this.probe {
+                probe.store(false, Ordering::Relaxed);
+            }
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        match this.sleep.poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Some(Err(BodyStalled(*this.timeout).into()))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The request's body with the listener's read bound applied.
+pub fn timed_body<B>(req: Request<B>) -> (http::request::Parts, ReadTimeout<B>) {
+    let (parts, body) = req.into_parts();
+    let timeout = parts
+        .extensions
+        .get::<BodyReadTimeout>()
+        .map(|t| t.0)
+        .unwrap_or(DEFAULT_BODY_READ_TIMEOUT);
+    (parts, ReadTimeout::new(body, timeout))
+}
+
+/// Outside a listener (unit tests calling a handler directly): the configuration default.
+const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Reads a whole request body of at most `limit` bytes, each wait for the next chunk bounded by the
+/// listener's `limits.body_read_timeout`. Every handler that needs a body in memory goes through here,
+/// so size and time bounds and their answers (413, 408 + close, 400 + close) are the same everywhere.
+pub async fn read_body<B>(
+    req: Request<B>,
+    limit: usize,
+) -> Result<(http::request::Parts, Bytes), GatewayError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<BoxError>,
+{
+    let (parts, body) = timed_body(req);
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok((parts, collected.to_bytes())),
+        Err(err) => Err(body_error(&*err, limit as u64)),
+    }
+}
+
+/// What a failed request-body read means for the client.
+pub fn body_error(err: &(dyn std::error::Error + 'static), limit: u64) -> GatewayError {
+    if caused_by::<LengthLimitError>(err) {
+        GatewayError::PayloadTooLarge { limit }
+    } else if caused_by::<BodyStalled>(err) {
+        GatewayError::RequestTimeout
+    } else {
+        GatewayError::BadRequest("the request body could not be read")
+    }
+}
+
+/// Whether `E` is `err` or anywhere in its chain of sources.
+pub fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(err);
+    while let Some(e) = current {
+        if e.is::<E>() {
+            return true;
+        }
+        current = e.source();
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client body: the given chunks, then silence forever (a client that stopped sending).
+    struct Stalling(Vec<&'static [u8]>);
+
+    impl hyper::body::Body for Stalling {
+        type Data = Bytes;
+        type Error = BoxError;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+            if self.0.is_empty() {
+                return Poll::Pending;
+            }
+            let chunk = self.0.remove(0);
+            Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(chunk)))))
+        }
+    }
+
+    fn request(body: Stalling, timeout: Duration) -> Request<Stalling> {
+        let mut req = Request::new(body);
+        req.extensions_mut().insert(BodyReadTimeout(timeout));
+        req
+    }
+
+    #[tokio::test]
+    async fn a_stalled_body_is_a_408_and_a_long_one_a_413() {
+        let stalled = read_body(
+            request(Stalling(vec![b"abc"]), Duration::from_millis(20)),
+            64,
+        );
+        let err = tokio::time::timeout(Duration::from_secs(10), stalled)
+            .await
+            .expect("the stalled body was waited for forever")
+            .unwrap_err();
+        assert!(matches!(err, GatewayError::RequestTimeout), "{err:?}");
+        assert!(err.closes_connection());
+
+        let long = read_body(
+            request(Stalling(vec![b"0123456789"]), Duration::from_secs(10)),
+            4,
+        );
+        let err = long.await.unwrap_err();
+        assert!(
+            matches!(err, GatewayError::PayloadTooLarge { limit: 4 }),
+            "{err:?}"
+        );
+    }
 }

@@ -112,11 +112,14 @@ pub async fn run(
     );
     let gateway = Gateway::new(config, auth, limiter);
     let limits = gateway.runtime().config.limits.clone();
-    let server_limits = server::ServerLimits {
-        max_connections: limits.max_connections,
-        header_read_timeout: limits.header_read_timeout,
-        shutdown_grace: limits.shutdown_grace,
-    };
+    let server_limits = server::ServerLimits::from_config(&limits);
+    if limits.max_connections_per_ip >= limits.max_connections {
+        tracing::warn!(
+            max_connections = limits.max_connections,
+            max_connections_per_ip = limits.max_connections_per_ip,
+            "limits.max_connections_per_ip is not below limits.max_connections: one address can take every connection slot"
+        );
+    }
     let (stop_tx, stop_rx) = watch::channel(false);
 
     if let Ok(addr) = listeners.proxy.local_addr() {
@@ -133,11 +136,13 @@ pub async fn run(
     {
         let gw = gateway.clone();
         let handler = move |req, conn| proxy::handle(gw.clone(), req, conn);
+        let counted = gateway.clone();
         tasks.spawn(server::serve(
             listeners.proxy,
             tls,
             server_limits,
             handler,
+            move || counted.metrics.connection_refused_per_ip(),
             stop_rx.clone(),
         ));
     }
@@ -158,11 +163,13 @@ pub async fn run(
         }
         let gw = gateway.clone();
         let handler = move |req, conn| admin::handle(gw.clone(), req, conn);
+        let counted = gateway.clone();
         tasks.spawn(server::serve(
             listener,
             None,
             server_limits,
             handler,
+            move || counted.metrics.connection_refused_per_ip(),
             stop_rx.clone(),
         ));
     }

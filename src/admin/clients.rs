@@ -22,10 +22,8 @@
 
 use std::collections::BTreeMap;
 
-use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -37,7 +35,7 @@ use crate::config::raw::RawClient;
 use crate::config::{ApiDef, ClientDef, GrantType, OAuthConfig, RuntimeConfig};
 use crate::error::{GatewayError, json_response};
 use crate::gateway::Gateway;
-use crate::http_util::{Body, empty};
+use crate::http_util::{Body, empty, read_body};
 use crate::oauth::secrets;
 use crate::store::{Session, StoredClient};
 
@@ -524,19 +522,7 @@ async fn hash(secret: String) -> Result<String, GatewayError> {
 pub(super) async fn read_json<T: DeserializeOwned>(
     req: Request<Incoming>,
 ) -> Result<T, GatewayError> {
-    let bytes: Bytes = Limited::new(req.into_body(), MAX_BODY_BYTES)
-        .collect()
-        .await
-        .map_err(|err| {
-            if err.is::<LengthLimitError>() {
-                GatewayError::PayloadTooLarge {
-                    limit: MAX_BODY_BYTES as u64,
-                }
-            } else {
-                GatewayError::InvalidInput("body: could not be read".to_owned())
-            }
-        })?
-        .to_bytes();
+    let (_, bytes) = read_body(req, MAX_BODY_BYTES).await?;
     let mut de = serde_json::Deserializer::from_slice(&bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();

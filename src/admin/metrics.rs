@@ -122,6 +122,8 @@ pub struct Metrics {
     rejections: Mutex<BTreeMap<(String, Rejection), u64>>,
     /// The secret-verification pool and the guessing throttles (kept by the authorization server).
     secrets: Arc<VerifierStats>,
+    /// Connections closed at accept because their address had `max_connections_per_ip` open.
+    connections_refused_per_ip: AtomicU64,
 }
 
 impl Metrics {
@@ -146,6 +148,10 @@ impl Metrics {
         if let Ok(mut counters) = self.counters.lock() {
             *counters.entry((name, label.to_string())).or_default() += 1;
         }
+    }
+
+    pub fn connection_refused_per_ip(&self) {
+        self.connections_refused_per_ip.fetch_add(1, Relaxed);
     }
 
     pub fn reject(&self, api: &str, why: Rejection) {
@@ -210,6 +216,15 @@ impl Metrics {
             }
         }
         self.render_secrets(&mut out);
+        out.push_str(
+            "# HELP tollgate_connections_refused_total Connections closed at accept, by reason.\n",
+        );
+        out.push_str("# TYPE tollgate_connections_refused_total counter\n");
+        let _ = writeln!(
+            out,
+            "tollgate_connections_refused_total{{reason=\"per_ip\"}} {}",
+            self.connections_refused_per_ip.load(Relaxed)
+        );
         if let Ok(counters) = self.counters.lock() {
             let mut last = "";
             for ((name, label), n) in counters.iter() {
@@ -268,6 +283,7 @@ mod tests {
         api.latency.observe(Duration::from_millis(3));
         metrics.reject("movies", Rejection::RateLimit);
         metrics.incr("tollgate_tokens_issued_total", "client_credentials");
+        metrics.connection_refused_per_ip();
         let text = metrics.render();
         assert!(text.contains("tollgate_requests_total{api=\"movies\",status=\"200\"} 2"));
         assert!(text.contains("tollgate_requests_total{api=\"movies\",status=\"418\"} 1"));
@@ -279,6 +295,7 @@ mod tests {
         assert!(text.contains("tollgate_request_duration_seconds_count{api=\"movies\"} 1"));
         assert!(text.contains("tollgate_rejected_total{api=\"movies\",reason=\"rate_limit\"} 1"));
         assert!(text.contains("tollgate_tokens_issued_total{kind=\"client_credentials\"} 1"));
+        assert!(text.contains("tollgate_connections_refused_total{reason=\"per_ip\"} 1"));
     }
 
     #[test]

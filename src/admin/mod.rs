@@ -74,13 +74,7 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Result<Response<Bod
         Call::Reload => reload(gateway).await,
         Call::OpenApi => openapi::response(),
         Call::AuthorizeClient { api } => {
-            let body = http_body_util::BodyExt::collect(http_body_util::Limited::new(
-                req.into_body(),
-                64 * 1024,
-            ))
-            .await
-            .map_err(|_| GatewayError::PayloadTooLarge { limit: 64 * 1024 })?
-            .to_bytes();
+            let (_, body) = crate::http_util::read_body(req, 64 * 1024).await?;
             crate::oauth::authorize::authorize_client(gateway, &gateway.runtime(), api, &body)
                 .await?
         }

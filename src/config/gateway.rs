@@ -364,6 +364,12 @@ fn limits(raw: &RawLimits, out: &mut FileProblems<'_>) -> Limits {
         d.upstream_timeout,
     );
     let shutdown_grace = one("shutdown_grace", &raw.shutdown_grace, d.shutdown_grace);
+    let body_read_timeout = one(
+        "body_read_timeout",
+        &raw.body_read_timeout,
+        d.body_read_timeout,
+    );
+    let idle_timeout = one("idle_timeout", &raw.idle_timeout, d.idle_timeout);
     if raw.max_body_bytes == Some(0) {
         out.push("limits.max_body_bytes", "must be greater than 0");
     }
@@ -380,6 +386,18 @@ fn limits(raw: &RawLimits, out: &mut FileProblems<'_>) -> Limits {
             format!("must be at most {MAX_SECRET_VERIFICATIONS} (0 = one per CPU core)"),
         );
     }
+    if raw.max_connections_per_ip == Some(0) {
+        out.push("limits.max_connections_per_ip", "must be greater than 0");
+    }
+    let max_header_bytes = raw.max_header_bytes.unwrap_or(d.max_header_bytes);
+    if !(MIN_HEADER_BYTES..=MAX_HEADER_BYTES).contains(&max_header_bytes) {
+        out.push(
+            "limits.max_header_bytes",
+            format!(
+                "must be between {MIN_HEADER_BYTES} (hyper's smallest read buffer) and {MAX_HEADER_BYTES}"
+            ),
+        );
+    }
     Limits {
         max_body_bytes: raw.max_body_bytes.unwrap_or(d.max_body_bytes),
         header_read_timeout,
@@ -388,8 +406,19 @@ fn limits(raw: &RawLimits, out: &mut FileProblems<'_>) -> Limits {
         shutdown_grace,
         max_connections: raw.max_connections.unwrap_or(d.max_connections),
         secret_verifications: raw.secret_verifications.unwrap_or(d.secret_verifications),
+        body_read_timeout,
+        idle_timeout,
+        max_connections_per_ip: raw
+            .max_connections_per_ip
+            .unwrap_or(d.max_connections_per_ip),
+        max_header_bytes,
     }
 }
+
+/// hyper's HTTP/1 read buffer, which bounds the request head, cannot be smaller than 8 KiB.
+const MIN_HEADER_BYTES: usize = 8 * 1024;
+/// A head beyond 1 MiB is an attack or a bug; the bound also keeps the HTTP/2 setting in a u32.
+const MAX_HEADER_BYTES: usize = 1024 * 1024;
 
 #[cfg(test)]
 mod tests {
@@ -779,6 +808,22 @@ mod tests {
         expect(
             &format!("{SIGN}limits: {{max_body_bytes: -1}}\n"),
             "gateway.yaml: limits.max_body_bytes: invalid value: integer `-1`, expected u64",
+        );
+        expect(
+            &format!("{SIGN}limits: {{body_read_timeout: 0s}}\n"),
+            "gateway.yaml: limits.body_read_timeout: `0s`: must be greater than 0",
+        );
+        expect(
+            &format!("{SIGN}limits: {{idle_timeout: soon}}\n"),
+            "gateway.yaml: limits.idle_timeout: `soon`: expected a duration like 250ms, 30s, 15m, 12h or 30d",
+        );
+        expect(
+            &format!("{SIGN}limits: {{max_connections_per_ip: 0}}\n"),
+            "gateway.yaml: limits.max_connections_per_ip: must be greater than 0",
+        );
+        expect(
+            &format!("{SIGN}limits: {{max_header_bytes: 4096}}\n"),
+            "gateway.yaml: limits.max_header_bytes: must be between 8192 (hyper's smallest read buffer) and 1048576",
         );
     }
 

@@ -630,7 +630,7 @@ global_rate_limit: {{ rate: 5000, per: 1s }}
                 upstream_timeout: Duration::from_secs(20),
                 shutdown_grace: Duration::from_secs(15),
                 max_connections: 500,
-                secret_verifications: 0,
+                ..Limits::default()
             }
         );
         assert_eq!(

@@ -135,6 +135,14 @@ pub struct Limits {
     pub max_connections: usize,
     /// argon2 verifications that may run at once (DESIGN §9a); 0 = one per CPU core.
     pub secret_verifications: usize,
+    /// Longest wait between two reads of a request body (408 and close past it).
+    pub body_read_timeout: Duration,
+    /// A connection without a request in progress (HTTP/1) or an open stream (HTTP/2) is closed after this.
+    pub idle_timeout: Duration,
+    /// Open connections per client address (IPv6: per /64) and listener; more are closed at accept.
+    pub max_connections_per_ip: usize,
+    /// Largest request head (HTTP/1) or header list (HTTP/2) in bytes; larger → 431.
+    pub max_header_bytes: usize,
 }
 
 impl Default for Limits {
@@ -147,6 +155,10 @@ impl Default for Limits {
             shutdown_grace: Duration::from_secs(10),
             max_connections: 10_000,
             secret_verifications: 0,
+            body_read_timeout: Duration::from_secs(30),
+            idle_timeout: Duration::from_secs(60),
+            max_connections_per_ip: 256,
+            max_header_bytes: 64 * 1024,
         }
     }
 }

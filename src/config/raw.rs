@@ -236,6 +236,14 @@ pub struct RawLimits {
     pub max_connections: Option<usize>,
     #[serde(default)]
     pub secret_verifications: Option<usize>,
+    #[serde(default)]
+    pub body_read_timeout: Option<RawDuration>,
+    #[serde(default)]
+    pub idle_timeout: Option<RawDuration>,
+    #[serde(default)]
+    pub max_connections_per_ip: Option<usize>,
+    #[serde(default)]
+    pub max_header_bytes: Option<usize>,
 }
 
 // ---------------------------------------------------------------------------------------------

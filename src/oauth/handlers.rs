@@ -6,16 +6,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
-use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 
 use crate::config::ApiDef;
 use crate::error::{GatewayError, json_response};
 use crate::gateway::{Gateway, Runtime};
-use crate::http_util::{Body, empty};
+use crate::http_util::{Body, empty, read_body};
 use crate::proxy::headers::client_ip;
 use crate::server::ConnInfo;
 
@@ -303,13 +301,7 @@ pub async fn read_form(
         )
         .into());
     }
-    let bytes: Bytes = Limited::new(body, MAX_FORM_BYTES)
-        .collect()
-        .await
-        .map_err(|_| GatewayError::PayloadTooLarge {
-            limit: MAX_FORM_BYTES as u64,
-        })?
-        .to_bytes();
+    let (parts, bytes) = read_body(Request::from_parts(parts, body), MAX_FORM_BYTES).await?;
     let form = parse_pairs(&bytes)?;
     Ok((parts.headers, form))
 }

@@ -14,7 +14,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::{Limits, MockResponse};
 use crate::error::GatewayError;
-use crate::http_util::{Body, full};
+use crate::http_util::{Body, BodyStalled, ReadTimeout, body_error, caused_by, full, timed_body};
 use crate::proxy::headers::strip_hop_by_hop;
 
 /// Idle keep-alive connections kept per upstream (scheme, host, port). A burst over N client
@@ -76,7 +76,10 @@ impl UpstreamClient {
         self.max_body_bytes
     }
 
-    /// Sends `req` (headers already rewritten) to `uri`, waiting at most `timeout` for the response head.
+    /// Sends `req` (headers already rewritten) to `uri`, waiting at most `timeout` for the response head
+    /// and for each chunk of the response body. The request body is streamed with the listener's
+    /// `body_read_timeout` between two chunks: a client that stalls mid-body aborts the upstream
+    /// request (hyper drops the upstream connection) and gets 408 unless the upstream answered first.
     /// Returns the response with hop-by-hop headers removed and the time the upstream took.
     pub async fn send(
         &self,
@@ -98,20 +101,25 @@ impl UpstreamClient {
         *req.uri_mut() = uri;
         // The upstream connection decides its own version (ALPN); the client maps HTTP/1.1 onto h2.
         *req.version_mut() = Version::HTTP_11;
-        let req = req.map(|body| {
-            Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
-                .map_err(Into::into)
-                .boxed()
-        });
+        let (parts, body) = timed_body(req);
+        let (body, client_body) = body.observed();
+        let body = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
+            .map_err(Into::into)
+            .boxed();
+        let req = Request::from_parts(parts, body);
         let started = Instant::now();
         let timeout = timeout.unwrap_or(self.default_timeout);
         let result = tokio::time::timeout(timeout, self.client.request(req)).await;
         let upstream_latency = started.elapsed();
         let response = match result {
+            // Out of time while waiting for the client's next body bytes: the client stalled (the two
+            // timeouts are equal by default and this one started first).
+            Err(_) if client_body.waiting() => return Err(GatewayError::RequestTimeout),
             Err(_) => return Err(GatewayError::GatewayTimeout),
             Ok(Err(err)) => {
-                if caused_by::<LengthLimitError>(&err) {
-                    return Err(GatewayError::PayloadTooLarge { limit });
+                // The client's body failed first (too large, stalled, reset): its fault, its answer.
+                if caused_by::<LengthLimitError>(&err) || caused_by::<BodyStalled>(&err) {
+                    return Err(body_error(&err, limit));
                 }
                 tracing::warn!(error = %error_chain(&err), "upstream request failed");
                 return Err(GatewayError::BadGateway);
@@ -120,9 +128,10 @@ impl UpstreamClient {
         };
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);
-        // An upstream reset mid-body surfaces as a body error, which makes hyper abort the client's
-        // stream instead of pretending the response ended cleanly.
-        let body = body.map_err(Into::into).boxed();
+        // An upstream reset or stall mid-body surfaces as a body error, which makes hyper abort the
+        // client's response (HTTP/1: connection closed; h2: RST_STREAM) instead of pretending it ended
+        // cleanly. The same bound as the head applies to every wait for the next chunk.
+        let body = ReadTimeout::new(body, timeout).boxed();
         Ok((Response::from_parts(parts, body), upstream_latency))
     }
 }
@@ -150,17 +159,6 @@ pub fn mock_response(mock: &MockResponse) -> Response<Body> {
             .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     }
     response
-}
-
-fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current = Some(err);
-    while let Some(e) = current {
-        if e.is::<E>() {
-            return true;
-        }
-        current = e.source();
-    }
-    false
 }
 
 fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {

@@ -1,9 +1,12 @@
-//! Listeners: accept loop, TLS, connection limit, header read timeout and graceful shutdown.
+//! Listeners: accept loop, TLS, connection limits, read and idle timeouts and graceful shutdown.
 //!
 //! One accept loop serves both the proxy and the admin listener; what differs is the handler. A
 //! semaphore bounds the number of open connections (new ones wait in the kernel's backlog) and, because
 //! every connection holds a permit until it closes, it also tells shutdown when the last one is gone.
+//! A per-address cap below it keeps one address from holding every permit.
 
+mod idle;
+mod per_ip;
 pub mod tls;
 
 use std::convert::Infallible;
@@ -21,7 +24,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::http_util::Body;
+use crate::http_util::{Body, BodyReadTimeout};
+use idle::{InFlight, TrackedBody, idle_for};
+use per_ip::PerIp;
 
 /// What a handler knows about the connection a request came on.
 #[derive(Debug, Clone, Copy)]
@@ -33,17 +38,46 @@ pub struct ConnInfo {
 #[derive(Debug, Clone, Copy)]
 pub struct ServerLimits {
     pub max_connections: usize,
+    pub max_connections_per_ip: usize,
     pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_header_bytes: usize,
     pub shutdown_grace: Duration,
 }
 
+impl ServerLimits {
+    pub fn from_config(limits: &crate::config::Limits) -> ServerLimits {
+        ServerLimits {
+            max_connections: limits.max_connections,
+            max_connections_per_ip: limits.max_connections_per_ip,
+            header_read_timeout: limits.header_read_timeout,
+            body_read_timeout: limits.body_read_timeout,
+            idle_timeout: limits.idle_timeout,
+            max_header_bytes: limits.max_header_bytes,
+            shutdown_grace: limits.shutdown_grace,
+        }
+    }
+}
+
+/// Request head fields beyond this many → 431 (hyper's default, set explicitly because it is a
+/// documented limit).
+const MAX_HEADER_FIELDS: usize = 100;
+
+/// After GOAWAY on an idle HTTP/2 connection, how long the client may take to see it before the
+/// connection is dropped. h2's graceful close waits for the client to acknowledge a PING, which a
+/// hostile client never does; no request was in progress, so nothing is lost by cutting it.
+const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
+
 /// Serves `listener` until `shutdown` turns true, then stops accepting, lets in-flight requests finish
-/// for up to `shutdown_grace`, and returns.
+/// for up to `shutdown_grace`, and returns. `refused` is called for every connection closed at accept
+/// because its address already had `max_connections_per_ip` open.
 pub async fn serve<H, Fut>(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     limits: ServerLimits,
     handler: H,
+    refused: impl Fn() + Send + Sync + 'static,
     mut shutdown: watch::Receiver<bool>,
 ) where
     H: Fn(Request<Incoming>, ConnInfo) -> Fut + Clone + Send + Sync + 'static,
@@ -51,7 +85,8 @@ pub async fn serve<H, Fut>(
 {
     let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
     let permits = Arc::new(Semaphore::new(max));
-    let builder = Arc::new(connection_builder(limits.header_read_timeout));
+    let per_ip = PerIp::new(limits.max_connections_per_ip.max(1));
+    let builder = Arc::new(connection_builder(&limits));
     loop {
         let permit = tokio::select! {
             permit = permits.clone().acquire_owned() => match permit {
@@ -72,6 +107,15 @@ pub async fn serve<H, Fut>(
             },
             _ = stopped(&mut shutdown) => break,
         };
+        // Checked after the global permit was taken, so an address can hold at most its cap of
+        // permits and the rest stay available to everyone else. Refused: closed at once (the permit
+        // goes back when the loop comes round).
+        let Some(slot) = per_ip.try_acquire(peer.ip()) else {
+            tracing::debug!(%peer, "connection refused: too many open from this address");
+            refused();
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let builder = builder.clone();
@@ -79,6 +123,7 @@ pub async fn serve<H, Fut>(
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
             serve_connection(stream, peer, tls, builder, limits, handler, shutdown).await;
+            drop(slot);
             drop(permit);
         });
     }
@@ -100,17 +145,24 @@ pub async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-fn connection_builder(header_read_timeout: Duration) -> auto::Builder<TokioExecutor> {
+fn connection_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper only enforces the header read timeout when it has a timer.
+    // hyper only enforces the header read timeout when it has a timer. It also starts that timer when
+    // a keep-alive connection begins waiting for its next request, so it bounds HTTP/1 idleness too.
+    // The read buffer is what bounds an HTTP/1 head: a head that does not fit gets 431 (so does one
+    // with more than MAX_HEADER_FIELDS fields). hyper refuses a buffer under 8 KiB, which the config
+    // loader enforces.
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_read_timeout);
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_header_bytes.max(8 * 1024))
+        .max_headers(MAX_HEADER_FIELDS);
     builder
         .http2()
         .timer(TokioTimer::new())
-        .keep_alive_interval(Some(Duration::from_secs(30)));
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX));
     builder
 }
 
@@ -130,10 +182,22 @@ async fn serve_connection<H, Fut>(
         peer,
         tls: tls.is_some(),
     };
-    let service = service_fn(move |req| {
+    let (in_flight, requests) = InFlight::new();
+    let service = service_fn(move |mut req: Request<Incoming>| {
+        // Counted from here until hyper drops the response body (see `idle`).
+        let guard = in_flight.start();
+        req.extensions_mut()
+            .insert(BodyReadTimeout(limits.body_read_timeout));
         let response = handler(req, info);
-        async move { Ok::<_, Infallible>(response.await) }
+        async move {
+            let response = response.await.map(|body| TrackedBody::new(body, guard));
+            Ok::<_, Infallible>(response)
+        }
     });
+    let idle = Idle {
+        requests,
+        timeout: limits.idle_timeout,
+    };
     match tls {
         Some(acceptor) => {
             // Boxed: a TLS connection's state (the rustls session and a copy of the builder) makes this
@@ -165,6 +229,7 @@ async fn serve_connection<H, Fut>(
                 drive(
                     builder.serve_connection(TokioIo::new(stream), service),
                     shutdown,
+                    idle,
                 )
                 .await;
             })
@@ -181,14 +246,22 @@ async fn serve_connection<H, Fut>(
             drive(
                 builder.serve_connection(TokioIo::new(stream), service),
                 shutdown,
+                idle,
             )
             .await;
         }
     }
 }
 
-/// Runs one connection; on shutdown asks it to finish the request in flight and close.
-async fn drive<C>(conn: C, mut shutdown: watch::Receiver<bool>)
+/// What `drive` needs to close a connection nobody uses.
+struct Idle {
+    requests: watch::Receiver<usize>,
+    timeout: Duration,
+}
+
+/// Runs one connection; on shutdown asks it to finish the request in flight and close; when no request
+/// was in progress for `idle_timeout`, asks it to close (HTTP/2: GOAWAY) and drops it if it lingers.
+async fn drive<C>(conn: C, mut shutdown: watch::Receiver<bool>, mut idle: Idle)
 where
     C: GracefulConnection,
 {
@@ -201,6 +274,17 @@ where
             return;
         }
         _ = stopped(&mut shutdown) => {}
+        _ = idle_for(&mut idle.requests, idle.timeout) => {
+            tracing::debug!("closing an idle connection");
+            conn.as_mut().start_graceful_shutdown();
+            // A request that crossed the GOAWAY is served; a client that only lingers is dropped.
+            let grace = IDLE_CLOSE_GRACE.min(idle.timeout);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = idle_for(&mut idle.requests, grace) => {}
+            }
+            return;
+        }
     }
     conn.as_mut().start_graceful_shutdown();
     if let Err(err) = conn.await {
