@@ -317,7 +317,7 @@ mod tests {
         let flights = Arc::new(SharedFlights::<u32>::new());
         let first = {
             let flights = flights.clone();
-            tokio::spawn(async move { flights.run(&["k"], || std::future::pending::<u32>()).await })
+            tokio::spawn(async move { flights.run(&["k"], std::future::pending::<u32>).await })
         };
         while flights.in_flight() == 0 {
             tokio::task::yield_now().await;
