@@ -408,9 +408,12 @@ fn limits(raw: &RawLimits, out: &mut FileProblems<'_>) -> Limits {
         secret_verifications: raw.secret_verifications.unwrap_or(d.secret_verifications),
         body_read_timeout,
         idle_timeout,
-        max_connections_per_ip: raw
-            .max_connections_per_ip
-            .unwrap_or(d.max_connections_per_ip),
+        max_connections_per_ip: raw.max_connections_per_ip.unwrap_or_else(|| {
+            // Unset, the cap also stays below a small `max_connections`, so that one address can
+            // never hold every slot: with `max_connections: 50`, one address gets at most 25.
+            let max_connections = raw.max_connections.unwrap_or(d.max_connections);
+            d.max_connections_per_ip.min((max_connections / 2).max(1))
+        }),
         max_header_bytes,
     }
 }
@@ -728,6 +731,20 @@ mod tests {
             &format!("{SIGN}admin: {{listen: 0.0.0.0:8081, secret: {SAMPLE_ADMIN_SECRET}}}\n"),
             "gateway.yaml: admin.secret: is the quick-start sample secret, which may only be used with a loopback admin.listen; set TOLLGATE_ADMIN_SECRET",
         );
+    }
+
+    #[test]
+    fn the_per_address_cap_defaults_below_a_small_max_connections() {
+        let cap = |limits: &str| {
+            let f = Fixture::new();
+            f.write("gateway.yaml", &format!("{SIGN}limits: {limits}\n"));
+            f.load().unwrap().runtime.limits.max_connections_per_ip
+        };
+        assert_eq!(cap("{}"), 256);
+        assert_eq!(cap("{max_connections: 50}"), 25);
+        assert_eq!(cap("{max_connections: 1}"), 1);
+        // Set explicitly, it is taken as written (the gateway warns at start when it is not below).
+        assert_eq!(cap("{max_connections: 50, max_connections_per_ip: 80}"), 80);
     }
 
     #[test]
