@@ -680,6 +680,21 @@ async fn sessions_are_listed_and_revoked_in_bulk() {
     );
 }
 
+/// Creates the dynamic client `mobile` (password + refresh, scopes read and write, plus `extra`
+/// fields) and signs alice in with it: the client's secret and the session's refresh token.
+async fn mobile_with_a_read_write_session(gw: &TestGateway, extra: Value) -> (String, String) {
+    let mut body = json!({"client_id": "mobile", "grant_types": ["password", "refresh_token"], "scopes": ["read", "write"]});
+    if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+        body.extend(extra.clone());
+    }
+    let secret = create(gw, body).await["client_secret"]
+        .as_str()
+        .expect("client_secret")
+        .to_owned();
+    let refresh_token = read_write_session(gw, &secret).await;
+    (secret, refresh_token)
+}
+
 /// A password-grant session of `mobile` (scopes read + write): its refresh token.
 async fn read_write_session(gw: &TestGateway, secret: &str) -> String {
     let password = post_form(
@@ -715,13 +730,7 @@ async fn refresh(gw: &TestGateway, secret: &str, refresh_token: &str) -> TestRes
 #[tokio::test]
 async fn a_client_narrowed_by_the_admin_api_refreshes_only_what_it_may_still_have() {
     let (gw, _upstream) = gateway().await;
-    let body = create(
-        &gw,
-        json!({"client_id": "mobile", "grant_types": ["password", "refresh_token"], "scopes": ["read", "write"]}),
-    )
-    .await;
-    let secret = body["client_secret"].as_str().unwrap().to_owned();
-    let refresh_token = read_write_session(&gw, &secret).await;
+    let (secret, refresh_token) = mobile_with_a_read_write_session(&gw, json!({})).await;
 
     // The operator takes `write` away from the client.
     let narrowed = gw
@@ -763,13 +772,8 @@ async fn a_client_narrowed_by_the_admin_api_refreshes_only_what_it_may_still_hav
 #[tokio::test]
 async fn a_client_moved_to_a_narrower_policy_refreshes_within_it() {
     let (gw, _upstream) = gateway().await;
-    let body = create(
-        &gw,
-        json!({"client_id": "mobile", "grant_types": ["password", "refresh_token"], "scopes": ["read", "write"], "policy": "gold"}),
-    )
-    .await;
-    let secret = body["client_secret"].as_str().unwrap().to_owned();
-    let refresh_token = read_write_session(&gw, &secret).await;
+    let (secret, refresh_token) =
+        mobile_with_a_read_write_session(&gw, json!({"policy": "gold"})).await;
 
     let policy = gw
         .admin_send(
@@ -796,13 +800,7 @@ async fn a_client_moved_to_a_narrower_policy_refreshes_within_it() {
 #[tokio::test]
 async fn a_deleted_client_cannot_refresh() {
     let (gw, _upstream) = gateway().await;
-    let body = create(
-        &gw,
-        json!({"client_id": "mobile", "grant_types": ["password", "refresh_token"], "scopes": ["read", "write"]}),
-    )
-    .await;
-    let secret = body["client_secret"].as_str().unwrap().to_owned();
-    let refresh_token = read_write_session(&gw, &secret).await;
+    let (secret, refresh_token) = mobile_with_a_read_write_session(&gw, json!({})).await;
     let deleted = gw
         .admin_send("DELETE", "/apis/movies/clients/mobile", None)
         .await;

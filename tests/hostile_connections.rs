@@ -230,10 +230,10 @@ async fn a_second_address_is_served_while_the_first_holds_its_cap() {
     assert_eq!(statuses(&answer), vec![200], "{answer}");
 }
 
-#[tokio::test]
-async fn a_stalled_request_body_on_the_proxy_path_gets_408_and_is_closed() {
-    let (gw, upstream) = movies_gateway("body_read_timeout: 300ms").await;
-    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+/// Sends the head of a 100-byte upload and its first 10 bytes, then nothing; everything the gateway
+/// answers until it closes the connection.
+async fn stalled_upload(addr: SocketAddr) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
     stream
         .write_all(
             b"POST /movies/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nfirst ten.",
@@ -243,7 +243,13 @@ async fn a_stalled_request_body_on_the_proxy_path_gets_408_and_is_closed() {
     let answer = read_until_closed(&mut stream, HANG)
         .await
         .expect("the connection stayed open with a stalled body");
-    let answer = String::from_utf8_lossy(&answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+#[tokio::test]
+async fn a_stalled_request_body_on_the_proxy_path_gets_408_and_is_closed() {
+    let (gw, upstream) = movies_gateway("body_read_timeout: 300ms").await;
+    let answer = stalled_upload(gw.addr).await;
     assert_eq!(statuses(&answer), vec![408], "{answer}");
     assert!(
         answer.to_ascii_lowercase().contains("connection: close"),
@@ -265,17 +271,7 @@ async fn a_stalled_request_body_is_408_even_when_the_upstream_timeout_ends_first
     // The upstream timeout also covers sending the body; when it ends while the gateway is waiting
     // for the client's next bytes, the client stalled: 408, not 504.
     let (gw, _upstream) = movies_gateway("body_read_timeout: 30s, upstream_timeout: 300ms").await;
-    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
-    stream
-        .write_all(
-            b"POST /movies/upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nfirst ten.",
-        )
-        .await
-        .unwrap();
-    let answer = read_until_closed(&mut stream, HANG)
-        .await
-        .expect("the connection stayed open with a stalled body");
-    let answer = String::from_utf8_lossy(&answer);
+    let answer = stalled_upload(gw.addr).await;
     assert_eq!(statuses(&answer), vec![408], "{answer}");
 }
 
