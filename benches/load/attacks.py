@@ -404,6 +404,9 @@ def narrowed_refresh(port, admin_port):
         source="127.0.0.5",
     )
     first = json.loads(body)
+    if "refresh_token" not in first:
+        verdict(False, f"the password grant for the narrowed client failed (alice locked out?): {first}")
+        return
     admin(admin_port, "PUT", "/apis/movies/clients/narrowed", {"grant_types": ["password", "refresh_token"], "scopes": ["read"]})
     _, _, body = request(
         port,
