@@ -257,6 +257,14 @@ start_tollgate() {
   local name="$1" dir="$2" bin="${3:-$TOLLGATE_BIN}" port pid
   port="$(freeport)"
   sed -i "s|^listen: .*|listen: 127.0.0.1:$port|" "$dir/gateway.yaml"
+  # All load comes from one address (wrk on 127.0.0.1), up to RSS_CONNECTIONS connections at once: lift
+  # the per-address connection cap where the binary has it. An older binary (BASELINE_BIN) refuses the
+  # field, so it is dropped again there.
+  if ! grep -q '^limits:' "$dir/gateway.yaml"; then
+    cp "$dir/gateway.yaml" "$dir/gateway.yaml.orig"
+    printf 'limits:\n  max_connections_per_ip: 100000\n' >>"$dir/gateway.yaml"
+    "$bin" check --config "$dir/gateway.yaml" >/dev/null 2>&1 || cp "$dir/gateway.yaml.orig" "$dir/gateway.yaml"
+  fi
   "$bin" check --config "$dir/gateway.yaml" >&2 || die "tollgate check failed for $dir"
   taskset -c "$PROXY_CORE" "$bin" run --config "$dir/gateway.yaml" >"$dir/stdout.log" 2>"$dir/stderr.log" &
   pid=$!
