@@ -630,6 +630,8 @@ global_rate_limit: {{ rate: 5000, per: 1s }}
                 upstream_timeout: Duration::from_secs(20),
                 shutdown_grace: Duration::from_secs(15),
                 max_connections: 500,
+                // Unset: 256, or half of max_connections when that is smaller.
+                max_connections_per_ip: 250,
                 ..Limits::default()
             }
         );
