@@ -106,8 +106,17 @@ fn strip_prefix<'a>(value: &'a str, prefix: &str) -> Option<&'a str> {
         .then(|| value[prefix.len()..].trim())
 }
 
-/// Removes the credential from where it was found, so the upstream never sees it.
-pub fn strip<B>(req: &mut Request<B>, auth: &AuthConfig, source: Source) {
+/// The request could not be rebuilt without its credential.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotStripped;
+
+/// Removes the credential from where it was found, so the upstream never sees it. Fails closed: when
+/// the URI cannot be rebuilt without the query credential, the request must not be forwarded.
+pub fn strip<B>(
+    req: &mut Request<B>,
+    auth: &AuthConfig,
+    source: Source,
+) -> Result<(), NotStripped> {
     match source {
         Source::Header => {
             if let Some(h) = &auth.header {
@@ -136,12 +145,8 @@ pub fn strip<B>(req: &mut Request<B>, auth: &AuthConfig, source: Source) {
                     format!("{path}?{query}")
                 };
                 let mut parts = uri.clone().into_parts();
-                if let Ok(pq) = new.parse() {
-                    parts.path_and_query = Some(pq);
-                    if let Ok(uri) = Uri::from_parts(parts) {
-                        *req.uri_mut() = uri;
-                    }
-                }
+                parts.path_and_query = Some(new.parse().map_err(|_| NotStripped)?);
+                *req.uri_mut() = Uri::from_parts(parts).map_err(|_| NotStripped)?;
             }
         }
         Source::Cookie => {
@@ -165,6 +170,7 @@ pub fn strip<B>(req: &mut Request<B>, auth: &AuthConfig, source: Source) {
             }
         }
     }
+    Ok(())
 }
 
 /// The APIs whose tokens this API accepts: itself, `accept_from`, and APIs whose clients' policies
@@ -287,7 +293,7 @@ mod tests {
             .body(())
             .unwrap();
         let (_, source) = extract(&req, &a).unwrap().unwrap();
-        strip(&mut req, &a, source);
+        strip(&mut req, &a, source).unwrap();
         assert_eq!(req.uri().to_string(), "/x?a=1&b=2");
 
         let mut req = Request::get("/x")
@@ -296,7 +302,7 @@ mod tests {
             .unwrap();
         let (token, source) = extract(&req, &a).unwrap().unwrap();
         assert_eq!(token, "abc");
-        strip(&mut req, &a, source);
+        strip(&mut req, &a, source).unwrap();
         assert_eq!(req.headers()["cookie"], "x=1; y=2");
     }
 }

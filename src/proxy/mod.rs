@@ -295,7 +295,8 @@ async fn lifecycle(
         }
 
         if api.auth.strip_credentials {
-            auth::strip(&mut req, &api.auth, source);
+            // Never forward a credential we failed to remove: 500 rather than a leak upstream.
+            auth::strip(&mut req, &api.auth, source).map_err(|_| GatewayError::Internal)?;
         }
         // Hop-by-hop removal must come before our headers are set (it runs again, harmlessly, when
         // forwarding), so a client's `Connection: X-User-Id` cannot remove a forwarded claim.
