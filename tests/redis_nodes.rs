@@ -564,7 +564,7 @@ async fn a_hanging_redis_is_bounded_by_the_timeout() {
     let nodes = nodes_with("").await;
     let access = service_token(&nodes.a).await;
     // Frozen: connections stay open and nothing answers.
-    nodes.redis.signal("STOP");
+    let frozen = nodes.redis.freeze();
     let issued = tokio::time::timeout(
         Duration::from_secs(10),
         token(
@@ -577,7 +577,7 @@ async fn a_hanging_redis_is_bounded_by_the_timeout() {
     .expect("the token endpoint hung on a frozen Redis");
     assert_eq!(issued.status, 503, "{}", issued.text());
     assert_eq!(call(&nodes.b, "/movies/x", &access).await.status, 200);
-    nodes.redis.signal("CONT");
+    drop(frozen);
     assert!(
         eventually(Duration::from_secs(10), || async {
             token(

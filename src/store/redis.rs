@@ -2260,7 +2260,7 @@ mod tests {
             on_storage_error: OnStorageError::Deny,
         };
         let pid = server.pid();
-        server.signal("STOP");
+        let frozen = server.freeze();
         for _ in 0..(REBUILD_AFTER_TIMEOUTS + 2) {
             let started = Instant::now();
             assert!(matches!(
@@ -2274,7 +2274,7 @@ mod tests {
                 started.elapsed()
             );
         }
-        server.signal("CONT");
+        drop(frozen);
         let started = Instant::now();
         while store.ping().await.is_err() {
             assert!(started.elapsed() < Duration::from_secs(10), "no recovery");

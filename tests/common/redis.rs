@@ -154,13 +154,21 @@ impl RedisServer {
 
     /// Sends a signal to redis-server (`STOP` freezes it: connections stay open, nothing answers;
     /// `CONT` thaws it).
-    pub fn signal(&self, signal: &str) {
+    fn signal(&self, signal: &str) {
         let status = Command::new("kill")
             .arg(format!("-{signal}"))
             .arg(self.pid.to_string())
             .status()
             .expect("kill");
         assert!(status.success());
+    }
+
+    /// Freezes redis-server (SIGSTOP) until the returned guard is dropped (SIGCONT). The guard thaws it
+    /// also when a test fails while it is frozen, so a failed assertion never leaves the server (shared
+    /// by the other tests of the binary) stopped and the rest of the run hanging on it.
+    pub fn freeze(&self) -> Frozen<'_> {
+        self.signal("STOP");
+        Frozen(self)
     }
 
     pub fn url(&self) -> String {
@@ -391,5 +399,18 @@ impl RedisServer {
             out.push_str(&format!("{key} {kind} {}\n", values.join(" ")));
         }
         out
+    }
+}
+
+/// A frozen redis-server; thawed on drop. See [`RedisServer::freeze`].
+pub struct Frozen<'a>(&'a RedisServer);
+
+impl Drop for Frozen<'_> {
+    fn drop(&mut self) {
+        // Not `signal`: a failing assertion inside a drop during a panic would abort the process.
+        let _ = Command::new("kill")
+            .arg("-CONT")
+            .arg(self.0.pid.to_string())
+            .status();
     }
 }
