@@ -131,7 +131,33 @@ pub(crate) fn argon2id(s: &str) -> Result<(), String> {
     if hash.salt.is_none() || hash.hash.is_none() {
         return Err(ARGON2ID.to_owned());
     }
-    argon2::Params::try_from(&hash).map_err(|e| format!("argon2id parameters are invalid: {e}"))?;
+    let params = argon2::Params::try_from(&hash)
+        .map_err(|e| format!("argon2id parameters are invalid: {e}"))?;
+    argon2_cost(&params)
+}
+
+/// Largest argon2 memory cost accepted in a stored hash, in KiB (64 MiB; `tollgate hash-secret` uses
+/// 19 MiB). The verifier runs with the hash's own parameters, so without a bound one pasted hash with
+/// `m=4194304` would make every verification of it take 4 GiB, and `limits.secret_verifications`
+/// would no longer bound memory.
+pub const MAX_ARGON2_MEMORY_KIB: u32 = 64 * 1024;
+/// Largest argon2 time cost (passes) and parallelism (lanes) accepted in a stored hash.
+pub const MAX_ARGON2_PASSES: u32 = 10;
+pub const MAX_ARGON2_LANES: u32 = 8;
+
+/// Whether the cost of verifying against a hash with these parameters is within the bounds above.
+pub fn argon2_cost(params: &argon2::Params) -> Result<(), String> {
+    if params.m_cost() > MAX_ARGON2_MEMORY_KIB
+        || params.t_cost() > MAX_ARGON2_PASSES
+        || params.p_cost() > MAX_ARGON2_LANES
+    {
+        return Err(format!(
+            "argon2id parameters m={}, t={}, p={} exceed the accepted maximum m={MAX_ARGON2_MEMORY_KIB}, t={MAX_ARGON2_PASSES}, p={MAX_ARGON2_LANES} (make one with `tollgate hash-secret`)",
+            params.m_cost(),
+            params.t_cost(),
+            params.p_cost()
+        ));
+    }
     Ok(())
 }
 
@@ -395,6 +421,11 @@ mod tests {
             Err("uses `argon2i`, but only argon2id is accepted".to_owned())
         );
         assert!(argon2id("$argon2id$v=19$m=256,t=2,p=1,zz=3$c29tZXNhbHQ$nf65EOgLrQMR/uIPnA4rEsF5h7TKyQwu9U1bMCHGi/4").is_err());
+        // Valid, but one verification would take 4 GiB.
+        assert!(
+            argon2id("$argon2id$v=19$m=4194304,t=2,p=1$c29tZXNhbHQ$nf65EOgLrQMR/uIPnA4rEsF5h7TKyQwu9U1bMCHGi/4")
+                .is_err_and(|e| e.contains("exceed the accepted maximum"))
+        );
     }
 
     #[test]

@@ -51,6 +51,12 @@ pub fn verify_secret(phc: &str, secret: &str) -> bool {
     let Ok(hash) = PasswordHash::new(phc) else {
         return false;
     };
+    // A hash whose parameters would cost more than the configured bound (stored hashes from before
+    // the check, or written to the store by hand) never matches rather than taking gigabytes.
+    match argon2::Params::try_from(&hash) {
+        Ok(params) if crate::config::check::argon2_cost(&params).is_ok() => {}
+        _ => return false,
+    }
     Argon2::default()
         .verify_password(secret.as_bytes(), &hash)
         .is_ok()
@@ -321,6 +327,22 @@ mod tests {
         assert!(!verify_secret("not a hash", "not a hash"));
         assert!(!verify_secret("$argon2id$v=19$m=19456,t=2,p=1$", "x"));
         assert!(!verify_secret("$2b$12$abcdefghijklmnopqrstuv", "x"));
+        // Near misses of a real hash of "s": never a match for "s" itself.
+        let real = hash_secret("s").expect("hash");
+        assert!(verify_secret(&real, "s"));
+        let truncated = &real[..real.len() - 1];
+        let (head, digest) = real.rsplit_once('$').expect("PHC");
+        let flipped = format!(
+            "{head}${}{}",
+            if digest.starts_with('A') { 'B' } else { 'A' },
+            &digest[1..]
+        );
+        let no_salt = real.replacen(real.split('$').nth(4).expect("salt"), "", 1);
+        let other_algorithm = real.replacen("$argon2id$", "$argon2i$", 1);
+        let costly = real.replacen("m=19456", "m=4194304", 1);
+        for near in [truncated, &flipped, &no_salt, &other_algorithm, &costly] {
+            assert!(!verify_secret(near, "s"), "{near}");
+        }
         verify_dummy("anything"); // must not panic
     }
 
