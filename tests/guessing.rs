@@ -337,3 +337,28 @@ async fn a_burst_of_the_right_secret_is_served_in_full_redis() {
     let prefix = unique_prefix();
     a_burst_of_the_right_secret_is_served_in_full(&redis_storage(&redis, &prefix)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unknown_client_costs_a_verification_like_a_wrong_secret() {
+    let (gw, _upstream) = gateway("").await;
+    let url = gw.url("/movies/oauth/token");
+    let before = verifications(&gw).await;
+    let wrong = client_credentials(url.clone(), "wrong-secret".into()).await;
+    assert_eq!(wrong.status, 401, "{}", wrong.text());
+    assert_eq!(verifications(&gw).await - before, 1);
+    // An id that names no client, and a public client presenting a secret: the same answer and the
+    // same argon2 cost, so timing does not tell which ids exist.
+    for id in ["no-such-client", "public-app"] {
+        let before = verifications(&gw).await;
+        let response = post_form(
+            &url,
+            Some(&basic(id, "some-secret")),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+        assert_eq!(response.status, 401, "{id}: {}", response.text());
+        assert_eq!(response.json()["error"], wrong.json()["error"]);
+        assert_eq!(verifications(&gw).await - before, 1, "{id}");
+    }
+    gw.stop().await;
+}

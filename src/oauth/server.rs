@@ -249,13 +249,20 @@ impl AuthServer {
             ));
         }
         // From here on the attempt counts as a failure unless released below.
-        let Some(client) = self.find_client(api, client_id).await? else {
-            return Err(fail());
+        // An unknown client, or a public one pretending to have a secret, costs one argon2 check like a
+        // wrong secret does, so response times do not tell which client ids exist.
+        let client = self.find_client(api, client_id).await?;
+        let Some((client, phc)) = client.and_then(|c| c.secret_hash.clone().map(|phc| (c, phc)))
+        else {
+            return match self.verifier.verify(None, secret.to_owned()).await {
+                Ok(_) => Err(fail()),
+                Err(Busy) => {
+                    self.release(&guess, Release::NotEvaluated, now).await;
+                    Err(busy())
+                }
+            };
         };
-        // A public client must not pretend to have a secret.
-        let Some(phc) = &client.secret_hash else {
-            return Err(fail());
-        };
+        let phc = &phc;
         let verified = if self
             .secret_cache
             .verified_recently(&api.id, client_id, phc, secret)
