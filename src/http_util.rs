@@ -29,11 +29,6 @@ pub fn empty() -> Body {
     full(Bytes::new())
 }
 
-/// The longest wait between two reads of a request body, put into every request's extensions by the
-/// listener (`limits.body_read_timeout`) so every handler that reads a body reads it the same way.
-#[derive(Debug, Clone, Copy)]
-pub struct BodyReadTimeout(pub Duration);
-
 /// A body that waited longer than its bound for the next chunk.
 #[derive(Debug, thiserror::Error)]
 #[error("no data for {0:?}")]
@@ -131,32 +126,26 @@ where
     }
 }
 
-/// The request's body with the listener's read bound applied.
-pub fn timed_body<B>(req: Request<B>) -> (http::request::Parts, ReadTimeout<B>) {
+/// The request's body with every wait for its next chunk bounded by `timeout`
+/// (`limits.body_read_timeout`).
+pub fn timed_body<B>(req: Request<B>, timeout: Duration) -> (http::request::Parts, ReadTimeout<B>) {
     let (parts, body) = req.into_parts();
-    let timeout = parts
-        .extensions
-        .get::<BodyReadTimeout>()
-        .map(|t| t.0)
-        .unwrap_or(DEFAULT_BODY_READ_TIMEOUT);
     (parts, ReadTimeout::new(body, timeout))
 }
 
-/// Outside a listener (unit tests calling a handler directly): the configuration default.
-const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// Reads a whole request body of at most `limit` bytes, each wait for the next chunk bounded by the
-/// listener's `limits.body_read_timeout`. Every handler that needs a body in memory goes through here,
+/// Reads a whole request body of at most `limit` bytes, each wait for the next chunk bounded by
+/// `timeout` (`limits.body_read_timeout`). Every handler that needs a body in memory goes through here,
 /// so size and time bounds and their answers (413, 408 + close, 400 + close) are the same everywhere.
 pub async fn read_body<B>(
     req: Request<B>,
     limit: usize,
+    timeout: Duration,
 ) -> Result<(http::request::Parts, Bytes), GatewayError>
 where
     B: hyper::body::Body,
     B::Error: Into<BoxError>,
 {
-    let (parts, body) = timed_body(req);
+    let (parts, body) = timed_body(req, timeout);
     match Limited::new(body, limit).collect().await {
         Ok(collected) => Ok((parts, collected.to_bytes())),
         Err(err) => Err(body_error(&*err, limit as u64)),
@@ -209,17 +198,12 @@ mod tests {
         }
     }
 
-    fn request(body: Stalling, timeout: Duration) -> Request<Stalling> {
-        let mut req = Request::new(body);
-        req.extensions_mut().insert(BodyReadTimeout(timeout));
-        req
-    }
-
     #[tokio::test]
     async fn a_stalled_body_is_a_408_and_a_long_one_a_413() {
         let stalled = read_body(
-            request(Stalling(vec![b"abc"]), Duration::from_millis(20)),
+            Request::new(Stalling(vec![b"abc"])),
             64,
+            Duration::from_millis(20),
         );
         let err = tokio::time::timeout(Duration::from_secs(10), stalled)
             .await
@@ -229,8 +213,9 @@ mod tests {
         assert!(err.closes_connection());
 
         let long = read_body(
-            request(Stalling(vec![b"0123456789"]), Duration::from_secs(10)),
+            Request::new(Stalling(vec![b"0123456789"])),
             4,
+            Duration::from_secs(10),
         );
         let err = long.await.unwrap_err();
         assert!(

@@ -21,6 +21,7 @@
 //! client removed from an API definition can still be listed and revoked.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
@@ -93,9 +94,26 @@ pub(super) async fn route(
     let config = &runtime.config;
     match action {
         ClientAction::List => list(gateway, api).await,
-        ClientAction::Create => create(gateway, config, api, read_json(req).await?).await,
+        ClientAction::Create => {
+            create(
+                gateway,
+                config,
+                api,
+                read_json(req, config.limits.body_read_timeout).await?,
+            )
+            .await
+        }
         ClientAction::Get(id) => get(gateway, api, id).await,
-        ClientAction::Replace(id) => update(gateway, config, api, id, read_json(req).await?).await,
+        ClientAction::Replace(id) => {
+            update(
+                gateway,
+                config,
+                api,
+                id,
+                read_json(req, config.limits.body_read_timeout).await?,
+            )
+            .await
+        }
         ClientAction::Delete(id) => delete(gateway, api, id).await,
         ClientAction::RotateSecret(id) => rotate_secret(gateway, api, id).await,
         ClientAction::Sessions(id) => sessions(gateway, api, id).await,
@@ -521,8 +539,9 @@ async fn hash(secret: String) -> Result<String, GatewayError> {
 /// A JSON body of at most [`MAX_BODY_BYTES`]; errors name the field (`grant_types[0]: invalid type`).
 pub(super) async fn read_json<T: DeserializeOwned>(
     req: Request<Incoming>,
+    timeout: Duration,
 ) -> Result<T, GatewayError> {
-    let (_, bytes) = read_body(req, MAX_BODY_BYTES).await?;
+    let (_, bytes) = read_body(req, MAX_BODY_BYTES, timeout).await?;
     let mut de = serde_json::Deserializer::from_slice(&bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();

@@ -74,7 +74,12 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Result<Response<Bod
         Call::Reload => reload(gateway).await,
         Call::OpenApi => openapi::response(),
         Call::AuthorizeClient { api } => {
-            let (_, body) = crate::http_util::read_body(req, 64 * 1024).await?;
+            let (_, body) = crate::http_util::read_body(
+                req,
+                64 * 1024,
+                gateway.runtime().config.limits.body_read_timeout,
+            )
+            .await?;
             crate::oauth::authorize::authorize_client(gateway, &gateway.runtime(), api, &body)
                 .await?
         }

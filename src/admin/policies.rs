@@ -83,7 +83,14 @@ pub(super) async fn route(
     let config = &runtime.config;
     match action {
         PolicyAction::List => list(gateway, config).await,
-        PolicyAction::Create => create(gateway, config, read_json(req).await?).await,
+        PolicyAction::Create => {
+            create(
+                gateway,
+                config,
+                read_json(req, config.limits.body_read_timeout).await?,
+            )
+            .await
+        }
         PolicyAction::Get(id) => get(gateway, config, id).await,
         PolicyAction::Replace(id) => replace(gateway, config, id, req).await,
         PolicyAction::Delete(id) => {
@@ -251,7 +258,7 @@ async fn replace(
     if file_policy(config, id).is_some() {
         return Err(read_only(id));
     }
-    let body: PolicyBody = read_json(req).await?;
+    let body: PolicyBody = read_json(req, config.limits.body_read_timeout).await?;
     if body.id.as_deref().is_some_and(|named| named != id) {
         return Err(GatewayError::InvalidInput(format!(
             "id: must be the policy named in the path (`{id}`); a policy cannot be renamed"

@@ -614,10 +614,12 @@ async fn authorize_post(
     )
     .to_string();
     // The form is the whole request: the query string of a POST is not read.
-    let (_, mut form) = read_form(req).await.map_err(|err| match err {
-        GatewayError::OAuth(err) => page_error(StatusCode::BAD_REQUEST, err.description, None),
-        other => other,
-    })?;
+    let (_, mut form) = read_form(req, runtime.config.limits.body_read_timeout)
+        .await
+        .map_err(|err| match err {
+            GatewayError::OAuth(err) => page_error(StatusCode::BAD_REQUEST, err.description, None),
+            other => other,
+        })?;
     let csrf = form.remove("csrf_token");
     let action = form.remove("action");
     let username = form.remove("username").filter(|u| !u.is_empty());

@@ -2,6 +2,7 @@
 //! No OAuth rule lives here; they are all in `server.rs` (and `authorize.rs` for the authorize endpoint).
 
 use std::collections::HashMap;
+use std::time::Duration;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -122,7 +123,7 @@ async fn token(
     only(&req, &[Method::POST])?;
     refuse_credentials_in_query(&req)?;
     let ip = caller_ip(runtime, &req, &conn);
-    let (headers, mut form) = read_form(req).await?;
+    let (headers, mut form) = read_form(req, runtime.config.limits.body_read_timeout).await?;
     let client = client_auth(&headers, &mut form)?;
     let grant_type = form
         .remove("grant_type")
@@ -167,7 +168,7 @@ async fn revoke(
     only(&req, &[Method::POST])?;
     refuse_credentials_in_query(&req)?;
     let ip = caller_ip(runtime, &req, &conn);
-    let (headers, mut form) = read_form(req).await?;
+    let (headers, mut form) = read_form(req, runtime.config.limits.body_read_timeout).await?;
     let auth = client_auth(&headers, &mut form)?;
     let token = form
         .remove("token")
@@ -205,7 +206,7 @@ async fn introspect(
     refuse_credentials_in_query(&req)?;
     let admin_caller = is_admin(gateway, req.headers());
     let ip = caller_ip(runtime, &req, &conn);
-    let (headers, mut form) = read_form(req).await?;
+    let (headers, mut form) = read_form(req, runtime.config.limits.body_read_timeout).await?;
     if !admin_caller {
         let auth = client_auth(&headers, &mut form)?;
         let caller = gateway.auth.authenticate(api, &auth, &ip, now()).await?;
@@ -287,6 +288,7 @@ fn refuse_credentials_in_query<B>(req: &Request<B>) -> Result<(), GatewayError> 
 /// refused (RFC 6749 §3.1).
 pub async fn read_form(
     req: Request<Incoming>,
+    timeout: Duration,
 ) -> Result<(HeaderMap, HashMap<String, String>), GatewayError> {
     let (parts, body) = req.into_parts();
     let content_type = parts
@@ -301,7 +303,8 @@ pub async fn read_form(
         )
         .into());
     }
-    let (parts, bytes) = read_body(Request::from_parts(parts, body), MAX_FORM_BYTES).await?;
+    let (parts, bytes) =
+        read_body(Request::from_parts(parts, body), MAX_FORM_BYTES, timeout).await?;
     let form = parse_pairs(&bytes)?;
     Ok((parts.headers, form))
 }

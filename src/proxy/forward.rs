@@ -33,6 +33,8 @@ pub struct UpstreamClient {
     client: Client<HttpsConnector<HttpConnector>, Body>,
     default_timeout: Duration,
     max_body_bytes: u64,
+    /// Longest wait between two chunks of the client's request body (`limits.body_read_timeout`).
+    body_read_timeout: Duration,
 }
 
 impl UpstreamClient {
@@ -69,6 +71,7 @@ impl UpstreamClient {
             client,
             default_timeout: limits.upstream_timeout,
             max_body_bytes: limits.max_body_bytes,
+            body_read_timeout: limits.body_read_timeout,
         }
     }
 
@@ -101,7 +104,7 @@ impl UpstreamClient {
         *req.uri_mut() = uri;
         // The upstream connection decides its own version (ALPN); the client maps HTTP/1.1 onto h2.
         *req.version_mut() = Version::HTTP_11;
-        let (parts, body) = timed_body(req);
+        let (parts, body) = timed_body(req, self.body_read_timeout);
         let (body, client_body) = body.observed();
         let body = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX))
             .map_err(Into::into)

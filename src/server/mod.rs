@@ -24,7 +24,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
-use crate::http_util::{Body, BodyReadTimeout};
+use crate::http_util::Body;
 use idle::{InFlight, TrackedBody, idle_for};
 use per_ip::PerIp;
 
@@ -40,7 +40,6 @@ pub struct ServerLimits {
     pub max_connections: usize,
     pub max_connections_per_ip: usize,
     pub header_read_timeout: Duration,
-    pub body_read_timeout: Duration,
     pub idle_timeout: Duration,
     pub max_header_bytes: usize,
     pub shutdown_grace: Duration,
@@ -52,7 +51,6 @@ impl ServerLimits {
             max_connections: limits.max_connections,
             max_connections_per_ip: limits.max_connections_per_ip,
             header_read_timeout: limits.header_read_timeout,
-            body_read_timeout: limits.body_read_timeout,
             idle_timeout: limits.idle_timeout,
             max_header_bytes: limits.max_header_bytes,
             shutdown_grace: limits.shutdown_grace,
@@ -183,11 +181,9 @@ async fn serve_connection<H, Fut>(
         tls: tls.is_some(),
     };
     let (in_flight, requests) = InFlight::new();
-    let service = service_fn(move |mut req: Request<Incoming>| {
+    let service = service_fn(move |req: Request<Incoming>| {
         // Counted from here until hyper drops the response body (see `idle`).
         let guard = in_flight.start();
-        req.extensions_mut()
-            .insert(BodyReadTimeout(limits.body_read_timeout));
         let response = handler(req, info);
         async move {
             let response = response.await.map(|body| TrackedBody::new(body, guard));
