@@ -124,13 +124,20 @@ pub struct Metrics {
     secrets: Arc<VerifierStats>,
     /// Connections closed at accept because their address had `max_connections_per_ip` open.
     connections_refused_per_ip: AtomicU64,
+    /// Token event notifications dropped on a full queue (kept by the notifier).
+    notifications_dropped: Arc<AtomicU64>,
 }
 
 impl Metrics {
-    /// Metrics that also report the authorization server's verification pool and throttles.
-    pub fn with_secret_stats(secrets: Arc<VerifierStats>) -> Metrics {
+    /// Metrics that also report the authorization server's verification pool and throttles, and the
+    /// notifications it dropped.
+    pub fn with_auth_stats(
+        secrets: Arc<VerifierStats>,
+        notifications_dropped: Arc<AtomicU64>,
+    ) -> Metrics {
         Metrics {
             secrets,
+            notifications_dropped,
             ..Metrics::default()
         }
     }
@@ -225,6 +232,13 @@ impl Metrics {
             "tollgate_connections_refused_total{{reason=\"per_ip\"}} {}",
             self.connections_refused_per_ip.load(Relaxed)
         );
+        let _ = writeln!(
+            out,
+            "# HELP tollgate_notifications_dropped_total Token event notifications dropped because the queue was full.\n\
+             # TYPE tollgate_notifications_dropped_total counter\n\
+             tollgate_notifications_dropped_total {}",
+            self.notifications_dropped.load(Relaxed)
+        );
         if let Ok(counters) = self.counters.lock() {
             let mut last = "";
             for ((name, label), n) in counters.iter() {
@@ -301,7 +315,8 @@ mod tests {
     #[test]
     fn renders_the_secret_verification_counters() {
         let stats = Arc::new(VerifierStats::default());
-        let metrics = Metrics::with_secret_stats(stats.clone());
+        let dropped = Arc::new(AtomicU64::new(4));
+        let metrics = Metrics::with_auth_stats(stats.clone(), dropped);
         stats.verifications.fetch_add(7, Relaxed);
         stats.busy.fetch_add(3, Relaxed);
         stats.throttled_clients.fetch_add(2, Relaxed);
@@ -313,6 +328,7 @@ mod tests {
         assert!(text.contains("\ntollgate_secret_verifications_rejected_total 3\n"));
         assert!(text.contains("tollgate_guesses_throttled_total{kind=\"login\"} 0\n"));
         assert!(text.contains("tollgate_guesses_throttled_total{kind=\"client\"} 2\n"));
+        assert!(text.contains("\ntollgate_notifications_dropped_total 4\n"));
     }
 
     #[test]

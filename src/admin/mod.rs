@@ -59,10 +59,6 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Result<Response<Bod
         Call::Metrics => {
             let mut text = gateway.metrics.render();
             render_limiter_errors(&mut text, gateway.limiter.as_ref());
-            let dropped = gateway.auth.notifier.dropped();
-            text.push_str(&format!(
-                "# HELP tollgate_notifications_dropped_total Token event notifications dropped because the queue was full.\n# TYPE tollgate_notifications_dropped_total counter\ntollgate_notifications_dropped_total {dropped}\n"
-            ));
             let mut response = Response::new(full(Bytes::from(text)));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,

@@ -80,9 +80,9 @@ impl Notifier {
         }
     }
 
-    /// Notifications dropped because the queue was full, since start.
-    pub fn dropped(&self) -> u64 {
-        self.dropped.load(Ordering::Relaxed)
+    /// Notifications dropped because the queue was full, since start (rendered by `/metrics`).
+    pub fn dropped_counter(&self) -> Arc<AtomicU64> {
+        self.dropped.clone()
     }
 
     /// Queues a notification if the API has a receiver configured; never waits.
