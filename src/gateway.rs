@@ -45,8 +45,11 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(config: Config, auth: AuthServer, limiter: Arc<dyn Limiter>) -> Arc<Gateway> {
-        let metrics =
-            Metrics::with_auth_stats(auth.verifier.stats.clone(), auth.notifier.dropped_counter());
+        let metrics = Metrics::with_auth_stats(
+            auth.verifier.stats.clone(),
+            auth.notifier.dropped_counter(),
+            auth.stats.clone(),
+        );
         let runtime = Runtime::build(config.runtime.clone(), &metrics);
         Arc::new(Gateway {
             config,

@@ -105,6 +105,7 @@ pub async fn run(
     let auth = oauth::AuthServer::new(
         keys,
         store,
+        limiter.clone(),
         &config.gateway.public_url,
         oauth::notify::Notifier::start(),
         // Taken at start (like max_connections): the pool bounds memory for the process's lifetime.

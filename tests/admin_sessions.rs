@@ -284,14 +284,19 @@ async fn session_lookup_shows_the_quota_the_proxy_path_counted() {
         Some((10 - N - 1).to_string().as_str())
     );
 
-    // Another session of the same client has its own budget.
+    // A client_credentials token is stateless (DESIGN §9f): every token of the client shares one
+    // session id and so one budget. Fetching a new token does not reset the quota.
     let other = service_token(&gw).await;
-    let other_view = session(&gw, &sid_claim(&other)).await;
-    assert_eq!(other_view["quota"]["remaining"], 10);
-    assert_eq!(session(&gw, &sid).await["quota"]["remaining"], 10 - N - 1);
+    assert_eq!(sid_claim(&other), sid);
+    assert_eq!(proxied(&gw, &other).await.status, 200);
+    assert_eq!(session(&gw, &sid).await["quota"]["remaining"], 10 - N - 2);
+    // A user's session, even with the same client, has its own budget.
+    let alice = password_grant(&gw, "read").await;
+    let alice_sid = sid_claim(text(&alice["access_token"]));
+    assert_ne!(alice_sid, sid);
 
     // Spent: the proxy refuses, and the lookup shows nothing left.
-    for _ in 0..(10 - N - 1) {
+    for _ in 0..(10 - N - 2) {
         assert_eq!(proxied(&gw, &token).await.status, 200);
     }
     assert_eq!(proxied(&gw, &token).await.status, 429);
@@ -469,26 +474,44 @@ async fn the_admin_secret_is_required() {
 }
 
 #[tokio::test]
-async fn a_client_credentials_session_ends_with_its_access_token() {
+async fn a_client_credentials_session_is_stateless() {
     let (gw, _upstream) = gateway().await;
-    let issued = token_request(
-        &gw,
-        &basic("service", SERVICE_SECRET),
-        &[("grant_type", "client_credentials")],
-    )
-    .await;
-    assert!(issued["refresh_token"].is_null());
-    let claims = jwt_claims(issued["access_token"].as_str().expect("access_token"));
-    let sid = claims["sid"].as_str().expect("sid");
-    let exp = claims["exp"].as_u64().expect("exp");
+    let mut exp = 0;
+    let mut sid = String::new();
+    for _ in 0..3 {
+        let issued = token_request(
+            &gw,
+            &basic("service", SERVICE_SECRET),
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+        assert!(issued["refresh_token"].is_null());
+        let claims = jwt_claims(issued["access_token"].as_str().expect("access_token"));
+        sid = claims["sid"].as_str().expect("sid").to_owned();
+        exp = claims["exp"].as_u64().expect("exp");
+    }
+    // Nothing stored per token: the view is built from the id and the client's count, and ends with
+    // the latest token (plus the validation leeway).
     let view = gw.admin_get(&format!("/sessions/{sid}")).await.json();
+    assert_eq!(view["stateless"], true, "{view}");
+    assert_eq!(view["issued"], 3, "{view}");
+    assert_eq!(view["client_id"], "service", "{view}");
+    assert_eq!(view["grant"], "client_credentials", "{view}");
+    assert_eq!(view["active"], true, "{view}");
     let expires_at = view["expires_at"].as_u64().expect("expires_at");
-    // Kept no longer than the token it serves (plus the validation leeway), not for the 30 days of
-    // a refresh token that this grant never gets.
     assert!(
         (exp..=exp + 5).contains(&expires_at),
         "session expires at {expires_at}, token at {exp}"
     );
+    let listed = gw.admin_get("/apis/movies/clients/service/sessions").await;
+    assert_eq!(listed.json()["sessions"], json!([]), "{}", listed.text());
+    assert_eq!(listed.json()["stateless"]["sid"], sid.as_str());
+    // There is no record to delete: the answer says what to do instead.
+    let delete = gw
+        .admin_send("DELETE", &format!("/sessions/{sid}"), None)
+        .await;
+    assert_error(&delete, 400, "invalid_request");
+    assert!(delete.text().contains("stateless"), "{}", delete.text());
 
     // A password session keeps its refresh-token lifetime.
     let alice = password_grant(&gw, "read").await;

@@ -38,6 +38,8 @@ use crate::error::{GatewayError, json_response};
 use crate::gateway::Gateway;
 use crate::http_util::{Body, empty, read_body};
 use crate::oauth::secrets;
+use crate::oauth::server::stateless_sid;
+use crate::oauth::tokens::LEEWAY_SECS;
 use crate::store::{Session, StoredClient};
 
 use super::routes::ClientAction;
@@ -346,7 +348,7 @@ async fn delete(gateway: &Gateway, api: &ApiDef, id: &str) -> Result<Response<Bo
     if !existed {
         return Err(no_such_client(api, id));
     }
-    let revoked = revoke_all(gateway, api, id).await?;
+    let (revoked, _) = revoke_all(gateway, api, id).await?;
     tracing::info!(api = %api.id, client = %id, sessions_revoked = revoked, "client deleted");
     let mut response = Response::new(empty());
     *response.status_mut() = StatusCode::NO_CONTENT;
@@ -400,9 +402,26 @@ async fn sessions(
         .await
         .map_err(storage)?;
     let sessions: Vec<Value> = list.iter().map(session_view).collect();
+    // Stateless tokens (DESIGN §9f) are stored nowhere, so they cannot be listed one by one: the
+    // client's count stands for them, with the session id their rate limits count under and the
+    // cutoff (tokens issued before `not_before` are refused) if the client's tokens were revoked.
+    let now = now();
+    let store = &gateway.auth.store;
+    let count = store.stateless_count(&api.id, id).await.map_err(storage)?;
+    let not_before = store
+        .client_cutoff(&api.id, id, now)
+        .map(|cutoff| cutoff + 1);
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "sessions": sessions }),
+        &json!({
+            "sessions": sessions,
+            "stateless": {
+                "issued": count.issued,
+                "last_issued_at": count.last_issued_at,
+                "sid": stateless_sid(&api.id, id, None),
+                "not_before": not_before,
+            },
+        }),
     ))
 }
 
@@ -411,20 +430,34 @@ async fn revoke_sessions(
     api: &ApiDef,
     id: &str,
 ) -> Result<Response<Body>, GatewayError> {
-    let revoked = revoke_all(gateway, api, id).await?;
+    let (revoked, cutoff) = revoke_all(gateway, api, id).await?;
     tracing::info!(api = %api.id, client = %id, sessions_revoked = revoked, "client sessions revoked");
     Ok(json_response(
         StatusCode::OK,
-        &json!({ "revoked": revoked }),
+        &json!({ "revoked": revoked, "not_before": cutoff + 1 }),
     ))
 }
 
-/// Revokes every live session of the client until it would have expired anyway; its refresh tokens
-/// stop at once and its access tokens fail the gateway's revocation check.
-async fn revoke_all(gateway: &Gateway, api: &ApiDef, id: &str) -> Result<usize, GatewayError> {
+/// Revokes every token of the client: its live sessions until they would have expired anyway (their
+/// refresh tokens stop at once), and every access token issued up to now, stateless ones included,
+/// by a per-client cutoff kept for as long as such a token can live.
+/// Returns how many sessions it revoked and the cutoff (the `iat` up to which tokens are refused).
+async fn revoke_all(
+    gateway: &Gateway,
+    api: &ApiDef,
+    id: &str,
+) -> Result<(usize, u64), GatewayError> {
     let store = &gateway.auth.store;
+    let now = now();
+    // The cutoff first: from here on no token issued before it passes the proxy, whatever happens to
+    // the session revocations below.
+    let ttl = oauth_of(api)?.access_token_ttl.as_secs();
+    store
+        .revoke_client_tokens(&api.id, id, now, now + ttl + LEEWAY_SECS)
+        .await
+        .map_err(storage)?;
     let live = store
-        .client_sessions(&api.id, id, now())
+        .client_sessions(&api.id, id, now)
         .await
         .map_err(storage)?;
     for session in &live {
@@ -433,7 +466,7 @@ async fn revoke_all(gateway: &Gateway, api: &ApiDef, id: &str) -> Result<usize, 
             .await
             .map_err(storage)?;
     }
-    Ok(live.len())
+    Ok((live.len(), now))
 }
 
 // --- validation and helpers

@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::oauth::secrets::VerifierStats;
+use crate::oauth::server::TokenStats;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 14] = [
@@ -126,6 +127,8 @@ pub struct Metrics {
     connections_refused_per_ip: AtomicU64,
     /// Token event notifications dropped on a full queue (kept by the notifier).
     notifications_dropped: Arc<AtomicU64>,
+    /// Stateless tokens, capped sessions and limited token requests (kept by the token endpoint).
+    tokens: Arc<TokenStats>,
 }
 
 impl Metrics {
@@ -134,10 +137,12 @@ impl Metrics {
     pub fn with_auth_stats(
         secrets: Arc<VerifierStats>,
         notifications_dropped: Arc<AtomicU64>,
+        tokens: Arc<TokenStats>,
     ) -> Metrics {
         Metrics {
             secrets,
             notifications_dropped,
+            tokens,
             ..Metrics::default()
         }
     }
@@ -273,6 +278,22 @@ impl Metrics {
             s.throttled_logins.load(Relaxed),
             s.throttled_clients.load(Relaxed),
         );
+        let t = &self.tokens;
+        let _ = write!(
+            out,
+            "# HELP tollgate_stateless_tokens_issued_total Access tokens issued without stored state (client_credentials, grants without a refresh token).\n\
+             # TYPE tollgate_stateless_tokens_issued_total counter\n\
+             tollgate_stateless_tokens_issued_total {}\n\
+             # HELP tollgate_sessions_capped_total Sessions ended because their user began more than oauth.max_sessions_per_user with one client.\n\
+             # TYPE tollgate_sessions_capped_total counter\n\
+             tollgate_sessions_capped_total {}\n\
+             # HELP tollgate_token_requests_limited_total Token requests refused (429) by oauth.token_rate_limit.\n\
+             # TYPE tollgate_token_requests_limited_total counter\n\
+             tollgate_token_requests_limited_total {}\n",
+            t.stateless_issued.load(Relaxed),
+            t.sessions_capped.load(Relaxed),
+            t.token_requests_limited.load(Relaxed),
+        );
     }
 }
 
@@ -316,7 +337,10 @@ mod tests {
     fn renders_the_secret_verification_counters() {
         let stats = Arc::new(VerifierStats::default());
         let dropped = Arc::new(AtomicU64::new(4));
-        let metrics = Metrics::with_auth_stats(stats.clone(), dropped);
+        let tokens = Arc::new(TokenStats::default());
+        let metrics = Metrics::with_auth_stats(stats.clone(), dropped, tokens.clone());
+        tokens.sessions_capped.fetch_add(5, Relaxed);
+        tokens.stateless_issued.fetch_add(6, Relaxed);
         stats.verifications.fetch_add(7, Relaxed);
         stats.busy.fetch_add(3, Relaxed);
         stats.throttled_clients.fetch_add(2, Relaxed);
@@ -329,6 +353,9 @@ mod tests {
         assert!(text.contains("tollgate_guesses_throttled_total{kind=\"login\"} 0\n"));
         assert!(text.contains("tollgate_guesses_throttled_total{kind=\"client\"} 2\n"));
         assert!(text.contains("\ntollgate_notifications_dropped_total 4\n"));
+        assert!(text.contains("\ntollgate_sessions_capped_total 5\n"));
+        assert!(text.contains("\ntollgate_stateless_tokens_issued_total 6\n"));
+        assert!(text.contains("\ntollgate_token_requests_limited_total 0\n"));
     }
 
     #[test]

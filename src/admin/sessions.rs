@@ -16,7 +16,9 @@ use crate::error::{GatewayError, json_response};
 use crate::gateway::Gateway;
 use crate::http_util::Body;
 use crate::limits::{Headroom, SessionLimits};
-use crate::store::Session;
+use crate::oauth::server::parse_stateless_sid;
+use crate::oauth::tokens::LEEWAY_SECS;
+use crate::store::{GrantKind, Session, StatelessCount};
 
 use super::clients::session_view;
 use super::{now, storage};
@@ -30,8 +32,12 @@ pub(super) async fn get(
     let requested_api = api_param(query)?;
     let now = now();
     let store = gateway.auth.store.as_ref();
-    let Some(session) = store.get_session(sid).await.map_err(storage)? else {
-        return Err(unknown(gateway, sid, now));
+    let (session, stateless) = match store.get_session(sid).await.map_err(storage)? {
+        Some(session) => (session, None),
+        None => match stateless_session(gateway, sid).await? {
+            Some((session, count)) => (session, Some(count)),
+            None => return Err(unknown(gateway, sid, now)),
+        },
     };
     let runtime = gateway.runtime();
     let config = &runtime.config;
@@ -68,16 +74,77 @@ pub(super) async fn get(
         Some(api) => limits(gateway, policy.as_deref(), api, &session.sid, now).await?,
         None => (None, None),
     };
-    let revoked = store.is_revoked(&session.sid, "", now);
+    // A stateless session counts as revoked when its latest token was issued before its client's
+    // cutoff.
+    let cut = store
+        .client_cutoff(&session.api_id, &session.client_id, now)
+        .is_some_and(|cutoff| session.created_at <= cutoff);
+    let revoked = store.is_revoked(&session.sid, "", now) || (stateless.is_some() && cut);
     let limits = Limits {
         api: api.map(|a| a.id.as_str()),
         rate_limit,
         quota,
     };
-    Ok(json_response(
-        StatusCode::OK,
-        &view(&session, policy.as_ref(), revoked, now, limits),
-    ))
+    let mut body = view(&session, policy.as_ref(), revoked, now, limits);
+    if let (Some(count), Some(obj)) = (stateless, body.as_object_mut()) {
+        // Each token carries its own scope; nothing stored says which.
+        obj.insert("scope".into(), Value::Null);
+        obj.insert("scopes".into(), Value::Null);
+        obj.insert("stateless".into(), json!(true));
+        obj.insert("issued".into(), json!(count.issued));
+        obj.insert("created_at".into(), Value::Null);
+        obj.insert("last_issued_at".into(), json!(count.last_issued_at));
+    }
+    Ok(json_response(StatusCode::OK, &body))
+}
+
+/// A stateless session (DESIGN §9f) as far as it can be known without a record: the names its id
+/// spells out, the client's count of stateless tokens, and an expiry after the latest one (which
+/// `created_at` holds here). `None` when the id is not a stateless one or names an unknown API.
+async fn stateless_session(
+    gateway: &Gateway,
+    sid: &str,
+) -> Result<Option<(Session, StatelessCount)>, GatewayError> {
+    let Some((api_id, client_id, username)) = parse_stateless_sid(sid) else {
+        return Ok(None);
+    };
+    let runtime = gateway.runtime();
+    let Some(oauth) = runtime
+        .config
+        .apis
+        .iter()
+        .find(|a| a.id == api_id)
+        .and_then(|a| a.oauth.as_ref())
+    else {
+        return Ok(None);
+    };
+    let count = gateway
+        .auth
+        .store
+        .stateless_count(&api_id, &client_id)
+        .await
+        .map_err(storage)?;
+    let latest = count.last_issued_at.unwrap_or(0);
+    let grant = if username.is_some() {
+        GrantKind::Password
+    } else {
+        GrantKind::ClientCredentials
+    };
+    Ok(Some((
+        Session {
+            sid: sid.to_string(),
+            api_id,
+            client_id,
+            username,
+            scope: String::new(),
+            grant,
+            created_at: latest,
+            last_refresh_at: None,
+            refresh_count: 0,
+            expires_at: latest + oauth.access_token_ttl.as_secs() + LEEWAY_SECS,
+        },
+        count,
+    )))
 }
 
 /// The session's rate limit and quota at `api` as views, by the proxy path's rules, without counting.
@@ -142,6 +209,11 @@ pub(super) async fn revoke(gateway: &Gateway, sid: &str) -> Result<Response<Body
     let now = now();
     let store = gateway.auth.store.as_ref();
     match store.get_session(sid).await.map_err(storage)? {
+        None if parse_stateless_sid(sid).is_some() => {
+            return Err(GatewayError::InvalidInput(format!(
+                "session `{sid}` is stateless: nothing is stored to revoke. Revoke one token at the API's oauth/revoke endpoint, or every token of the client with DELETE /apis/{{api}}/clients/{{id}}/sessions"
+            )));
+        }
         Some(session) => {
             store
                 .revoke_session(&session.sid, session.expires_at)

@@ -211,7 +211,7 @@ pub fn check(
             .is_some_and(|a| auth.issuer_is(a, iss))
     };
     crate::oauth::tokens::check_claims(claims, issuer_matches, accepts, now)?;
-    if auth.store.is_revoked(&claims.sid, &claims.jti, now) {
+    if crate::oauth::server::access_revoked(auth.store.as_ref(), claims, now) {
         return Err(TokenError::Revoked);
     }
     Ok(())

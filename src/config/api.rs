@@ -331,6 +331,17 @@ fn oauth(raw: RawOAuth, out: &mut FileProblems<'_>) -> OAuthConfig {
         clients.push(client(c, &path, &grants, &api_scopes, out));
     }
 
+    if raw.max_sessions_per_user == 0 {
+        out.push(
+            "oauth.max_sessions_per_user",
+            "must be at least 1 (each sign-in starts a session)",
+        );
+    }
+    let token_rate_limit = raw
+        .token_rate_limit
+        .as_ref()
+        .map(|r| rate_limit(r, "oauth.token_rate_limit", out));
+
     OAuthConfig {
         grant_types: grants,
         pkce,
@@ -342,6 +353,8 @@ fn oauth(raw: RawOAuth, out: &mut FileProblems<'_>) -> OAuthConfig {
         scopes: api_scopes,
         notifications,
         clients,
+        max_sessions_per_user: raw.max_sessions_per_user,
+        token_rate_limit,
     }
 }
 

@@ -356,6 +356,11 @@ pub struct OAuthConfig {
     pub scopes: Vec<String>,
     pub notifications: Option<Notifications>,
     pub clients: Vec<ClientDef>,
+    /// At least 1 (DESIGN §9f): a new session beyond it ends the user's oldest with the client.
+    pub max_sessions_per_user: u32,
+    /// Token requests per client, counted after the client authenticated (so nobody can spend
+    /// another client's budget by naming it).
+    pub token_rate_limit: Option<RateLimit>,
 }
 
 #[derive(Clone)]

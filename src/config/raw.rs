@@ -372,6 +372,16 @@ pub struct RawOAuth {
     pub notifications: Option<RawNotifications>,
     #[serde(default)]
     pub clients: Vec<RawClient>,
+    /// Sessions per (client, user); the oldest ends when a new one would pass it.
+    #[serde(default = "default_max_sessions_per_user")]
+    pub max_sessions_per_user: u32,
+    /// Token requests per client (GCRA); absent: no limit.
+    #[serde(default)]
+    pub token_rate_limit: Option<RawRateLimit>,
+}
+
+fn default_max_sessions_per_user() -> u32 {
+    100
 }
 
 /// `login: builtin` or `login: {redirect: URL}`. A hand-written visitor instead of an untagged enum,

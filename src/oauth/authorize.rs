@@ -991,6 +991,8 @@ mod tests {
             scopes: vec!["read".into(), "write".into()],
             notifications: None,
             clients: vec![],
+            max_sessions_per_user: 100,
+            token_rate_limit: None,
         }
     }
 

@@ -4,13 +4,18 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
 use crate::auth::policy::{self, Resolved, StoredPolicies};
 use crate::config::{ApiDef, GrantType, OAuthConfig, Policy, RuntimeConfig, User};
+use crate::limits::{Limiter, Refused};
 use crate::store::{
     Attempt, CodeTake, GrantKind, Guess, RefreshToken, Release, Rotation, Session, Store,
     StoreError,
@@ -53,6 +58,20 @@ pub struct AuthServer {
     pub notifier: Notifier,
     /// Policies created through the admin API, cached per store policy epoch (shared with the proxy).
     pub policies: StoredPolicies,
+    /// Counts `oauth.token_rate_limit` (the proxy's limiter: Redis when configured).
+    limiter: Arc<dyn Limiter>,
+    pub stats: Arc<TokenStats>,
+}
+
+/// What the token endpoint did beyond issuing, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct TokenStats {
+    /// Sessions ended because their user began one more than `oauth.max_sessions_per_user`.
+    pub sessions_capped: AtomicU64,
+    /// Token requests refused by `oauth.token_rate_limit` (429).
+    pub token_requests_limited: AtomicU64,
+    /// Access tokens issued without any stored state (client_credentials; grants without refresh).
+    pub stateless_issued: AtomicU64,
 }
 
 /// A token request after form parsing (RFC 6749 §4.1.3, §4.3.2, §4.4.2, §6).
@@ -113,6 +132,7 @@ impl AuthServer {
     pub fn new(
         keys: KeySet,
         store: Arc<dyn Store>,
+        limiter: Arc<dyn Limiter>,
         public_url: &str,
         notifier: Notifier,
         secret_verifications: usize,
@@ -127,6 +147,8 @@ impl AuthServer {
             client_flights: SharedFlights::new(),
             token_cache: TokenCache::new(100_000),
             notifier,
+            limiter,
+            stats: Arc::new(TokenStats::default()),
         }
     }
 
@@ -338,6 +360,25 @@ impl AuthServer {
                 grant.as_str()
             )));
         }
+        // Counted only once the client has proved who it is: nobody can spend another client's
+        // budget by naming it.
+        if let Some(limit) = &oauth.token_rate_limit {
+            let key = format!("token:{}:{}", api.id, client.client_id);
+            let decision = self.limiter.check(&key, Some(limit), None, now).await?;
+            if let Some(
+                Refused::RateLimit { retry_after_secs } | Refused::Quota { retry_after_secs },
+            ) = decision.refused
+            {
+                self.stats
+                    .token_requests_limited
+                    .fetch_add(1, Ordering::Relaxed);
+                return Err(throttled(
+                    "too many token requests for this client; slow down",
+                    retry_after_secs.max(1),
+                ));
+            }
+        }
+        let now = self.after_cutoff(&api.id, &client.client_id, now).await;
         let response = match grant {
             GrantType::ClientCredentials => {
                 self.client_credentials(api, oauth, dir, &client, &req, now)
@@ -657,8 +698,34 @@ impl AuthServer {
         }
     }
 
+    /// A token issued in the same second as a client-wide revocation (`iat` = the cutoff) would be
+    /// refused with the tokens it was meant to replace: such a request waits for the next second
+    /// (at most one; only right after a revocation of this client).
+    async fn after_cutoff(&self, api_id: &str, client_id: &str, now: u64) -> u64 {
+        let Some(cutoff) = self.store.client_cutoff(api_id, client_id, now) else {
+            return now;
+        };
+        if cutoff < now {
+            return now;
+        }
+        let next = UNIX_EPOCH + Duration::from_secs(cutoff.saturating_add(1));
+        let wait = next
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+            .min(Duration::from_secs(1));
+        tokio::time::sleep(wait).await;
+        cutoff.saturating_add(1)
+    }
+
     /// Begins a session (one grant) and issues its first tokens: an access token, and a refresh token
     /// unless the grant is client_credentials (RFC 6749 §4.4.3) or the API and client do not allow one.
+    ///
+    /// A grant without a refresh token, other than an authorization code, stores nothing (DESIGN
+    /// §9f): the JWT is the whole state, so a client that fetches a token per call costs no memory.
+    /// Its `sid` is derived from (API, client, user), so rate limits and quotas, which count per
+    /// session, count per client (and user) for such tokens: fetching a new token does not reset
+    /// them. A code grant keeps its stored session: its `sid` was fixed when the code was issued, so
+    /// that a second redemption can revoke what the first one issued.
     async fn begin_session(
         &self,
         new: NewSession<'_>,
@@ -675,16 +742,21 @@ impl AuthServer {
             code,
         } = new;
         let with_refresh = grant != GrantKind::ClientCredentials && issues_refresh(oauth, client);
-        // A session without a refresh token ends with its access token: client_credentials clients
-        // that fetch a token per job would otherwise leave one session per token behind for the
-        // refresh-token lifetime (30 days by default) in memory or Redis.
+        let stateless = !with_refresh && grant != GrantKind::AuthorizationCode;
+        // A session without a refresh token ends with its access token.
         let lifetime = if with_refresh {
             session_lifetime(oauth)
         } else {
             oauth.access_token_ttl.as_secs() + tokens::LEEWAY_SECS
         };
+        let username = user.map(|u| u.username.as_str());
+        let sid = match sid {
+            Some(sid) => sid,
+            None if stateless => stateless_sid(&api.id, &client.client_id, username),
+            None => secrets::random_token(16),
+        };
         let session = Session {
-            sid: sid.unwrap_or_else(|| secrets::random_token(16)),
+            sid,
             api_id: api.id.clone(),
             client_id: client.client_id.clone(),
             username: user.map(|u| u.username.clone()),
@@ -695,7 +767,29 @@ impl AuthServer {
             refresh_count: 0,
             expires_at: now + lifetime,
         };
-        self.store.put_session(&session).await?;
+        if stateless {
+            // Only a count per client: the token is valid without it, so a storage failure here
+            // costs a missed count, not the token.
+            if let Err(err) = self
+                .store
+                .count_stateless(&api.id, &client.client_id, now)
+                .await
+            {
+                tracing::warn!(error = %err, api = %api.id, client = %client.client_id, "could not count a stateless token");
+            }
+            self.stats.stateless_issued.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let ended = self
+                .store
+                .put_session(&session, oauth.max_sessions_per_user)
+                .await?;
+            if !ended.is_empty() {
+                self.stats
+                    .sessions_capped
+                    .fetch_add(ended.len() as u64, Ordering::Relaxed);
+                tracing::info!(api = %api.id, client = %client.client_id, ended = ended.len(), "oldest sessions of a user ended (oauth.max_sessions_per_user)");
+            }
+        }
         let access_token = self.access_token(api, oauth, client, &session, user, now)?;
         let refresh_token = if with_refresh {
             let token = secrets::random_token(OPAQUE_TOKEN_BYTES);
@@ -914,7 +1008,7 @@ impl AuthServer {
                 .is_some_and(|a| self.issuer_is(a, iss))
         };
         tokens::check_claims(&claims, issuer_matches, |aud| audiences.contains(&aud), now)?;
-        if self.store.is_revoked(&claims.sid, &claims.jti, now) {
+        if access_revoked(self.store.as_ref(), &claims, now) {
             return Err(TokenError::Revoked);
         }
         Ok(claims)
@@ -1051,6 +1145,58 @@ pub enum LoginError {
 }
 
 /// 429 `slow_down` with `Retry-After`: a throttled login or client authentication.
+/// Whether an access token was revoked: its session, itself (`jti`), or every token of its client
+/// up to its `iat` (a per-client cutoff). Local checks only, no I/O.
+pub fn access_revoked(store: &dyn Store, claims: &AccessClaims, now: u64) -> bool {
+    store.is_revoked(&claims.sid, &claims.jti, now)
+        || store
+            .client_cutoff(&claims.aud, &claims.client_id, now)
+            .is_some_and(|cutoff| claims.iat <= cutoff)
+}
+
+/// The session id of a stateless grant: the same for every token of one (API, client, user), so
+/// that rate limits and quotas count per client and user. It spells out the three names (base64url,
+/// so that any byte of a username is safe in a key) because no record of it is stored: the admin API
+/// reads them back from the id ([`parse_stateless_sid`]). The token already names all three.
+pub fn stateless_sid(api_id: &str, client_id: &str, username: Option<&str>) -> String {
+    let mut sid = format!(
+        "{STATELESS_SID_PREFIX}{}.{}",
+        URL_SAFE_NO_PAD.encode(api_id),
+        URL_SAFE_NO_PAD.encode(client_id)
+    );
+    if let Some(user) = username {
+        sid.push('.');
+        sid.push_str(&URL_SAFE_NO_PAD.encode(user));
+    }
+    sid
+}
+
+/// Marks a stateless session id; random session ids never contain a dot.
+const STATELESS_SID_PREFIX: &str = "st.";
+
+/// The (API, client, user) a stateless session id names; `None` for any other id.
+pub fn parse_stateless_sid(sid: &str) -> Option<(String, String, Option<String>)> {
+    let rest = sid.strip_prefix(STATELESS_SID_PREFIX)?;
+    let decode = |part: &str| {
+        URL_SAFE_NO_PAD
+            .decode(part)
+            .ok()
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .filter(|name| !name.is_empty())
+    };
+    let mut parts = rest.split('.');
+    let api = decode(parts.next()?)?;
+    let client = decode(parts.next()?)?;
+    let user = match parts.next() {
+        Some(part) => Some(decode(part)?),
+        None => None,
+    };
+    if parts.next().is_some() {
+        return None;
+    }
+    Some((api, client, user))
+}
+
 pub fn throttled(description: &str, retry_after_secs: u64) -> OAuthError {
     OAuthError {
         retry_after: Some(retry_after_secs.max(1)),

@@ -136,7 +136,7 @@ async fn session_with_token(store: &dyn Store, now: u64) -> (String, String, Ses
     let sid = uniq("sid");
     let rt = uniq("rt");
     let s = session(&sid, "api", "client", now, now + 10_000);
-    store.put_session(&s).await.unwrap();
+    store.put_session(&s, 100).await.unwrap();
     store
         .put_refresh(&rt, &refresh(&sid, 0, now, Some(now + 5_000)))
         .await
@@ -432,7 +432,7 @@ pub async fn refresh_rotate_after_expiry_is_invalid(store: Arc<dyn Store>) {
     let rt = uniq("rt");
     let record = refresh(&sid, 0, now, Some(now + 100));
     store
-        .put_session(&session(&sid, "api", "client", now, now + 1_000))
+        .put_session(&session(&sid, "api", "client", now, now + 1_000), 100)
         .await
         .unwrap();
     store.put_refresh(&rt, &record).await.unwrap();
@@ -555,12 +555,12 @@ pub async fn session_put_get(store: Arc<dyn Store>) {
     let sid = uniq("sid");
     assert_eq!(store.get_session(&sid).await.unwrap(), None);
     let mut s = session(&sid, "api", "client", now, now + 3_600);
-    store.put_session(&s).await.unwrap();
+    store.put_session(&s, 100).await.unwrap();
     assert_eq!(store.get_session(&sid).await.unwrap(), Some(s.clone()));
     s.scope = "read".into();
     s.username = None;
     s.grant = GrantKind::ClientCredentials;
-    store.put_session(&s).await.unwrap();
+    store.put_session(&s, 100).await.unwrap();
     assert_eq!(store.get_session(&sid).await.unwrap(), Some(s));
 }
 
@@ -633,7 +633,7 @@ pub async fn client_sessions_lists_live_only(store: Arc<dyn Store>) {
         &other_client,
         &same_client_other_api,
     ] {
-        store.put_session(s).await.unwrap();
+        store.put_session(s, 100).await.unwrap();
     }
     store
         .revoke_session(&revoked.sid, now + 1_000)

@@ -50,7 +50,7 @@ use async_trait::async_trait;
 
 use super::{
     Attempt, AuthCode, CodeTake, Guess, PolicyWrite, RefreshToken, Release, Rotation, Session,
-    Store, StoreResult, StoredClient, StoredPolicy,
+    StatelessCount, Store, StoreResult, StoredClient, StoredPolicy,
 };
 
 /// How long a rotated refresh token that never expires (`refresh_token.ttl: never`) is remembered as a
@@ -132,6 +132,15 @@ struct State {
     /// id → policy; sorted, so listings come out sorted by id. Never expires (like clients).
     policies: BTreeMap<String, StoredPolicy>,
     failures: HashMap<String, FailureWindow>,
+    /// (api_id, client_id, username) → that user's sessions with the client, oldest first, each as
+    /// (sequence number, sid). At most `max_per_user` live ones (see `put_session`); sids whose
+    /// session is gone are dropped at the next put for the same user and by the sweep.
+    user_sessions: HashMap<(String, String, String), BTreeMap<u64, String>>,
+    /// Orders sessions within one user's index (timestamps tie within a second).
+    session_seq: u64,
+    /// api_id → client_id → stateless tokens issued. Bounded by the number of clients: only an
+    /// authenticated client is counted, and a deleted dynamic client's count goes with it.
+    stateless: HashMap<String, HashMap<String, StatelessCount>>,
     writes_since_sweep: usize,
     /// The latest `now` seen: the clock used for purging.
     latest_now: u64,
@@ -142,6 +151,64 @@ struct State {
 struct Revoked {
     sids: HashMap<String, u64>,
     jtis: HashMap<String, u64>,
+    /// api_id → client_id → per-client cutoff. Nested so that the proxy path looks one up by two
+    /// `&str` without building a key.
+    clients: HashMap<String, HashMap<String, Cutoff>>,
+}
+
+/// A per-client not-before time: tokens with `iat <= at` are revoked while `now < until`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Cutoff {
+    pub at: u64,
+    pub until: u64,
+}
+
+impl Cutoff {
+    /// Neither time moves back: a later, shorter revocation never un-revokes what an earlier one covered.
+    pub(crate) fn merge(&mut self, other: Cutoff) {
+        self.at = self.at.max(other.at);
+        self.until = self.until.max(other.until);
+    }
+}
+
+/// The cutoff lookup shared by both stores' local maps.
+pub(crate) fn live_cutoff(
+    clients: &HashMap<String, HashMap<String, Cutoff>>,
+    api_id: &str,
+    client_id: &str,
+    now: u64,
+) -> Option<u64> {
+    if clients.is_empty() {
+        return None;
+    }
+    clients
+        .get(api_id)
+        .and_then(|per_api| per_api.get(client_id))
+        .filter(|c| now < c.until)
+        .map(|c| c.at)
+}
+
+/// Records a cutoff in a local map (merging with an earlier one of the same client).
+pub(crate) fn insert_cutoff(
+    clients: &mut HashMap<String, HashMap<String, Cutoff>>,
+    api_id: &str,
+    client_id: &str,
+    cutoff: Cutoff,
+) {
+    clients
+        .entry(api_id.to_string())
+        .or_default()
+        .entry(client_id.to_string())
+        .and_modify(|c| c.merge(cutoff))
+        .or_insert(cutoff);
+}
+
+/// Drops the cutoffs whose tokens have all expired.
+pub(crate) fn prune_cutoffs(clients: &mut HashMap<String, HashMap<String, Cutoff>>, now: u64) {
+    clients.retain(|_, per_api| {
+        per_api.retain(|_, c| now < c.until);
+        !per_api.is_empty()
+    });
 }
 
 impl Revoked {
@@ -269,6 +336,7 @@ impl MemoryStore {
         };
         let stored = state.codes.len()
             + state.sessions.len()
+            + state.user_sessions.len()
             + state.refresh.len()
             + state.failures.len()
             + revoked_len;
@@ -301,9 +369,19 @@ impl MemoryStore {
             false
         });
         live_refresh_by_sid.retain(|_, hashes| !hashes.is_empty());
+        let State {
+            sessions,
+            user_sessions,
+            ..
+        } = state;
+        user_sessions.retain(|_, index| {
+            index.retain(|_, sid| sessions.contains_key(sid));
+            !index.is_empty()
+        });
         let mut revoked = self.revoked_write();
         revoked.sids.retain(|_, until| now < *until);
         revoked.jtis.retain(|_, until| now < *until);
+        prune_cutoffs(&mut revoked.clients, now);
     }
 }
 
@@ -359,7 +437,7 @@ impl Store for MemoryStore {
         }
     }
 
-    async fn put_session(&self, session: &Session) -> StoreResult<()> {
+    async fn put_session(&self, session: &Session, max_per_user: u32) -> StoreResult<Vec<String>> {
         let mut state = self.state();
         // A session revoked before its record arrives (a second redemption of its code racing the
         // first one's exchange) stays dead: storing it would make it show up as live.
@@ -367,11 +445,49 @@ impl Store for MemoryStore {
             .revoked_read()
             .sid_revoked(&session.sid, state.latest_now)
         {
-            return Ok(());
+            return Ok(Vec::new());
         }
         state.sessions.insert(session.sid.clone(), session.clone());
+        let mut ended = Vec::new();
+        if let Some(username) = &session.username {
+            state.session_seq += 1;
+            let seq = state.session_seq;
+            let key = (
+                session.api_id.clone(),
+                session.client_id.clone(),
+                username.clone(),
+            );
+            let State {
+                sessions,
+                user_sessions,
+                latest_now,
+                ..
+            } = &mut *state;
+            let index = user_sessions.entry(key).or_default();
+            // Sessions that ended some other way (revoked, expired) no longer count.
+            index.retain(|_, sid| {
+                sessions
+                    .get(sid)
+                    .is_some_and(|s| *latest_now < s.expires_at)
+            });
+            index.insert(seq, session.sid.clone());
+            let cap = usize::try_from(max_per_user.max(1)).unwrap_or(usize::MAX);
+            while index.len() > cap {
+                let Some((_, oldest)) = index.pop_first() else {
+                    break;
+                };
+                ended.push(oldest);
+            }
+            for sid in &ended {
+                let until = state
+                    .sessions
+                    .get(sid)
+                    .map_or(state.latest_now, |s| s.expires_at);
+                self.revoke_session_locked(&mut state, sid, until);
+            }
+        }
         self.after_write(&mut state);
-        Ok(())
+        Ok(ended)
     }
 
     async fn get_session(&self, sid: &str) -> StoreResult<Option<Session>> {
@@ -531,6 +647,67 @@ impl Store for MemoryStore {
         revoked.sid_revoked(sid, now) || revoked.jti_revoked(jti, now)
     }
 
+    async fn revoke_client_tokens(
+        &self,
+        api_id: &str,
+        client_id: &str,
+        issued_up_to: u64,
+        until: u64,
+    ) -> StoreResult<()> {
+        let mut state = self.state();
+        {
+            let mut revoked = self.revoked_write();
+            let cutoff = Cutoff {
+                at: issued_up_to,
+                until,
+            };
+            insert_cutoff(&mut revoked.clients, api_id, client_id, cutoff);
+        }
+        self.after_write(&mut state);
+        Ok(())
+    }
+
+    fn client_cutoff(&self, api_id: &str, client_id: &str, now: u64) -> Option<u64> {
+        live_cutoff(&self.revoked_read().clients, api_id, client_id, now)
+    }
+
+    async fn count_stateless(&self, api_id: &str, client_id: &str, now: u64) -> StoreResult<()> {
+        let mut state = self.state();
+        observe(&mut state, now);
+        // Looked up before inserting so that the common case allocates nothing.
+        if let Some(count) = state
+            .stateless
+            .get_mut(api_id)
+            .and_then(|per_api| per_api.get_mut(client_id))
+        {
+            count.issued = count.issued.saturating_add(1);
+            count.last_issued_at = Some(now);
+            return Ok(());
+        }
+        state
+            .stateless
+            .entry(api_id.to_string())
+            .or_default()
+            .insert(
+                client_id.to_string(),
+                StatelessCount {
+                    issued: 1,
+                    last_issued_at: Some(now),
+                },
+            );
+        Ok(())
+    }
+
+    async fn stateless_count(&self, api_id: &str, client_id: &str) -> StoreResult<StatelessCount> {
+        Ok(self
+            .state()
+            .stateless
+            .get(api_id)
+            .and_then(|per_api| per_api.get(client_id))
+            .copied()
+            .unwrap_or_default())
+    }
+
     async fn put_client(&self, client: &StoredClient) -> StoreResult<()> {
         let mut state = self.state();
         state
@@ -567,6 +744,9 @@ impl Store for MemoryStore {
         let existed = clients.remove(client_id).is_some();
         if clients.is_empty() {
             state.clients.remove(api_id);
+        }
+        if let Some(per_api) = state.stateless.get_mut(api_id) {
+            per_api.remove(client_id);
         }
         Ok(existed)
     }
@@ -764,7 +944,7 @@ mod tests {
                 .await
                 .unwrap();
             store
-                .put_session(&session(&format!("s{i}"), T0, T0 + 10))
+                .put_session(&session(&format!("s{i}"), T0, T0 + 10), 100)
                 .await
                 .unwrap();
             let subject = format!("k{i}");
@@ -807,7 +987,7 @@ mod tests {
     async fn rotation_tombstone_lifetime() {
         let store = MemoryStore::new();
         store
-            .put_session(&session("s1", T0, T0 + 1_000))
+            .put_session(&session("s1", T0, T0 + 1_000), 100)
             .await
             .unwrap();
         store
@@ -838,7 +1018,7 @@ mod tests {
         );
 
         store
-            .put_session(&session("s2", T0, T0 + 1_000))
+            .put_session(&session("s2", T0, T0 + 1_000), 100)
             .await
             .unwrap();
         store
@@ -886,7 +1066,7 @@ mod tests {
     async fn session_expiry_slides_with_rotation() {
         let store = MemoryStore::new();
         store
-            .put_session(&session("s", T0, T0 + 1_000))
+            .put_session(&session("s", T0, T0 + 1_000), 100)
             .await
             .unwrap();
         store

@@ -124,6 +124,14 @@ pub struct Session {
     pub expires_at: u64,
 }
 
+/// Stateless access tokens issued to one client (they are stored nowhere, so they are counted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatelessCount {
+    pub issued: u64,
+    /// When the latest one was issued; `None` when none was.
+    pub last_issued_at: Option<u64>,
+}
+
 /// The grant that began a session (serialisable twin of `GrantType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -237,7 +245,12 @@ pub trait Store: Send + Sync + 'static {
     async fn take_code(&self, code_hash: &str, now: u64) -> StoreResult<CodeTake>;
 
     // --- sessions
-    async fn put_session(&self, session: &Session) -> StoreResult<()>;
+    /// Stores a session. A session with a user is also indexed per (API, client, user): when that
+    /// index then holds more than `max_per_user` live sessions, the oldest are revoked (as
+    /// [`Store::revoke_session`], until their own expiry) in the same atomic step, and their sids are
+    /// returned. So sessions per user are O(`max_per_user`), whatever a script that signs in per call
+    /// does.
+    async fn put_session(&self, session: &Session, max_per_user: u32) -> StoreResult<Vec<String>>;
     async fn get_session(&self, sid: &str) -> StoreResult<Option<Session>>;
     /// Live (not revoked, not expired) sessions of one client of one API.
     async fn client_sessions(
@@ -269,13 +282,32 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_jti(&self, jti: &str, until: u64) -> StoreResult<()>;
     /// Local check without I/O (Redis keeps a local set fed by pub/sub): is this session or token revoked?
     fn is_revoked(&self, sid: &str, jti: &str, now: u64) -> bool;
+    /// Revokes every access token of one client issued at or before `issued_up_to` (its `iat`), stateless
+    /// or not: a per-client not-before time, remembered until `until` (when the last token it covers has
+    /// expired). A later cutoff replaces an earlier one; neither time ever moves back. Every node learns of
+    /// it (Redis: pub/sub, and a reload after every reconnect).
+    async fn revoke_client_tokens(
+        &self,
+        api_id: &str,
+        client_id: &str,
+        issued_up_to: u64,
+        until: u64,
+    ) -> StoreResult<()>;
+    /// Local check without I/O: the client's live cutoff, if any (tokens with `iat <=` it are revoked).
+    fn client_cutoff(&self, api_id: &str, client_id: &str, now: u64) -> Option<u64>;
+
+    // --- stateless tokens (DESIGN §9f): nothing is stored per token, only a count per client
+    /// Counts one stateless access token issued to the client.
+    async fn count_stateless(&self, api_id: &str, client_id: &str, now: u64) -> StoreResult<()>;
+    /// What [`Store::count_stateless`] counted for the client (zero when nothing).
+    async fn stateless_count(&self, api_id: &str, client_id: &str) -> StoreResult<StatelessCount>;
 
     // --- dynamic clients
     /// Creates or replaces a client.
     async fn put_client(&self, client: &StoredClient) -> StoreResult<()>;
     async fn get_client(&self, api_id: &str, client_id: &str) -> StoreResult<Option<StoredClient>>;
     async fn list_clients(&self, api_id: &str) -> StoreResult<Vec<StoredClient>>;
-    /// Returns whether it existed.
+    /// Returns whether it existed. Its stateless-token count is forgotten with it.
     async fn delete_client(&self, api_id: &str, client_id: &str) -> StoreResult<bool>;
 
     // --- policies created through the admin API

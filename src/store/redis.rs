@@ -65,10 +65,12 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::memory::ROTATED_NEVER_EXPIRING_KEEP_SECS;
+use super::memory::{
+    Cutoff, ROTATED_NEVER_EXPIRING_KEEP_SECS, insert_cutoff, live_cutoff, prune_cutoffs,
+};
 use super::{
     Attempt, AuthCode, CodeTake, Guess, PolicyWrite, RefreshToken, Release, Rotation, Session,
-    Store, StoreError, StoreResult, StoredClient, StoredPolicy,
+    StatelessCount, Store, StoreError, StoreResult, StoredClient, StoredPolicy,
 };
 use crate::config::RedisConfig;
 
@@ -78,6 +80,8 @@ pub const NEVER_EXPIRING_REFRESH_KEEP_SECS: u64 = 10 * 365 * 24 * 3600;
 
 /// Latest absolute time written to Redis (year 2286): keeps every number a Lua script handles exact.
 const MAX_TIME: u64 = 9_999_999_999;
+/// How long an API's stateless-token counts are kept after its latest token (every key has a TTL).
+const STATELESS_COUNT_KEEP_SECS: i64 = 30 * 24 * 3600;
 
 /// Consecutive timed-out calls after which the single-node connection is replaced.
 const REBUILD_AFTER_TIMEOUTS: u32 = 3;
@@ -394,6 +398,16 @@ impl Keys {
         format!("{}revoked:{}", self.tokens, kind.as_str())
     }
 
+    /// One hash of per-client cutoffs (field: `<api_id> <client_id>`; neither contains a space).
+    fn client_cutoffs(&self) -> String {
+        format!("{}client_cutoffs", self.tokens)
+    }
+
+    /// Stateless tokens issued per client of one API (fields `<client_id>` and `<client_id> last`).
+    fn stateless(&self, api_id: &str) -> String {
+        format!("{}stateless:{api_id}", self.prefix)
+    }
+
     fn clients(&self, api_id: &str) -> String {
         format!("{}clients:{api_id}", self.prefix)
     }
@@ -525,16 +539,81 @@ redis.call('SET', KEYS[1], cjson.encode({spent = true, sid = rec.sid, expires_at
 return {'fresh', v}
 "#;
 
-/// KEYS: session. ARGV: base, sid, json, expires_at, now, api_id, client_id.
+/// KEYS: session. ARGV: base, sid, json, expires_at, now, api_id, client_id, username ('' for
+/// none), max sessions per user, channel. Returns the sids of the sessions it ended.
+///
+/// A session with a user joins `user_sessions:<sha1(api, client, user)>` (hashed: a username may hold
+/// any character, so joining the three with a separator could make two users share an index),
+/// ordered by Redis's clock in microseconds. Members whose session record is gone (revoked, expired)
+/// are dropped first; then, beyond the cap, the oldest are revoked like `revoke_session`.
 const LUA_PUT_SESSION: &str = r#"
 local base, sid, now = ARGV[1], ARGV[2], tonumber(ARGV[5])
-if revoked(base, sid, now) then return 0 end
+if revoked(base, sid, now) then return {} end
 local exp = tonumber(ARGV[4])
 redis.call('SET', KEYS[1], ARGV[3], 'EXAT', at(exp))
 local index = base .. 'client_sessions:' .. ARGV[6] .. ':' .. ARGV[7]
 redis.call('ZADD', index, at(exp), sid)
 maintain(index, now)
-return 1
+local ended = {}
+if ARGV[8] ~= '' then
+  local users = base .. 'user_sessions:' .. redis.sha1hex(ARGV[6] .. '\n' .. ARGV[7] .. '\n' .. ARGV[8])
+  local t = redis.call('TIME')
+  local srv = tonumber(t[1])
+  for _, m in ipairs(redis.call('ZRANGE', users, 0, -1)) do
+    if redis.call('EXISTS', base .. 'session:' .. m) == 0 then redis.call('ZREM', users, m) end
+  end
+  redis.call('ZADD', users, string.format('%d', srv * 1000000 + tonumber(t[2])), sid)
+  local over = redis.call('ZCARD', users) - tonumber(ARGV[9])
+  if over > 0 then
+    for _, old in ipairs(redis.call('ZRANGE', users, 0, over - 1)) do
+      local until_ = now
+      local s = redis.call('GET', base .. 'session:' .. old)
+      if s then
+        local ok, so = pcall(cjson.decode, s)
+        if ok and type(so) == 'table' then
+          local e = num(so.expires_at)
+          if e and e > until_ then until_ = e end
+        end
+      end
+      revoke_session(base, ARGV[10], old, until_, srv)
+      redis.call('ZREM', users, old)
+      ended[#ended + 1] = old
+    end
+  end
+  extend(users, exp, srv)
+end
+return ended
+"#;
+
+/// KEYS: client cutoffs. ARGV: channel, api_id, client_id, issued_up_to, until. Keeps the later of
+/// each time, forgets cutoffs whose tokens have all expired, publishes the cutoff kept and returns it.
+const LUA_REVOKE_CLIENT: &str = r#"
+local api, id = ARGV[2], ARGV[3]
+local field = api .. ' ' .. id
+local at_, until_ = tonumber(ARGV[4]), tonumber(ARGV[5])
+local cur = redis.call('HGET', KEYS[1], field)
+if cur then
+  local ok, c = pcall(cjson.decode, cur)
+  if ok and type(c) == 'table' then
+    local a, u = num(c.at), num(c['until'])
+    if a and a > at_ then at_ = a end
+    if u and u > until_ then until_ = u end
+  end
+end
+local record = cjson.encode({kind = 'client_cutoff', api = api, id = id, at = at_, ['until'] = until_})
+redis.call('HSET', KEYS[1], field, record)
+local srv = server_now()
+local last = until_
+local all = redis.call('HGETALL', KEYS[1])
+for i = 1, #all, 2 do
+  local ok, c = pcall(cjson.decode, all[i + 1])
+  local u = 0
+  if ok and type(c) == 'table' then u = num(c['until']) or 0 end
+  if u <= srv then redis.call('HDEL', KEYS[1], all[i]) elseif u > last then last = u end
+end
+redis.call('EXPIREAT', KEYS[1], at(last))
+redis.call('PUBLISH', ARGV[1], record)
+return {at(at_), at(until_)}
 "#;
 
 /// KEYS: refresh token. ARGV: base, hash, json, sid, expires_at or '', now, never-expiring keep.
@@ -720,6 +799,7 @@ struct Scripts {
     rotate_refresh: Script,
     revoke_session: Script,
     revoke_jti: Script,
+    revoke_client: Script,
     reserve_attempt: Script,
     release_attempt: Script,
 }
@@ -736,6 +816,7 @@ impl Scripts {
             rotate_refresh: script(LUA_ROTATE_REFRESH),
             revoke_session: script(LUA_REVOKE_SESSION),
             revoke_jti: script(LUA_REVOKE_JTI),
+            revoke_client: script(LUA_REVOKE_CLIENT),
             reserve_attempt: script(LUA_RESERVE_ATTEMPT),
             release_attempt: script(LUA_RELEASE_ATTEMPT),
         }
@@ -749,6 +830,8 @@ impl Scripts {
 struct Revoked {
     sids: HashMap<String, u64>,
     jtis: HashMap<String, u64>,
+    /// api_id → client_id → per-client cutoff (see `Store::revoke_client_tokens`).
+    clients: HashMap<String, HashMap<String, Cutoff>>,
     inserts_since_prune: usize,
 }
 
@@ -773,6 +856,16 @@ impl Revoked {
         self.inserts_since_prune = 0;
         self.sids.retain(|_, until| now < *until);
         self.jtis.retain(|_, until| now < *until);
+        prune_cutoffs(&mut self.clients, now);
+    }
+
+    /// A cutoff from this node, a message or a reload. Their number is bounded by the number of
+    /// clients, so they are only pruned with the rest.
+    fn insert_cutoff(&mut self, api_id: &str, client_id: &str, cutoff: Cutoff) {
+        if api_id.is_empty() || client_id.is_empty() {
+            return;
+        }
+        insert_cutoff(&mut self.clients, api_id, client_id, cutoff);
     }
 }
 
@@ -890,6 +983,14 @@ impl Shared {
             "sid" => self.revoke_locally(RevocationKind::Sid, &event.id, event.until_secs()),
             "jti" => self.revoke_locally(RevocationKind::Jti, &event.id, event.until_secs()),
             "client" => self.invalidate_client(&event.api, &event.id),
+            "client_cutoff" => self.revoked_write().insert_cutoff(
+                &event.api,
+                &event.id,
+                Cutoff {
+                    at: secs(event.at),
+                    until: event.until_secs(),
+                },
+            ),
             "policy" => self.policies_changed(),
             _ => {}
         }
@@ -904,18 +1005,26 @@ struct Event {
     /// Revocations: revoked while `now < until` (a JSON number; Lua may write it as a float).
     #[serde(default, rename = "until")]
     until: f64,
-    /// Client invalidations: the client's API.
+    /// Client invalidations and cutoffs: the client's API.
     #[serde(default)]
     api: String,
+    /// Client cutoffs: tokens issued at or before this time are revoked.
+    #[serde(default)]
+    at: f64,
 }
 
 impl Event {
     fn until_secs(&self) -> u64 {
-        if self.until.is_finite() && self.until > 0.0 {
-            (self.until as u64).min(MAX_TIME)
-        } else {
-            0
-        }
+        secs(self.until)
+    }
+}
+
+/// A time from a JSON number (Lua may write an integer as a float); anything unusable is 0.
+fn secs(t: f64) -> u64 {
+    if t.is_finite() && t > 0.0 {
+        (t as u64).min(MAX_TIME)
+    } else {
+        0
     }
 }
 
@@ -1000,8 +1109,38 @@ async fn subscribe_and_load(
             .await
             .map_err(|e| format!("loading revocations: {e}"))?;
     }
+    load_cutoffs(shared, backend, keys)
+        .await
+        .map_err(|e| format!("loading client cutoffs: {e}"))?;
     shared.revoked_write().prune(now_secs());
     Ok(conn)
+}
+
+/// Loads every per-client cutoff (a hash bounded by the number of clients) into the local map.
+async fn load_cutoffs(shared: &Shared, backend: &Backend, keys: &Keys) -> StoreResult<()> {
+    let mut conn = backend.conn();
+    let records: Vec<String> = backend
+        .bounded(
+            redis::cmd("HVALS")
+                .arg(keys.client_cutoffs())
+                .query_async(&mut conn),
+        )
+        .await?;
+    let mut revoked = shared.revoked_write();
+    for raw in records {
+        match serde_json::from_str::<Event>(&raw) {
+            Ok(event) => revoked.insert_cutoff(
+                &event.api,
+                &event.id,
+                Cutoff {
+                    at: secs(event.at),
+                    until: event.until_secs(),
+                },
+            ),
+            Err(_) => tracing::warn!("redis: ignored a malformed client cutoff record"),
+        }
+    }
+    Ok(())
 }
 
 /// Applies messages until the subscription is lost (disconnection, or a ping not answered).
@@ -1302,10 +1441,10 @@ impl Store for RedisStore {
         }
     }
 
-    async fn put_session(&self, session: &Session) -> StoreResult<()> {
+    async fn put_session(&self, session: &Session, max_per_user: u32) -> StoreResult<Vec<String>> {
         let json = Self::to_json(session)?;
         let mut conn = self.backend.conn();
-        let _stored: i64 = self
+        let ended: Vec<String> = self
             .backend
             .bounded(
                 self.scripts
@@ -1318,10 +1457,20 @@ impl Store for RedisStore {
                     .arg(now_secs())
                     .arg(&session.api_id)
                     .arg(&session.client_id)
+                    .arg(session.username.as_deref().unwrap_or(""))
+                    .arg(max_per_user.max(1))
+                    .arg(&self.keys.channel)
                     .invoke_async(&mut conn),
             )
             .await?;
-        Ok(())
+        // The script published the revocations; this node applies its own at once, as `revoke` does.
+        // Their `until` is at most the session lifetime, which a revocation set entry may outlive
+        // harmlessly: the message from the script carries the exact one.
+        for sid in &ended {
+            self.shared
+                .revoke_locally(RevocationKind::Sid, sid, clamp_time(session.expires_at));
+        }
+        Ok(ended)
     }
 
     async fn get_session(&self, sid: &str) -> StoreResult<Option<Session>> {
@@ -1486,6 +1635,82 @@ impl Store for RedisStore {
             || (!jti.is_empty() && revoked.jtis.get(jti).is_some_and(|&until| now < until))
     }
 
+    async fn revoke_client_tokens(
+        &self,
+        api_id: &str,
+        client_id: &str,
+        issued_up_to: u64,
+        until: u64,
+    ) -> StoreResult<()> {
+        let mut conn = self.backend.conn();
+        let (at, kept_until): (u64, u64) = self
+            .backend
+            .bounded(
+                self.scripts
+                    .revoke_client
+                    .key(self.keys.client_cutoffs())
+                    .arg(&self.keys.channel)
+                    .arg(api_id)
+                    .arg(client_id)
+                    .arg(clamp_time(issued_up_to))
+                    .arg(clamp_time(until))
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        self.shared.revoked_write().insert_cutoff(
+            api_id,
+            client_id,
+            Cutoff {
+                at,
+                until: kept_until,
+            },
+        );
+        Ok(())
+    }
+
+    fn client_cutoff(&self, api_id: &str, client_id: &str, now: u64) -> Option<u64> {
+        live_cutoff(&self.shared.revoked_read().clients, api_id, client_id, now)
+    }
+
+    async fn count_stateless(&self, api_id: &str, client_id: &str, now: u64) -> StoreResult<()> {
+        let key = self.keys.stateless(api_id);
+        let mut conn = self.backend.conn();
+        // One hash per API (one slot), so the two writes are one atomic round trip in a cluster too.
+        let _: () = self
+            .backend
+            .bounded(
+                redis::pipe()
+                    .atomic()
+                    .hincr(&key, client_id, 1)
+                    .ignore()
+                    .hset(&key, format!("{client_id} last"), now)
+                    .ignore()
+                    .expire(&key, STATELESS_COUNT_KEEP_SECS)
+                    .ignore()
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn stateless_count(&self, api_id: &str, client_id: &str) -> StoreResult<StatelessCount> {
+        let mut conn = self.backend.conn();
+        let (issued, last): (Option<u64>, Option<u64>) = self
+            .backend
+            .bounded(
+                redis::cmd("HMGET")
+                    .arg(self.keys.stateless(api_id))
+                    .arg(client_id)
+                    .arg(format!("{client_id} last"))
+                    .query_async(&mut conn),
+            )
+            .await?;
+        Ok(StatelessCount {
+            issued: issued.unwrap_or(0),
+            last_issued_at: last,
+        })
+    }
+
     async fn put_client(&self, client: &StoredClient) -> StoreResult<()> {
         let json = Self::to_json(client)?;
         let mut conn = self.backend.conn();
@@ -1563,6 +1788,16 @@ impl Store for RedisStore {
             )
             .await?;
         self.shared.invalidate_client(api_id, client_id);
+        let _: i64 = self
+            .backend
+            .bounded(
+                redis::cmd("HDEL")
+                    .arg(self.keys.stateless(api_id))
+                    .arg(client_id)
+                    .arg(format!("{client_id} last"))
+                    .query_async(&mut conn),
+            )
+            .await?;
         Ok(deleted > 0)
     }
 
@@ -1791,7 +2026,7 @@ mod tests {
             store.take_code(&sha256_hex(raw_code), now).await.unwrap(),
             CodeTake::Fresh(_)
         ));
-        store.put_session(&session(sid, now)).await.unwrap();
+        store.put_session(&session(sid, now), 100).await.unwrap();
         let [rt1, rt2, rt_forever] = raw_tokens;
         store
             .put_refresh(&sha256_hex(rt1), &token(sid, now, Some(now + 600)))
@@ -1807,7 +2042,7 @@ mod tests {
             .await
             .unwrap();
         store
-            .put_session(&session("sid-forever", now))
+            .put_session(&session("sid-forever", now), 100)
             .await
             .unwrap();
         store
@@ -1971,7 +2206,7 @@ mod tests {
             }
         }
         // Reuse detected on A revokes on B too.
-        a.put_session(&session("sid-2", now)).await.unwrap();
+        a.put_session(&session("sid-2", now), 100).await.unwrap();
         a.put_refresh("h1", &token("sid-2", now, Some(now + 600)))
             .await
             .unwrap();
@@ -2264,7 +2499,7 @@ mod tests {
         for _ in 0..(REBUILD_AFTER_TIMEOUTS + 2) {
             let started = Instant::now();
             assert!(matches!(
-                store.put_session(&session("s", t0())).await,
+                store.put_session(&session("s", t0()), 100).await,
                 Err(StoreError::Unavailable(_))
             ));
             assert!(limiter.check("k", Some(&deny), None, 0).await.is_err());
@@ -2280,7 +2515,7 @@ mod tests {
             assert!(started.elapsed() < Duration::from_secs(10), "no recovery");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        store.put_session(&session("s", t0())).await.unwrap();
+        store.put_session(&session("s", t0()), 100).await.unwrap();
         assert_eq!(server.pid(), pid);
     }
 
