@@ -30,7 +30,7 @@ use tokio::sync::Barrier;
 
 use super::{
     Attempt, AuthCode, CodeTake, GrantKind, Guess, PolicyWrite, RefreshToken, Release, Rotation,
-    Session, Store, StoredClient, StoredPolicy, StoredQuota, StoredRateLimit,
+    Session, StatelessCount, Store, StoredClient, StoredPolicy, StoredQuota, StoredRateLimit,
 };
 
 /// How many tasks race in the concurrency checks.
@@ -685,6 +685,152 @@ pub async fn revoke_jti_until(store: Arc<dyn Store>) {
     assert!(!store.is_revoked("any-sid", &uniq("jti"), now));
 }
 
+/// A per-client cutoff revokes the client's tokens issued up to it while `now < until`; a later
+/// cutoff moves it forward, an earlier one never moves it back; other clients and APIs are untouched.
+pub async fn client_cutoff_until_and_never_back(store: Arc<dyn Store>) {
+    let now = t0();
+    let api = uniq("api");
+    assert_eq!(store.client_cutoff(&api, "c", now), None);
+    store
+        .revoke_client_tokens(&api, "c", now, now + 100)
+        .await
+        .unwrap();
+    assert_eq!(store.client_cutoff(&api, "c", now), Some(now));
+    assert_eq!(store.client_cutoff(&api, "c", now + 99), Some(now));
+    assert_eq!(store.client_cutoff(&api, "c", now + 100), None);
+    assert_eq!(store.client_cutoff(&api, "other", now), None);
+    assert_eq!(store.client_cutoff(&uniq("api"), "c", now), None);
+    // An earlier, shorter one changes nothing; a later one moves the cutoff forward.
+    store
+        .revoke_client_tokens(&api, "c", now - 50, now + 10)
+        .await
+        .unwrap();
+    assert_eq!(store.client_cutoff(&api, "c", now + 99), Some(now));
+    store
+        .revoke_client_tokens(&api, "c", now + 5, now + 200)
+        .await
+        .unwrap();
+    assert_eq!(store.client_cutoff(&api, "c", now + 150), Some(now + 5));
+}
+
+/// Stateless tokens are counted per client; deleting a dynamic client forgets its count.
+pub async fn stateless_tokens_are_counted_per_client(store: Arc<dyn Store>) {
+    let now = t0();
+    let api = uniq("api");
+    assert_eq!(
+        store.stateless_count(&api, "c").await.unwrap(),
+        StatelessCount::default()
+    );
+    for i in 0..3 {
+        store.count_stateless(&api, "c", now + i).await.unwrap();
+    }
+    store.count_stateless(&api, "d", now).await.unwrap();
+    let count = store.stateless_count(&api, "c").await.unwrap();
+    assert_eq!(count.issued, 3);
+    assert_eq!(count.last_issued_at, Some(now + 2));
+    assert_eq!(store.stateless_count(&api, "d").await.unwrap().issued, 1);
+    store
+        .put_client(&client(&api, "c", &["read"]))
+        .await
+        .unwrap();
+    assert!(store.delete_client(&api, "c").await.unwrap());
+    assert_eq!(store.stateless_count(&api, "c").await.unwrap().issued, 0);
+    assert_eq!(store.stateless_count(&api, "d").await.unwrap().issued, 1);
+}
+
+/// Beyond `max_per_user` live sessions of one (API, client, user), storing a session ends the oldest:
+/// revoked, its refresh tokens dead, its record gone. Sessions that ended otherwise do not count, and
+/// other users, clients and sessions without a user are not capped.
+pub async fn sessions_per_user_are_capped(store: Arc<dyn Store>) {
+    let now = t0();
+    let api = uniq("api");
+    let user_session = |sid: &str, user: &str| {
+        let mut s = session(sid, &api, "client", now, now + 1_000);
+        s.username = Some(user.to_string());
+        s
+    };
+    let sids: Vec<String> = (0..4).map(|i| uniq(&format!("s{i}"))).collect();
+    let first_refresh = uniq("rt");
+    for sid in &sids[..2] {
+        let ended = store
+            .put_session(&user_session(sid, "alice"), 2)
+            .await
+            .unwrap();
+        assert_eq!(ended, Vec::<String>::new());
+    }
+    store
+        .put_refresh(
+            &first_refresh,
+            &refresh(&sids[0], 0, now, Some(now + 1_000)),
+        )
+        .await
+        .unwrap();
+    // Bob, another client and a client_credentials session are counted apart.
+    let bob = uniq("bob");
+    assert!(
+        store
+            .put_session(&user_session(&bob, "bob"), 2)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut elsewhere = user_session(&uniq("other-client"), "alice");
+    elsewhere.client_id = "other".into();
+    assert!(store.put_session(&elsewhere, 2).await.unwrap().is_empty());
+
+    let ended = store
+        .put_session(&user_session(&sids[2], "alice"), 2)
+        .await
+        .unwrap();
+    assert_eq!(ended, vec![sids[0].clone()]);
+    assert!(store.is_revoked(&sids[0], "", now));
+    assert_eq!(store.get_session(&sids[0]).await.unwrap(), None);
+    assert_eq!(store.get_refresh(&first_refresh, now).await.unwrap(), None);
+    assert!(!store.is_revoked(&sids[1], "", now));
+    assert!(!store.is_revoked(&bob, "", now));
+
+    // A session revoked some other way frees its place.
+    store.revoke_session(&sids[1], now + 1_000).await.unwrap();
+    let ended = store
+        .put_session(&user_session(&sids[3], "alice"), 2)
+        .await
+        .unwrap();
+    assert_eq!(ended, Vec::<String>::new());
+    let live: Vec<String> = store
+        .client_sessions(&api, "client", now)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.sid)
+        .collect();
+    assert_eq!(live.len(), 3, "{live:?}");
+    for sid in [&sids[2], &sids[3], &bob] {
+        assert!(live.contains(sid), "{sid} in {live:?}");
+    }
+}
+
+/// Many parallel sign-ins of one user never leave more than the cap alive.
+pub async fn sessions_per_user_cap_holds_under_concurrency(store: Arc<dyn Store>) {
+    let now = t0();
+    let api = uniq("api");
+    let mut tasks = Vec::new();
+    for i in 0..RACERS {
+        let store = store.clone();
+        let mut s = session(&uniq(&format!("race{i}")), &api, "client", now, now + 1_000);
+        s.username = Some("alice".into());
+        tasks.push(tokio::spawn(async move {
+            store.put_session(&s, 3).await.unwrap().len()
+        }));
+    }
+    let mut ended = 0;
+    for task in tasks {
+        ended += task.await.unwrap();
+    }
+    assert_eq!(ended, RACERS - 3);
+    let live = store.client_sessions(&api, "client", now).await.unwrap();
+    assert_eq!(live.len(), 3, "{live:?}");
+}
+
 // ------------------------------------------------------------------------------------------------
 // Dynamic clients
 
@@ -1073,6 +1219,10 @@ macro_rules! store_contract_tests {
             attempts_parallel_reservations_never_exceed_the_limit,
             attempts_release,
             ping_ok,
+            client_cutoff_until_and_never_back,
+            stateless_tokens_are_counted_per_client,
+            sessions_per_user_are_capped,
+            sessions_per_user_cap_holds_under_concurrency,
         );
     };
     (@tests ($factory:expr) $($name:ident),* $(,)?) => {
