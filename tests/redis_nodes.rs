@@ -702,3 +702,172 @@ async fn redis_holds_no_secret_in_clear_and_nothing_without_ttl() {
         assert!(!everything.contains(secret), "stored in clear: {secret}");
     }
 }
+
+/// Revoking every token of a client (a per-client cutoff, DESIGN §9f) on node A: node B refuses the
+/// client's stateless tokens within 100 ms, introspection there says inactive, a node started
+/// afterwards loads the cutoff, and a token issued after the revocation works everywhere.
+#[tokio::test]
+async fn revoking_every_token_of_a_client_on_one_node_is_refused_on_the_other_within_100ms() {
+    let nodes = nodes().await;
+    let old = service_token(&nodes.a).await;
+    let alice = alice_tokens(&nodes.a).await;
+    // Node B has validated (and cached) the token.
+    assert_eq!(call(&nodes.b, "/movies/x", &old).await.status, 200);
+
+    let revoked = nodes
+        .a
+        .admin_send("DELETE", "/apis/movies/clients/service/sessions", None)
+        .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+    assert!(
+        eventually(Duration::from_millis(100), || async {
+            call(&nodes.b, "/movies/x", &old).await.status == 401
+        })
+        .await,
+        "node B still accepts the client's token 100 ms after node A revoked them all"
+    );
+    let introspected = post_form(
+        &nodes.b.url("/movies/oauth/introspect"),
+        Some(&basic("service", SERVICE_SECRET)),
+        &[("token", &old)],
+    )
+    .await;
+    assert_eq!(introspected.json(), json!({"active": false}));
+    // Another client's session is untouched.
+    let alice_access = str_field(&alice, "access_token");
+    assert_eq!(call(&nodes.b, "/movies/x", alice_access).await.status, 200);
+
+    // A node that starts now loads the cutoff from Redis.
+    let c = TestGateway::start(same_config(&nodes.a.config)).await;
+    assert_eq!(call(&c, "/movies/x", &old).await.status, 401);
+    // A fresh token, issued on B (which learnt of the cutoff by message), works on every node.
+    let fresh = service_token(&nodes.b).await;
+    for node in [&nodes.a, &nodes.b, &c] {
+        assert_eq!(call(node, "/movies/x", &fresh).await.status, 200);
+    }
+}
+
+/// `max_sessions_per_user` across nodes: alice's third session, begun on node B, ends her first one
+/// (begun on node A); node A refuses its tokens within 100 ms.
+#[tokio::test]
+async fn the_session_cap_is_shared_by_the_nodes() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let prefix = unique_prefix();
+    let config = config(&redis, &prefix, &upstream.url(), QUOTA_OF_FOUR);
+    let movies = config.path().join("api-definitions/movies.yaml");
+    let yaml = std::fs::read_to_string(&movies).expect("movies.yaml");
+    config.api(
+        "movies",
+        &yaml.replace(
+            "  scopes: [read, write]\n  clients:",
+            "  scopes: [read, write]\n  max_sessions_per_user: 2\n  clients:",
+        ),
+    );
+    let a = TestGateway::start(config).await;
+    let b = TestGateway::start(same_config(&a.config)).await;
+
+    let first = alice_tokens(&a).await;
+    let second = alice_tokens(&a).await;
+    let first_access = str_field(&first, "access_token");
+    assert_eq!(call(&a, "/movies/x", first_access).await.status, 200);
+    let third = alice_tokens(&b).await;
+    assert!(
+        eventually(Duration::from_millis(100), || async {
+            call(&a, "/movies/x", first_access).await.status == 401
+        })
+        .await,
+        "node A still accepts the ended session's token 100 ms after node B ended it"
+    );
+    let refreshed = refresh(&a, str_field(&first, "refresh_token")).await;
+    assert_eq!(refreshed.status, 400, "{}", refreshed.text());
+    for tokens in [&second, &third] {
+        assert_eq!(
+            call(&a, "/movies/x", str_field(tokens, "access_token"))
+                .await
+                .status,
+            200
+        );
+    }
+    let listed = b.admin_get("/apis/movies/clients/app/sessions").await;
+    assert_eq!(listed.json()["sessions"].as_array().map(Vec::len), Some(2));
+}
+
+/// A burst of client_credentials tokens leaves Redis as it found it but for counters (DESIGN §9f):
+/// no key per token.
+#[tokio::test]
+async fn a_burst_of_client_credentials_tokens_adds_no_redis_keys() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let prefix = unique_prefix();
+    let gw = TestGateway::start(config(&redis, &prefix, &upstream.url(), QUOTA_OF_FOUR)).await;
+    // The first token creates the API's counter.
+    service_token(&gw).await;
+    let before = redis.keys_and_ttls(&prefix).await;
+    let (_, used_before) = redis_memory(&redis).await;
+
+    const BURST: usize = 1_000;
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let url = gw.url("/movies/oauth/token");
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..BURST / 8 {
+                let response = post_form(
+                    &url,
+                    Some(&basic("service", SERVICE_SECRET)),
+                    &[("grant_type", "client_credentials")],
+                )
+                .await;
+                assert_eq!(response.status, 200, "{}", response.text());
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("burst task");
+    }
+
+    let after = redis.keys_and_ttls(&prefix).await;
+    let names = |keys: &[(String, i64)]| {
+        let mut names: Vec<String> = keys.iter().map(|(k, _)| k.clone()).collect();
+        names.sort();
+        names
+    };
+    assert_eq!(names(&after), names(&before), "keys added by the burst");
+    // Counters only: the API's count of stateless tokens and the caller's address in the guessing
+    // throttle (DESIGN §9a), each one key whatever the number of tokens.
+    assert_eq!(
+        names(&after),
+        vec![
+            format!("{prefix}failures:{{client:movies|127.0.0.1}}"),
+            format!("{prefix}stateless:movies"),
+        ],
+    );
+    let (_, used_after) = redis_memory(&redis).await;
+    // The count's fields change value, not size; allow for Redis's own bookkeeping.
+    assert!(
+        used_after.saturating_sub(used_before) < 64 * 1024,
+        "Redis memory grew from {used_before} to {used_after} bytes over {BURST} tokens"
+    );
+    let listed = gw.admin_get("/apis/movies/clients/service/sessions").await;
+    assert_eq!(listed.json()["stateless"]["issued"], BURST as u64 + 1);
+}
+
+/// `INFO memory`'s `used_memory` (and the key count, for the message).
+async fn redis_memory(redis: &RedisServer) -> (u64, u64) {
+    let mut conn = redis.connection().await;
+    let info: String = ::redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut conn)
+        .await
+        .expect("INFO memory");
+    let used = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory");
+    let keys: u64 = ::redis::cmd("DBSIZE")
+        .query_async(&mut conn)
+        .await
+        .expect("DBSIZE");
+    (keys, used)
+}
