@@ -220,6 +220,12 @@ impl Walk {
                     self.collect(child, &child_path, found);
                 }
             }
+            // A file that is a list (of policies): its entries are accounted for one by one.
+            Json::Array(items) if path.is_empty() => {
+                for (i, child) in items.iter().enumerate() {
+                    self.collect(child, &format!("[{i}]"), found);
+                }
+            }
             other if !is_empty(other) => found.push(path.to_owned()),
             _ => {}
         }
@@ -401,6 +407,33 @@ const UNSUPPORTED_AUTH: &[(&str, &str)] = &[
     (
         "enable_coprocess_auth",
         "coprocess (Python/gRPC/JS) plugin authentication",
+    ),
+];
+
+/// Top-level settings that belong to one auth mode.
+const MODE_SETTINGS: &[(&str, &[&str])] = &[
+    (
+        "enable_signature_checking",
+        &["hmac_allowed_clock_skew", "hmac_allowed_algorithms"],
+    ),
+    ("use_basic_auth", &["basic_auth"]),
+    ("use_openid", &["openid_options"]),
+    (
+        "enable_jwt",
+        &[
+            "jwt_signing_method",
+            "jwt_source",
+            "jwt_identity_base_field",
+            "jwt_client_base_field",
+            "jwt_policy_field_name",
+            "jwt_default_policies",
+            "jwt_issued_at_validation_skew",
+            "jwt_expires_at_validation_skew",
+            "jwt_not_before_validation_skew",
+            "jwt_skip_kid",
+            "jwt_scope_to_policy_mapping",
+            "jwt_scope_claim_name",
+        ],
     ),
 ];
 
@@ -686,7 +719,16 @@ fn auth(def: &Json, walk: &mut Walk) -> (Mapping, Option<Mapping>) {
         } else {
             " (the imported API requires tollgate-issued tokens instead: it stays closed, issue tokens through an API with an oauth block and a policy granting access here)"
         };
-        walk.note(flag, format!("{mode} has no tollgate equivalent{extra}"));
+        walk.note(flag, format!("{mode}: no tollgate equivalent{extra}"));
+    }
+    // The settings of modes that are off configure nothing (Tyk writes them all, some with non-zero
+    // defaults such as `hmac_allowed_clock_skew: -1`).
+    for (flag, fields) in MODE_SETTINGS {
+        if !unsupported.iter().any(|(f, _)| f == flag) {
+            for field in *fields {
+                walk.ignore(field);
+            }
+        }
     }
     const KEYS: &str = "Tyk keys cannot be carried over: this API accepts tollgate-issued access tokens in the same place; get them from an API with an oauth block whose client's policy grants access to this API (policies.yaml `access`)";
     if standard {
