@@ -88,7 +88,7 @@ pub fn convert(apis: &[Source], policies: Option<&Source>) -> Conversion {
 /// The API definitions in one file, with the JSON path prefix of each: a single definition, a list of
 /// them, a Dashboard export `{"apis": [{"api_definition": {...}}]}`, or one `{"api_definition": ...}`.
 fn definitions(json: &Json) -> Vec<(String, &Json)> {
-    fn unwrap<'a>(prefix: String, v: &'a Json) -> (String, &'a Json) {
+    fn unwrap(prefix: String, v: &Json) -> (String, &Json) {
         match v.get("api_definition") {
             Some(inner) if inner.is_object() => (format!("{prefix}api_definition."), inner),
             _ => (prefix, v),
@@ -995,7 +995,7 @@ fn rate(rate: Option<f64>, per: Option<f64>, walk: &mut Walk, path: &str) -> Opt
     }
     let scaled_rate = (rate * scale).round();
     let millis = (per * scale * 1000.0).round();
-    if scaled_rate > f64::from(u32::MAX) || millis < 1.0 || millis > 1e15 {
+    if scaled_rate > f64::from(u32::MAX) || !(1.0..=1e15).contains(&millis) {
         walk.note(
             path,
             format!("rate {rate} per {per}s is out of range: not carried over"),
