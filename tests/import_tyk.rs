@@ -199,6 +199,25 @@ fn input_that_is_not_json_names_the_file() {
     );
 }
 
+#[test]
+fn input_over_the_size_bound_is_refused_before_parsing() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("huge.json");
+    // Sparse: the bound is pushed on without writing 64 MiB to disk.
+    let handle = std::fs::File::create(&file).unwrap();
+    handle
+        .set_len(tollgate::import::MAX_INPUT_BYTES + 1)
+        .unwrap();
+    let err = import_tyk(std::slice::from_ref(&file), None, dir.path(), false).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "{}: larger than 64 MiB; not a Tyk definition?",
+            file.display()
+        )
+    );
+}
+
 #[tokio::test]
 async fn keyless_api_is_served_open_with_its_global_rate_limit_and_unstripped_path() {
     let upstream = Upstream::start().await;

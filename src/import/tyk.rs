@@ -457,6 +457,14 @@ fn convert_api(
         walk.note("", "not a JSON object: not an API definition, skipped");
         return None;
     }
+    if def.get("x-tyk-api-gateway").is_some() || def.get("openapi").is_some() {
+        walk.note(
+            "x-tyk-api-gateway",
+            "a Tyk OAS API definition: not imported; export the API's classic definition from Tyk instead",
+        );
+        mark_all(def, walk);
+        return None;
+    }
     let name = walk.text(def, "name").map(str::to_owned);
     let tyk_api_id = walk.text(def, "api_id").unwrap_or_default().to_owned();
     let label = name.clone().unwrap_or_else(|| tyk_api_id.clone());
@@ -1377,6 +1385,16 @@ mod tests {
             "{}",
             c.apis[0].yaml
         );
+    }
+
+    #[test]
+    fn oas_definitions_are_reported_not_misread() {
+        let c = one(
+            json!({"openapi": "3.0.3", "info": {"title": "A"}, "paths": {},
+            "x-tyk-api-gateway": {"info": {"name": "A"}, "server": {"listenPath": {"value": "/a/"}}}}),
+        );
+        assert!(c.apis.is_empty());
+        assert_eq!(paths(&c), ["x-tyk-api-gateway"]);
     }
 
     #[test]
