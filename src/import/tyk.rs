@@ -311,6 +311,14 @@ fn generic_reason(path: &str) -> String {
             "response processors have no tollgate equivalent",
         ),
         (
+            "basic_auth",
+            "basic authentication settings: basic authentication has no tollgate equivalent",
+        ),
+        (
+            "openid_options",
+            "OpenID Connect provider settings: tokens of other providers are not accepted",
+        ),
+        (
             "config_data",
             "plugin config data has no tollgate equivalent",
         ),
@@ -567,9 +575,14 @@ fn convert_api(
         walk.ignore("definition");
         if let Some(versions) = versions {
             for key in versions.keys() {
-                for field in ["name", "use_extended_paths", "expires"] {
+                for field in ["name", "use_extended_paths"] {
                     walk.ignore(&format!("version_data.versions.{key}.{field}"));
                 }
+                walk.drop(
+                    def,
+                    &format!("version_data.versions.{key}.expires"),
+                    "an expiry date of the API has no tollgate equivalent: the API is served until its file is removed",
+                );
             }
         }
     } else if let Some(versions) = versions {
@@ -586,11 +599,11 @@ fn convert_api(
 
     let header = format!(
         "# Imported from Tyk by `tollgate import tyk`: {} (api_id {}).\n# Fields not carried over are listed in import-report.txt.\n",
-        walk.file,
+        one_line(&walk.file),
         if tyk_api_id.is_empty() {
-            "none"
+            "none".to_owned()
         } else {
-            &tyk_api_id
+            one_line(&tyk_api_id)
         }
     );
     let body = serde_yaml::to_string(&Yaml::Mapping(yaml)).unwrap_or_default();
@@ -1261,8 +1274,8 @@ fn convert_policies(
         walk.dropped.append(&mut sub.dropped);
 
         let comment = match &name {
-            Some(name) => format!("\n# Tyk policy `{id}`: {}\n", name.replace('\n', " ")),
-            None => format!("\n# Tyk policy `{id}`\n"),
+            Some(name) => format!("\n# Tyk policy `{}`: {}\n", one_line(&id), one_line(name)),
+            None => format!("\n# Tyk policy `{}`\n", one_line(&id)),
         };
         text.push_str(&comment);
         text.push_str(
@@ -1278,6 +1291,11 @@ fn convert_policies(
 
 // ---------------------------------------------------------------------------------------------
 // YAML helpers
+
+/// Text from the input for a YAML comment: a line break would end the comment.
+fn one_line(text: &str) -> String {
+    text.replace(['\n', '\r'], " ")
+}
 
 fn put(map: &mut Mapping, key: &str, value: Yaml) {
     map.insert(Yaml::String(key.to_owned()), value);
@@ -1385,6 +1403,26 @@ mod tests {
             "{}",
             c.apis[0].yaml
         );
+    }
+
+    #[test]
+    fn line_breaks_in_names_stay_inside_comments() {
+        let api = Source {
+            name: "a\nb.json".into(),
+            json: json!({"name": "A", "api_id": "x\nid: evil", "use_keyless": true,
+                "proxy": {"listen_path": "/a/", "target_url": "http://u:1"}}),
+        };
+        let policies = Source {
+            name: "p.json".into(),
+            json: json!({"p\n- id: evil": {"name": "n\nx", "rate": 1, "per": 1}}),
+        };
+        let c = convert(&[api], Some(&policies));
+        let yaml: serde_yaml::Value = serde_yaml::from_str(&c.apis[0].yaml).unwrap();
+        assert_eq!(yaml["id"], "a");
+        let policies: Vec<serde_yaml::Value> =
+            serde_yaml::from_str(c.policies_yaml.as_deref().unwrap()).unwrap();
+        assert_eq!(policies.len(), 1);
+        assert_eq!(policies[0]["id"], "p-id-evil");
     }
 
     #[test]
