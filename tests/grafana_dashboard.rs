@@ -11,6 +11,9 @@ use common::*;
 const DASHBOARD: &str = include_str!("../deploy/grafana-dashboard.json");
 /// Rendered only once the Redis limiter has failed to count a request (tests/redis_nodes.rs sees it).
 const REDIS_ONLY: &str = "tollgate_limiter_storage_errors_total";
+/// Series of DESIGN §9b (load-balanced `upstream.targets`), charted ahead of the build that renders
+/// them: the panel stays empty until then. Once rendered, they are held to the same rule as the rest.
+const NOT_YET_RENDERED: &[&str] = &["tollgate_upstream_target_healthy"];
 
 /// `tollgate_*` names in a PromQL expression, histogram series reduced to their metric.
 fn metric_names(expr: &str, into: &mut BTreeSet<String>) {
@@ -103,12 +106,20 @@ async fn every_panel_queries_a_rendered_series_and_every_series_has_a_panel() {
         .collect();
     gateway.stop().await;
 
-    let mut expected = rendered.clone();
-    expected.insert(REDIS_ONLY.to_owned());
-    assert_eq!(
-        queried, expected,
-        "left: queried by the dashboard, right: rendered by /metrics (+ the Redis-only series)"
+    let missing_panels: Vec<&String> = rendered.difference(&queried).collect();
+    assert!(
+        missing_panels.is_empty(),
+        "rendered by /metrics but on no panel: {missing_panels:?}"
     );
+    let unknown: Vec<&String> = queried
+        .difference(&rendered)
+        .filter(|name| *name != REDIS_ONLY && !NOT_YET_RENDERED.contains(&name.as_str()))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "queried by the dashboard but not rendered: {unknown:?}"
+    );
+    assert!(queried.contains(REDIS_ONLY));
     assert!(
         include_str!("../src/admin/mod.rs").contains(&format!("# TYPE {REDIS_ONLY} counter")),
         "{REDIS_ONLY} is still rendered by the admin API"
