@@ -2,9 +2,9 @@
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use clap::{Args, CommandFactory, Parser, Subcommand};
-use std::process::ExitCode;
 
 use tollgate::config::{Config, SigningAlgorithm};
 
