@@ -34,7 +34,12 @@ pub struct Dropped {
 
 impl std::fmt::Display for Dropped {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}: {}", self.file, self.path, self.why)
+        if self.path.is_empty() {
+            // About the whole file.
+            write!(f, "{}: {}", self.file, self.why)
+        } else {
+            write!(f, "{}: {}: {}", self.file, self.path, self.why)
+        }
     }
 }
 
@@ -473,9 +478,25 @@ fn convert_api(
         mark_all(def, walk);
         return None;
     }
+    let looks_like_policies = def.get("proxy").is_none()
+        && def
+            .as_object()
+            .is_some_and(|m| m.values().any(|v| v.get("access_rights").is_some()));
+    if looks_like_policies {
+        walk.note(
+            "",
+            "a Tyk policies file, not an API definition: pass it with --policies",
+        );
+        mark_all(def, walk);
+        return None;
+    }
     let name = walk.text(def, "name").map(str::to_owned);
     let tyk_api_id = walk.text(def, "api_id").unwrap_or_default().to_owned();
-    let label = name.clone().unwrap_or_else(|| tyk_api_id.clone());
+    let label = match (&name, tyk_api_id.is_empty()) {
+        (Some(name), _) => name.clone(),
+        (None, false) => tyk_api_id.clone(),
+        (None, true) => "(no name, no api_id)".to_owned(),
+    };
 
     // Tyk's zero value for `active` is false, but a definition without the field at all is a
     // hand-written file meant to run: only an explicit `false` leaves the API out.
@@ -1423,6 +1444,17 @@ mod tests {
             serde_yaml::from_str(c.policies_yaml.as_deref().unwrap()).unwrap();
         assert_eq!(policies.len(), 1);
         assert_eq!(policies[0]["id"], "p-id-evil");
+    }
+
+    #[test]
+    fn a_policies_file_given_as_a_definition_is_named_as_such() {
+        let c = one(json!({"gold": {"rate": 1, "per": 1, "access_rights": {}}}));
+        assert!(c.apis.is_empty());
+        assert_eq!(
+            c.dropped[0].to_string(),
+            "tyk.json: a Tyk policies file, not an API definition: pass it with --policies"
+        );
+        assert_eq!(c.dropped.len(), 1);
     }
 
     #[test]
