@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod gateway;
 pub mod http_util;
+pub mod import;
 pub mod limits;
 pub mod logging;
 pub mod oauth;

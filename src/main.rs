@@ -1,8 +1,10 @@
 //! The `tollgate` command line: argument parsing only; the work is in the library.
 
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 use tollgate::config::{Config, SigningAlgorithm};
 
@@ -13,11 +15,90 @@ use tollgate::config::{Config, SigningAlgorithm};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-const USAGE: &str = "usage:
-  tollgate [run] [--config PATH]     start the gateway (default: $TOLLGATE_CONFIG or ./gateway.yaml)
-  tollgate check [--config PATH]     validate every configuration file and exit
-  tollgate hash-secret               read a secret from stdin, print its argon2id PHC string
-  tollgate keygen --alg ES256|EdDSA|RS256 --out PATH   write a new PKCS#8 PEM private key (0600)";
+/// The command line (DESIGN §1, §9d). `run` is the default: `tollgate` and `tollgate --config PATH`
+/// start the gateway as they always did.
+#[derive(Parser)]
+#[command(
+    name = "tollgate",
+    version,
+    about = "An API gateway with a built-in OAuth 2.0 authorization server",
+    propagate_version = true,
+    args_conflicts_with_subcommands = true,
+    after_help = "Without a command, `tollgate` runs the gateway (the same as `tollgate run`)."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Options of `run`, for `tollgate --config PATH` without the command name.
+    #[command(flatten)]
+    run: ConfigArg,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the gateway (the default command)
+    Run(ConfigArg),
+    /// Load and validate every configuration file, print `ok: N apis, M clients`, exit 0 (or 1 with
+    /// one line per problem)
+    Check(ConfigArg),
+    /// Read a secret or password from stdin and print its argon2id PHC string (for the YAML files)
+    HashSecret,
+    /// Write a new PKCS#8 PEM signing key (mode 0600)
+    Keygen {
+        /// Signature algorithm of the key
+        #[arg(long, default_value = "ES256", value_parser = ["ES256", "EdDSA", "RS256"], overrides_with = "alg")]
+        alg: String,
+        /// Where to write the key; an existing file is not overwritten
+        #[arg(long, value_name = "PATH", overrides_with = "out")]
+        out: PathBuf,
+    },
+    /// Convert another gateway's configuration into tollgate's
+    #[command(subcommand)]
+    Import(ImportCommand),
+    /// Print a shell completion script to stdout
+    Completions {
+        /// The shell to complete in
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImportCommand {
+    /// Tyk classic API definitions (JSON) and Tyk policies → API definitions and policies.yaml
+    #[command(
+        after_help = "Writes DIR/api-definitions/<id>.yaml, DIR/policies.yaml (with --policies) \
+and DIR/gateway.yaml when DIR has none, lists every Tyk field that was not carried over \
+(FILE: json.path: why), then checks the result like `tollgate check`. See docs/import-tyk.md."
+    )]
+    Tyk {
+        /// Tyk API definition files: one definition, a list of them, or a Dashboard export
+        #[arg(required = true, value_name = "FILE")]
+        files: Vec<PathBuf>,
+        /// Folder to write into
+        #[arg(long, value_name = "DIR", default_value = ".", overrides_with = "out")]
+        out: PathBuf,
+        /// Tyk policies file (policies.json: an object keyed by policy id, or a list)
+        #[arg(long, value_name = "FILE", overrides_with = "policies")]
+        policies: Option<PathBuf>,
+        /// Overwrite API definition files and policies.yaml that already exist in DIR
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Args)]
+struct ConfigArg {
+    /// Path of gateway.yaml
+    #[arg(
+        long,
+        value_name = "PATH",
+        env = "TOLLGATE_CONFIG",
+        default_value = "gateway.yaml",
+        overrides_with = "config"
+    )]
+    config: PathBuf,
+}
 
 fn main() -> ExitCode {
     // Transparent huge pages off for this process (where the kernel has them "always" on): mimalloc
@@ -27,22 +108,29 @@ fn main() -> ExitCode {
     // flag keeps the default.
     #[cfg(target_os = "linux")]
     let _ = rustix::thread::disable_transparent_huge_pages(true);
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let (command, rest) = match args.first().map(String::as_str) {
-        None => ("run", &args[..]),
-        Some(arg) if arg.starts_with("--") => ("run", &args[..]),
-        Some(cmd) => (cmd, &args[1..]),
-    };
-    let result = match command {
-        "run" => flags(rest, &["--config"]).and_then(|f| run(config_path(&f))),
-        "check" => flags(rest, &["--config"]).and_then(|f| check(config_path(&f))),
-        "hash-secret" => flags(rest, &[]).and_then(|_| hash_secret()),
-        "keygen" => flags(rest, &["--alg", "--out"]).and_then(|f| keygen(&f)),
-        "help" | "-h" | "--help" => {
-            println!("{USAGE}");
+    // Usage errors exit with 2 (clap's convention, like most Unix tools); failures of the work with 1.
+    let cli = Cli::parse();
+    let result = match cli.command {
+        None => run(cli.run.config),
+        Some(Command::Run(args)) => run(args.config),
+        Some(Command::Check(args)) => check(args.config),
+        Some(Command::HashSecret) => hash_secret(),
+        Some(Command::Keygen { alg, out }) => keygen(&alg, &out),
+        Some(Command::Import(ImportCommand::Tyk {
+            files,
+            out,
+            policies,
+            force,
+        })) => import_tyk(&files, &out, policies.as_deref(), force),
+        Some(Command::Completions { shell }) => {
+            clap_complete::generate(
+                shell,
+                &mut Cli::command(),
+                "tollgate",
+                &mut std::io::stdout(),
+            );
             Ok(())
         }
-        other => Err(format!("unknown command '{other}'\n{USAGE}")),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -51,45 +139,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-type Flags = Vec<(String, String)>;
-
-/// `--name value` and `--name=value` pairs, each name one of `allowed`.
-fn flags(args: &[String], allowed: &[&str]) -> Result<Flags, String> {
-    let mut out = Vec::new();
-    let mut iter = args.iter();
-    while let Some(arg) = iter.next() {
-        let (name, value) = match arg.split_once('=') {
-            Some((name, value)) => (name.to_string(), value.to_string()),
-            None => {
-                let value = iter
-                    .next()
-                    .ok_or_else(|| format!("{arg} needs a value\n{USAGE}"))?;
-                (arg.clone(), value.clone())
-            }
-        };
-        if !allowed.contains(&name.as_str()) {
-            return Err(format!("unknown option '{name}'\n{USAGE}"));
-        }
-        out.push((name, value));
-    }
-    Ok(out)
-}
-
-fn flag<'a>(flags: &'a Flags, name: &str) -> Option<&'a str> {
-    flags
-        .iter()
-        .rev()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_str())
-}
-
-fn config_path(flags: &Flags) -> PathBuf {
-    flag(flags, "--config")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("TOLLGATE_CONFIG").map(PathBuf::from))
-        .unwrap_or_else(|| PathBuf::from("gateway.yaml"))
 }
 
 fn run(path: PathBuf) -> Result<(), String> {
@@ -148,15 +197,25 @@ fn hash_secret() -> Result<(), String> {
     Ok(())
 }
 
-fn keygen(flags: &Flags) -> Result<(), String> {
-    let alg = flag(flags, "--alg").unwrap_or("ES256");
+fn keygen(alg: &str, out: &Path) -> Result<(), String> {
+    // clap has checked the value against the same three names.
     let alg = SigningAlgorithm::parse(alg)
         .ok_or_else(|| format!("keygen: unknown --alg '{alg}' (ES256, EdDSA or RS256)"))?;
-    let out =
-        flag(flags, "--out").ok_or_else(|| format!("keygen: --out PATH is required\n{USAGE}"))?;
     let pem = tollgate::oauth::keys::generate_pkcs8_pem(alg).map_err(|e| e.to_string())?;
-    tollgate::oauth::keys::write_private_key(std::path::Path::new(out), &pem)
-        .map_err(|e| e.to_string())?;
-    println!("wrote {} key to {out}", alg.as_str());
+    tollgate::oauth::keys::write_private_key(out, &pem).map_err(|e| e.to_string())?;
+    println!("wrote {} key to {}", alg.as_str(), out.display());
     Ok(())
+}
+
+fn import_tyk(
+    files: &[PathBuf],
+    out: &Path,
+    policies: Option<&Path>,
+    force: bool,
+) -> Result<(), String> {
+    let summary =
+        tollgate::import::import_tyk(files, policies, out, force).map_err(|e| e.to_string())?;
+    print!("{}", summary.render());
+    // The result must pass `tollgate check`; the same function says so here.
+    check(summary.gateway_yaml.clone())
 }
