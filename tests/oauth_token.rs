@@ -947,3 +947,71 @@ async fn an_expired_code_is_invalid_grant() {
         "invalid_grant",
     );
 }
+
+/// RFC 9700 §2.1.1 (PKCE downgrade): a code issued without a challenge is refused when a verifier is
+/// presented at the token endpoint, so an attacker cannot strip the challenge from the request and keep
+/// the verifier; without a verifier the same kind of code redeems (`pkce: optional`, confidential client).
+#[tokio::test]
+async fn a_verifier_for_a_code_without_a_challenge_is_refused() {
+    let (gw, _upstream) = oauth_gateway("  pkce: optional\n").await;
+    let code_without_challenge = || async {
+        let body = serde_json::json!({
+            "client_id": "web",
+            "redirect_uri": "http://127.0.0.1:3000/cb",
+            "username": "alice",
+            "scope": "read",
+        });
+        let response = gw
+            .admin_send("POST", "/apis/movies/oauth/authorize-client", Some(&body))
+            .await;
+        assert_eq!(response.status, 200, "{}", response.text());
+        response.json()["code"].as_str().expect("code").to_string()
+    };
+    let code = code_without_challenge().await;
+    let refused = redeem(&gw, &code, Some(VERIFIER), "http://127.0.0.1:3000/cb").await;
+    assert_oauth_error(&refused, 400, "invalid_grant");
+    assert!(
+        refused.json()["error_description"]
+            .as_str()
+            .is_some_and(|d| d.contains("no code_challenge")),
+        "{}",
+        refused.text()
+    );
+    let code = code_without_challenge().await;
+    assert_eq!(
+        redeem(&gw, &code, None, "http://127.0.0.1:3000/cb")
+            .await
+            .status,
+        200
+    );
+}
+
+/// Past their lifetimes: an access token is inactive at introspection and refused by the proxy once
+/// `exp` + the 5 s leeway has passed; a refresh token past its own `ttl` is `invalid_grant` and
+/// inactive.
+#[tokio::test]
+async fn expired_tokens_are_inactive_and_cannot_refresh() {
+    let (gw, _upstream) =
+        oauth_gateway("  access_token: { ttl: 1s }\n  refresh_token: { ttl: 1s }\n").await;
+    let tokens = password_grant(&gw, Some("read")).await;
+    let access = tokens["access_token"].as_str().expect("access_token");
+    let refresh_token = tokens["refresh_token"].as_str().expect("refresh_token");
+    assert_eq!(introspect(&gw, access).await["active"], true);
+    // exp = iat + 1 s, accepted until exp + 5 s (SECURITY.md: at most 5 s of skew).
+    tokio::time::sleep(std::time::Duration::from_millis(7_100)).await;
+    assert_eq!(
+        introspect(&gw, access).await,
+        serde_json::json!({"active": false})
+    );
+    let proxied = get_with(
+        &gw.url("/movies/items"),
+        &[("authorization", &format!("Bearer {access}"))],
+    )
+    .await;
+    assert_eq!(proxied.status, 401, "{}", proxied.text());
+    assert_eq!(
+        introspect(&gw, refresh_token).await,
+        serde_json::json!({"active": false})
+    );
+    assert_oauth_error(&refresh(&gw, refresh_token).await, 400, "invalid_grant");
+}
