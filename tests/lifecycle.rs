@@ -84,6 +84,41 @@ async fn shutdown_finishes_the_request_in_flight_then_stops() {
     assert!(tokio::net::TcpStream::connect(gw.addr).await.is_err());
 }
 
+/// A request still in flight when `shutdown_grace` ends does not hold the process: `run` returns, and
+/// the client's connection is closed rather than left hanging (its upstream would answer in a minute).
+#[tokio::test]
+async fn shutdown_grace_ends_a_request_that_outlives_it() {
+    let upstream = Upstream::start().await;
+    let config = ConfigDir::new("limits: { shutdown_grace: 1s }\n");
+    config.api("movies", &open_api("/movies/", &upstream.url()));
+    let mut gw = TestGateway::start(config).await;
+
+    let addr = gw.addr;
+    let in_flight = tokio::spawn(async move {
+        raw_exchange(
+            addr,
+            b"GET /movies/slow HTTP/1.1\r\nHost: a\r\nx-test-delay-ms: 60000\r\n\r\n",
+            Duration::from_secs(30),
+        )
+        .await
+    });
+    assert!(eventually(Duration::from_secs(5), || async { upstream.count() == 1 }).await);
+    gw.begin_shutdown();
+    // Generous bounds that only catch a hang: the grace is 1 s, the upstream would take 60 s.
+    tokio::time::timeout(Duration::from_secs(20), gw.join())
+        .await
+        .expect("run returns once shutdown_grace has passed")
+        .expect("run returns cleanly");
+    let answered = tokio::time::timeout(Duration::from_secs(20), in_flight)
+        .await
+        .expect("the client's connection is closed, not left open")
+        .expect("client task");
+    assert!(
+        !answered.contains(" 200 "),
+        "the upstream's answer cannot have arrived: {answered}"
+    );
+}
+
 #[tokio::test]
 async fn admin_api_requires_the_secret() {
     let upstream = Upstream::start().await;

@@ -85,6 +85,10 @@ pub async fn serve<H, Fut>(
     let permits = Arc::new(Semaphore::new(max));
     let per_ip = PerIp::new(limits.max_connections_per_ip.max(1));
     let builder = Arc::new(connection_builder(&limits));
+    // Turned true when the grace period is over: every connection still open is dropped then, so
+    // that returning from here really means no connection is served any more (the tasks are
+    // detached; without this, an embedding program would keep serving after `run` returned).
+    let (force_close, closing) = watch::channel(false);
     loop {
         let permit = tokio::select! {
             permit = permits.clone().acquire_owned() => match permit {
@@ -119,8 +123,12 @@ pub async fn serve<H, Fut>(
         let builder = builder.clone();
         let tls = tls.clone();
         let shutdown = shutdown.clone();
+        let mut closing = closing.clone();
         tokio::spawn(async move {
-            serve_connection(stream, peer, tls, builder, limits, handler, shutdown).await;
+            tokio::select! {
+                _ = serve_connection(stream, peer, tls, builder, limits, handler, shutdown) => {}
+                _ = stopped(&mut closing) => {}
+            }
             drop(slot);
             drop(permit);
         });
@@ -134,8 +142,14 @@ pub async fn serve<H, Fut>(
             grace = ?limits.shutdown_grace,
             "shutdown grace period over; closing the remaining connections"
         );
+        let _ = force_close.send(true);
+        // Each task drops its connection at its next poll; this only waits for them to do so.
+        let _ = tokio::time::timeout(FORCED_CLOSE_WAIT, permits.acquire_many(max as u32)).await;
     }
 }
+
+/// How long the connections cut at the end of the grace period get to drop their sockets.
+const FORCED_CLOSE_WAIT: Duration = Duration::from_secs(1);
 
 /// Completes once `stop` turns true (or its sender is gone). The borrowed value is dropped inside, so
 /// callers stay `Send`.
