@@ -152,4 +152,14 @@ async fn json_access_logs_never_contain_credentials_and_sigterm_exits_cleanly() 
     );
     assert!(!all.contains("page=2"), "query strings are not logged");
     assert!(all.contains("shutting down"));
+    // The wrong secret is a security event: routable by its `security` field, naming the client and
+    // the address, never the secret.
+    let event = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["security"] == "client_auth_failed")
+        .unwrap_or_else(|| panic!("no client_auth_failed security event in {all}"));
+    assert_eq!(event["client"], "svc", "{event}");
+    assert_eq!(event["address"], "127.0.0.1", "{event}");
+    assert_eq!(event["level"], "WARN", "{event}");
 }

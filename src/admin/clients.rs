@@ -431,7 +431,7 @@ async fn revoke_sessions(
     id: &str,
 ) -> Result<Response<Body>, GatewayError> {
     let (revoked, cutoff) = revoke_all(gateway, api, id).await?;
-    tracing::info!(api = %api.id, client = %id, sessions_revoked = revoked, "client sessions revoked");
+    tracing::info!(target: crate::logging::SECURITY_TARGET, security = "client_tokens_revoked", api = %api.id, client = %id, sessions_revoked = revoked, "every token of a client revoked");
     Ok(json_response(
         StatusCode::OK,
         &json!({ "revoked": revoked, "not_before": cutoff + 1 }),

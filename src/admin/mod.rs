@@ -199,6 +199,7 @@ fn authorize<B>(gateway: &Gateway, req: &Request<B>) -> Result<(), GatewayError>
     if crate::oauth::secrets::secret_eq(presented.as_bytes(), admin.secret.as_bytes()) {
         Ok(())
     } else {
+        tracing::warn!(target: crate::logging::SECURITY_TARGET, security = "admin_auth_failed", path = req.uri().path(), "admin API request without the admin secret");
         Err(GatewayError::AdminUnauthorized)
     }
 }

@@ -16,6 +16,7 @@ use serde_json::{Map, Value, json};
 use crate::auth::policy::{self, Resolved, StoredPolicies};
 use crate::config::{ApiDef, GrantType, OAuthConfig, Policy, RuntimeConfig, User};
 use crate::limits::{Limiter, Refused};
+use crate::logging::SECURITY_TARGET;
 use crate::store::{
     Attempt, CodeTake, GrantKind, Guess, RefreshToken, Release, Rotation, Session, Store,
     StoreError,
@@ -265,6 +266,7 @@ impl AuthServer {
                 .stats
                 .throttled_clients
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(target: SECURITY_TARGET, security = "client_auth_throttled", api = %api.id, client = %client_id, address, "client authentication refused by the failure limit");
             return Err(throttled(
                 "too many failed client authentications; try again later",
                 retry_after_secs,
@@ -277,7 +279,10 @@ impl AuthServer {
         let Some((client, phc)) = client.and_then(|c| c.secret_hash.clone().map(|phc| (c, phc)))
         else {
             return match self.verifier.verify(None, secret.to_owned()).await {
-                Ok(_) => Err(fail()),
+                Ok(_) => {
+                    tracing::warn!(target: SECURITY_TARGET, security = "client_auth_failed", api = %api.id, client = %client_id, address, "client authentication failed: no confidential client with this id");
+                    Err(fail())
+                }
                 Err(Busy) => {
                     self.release(&guess, Release::NotEvaluated, now).await;
                     Err(busy())
@@ -308,6 +313,7 @@ impl AuthServer {
             }
         };
         if !verified {
+            tracing::warn!(target: SECURITY_TARGET, security = "client_auth_failed", api = %api.id, client = %client_id, address, "client authentication failed: wrong secret");
             return Err(fail());
         }
         self.release(&guess, Release::Success, now).await;
@@ -503,7 +509,7 @@ impl AuthServer {
                 self.store
                     .revoke_session(&sid, now + session_lifetime(oauth))
                     .await?;
-                tracing::warn!(api = %api.id, client = %client.client_id, "authorization code reused; session revoked");
+                tracing::warn!(target: SECURITY_TARGET, security = "authorization_code_reused", api = %api.id, client = %client.client_id, "authorization code reused; session revoked");
                 return Err(OAuthError::invalid_grant(
                     "the authorization code was already used",
                 ));
@@ -632,7 +638,7 @@ impl AuthServer {
         {
             Rotation::Rotated(_) => {}
             Rotation::Reused { sid } => {
-                tracing::warn!(api = %api.id, client = %client.client_id, sid = %sid, "refresh token reused; session revoked");
+                tracing::warn!(target: SECURITY_TARGET, security = "refresh_token_reused", api = %api.id, client = %client.client_id, sid = %sid, "refresh token reused; session revoked");
                 return Err(OAuthError::invalid_grant(
                     "the refresh token was already used",
                 ));
@@ -787,7 +793,7 @@ impl AuthServer {
                 self.stats
                     .sessions_capped
                     .fetch_add(ended.len() as u64, Ordering::Relaxed);
-                tracing::info!(api = %api.id, client = %client.client_id, ended = ended.len(), "oldest sessions of a user ended (oauth.max_sessions_per_user)");
+                tracing::info!(target: SECURITY_TARGET, security = "sessions_capped", api = %api.id, client = %client.client_id, ended = ended.len(), "oldest sessions of a user ended (oauth.max_sessions_per_user)");
             }
         }
         let access_token = self.access_token(api, oauth, client, &session, user, now)?;
@@ -910,6 +916,7 @@ impl AuthServer {
                 .stats
                 .throttled_logins
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(target: SECURITY_TARGET, security = "login_throttled", api = %api.id, address = %address, "login refused by the failure limit");
             return Err(LoginError::Throttled { retry_after_secs });
         }
         // From here on the attempt counts as a failure unless released below.
@@ -927,7 +934,11 @@ impl AuthServer {
                 self.release(&guess, Release::Success, now).await;
                 Ok(user)
             }
-            _ => Err(LoginError::Invalid),
+            _ => {
+                // Never the username: people type their password into that field.
+                tracing::warn!(target: SECURITY_TARGET, security = "login_failed", api = %api.id, address = %address, "login failed");
+                Err(LoginError::Invalid)
+            }
         }
     }
 
