@@ -96,6 +96,7 @@ impl TestGateway {
     }
 
     pub async fn try_start(config: ConfigDir) -> Result<TestGateway, String> {
+        init_test_log();
         let loaded = tollgate::Config::load(&config.gateway_yaml()).map_err(|e| e.to_string())?;
         let listeners = tollgate::Listeners {
             proxy: TcpListener::bind("127.0.0.1:0")
@@ -458,3 +459,22 @@ pub fn header_map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
 
 pub mod oauth;
 pub mod redis;
+
+/// The gateway's logs in test output, opt-in: `TOLLGATE_TEST_LOG=debug cargo test --test proxy` (any
+/// level from trace to error). Off by default so that a passing run stays quiet; libtest captures the
+/// lines per test and shows them only for a failing one.
+fn init_test_log() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let Ok(level) = std::env::var("TOLLGATE_TEST_LOG") else {
+            return;
+        };
+        let level: tracing_subscriber::filter::LevelFilter = level
+            .parse()
+            .unwrap_or(tracing_subscriber::filter::LevelFilter::DEBUG);
+        let _ = tracing_subscriber::fmt()
+            .with_max_level(level)
+            .with_test_writer()
+            .try_init();
+    });
+}
