@@ -807,24 +807,14 @@ async fn a_burst_of_client_credentials_tokens_adds_no_redis_keys() {
     let (_, used_before) = redis_memory(&redis).await;
 
     const BURST: usize = 1_000;
-    let mut tasks = Vec::new();
-    for _ in 0..8 {
-        let url = gw.url("/movies/oauth/token");
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..BURST / 8 {
-                let response = post_form(
-                    &url,
-                    Some(&basic("service", SERVICE_SECRET)),
-                    &[("grant_type", "client_credentials")],
-                )
-                .await;
-                assert_eq!(response.status, 200, "{}", response.text());
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.expect("burst task");
-    }
+    client_credentials_burst(
+        &gw.url("/movies/oauth/token"),
+        "service",
+        SERVICE_SECRET,
+        BURST,
+        8,
+    )
+    .await;
 
     let after = redis.keys_and_ttls(&prefix).await;
     let names = |keys: &[(String, i64)]| {

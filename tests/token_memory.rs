@@ -28,24 +28,8 @@ fn rss_bytes() -> usize {
 }
 
 async fn issue(gw: &TestGateway, count: usize) {
-    let mut tasks = Vec::new();
-    for _ in 0..PARALLEL {
-        let url = gw.url("/movies/oauth/token");
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..count / PARALLEL {
-                let response = post_form(
-                    &url,
-                    Some(&basic("service", SERVICE_SECRET)),
-                    &[("grant_type", "client_credentials")],
-                )
-                .await;
-                assert_eq!(response.status, 200, "{}", response.text());
-            }
-        }));
-    }
-    for task in tasks {
-        task.await.expect("issuing task");
-    }
+    let url = gw.url("/movies/oauth/token");
+    client_credentials_burst(&url, "service", SERVICE_SECRET, count, PARALLEL).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -34,6 +34,32 @@ pub async fn post_form(url: &str, auth: Option<&str>, pairs: &[(&str, &str)]) ->
     send(req.body(Full::new(Bytes::from(body))).unwrap()).await
 }
 
+/// Issues `count` client_credentials tokens from `token_url` over `parallel` concurrent callers
+/// (a burst, for the state-per-token tests); every answer must be 200.
+pub async fn client_credentials_burst(
+    token_url: &str,
+    client: &str,
+    secret: &str,
+    count: usize,
+    parallel: usize,
+) {
+    let auth = basic(client, secret);
+    let mut tasks = Vec::new();
+    for _ in 0..parallel {
+        let (url, auth) = (token_url.to_string(), auth.clone());
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..count / parallel {
+                let response =
+                    post_form(&url, Some(&auth), &[("grant_type", "client_credentials")]).await;
+                assert_eq!(response.status, 200, "{}", response.text());
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("burst task");
+    }
+}
+
 /// A JWT's payload, decoded without verifying (tests that need verification use the JWKS).
 pub fn jwt_claims(jwt: &str) -> serde_json::Value {
     let payload = jwt.split('.').nth(1).expect("jwt payload");
