@@ -2239,9 +2239,16 @@ mod tests {
         let a = RedisStore::connect(&cfg).await.unwrap();
         a.revoke_session("before-start", now + 600).await.unwrap();
         a.revoke_jti("jti-before-start", now + 600).await.unwrap();
+        a.revoke_client_tokens("api", "client-before-start", now, now + 600)
+            .await
+            .unwrap();
         let b = RedisStore::connect(&cfg).await.unwrap();
         assert!(b.is_revoked("before-start", "", now));
         assert!(b.is_revoked("", "jti-before-start", now));
+        assert_eq!(
+            b.client_cutoff("api", "client-before-start", now),
+            Some(now)
+        );
 
         // A revocation written without a message (as if B missed it), then B's subscription drops.
         let mut conn = server.connection().await;
@@ -2253,6 +2260,17 @@ mod tests {
             .await
             .unwrap();
         assert!(!b.is_revoked("missed", "", now));
+        let record = serde_json::json!({
+            "kind": "client_cutoff", "api": "api", "id": "client-missed", "at": now, "until": now + 600,
+        });
+        let _: i64 = redis::cmd("HSET")
+            .arg(format!("{}{{tokens}}:client_cutoffs", cfg.key_prefix))
+            .arg("api client-missed")
+            .arg(record.to_string())
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert_eq!(b.client_cutoff("api", "client-missed", now), None);
         let killed = raw_command(server.port(), "CLIENT KILL TYPE pubsub").unwrap();
         assert!(killed.starts_with(':'), "{killed}");
         let started = Instant::now();
@@ -2260,6 +2278,14 @@ mod tests {
             assert!(
                 started.elapsed() < Duration::from_secs(5),
                 "not reloaded after the subscription came back"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let started = Instant::now();
+        while b.client_cutoff("api", "client-missed", now).is_none() {
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "client cutoffs not reloaded after the subscription came back"
             );
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
