@@ -308,33 +308,6 @@ pub fn json_response<T: serde::Serialize + ?Sized>(
 mod tests {
     use super::*;
 
-    #[test]
-    fn every_error_has_a_json_body_with_code_and_description() {
-        let cases = [
-            GatewayError::NotFound,
-            GatewayError::BadRequest("bad path"),
-            GatewayError::PayloadTooLarge { limit: 10 },
-            GatewayError::RequestTimeout,
-            GatewayError::BadGateway,
-            GatewayError::GatewayTimeout,
-            GatewayError::Unavailable {
-                description: "storage unreachable",
-                retry_after_secs: 1,
-            },
-        ];
-        for err in cases {
-            let status = err.status();
-            let code = err.code();
-            let response = err.into_response();
-            assert_eq!(response.status(), status);
-            assert_eq!(
-                response.headers()[CONTENT_TYPE],
-                HeaderValue::from_static("application/json")
-            );
-            assert!(!code.is_empty());
-        }
-    }
-
     #[tokio::test]
     async fn policy_in_use_lists_the_clients_in_the_error_body() {
         use http_body_util::BodyExt;
@@ -355,6 +328,252 @@ mod tests {
                 "clients": [client],
             })
         );
+    }
+
+    /// The contract table (DESIGN §5, §6 and RFC 6749/6750), one row per variant: status, the exact
+    /// JSON body, and the headers that go with it. `variant_name` has no wildcard arm, so a new variant
+    /// does not compile until it has a row here.
+    #[tokio::test]
+    async fn every_variant_answers_by_the_contract_table() {
+        use http_body_util::BodyExt;
+        use serde_json::json;
+
+        fn variant_name(err: &GatewayError) -> &'static str {
+            match err {
+                GatewayError::NotFound => "NotFound",
+                GatewayError::BadRequest(_) => "BadRequest",
+                GatewayError::MethodNotAllowed => "MethodNotAllowed",
+                GatewayError::MisdirectedRequest => "MisdirectedRequest",
+                GatewayError::PayloadTooLarge { .. } => "PayloadTooLarge",
+                GatewayError::RequestTimeout => "RequestTimeout",
+                GatewayError::BadGateway => "BadGateway",
+                GatewayError::GatewayTimeout => "GatewayTimeout",
+                GatewayError::Unavailable { .. } => "Unavailable",
+                GatewayError::AdminUnauthorized => "AdminUnauthorized",
+                GatewayError::InvalidInput(_) => "InvalidInput",
+                GatewayError::NoSuchResource(_) => "NoSuchResource",
+                GatewayError::Conflict(_) => "Conflict",
+                GatewayError::ReadOnly(_) => "ReadOnly",
+                GatewayError::PolicyInUse { .. } => "PolicyInUse",
+                GatewayError::Unauthorized { .. } => "Unauthorized",
+                GatewayError::InsufficientScope { .. } => "InsufficientScope",
+                GatewayError::TooManyRequests { .. } => "TooManyRequests",
+                GatewayError::Internal => "Internal",
+                GatewayError::AuthorizePage { .. } => "AuthorizePage",
+                GatewayError::OAuth(_) => "OAuth",
+            }
+        }
+
+        let rows: Vec<(GatewayError, u16, serde_json::Value, Vec<(&str, &str)>)> = vec![
+            (
+                GatewayError::NotFound,
+                404,
+                json!({"error": "not_found", "error_description": "no API is served at this path"}),
+                vec![],
+            ),
+            (
+                GatewayError::BadRequest("bad path"),
+                400,
+                json!({"error": "invalid_request", "error_description": "bad path"}),
+                vec![("connection", "close")],
+            ),
+            (
+                GatewayError::MethodNotAllowed,
+                405,
+                json!({"error": "method_not_allowed", "error_description": "method not allowed"}),
+                vec![],
+            ),
+            (
+                GatewayError::MisdirectedRequest,
+                421,
+                json!({"error": "misdirected_request", "error_description": "this gateway does not serve the requested host"}),
+                vec![],
+            ),
+            (
+                GatewayError::PayloadTooLarge { limit: 10 },
+                413,
+                json!({"error": "request_too_large", "error_description": "request body exceeds the limit of 10 bytes"}),
+                vec![("connection", "close")],
+            ),
+            (
+                GatewayError::RequestTimeout,
+                408,
+                json!({"error": "request_timeout", "error_description": "the request body was not received in time"}),
+                vec![("connection", "close")],
+            ),
+            (
+                GatewayError::BadGateway,
+                502,
+                json!({"error": "bad_gateway", "error_description": "the upstream could not be reached"}),
+                vec![],
+            ),
+            (
+                GatewayError::GatewayTimeout,
+                504,
+                json!({"error": "gateway_timeout", "error_description": "the upstream did not answer in time"}),
+                vec![],
+            ),
+            (
+                GatewayError::Unavailable {
+                    description: "storage is unavailable; retry later",
+                    retry_after_secs: 1,
+                },
+                503,
+                json!({"error": "temporarily_unavailable", "error_description": "storage is unavailable; retry later"}),
+                vec![("retry-after", "1")],
+            ),
+            (
+                GatewayError::AdminUnauthorized,
+                401,
+                json!({"error": "unauthorized", "error_description": "admin authentication required"}),
+                vec![("www-authenticate", "Bearer realm=\"tollgate-admin\"")],
+            ),
+            (
+                GatewayError::InvalidInput("redirect_uris[0]: not an absolute URL".into()),
+                400,
+                json!({"error": "invalid_request", "error_description": "redirect_uris[0]: not an absolute URL"}),
+                vec![],
+            ),
+            (
+                GatewayError::NoSuchResource("no client `x`".into()),
+                404,
+                json!({"error": "not_found", "error_description": "no client `x`"}),
+                vec![],
+            ),
+            (
+                GatewayError::Conflict("client_id `x` is taken".into()),
+                409,
+                json!({"error": "conflict", "error_description": "client_id `x` is taken"}),
+                vec![],
+            ),
+            (
+                GatewayError::ReadOnly("defined in movies.yaml".into()),
+                409,
+                json!({"error": "read_only", "error_description": "defined in movies.yaml"}),
+                vec![],
+            ),
+            (
+                GatewayError::PolicyInUse {
+                    description: "in use".into(),
+                    clients: vec![json!({"api": "a", "client_id": "c"})],
+                },
+                409,
+                json!({"error": "policy_in_use", "error_description": "in use", "clients": [{"api": "a", "client_id": "c"}]}),
+                vec![],
+            ),
+            (
+                GatewayError::Unauthorized {
+                    realm: "movies".into(),
+                    invalid_token: false,
+                    description: "no access token".into(),
+                },
+                401,
+                json!({"error": "unauthorized", "error_description": "no access token"}),
+                vec![("www-authenticate", "Bearer realm=\"movies\"")],
+            ),
+            (
+                GatewayError::Unauthorized {
+                    realm: "movies".into(),
+                    invalid_token: true,
+                    description: "the token has \"expired\"".into(),
+                },
+                401,
+                json!({"error": "invalid_token", "error_description": "the token has \"expired\""}),
+                vec![(
+                    "www-authenticate",
+                    "Bearer realm=\"movies\", error=\"invalid_token\", error_description=\"the token has expired\"",
+                )],
+            ),
+            (
+                GatewayError::InsufficientScope {
+                    realm: "movies".into(),
+                    scope: "write".into(),
+                },
+                403,
+                json!({"error": "insufficient_scope", "error_description": "the access token lacks the required scope 'write'"}),
+                vec![(
+                    "www-authenticate",
+                    "Bearer realm=\"movies\", error=\"insufficient_scope\", scope=\"write\"",
+                )],
+            ),
+            (
+                GatewayError::TooManyRequests {
+                    description: "rate limit exceeded",
+                    limit: 5,
+                    remaining: 0,
+                    reset_secs: 3,
+                    retry_after_secs: 2,
+                },
+                429,
+                json!({"error": "rate_limited", "error_description": "rate limit exceeded"}),
+                vec![
+                    ("retry-after", "2"),
+                    ("x-ratelimit-limit", "5"),
+                    ("x-ratelimit-remaining", "0"),
+                    ("x-ratelimit-reset", "3"),
+                ],
+            ),
+            (
+                GatewayError::Internal,
+                500,
+                json!({"error": "server_error", "error_description": "internal error"}),
+                vec![],
+            ),
+            (
+                GatewayError::OAuth(OAuthError::invalid_client(true)),
+                401,
+                json!({"error": "invalid_client", "error_description": OAuthError::invalid_client(true).description}),
+                vec![
+                    (
+                        "www-authenticate",
+                        "Basic realm=\"tollgate\", charset=\"UTF-8\"",
+                    ),
+                    ("pragma", "no-cache"),
+                ],
+            ),
+        ];
+        let mut covered = std::collections::BTreeSet::new();
+        for (err, status, body, headers) in rows {
+            covered.insert(variant_name(&err));
+            let name = variant_name(&err);
+            let response = err.into_response();
+            assert_eq!(response.status().as_u16(), status, "{name}");
+            assert_eq!(
+                response.headers()[CONTENT_TYPE],
+                "application/json",
+                "{name}"
+            );
+            assert_eq!(response.headers()[CACHE_CONTROL], "no-store", "{name}");
+            for (header, value) in headers {
+                assert_eq!(
+                    response.headers().get(header).and_then(|v| v.to_str().ok()),
+                    Some(value),
+                    "{name}: {header}"
+                );
+            }
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            let actual: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            assert_eq!(actual, body, "{name}");
+        }
+        // The HTML one: the authorization endpoint's page for errors that must not be redirected.
+        let page = GatewayError::AuthorizePage {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            description: "too many failed logins".into(),
+            retry_after_secs: Some(30),
+        };
+        covered.insert(variant_name(&page));
+        let response = page.into_response();
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(response.headers()[RETRY_AFTER], "30");
+        assert!(
+            response.headers()[CONTENT_TYPE]
+                .to_str()
+                .unwrap()
+                .starts_with("text/html")
+        );
+        let html = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(String::from_utf8_lossy(&html).contains("too many failed logins"));
+        assert_eq!(covered.len(), 21, "every variant has a row: {covered:?}");
     }
 
     #[test]
