@@ -364,7 +364,14 @@ mod tests {
             }
         }
 
-        let rows: Vec<(GatewayError, u16, serde_json::Value, Vec<(&str, &str)>)> = vec![
+        /// A variant, its status, its exact body and the headers it must carry.
+        type Row = (
+            GatewayError,
+            u16,
+            serde_json::Value,
+            Vec<(&'static str, &'static str)>,
+        );
+        let rows: Vec<Row> = vec![
             (
                 GatewayError::NotFound,
                 404,
