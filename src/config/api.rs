@@ -442,6 +442,7 @@ pub(crate) fn rate_limit(raw: &RawRateLimit, path: &str, out: &mut FileProblems<
         rate: raw.rate,
         per: duration(out, &field(path, "per"), &raw.per, Duration::from_secs(1)),
         on_storage_error,
+        exact: raw.exact,
     }
 }
 
@@ -1024,7 +1025,8 @@ mod tests {
             Some(RateLimit {
                 rate: 100,
                 per: Duration::from_secs(1),
-                on_storage_error: OnStorageError::Deny
+                on_storage_error: OnStorageError::Deny,
+                exact: false,
             })
         );
         assert_eq!(
@@ -1039,7 +1041,8 @@ mod tests {
             Some(RateLimit {
                 rate: 5000,
                 per: Duration::from_secs(1),
-                on_storage_error: OnStorageError::Local
+                on_storage_error: OnStorageError::Local,
+                exact: false,
             })
         );
     }

@@ -1866,6 +1866,7 @@ mod tests {
             rate: 10,
             per: Duration::from_secs(60),
             on_storage_error: OnStorageError::Deny,
+            exact: false,
         };
         let quota = Quota {
             max: 100,
@@ -2183,6 +2184,7 @@ mod tests {
             rate: 1,
             per: Duration::from_secs(60),
             on_storage_error: choice,
+            exact: false,
         };
         let local = rate(OnStorageError::Local);
         assert_eq!(
@@ -2258,6 +2260,7 @@ mod tests {
             rate: 100,
             per: Duration::from_secs(1),
             on_storage_error: OnStorageError::Deny,
+            exact: false,
         };
         let pid = server.pid();
         let frozen = server.freeze();
@@ -2313,6 +2316,7 @@ mod tests {
             rate: 2,
             per: Duration::from_secs(60),
             on_storage_error: OnStorageError::Deny,
+            exact: false,
         };
         let quota = Quota {
             max: 5,
@@ -2374,6 +2378,7 @@ mod tests {
             rate: 4,
             per: Duration::from_secs(60),
             on_storage_error: OnStorageError::Deny,
+            exact: false,
         };
         let mut passed = 0;
         for i in 0..10 {
@@ -2427,6 +2432,7 @@ mod tests {
             rate: 10,
             per: Duration::from_secs(3600),
             on_storage_error: OnStorageError::Deny,
+            exact: false,
         };
         let tasks: Vec<_> = (0..64)
             .map(|i| {
