@@ -7,6 +7,7 @@
 //! limit has let the request through (Tyk #1876: a limiter that counts rejections never recovers under
 //! overload).
 
+pub mod lease;
 pub mod memory;
 pub mod redis;
 
@@ -95,6 +96,9 @@ pub trait Limiter: Send + Sync + 'static {
         quota: Option<&Quota>,
         now_secs: u64,
     ) -> StoreResult<Decision>;
+
+    /// Gives back what this node holds but has not spent (Redis leases) before the process ends.
+    async fn release(&self) {}
 
     /// Requests this limiter could not count in its storage, by the `on_storage_error` choice that
     /// handled them (`local`, `allow`, `deny`); empty for limiters without remote storage.

@@ -1,22 +1,33 @@
 //! Rate limits and quotas counted in Redis, so that every gateway node draws on the same budget.
 //!
-//! One Lua script per request (one `EVALSHA` round trip) does both: GCRA for the rate limit, then a
-//! fixed-window counter for the quota. Both use Redis's own clock (`TIME`), so nodes whose clocks
-//! disagree still agree on the counts. A refused request consumes nothing: the GCRA's theoretical
-//! arrival time (TAT) is only written when the request passes the rate limit *and* the quota, and the
-//! quota is only incremented then.
+//! Two ways to count (DESIGN §9e, docs/redis.md):
+//! - **Leases** (the default): a node takes a batch of GCRA tokens and quota units from Redis in one
+//!   script call and spends them locally ([`super::lease`]), renewing in the background and giving
+//!   back what is unused when a batch expires and at shutdown. A busy key costs a few calls a second
+//!   per node instead of one per request; the price is a bounded over-admission of the rate limit.
+//! - **Exact** (`rate_limit.exact: true`): one Lua script per request (one `EVALSHA` round trip) does
+//!   both: GCRA for the rate limit, then a fixed-window counter for the quota.
+//!
+//! Both use Redis's own clock (`TIME`), so nodes whose clocks disagree still agree on the counts, and
+//! the same keys, so nodes may mix the two. A refused request consumes nothing: the GCRA's
+//! theoretical arrival time (TAT) is only written when the request passes the rate limit *and* the
+//! quota, and the quota is only incremented then.
 //!
 //! When Redis cannot be reached, the rate limit's `on_storage_error` decides: `local` (the default)
 //! counts on this node's own [`MemoryLimiter`], `allow` lets the request through uncounted, `deny`
 //! returns the storage error (the proxy answers 503). Every such request is counted in
-//! [`Limiter::storage_errors`] (`tollgate_limiter_storage_errors_total` in `/metrics`).
+//! [`Limiter::storage_errors`] (`tollgate_limiter_storage_errors_total` in `/metrics`). A lease held
+//! when Redis goes away is still spent: those requests were counted when it was granted.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use redis::Script;
 
+use super::lease::{self, Batch, Entry, Grant, Params, Step, Want};
+use tokio::time::Instant;
 use super::memory::MemoryLimiter;
 use super::{Decision, Headroom, Limiter, Refused};
 use crate::config::{OnStorageError, Quota, RateLimit};
@@ -76,24 +87,119 @@ end
 return {0, remaining(after), math.ceil(after - now), 0, used, window}
 "#;
 
+/// A lease (DESIGN §9e). KEYS: TAT, quota counter. ARGV: 'lease', rate (0: none), period of the
+/// rate in µs, tokens wanted, quota max (-1: none), quota period in ms, units wanted.
+/// Grants up to the tokens and units wanted (at least one of each wanted, else refuses), with the
+/// same checks in the same order as `LUA_LIMIT`: the quota first, then the rate; nothing written on a
+/// refusal. Returns {refused (0 no, 1 rate, 2 quota), tokens granted, rate remaining after,
+/// µs until a refused request may retry, units granted, quota used after, ms until the quota window
+/// ends, Redis's clock in ms}.
+const LUA_LEASE: &str = r#"
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local now_ms = math.floor(now / 1000)
+local rate, per, want = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local qmax, period, qwant = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local used, window, units = 0, 0, 0
+if qmax >= 0 then
+  used = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+  window = redis.call('PTTL', KEYS[2])
+  if window < 0 then window = period end
+  if qwant > 0 then
+    if used >= qmax then return {2, 0, 0, 0, 0, used, window, now_ms} end
+    units = math.min(qwant, qmax - used)
+  end
+end
+local tokens, remaining = 0, 0
+if rate > 0 then
+  local interval = per / rate
+  local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+  if tat < now then tat = now end
+  -- Tokens available now: the TAT may run at most one full period (the burst) ahead of now.
+  local available = math.floor((now + per - tat) / interval + 1e-6)
+  if want > 0 then
+    if available < 1 then
+      return {1, 0, 0, math.ceil(tat + interval - now - per), 0, used, window, now_ms}
+    end
+    tokens = math.min(want, available)
+    tat = tat + tokens * interval
+    redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.max(1, math.ceil((tat - now) / 1000)))
+  end
+  remaining = math.max(0, math.min(rate, available - tokens))
+end
+if units > 0 then
+  used = redis.call('INCRBY', KEYS[2], units)
+  if redis.call('PTTL', KEYS[2]) < 0 then
+    redis.call('PEXPIRE', KEYS[2], period)
+    window = period
+  end
+end
+return {0, tokens, remaining, 0, units, used, window, now_ms}
+"#;
+
+/// Gives back what a lease did not spend. KEYS: TAT, quota counter. ARGV: 'return', tokens, the
+/// rate's emission interval in µs, units, the end of the units' window (Redis clock, ms), tolerance
+/// in ms. Tokens move the TAT back (never before now: GCRA does not bank idle time); units are taken
+/// off the counter only if it is still the same window (its end within the tolerance), so units of
+/// an ended window are never credited to the next one.
+const LUA_RETURN: &str = r#"
+if redis.replicate_commands then pcall(redis.replicate_commands) end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local tokens, interval = tonumber(ARGV[2]), tonumber(ARGV[3])
+local units, wend, tol = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
+if tokens > 0 then
+  local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+  if tat > now then
+    tat = math.max(now, tat - tokens * interval)
+    if tat > now then
+      redis.call('SET', KEYS[1], string.format('%.0f', tat), 'PX', math.max(1, math.ceil((tat - now) / 1000)))
+    else
+      redis.call('DEL', KEYS[1])
+    end
+  end
+end
+if units > 0 then
+  local pttl = redis.call('PTTL', KEYS[2])
+  if pttl > 0 and math.abs(math.floor(now / 1000) + pttl - wend) <= tol then
+    local used = tonumber(redis.call('GET', KEYS[2]) or '0') or 0
+    local back = math.min(units, used)
+    if back > 0 then redis.call('DECRBY', KEYS[2], back) end
+  end
+end
+return 0
+"#;
+
 /// The Redis [`Limiter`]; get one from [`crate::store::redis::RedisStore::limiter`] (it shares the
 /// store's connection and key prefix).
 pub struct RedisLimiter {
+    /// Shared with the background renewals and the sweeper (which holds it weakly, so it ends
+    /// when the limiter is dropped).
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     backend: Arc<Backend>,
     prefix: String,
     script: Script,
+    lease_script: Script,
+    return_script: Script,
     fallback: MemoryLimiter,
     /// Requests that could not be counted in Redis, by what `on_storage_error` did with them:
     /// local, allow, deny.
     storage_errors: [AtomicU64; 3],
     degraded: AtomicBool,
+    leases: lease::Table,
+    sweeper: std::sync::Once,
 }
 
 impl std::fmt::Debug for RedisLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisLimiter")
-            .field("key_prefix", &self.prefix)
+            .field("key_prefix", &self.inner.prefix)
             .field("storage_errors", &Limiter::storage_errors(self))
+            .field("leased_keys", &self.inner.leases.len())
             .finish()
     }
 }
@@ -107,24 +213,48 @@ fn ceil_div(value: i64, unit: i64) -> u64 {
 impl RedisLimiter {
     pub(crate) fn new(backend: Arc<Backend>, prefix: &str) -> RedisLimiter {
         RedisLimiter {
-            backend,
-            prefix: prefix.to_string(),
-            script: Script::new(LUA_LIMIT),
-            fallback: MemoryLimiter::new(),
-            storage_errors: Default::default(),
-            degraded: AtomicBool::new(false),
+            inner: Arc::new(Inner {
+                backend,
+                prefix: prefix.to_string(),
+                script: Script::new(LUA_LIMIT),
+                lease_script: Script::new(LUA_LEASE),
+                return_script: Script::new(LUA_RETURN),
+                fallback: MemoryLimiter::new(),
+                storage_errors: Default::default(),
+                degraded: AtomicBool::new(false),
+                leases: lease::Table::default(),
+                sweeper: std::sync::Once::new(),
+            }),
         }
     }
 
+    /// The keys this node holds leases for right now.
+    pub fn leased_keys(&self) -> usize {
+        self.inner.leases.len()
+    }
+
+    /// Caps the keys held (default [`lease::DEFAULT_CAPACITY`]); keys beyond it are counted exactly.
+    pub fn set_lease_capacity(&self, capacity: usize) {
+        self.inner.leases.set_capacity(capacity);
+    }
+}
+
+impl Inner {
     /// The TAT key of one rate limit of one limiter key: the limit's parameters are part of the key,
     /// like the memory limiter keeps one GCRA state per (rate, per).
     fn rate_key(&self, key: &str, rate: &RateLimit) -> String {
-        format!(
-            "{}rl:{{{key}}}:rate:{}:{}",
-            self.prefix,
-            rate.rate,
-            rate.per.as_millis()
-        )
+        self.rate_key_of(key, rate.rate, rate.per)
+    }
+
+    fn rate_key_of(&self, key: &str, rate: u32, per: Duration) -> String {
+        format!("{}rl:{{{key}}}:rate:{}:{}", self.prefix, rate, per.as_millis())
+    }
+
+    fn any_rate_key(&self, key: &str, params: &Params) -> String {
+        match params.rate {
+            Some((rate, per)) => self.rate_key_of(key, rate, per),
+            None => format!("{}rl:{{{key}}}:rate", self.prefix),
+        }
     }
 
     /// The quota counter of one limiter key. The `{key}` hash tag keeps both keys in one cluster slot.
@@ -228,7 +358,8 @@ impl RedisLimiter {
     }
 
     fn note_success(&self) {
-        if self.degraded.swap(false, Ordering::Relaxed) {
+        // Read first: a write to this shared line on every request would bounce it between cores.
+        if self.degraded.load(Ordering::Relaxed) && self.degraded.swap(false, Ordering::Relaxed) {
             tracing::info!("redis limiter: counting in redis again");
         }
     }
@@ -246,6 +377,185 @@ impl RedisLimiter {
     }
 }
 
+impl Inner {
+    /// Counts one request from this node's leases, asking Redis only when they do not hold what it
+    /// needs (see [`lease`]). An error is a failed call to Redis: the caller applies
+    /// `on_storage_error`.
+    async fn leased(
+        self: &Arc<Self>,
+        key: &str,
+        rate: Option<&RateLimit>,
+        quota: Option<&Quota>,
+    ) -> StoreResult<Decision> {
+        let params = Params::new(rate, quota);
+        if params.rate.is_none() && params.quota.is_none() {
+            return self.run("check", key, rate, quota).await;
+        }
+        // Full table (a flood of new sessions): this key is counted exactly, nothing is kept.
+        let Some(entry) = self.leases.entry(key, params) else {
+            return self.run("check", key, rate, quota).await;
+        };
+        self.start_sweeper();
+        // Twice at most: a grant can miss only when another request changed the limits meanwhile.
+        for _ in 0..2 {
+            let mut settle = Vec::new();
+            let step = entry.step(params, Instant::now(), &mut settle);
+            self.settle_later(key, params, settle);
+            match step {
+                Step::Done { decision, renew } => {
+                    if let Some(want) = renew {
+                        self.renew_later(key, params, entry.clone(), want);
+                    }
+                    return Ok(decision);
+                }
+                Step::Ask(_) => {}
+            }
+            // One call for every request that found the batches empty: the others wait for it
+            // (bounded: the call is bounded by storage.redis.timeout) and then spend from it.
+            let _refill = entry.refill.lock().await;
+            let mut settle = Vec::new();
+            let asked = Instant::now();
+            let step = entry.step(params, asked, &mut settle);
+            self.settle_later(key, params, settle);
+            let want = match step {
+                Step::Done { decision, renew } => {
+                    if let Some(want) = renew {
+                        self.renew_later(key, params, entry.clone(), want);
+                    }
+                    return Ok(decision);
+                }
+                Step::Ask(want) => want,
+            };
+            let grant = self.lease(key, &params, want).await?;
+            if let Some(decision) = entry.apply(params, grant, asked, true) {
+                return Ok(decision);
+            }
+        }
+        self.run("check", key, rate, quota).await
+    }
+
+    /// One lease call.
+    async fn lease(&self, key: &str, params: &Params, want: Want) -> StoreResult<Grant> {
+        let mut conn = self.backend.conn();
+        let reply: Vec<i64> = self
+            .backend
+            .bounded(
+                self.lease_script
+                    .key(self.any_rate_key(key, params))
+                    .key(self.quota_key(key))
+                    .arg("lease")
+                    .arg(params.rate.map_or(0, |(rate, _)| rate))
+                    .arg(params.rate.map_or(0, |(_, per)| {
+                        u64::try_from(per.as_micros()).unwrap_or(u64::MAX)
+                    }))
+                    .arg(want.tokens)
+                    .arg(params.quota.map_or(-1, |(max, _)| {
+                        i64::try_from(max).unwrap_or(i64::MAX)
+                    }))
+                    .arg(params.quota.map_or(0, |(_, period)| {
+                        u64::try_from(period.as_millis().max(1)).unwrap_or(u64::MAX)
+                    }))
+                    .arg(want.units)
+                    .invoke_async(&mut conn),
+            )
+            .await?;
+        let [refused, tokens, remaining, retry_us, units, used, window_ms, now_ms] = reply[..]
+        else {
+            return Err(crate::store::StoreError::Corrupt(
+                "unexpected reply from the lease script".into(),
+            ));
+        };
+        let positive = |n: i64| u64::try_from(n).unwrap_or(0);
+        let window = Duration::from_millis(positive(window_ms));
+        Ok(match refused {
+            1 => Grant::RateRefused {
+                retry: Duration::from_micros(positive(retry_us)),
+            },
+            2 => Grant::QuotaRefused { window },
+            _ => Grant::Granted {
+                tokens: positive(tokens),
+                units: positive(units),
+                rate_remaining: positive(remaining),
+                used: positive(used),
+                window,
+                window_end_ms: now_ms.saturating_add(window_ms.max(0)),
+            },
+        })
+    }
+
+    /// Gives back the unused part of `batches` (one call each that holds anything). A failure only
+    /// leaves the units counted as used (logged; the limits stay on the safe side).
+    async fn give_back(&self, key: &str, params: &Params, batches: &[Batch]) {
+        let tolerance_ms = params
+            .quota
+            .map_or(0, |(_, period)| u64::try_from(period.as_millis() / 2).unwrap_or(u64::MAX))
+            .max(1);
+        let interval_us = u64::try_from(params.interval().as_micros()).unwrap_or(u64::MAX);
+        for batch in batches.iter().filter(|b| !b.is_empty()) {
+            let mut conn = self.backend.conn();
+            let returned: StoreResult<i64> = self
+                .backend
+                .bounded(
+                    self.return_script
+                        .key(self.any_rate_key(key, params))
+                        .key(self.quota_key(key))
+                        .arg("return")
+                        .arg(batch.tokens)
+                        .arg(interval_us)
+                        .arg(batch.units)
+                        .arg(batch.window_end_ms)
+                        .arg(tolerance_ms)
+                        .invoke_async(&mut conn),
+                )
+                .await;
+            if let Err(err) = returned {
+                tracing::debug!(error = %err, tokens = batch.tokens, units = batch.units, "redis limiter: could not give back an unused lease");
+            }
+        }
+    }
+
+    fn settle_later(self: &Arc<Self>, key: &str, params: Params, batches: Vec<Batch>) {
+        if batches.iter().all(Batch::is_empty) {
+            return;
+        }
+        let inner = self.clone();
+        let key = key.to_owned();
+        tokio::spawn(async move { inner.give_back(&key, &params, &batches).await });
+    }
+
+    /// Renews a lease in the background, so that a busy key finds the next batch there in time.
+    fn renew_later(self: &Arc<Self>, key: &str, params: Params, entry: Arc<Entry>, want: Want) {
+        let inner = self.clone();
+        let key = key.to_owned();
+        tokio::spawn(async move {
+            let asked = Instant::now();
+            if let Ok(grant) = inner.lease(&key, &params, want).await {
+                entry.apply(params, grant, asked, false);
+            }
+            entry.renewed();
+        });
+    }
+
+    /// Starts (once) the task that gives back expired batches and drops idle keys. It holds the
+    /// limiter weakly and ends with it.
+    fn start_sweeper(self: &Arc<Self>) {
+        self.sweeper.call_once(|| {
+            let weak: Weak<Inner> = Arc::downgrade(self);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(lease::SWEEP_EVERY);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(inner) = weak.upgrade() else { return };
+                    for (key, params, batches) in inner.leases.sweep(Instant::now()) {
+                        inner.give_back(&key, &params, &batches).await;
+                    }
+                }
+            });
+        });
+    }
+}
+
 #[async_trait]
 impl Limiter for RedisLimiter {
     async fn check(
@@ -255,16 +565,22 @@ impl Limiter for RedisLimiter {
         quota: Option<&Quota>,
         now_secs: u64,
     ) -> StoreResult<Decision> {
-        match self.run("check", key, rate, quota).await {
+        let inner = &self.inner;
+        let counted = if rate.is_some_and(|r| r.exact) {
+            inner.run("check", key, rate, quota).await
+        } else {
+            inner.leased(key, rate, quota).await
+        };
+        match counted {
             Ok(decision) => {
-                self.note_success();
+                inner.note_success();
                 Ok(decision)
             }
             Err(err) => {
                 let choice = rate.map_or(OnStorageError::Local, |r| r.on_storage_error);
-                self.note_error(&err, choice);
+                inner.note_error(&err, choice);
                 match choice {
-                    OnStorageError::Local => self.fallback.check(key, rate, quota, now_secs).await,
+                    OnStorageError::Local => inner.fallback.check(key, rate, quota, now_secs).await,
                     OnStorageError::Allow => Ok(Decision::default()),
                     OnStorageError::Deny => Err(err),
                 }
@@ -279,13 +595,20 @@ impl Limiter for RedisLimiter {
         quota: Option<&Quota>,
         _now_secs: u64,
     ) -> StoreResult<Decision> {
-        self.run("peek", key, rate, quota).await
+        self.inner.run("peek", key, rate, quota).await
+    }
+
+    async fn release(&self) {
+        let inner = &self.inner;
+        for (key, params, batches) in inner.leases.drain() {
+            inner.give_back(&key, &params, &batches).await;
+        }
     }
 
     fn storage_errors(&self) -> Vec<(&'static str, u64)> {
         ["local", "allow", "deny"]
             .into_iter()
-            .zip(&self.storage_errors)
+            .zip(&self.inner.storage_errors)
             .map(|(choice, n)| (choice, n.load(Ordering::Relaxed)))
             .collect()
     }
