@@ -613,3 +613,187 @@ impl Limiter for RedisLimiter {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::config::RedisConfig;
+    use crate::store::redis::RedisStore;
+    use crate::store::redis::testing::{RedisServer, unique_prefix};
+
+    async fn limiter(server: &RedisServer) -> (RedisLimiter, String) {
+        let prefix = unique_prefix();
+        let store = RedisStore::connect(&RedisConfig {
+            url: Some(server.url()),
+            cluster: Vec::new(),
+            key_prefix: prefix.clone(),
+            timeout: Duration::from_secs(2),
+        })
+        .await
+        .expect("connect to the test redis");
+        (store.limiter(), prefix)
+    }
+
+    fn rate(n: u32, exact: bool) -> RateLimit {
+        RateLimit {
+            rate: n,
+            per: Duration::from_secs(1),
+            on_storage_error: OnStorageError::Deny,
+            exact,
+        }
+    }
+
+    async fn scripts_run(server: &RedisServer) -> u64 {
+        let mut conn = server.connection().await;
+        let info: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        info.lines()
+            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+            .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+            .sum()
+    }
+
+    async fn quota_used(server: &RedisServer, prefix: &str, key: &str) -> i64 {
+        let mut conn = server.connection().await;
+        redis::cmd("GET")
+            .arg(format!("{prefix}rl:{{{key}}}:quota"))
+            .query_async::<Option<i64>>(&mut conn)
+            .await
+            .unwrap()
+            .unwrap_or(0)
+    }
+
+    /// `exact: true` is one script call per request; leases, a handful for the same requests.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn leases_spare_redis_the_calls_that_exact_limits_make() {
+        let server = RedisServer::start();
+        let (limiter, _) = limiter(&server).await;
+        let quota = Quota {
+            max: 1_000_000,
+            period: Duration::from_secs(3600),
+        };
+        // The first call of a script also loads it (EVALSHA, NOSCRIPT, EVALSHA): not counted.
+        limiter
+            .check("warm", Some(&rate(100_000, true)), Some(&quota), 0)
+            .await
+            .unwrap();
+        let before = scripts_run(&server).await;
+        for _ in 0..200 {
+            let d = limiter
+                .check("exact", Some(&rate(100_000, true)), Some(&quota), 0)
+                .await
+                .unwrap();
+            assert_eq!(d.refused, None);
+        }
+        let exact = scripts_run(&server).await - before;
+        assert_eq!(exact, 200);
+        for _ in 0..200 {
+            let d = limiter
+                .check("leased", Some(&rate(100_000, false)), Some(&quota), 0)
+                .await
+                .unwrap();
+            assert_eq!(d.refused, None);
+        }
+        let leased = scripts_run(&server).await - before - exact;
+        assert!(leased <= 10, "{leased} script calls for 200 leased requests");
+    }
+
+    /// A client minting sessions cannot grow the lease table past its cap: keys beyond it are
+    /// counted exactly (their quotas still hold), and the sweeper empties the table once the leases
+    /// have expired.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_lease_table_stays_bounded_under_a_flood_of_sessions() {
+        let server = RedisServer::start();
+        let (limiter, _) = limiter(&server).await;
+        limiter.set_lease_capacity(32);
+        let one = Quota {
+            max: 1,
+            period: Duration::from_secs(3600),
+        };
+        let limit = rate(10, false);
+        for i in 0..300 {
+            let key = format!("session:minted-{i}");
+            let first = limiter.check(&key, Some(&limit), Some(&one), 0).await.unwrap();
+            assert_eq!(first.refused, None, "{key}");
+            let second = limiter.check(&key, Some(&limit), Some(&one), 0).await.unwrap();
+            assert!(
+                matches!(second.refused, Some(Refused::Quota { .. })),
+                "{key}: {second:?}"
+            );
+            assert!(limiter.leased_keys() <= 32, "{}", limiter.leased_keys());
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while limiter.leased_keys() > 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{} keys still held",
+                limiter.leased_keys()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Quota units reserved but not spent go back to Redis when the lease expires, and at once on
+    /// release (shutdown): the counter then says exactly what was spent.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unspent_units_go_back_at_expiry_and_at_release() {
+        let server = RedisServer::start();
+        let (limiter, prefix) = limiter(&server).await;
+        let quota = Quota {
+            max: 10_000,
+            period: Duration::from_secs(3600),
+        };
+        for key in ["expires", "released"] {
+            let d = limiter.check(key, None, Some(&quota), 0).await.unwrap();
+            assert_eq!(d.quota.unwrap().remaining, 9_999);
+        }
+        // One block of 10,000 / 16 units reserved per key, one unit spent.
+        assert_eq!(quota_used(&server, &prefix, "released").await, 625);
+        limiter.release().await;
+        assert_eq!(quota_used(&server, &prefix, "released").await, 1);
+        assert_eq!(quota_used(&server, &prefix, "expires").await, 1);
+
+        let d = limiter.check("expires2", None, Some(&quota), 0).await.unwrap();
+        assert_eq!(d.refused, None);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while quota_used(&server, &prefix, "expires2").await != 1 {
+            assert!(std::time::Instant::now() < deadline, "never given back");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(limiter.leased_keys(), 0);
+    }
+
+    /// Redis goes away while a node holds a lease: what the node already holds is spent (it was
+    /// counted when granted); past it, `on_storage_error` decides as it always did.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_held_lease_is_spent_without_redis_then_on_storage_error_decides() {
+        let mut server = RedisServer::start();
+        let (limiter, _) = limiter(&server).await;
+        // 100/s: leases of 10 tokens.
+        let deny = rate(100, false);
+        let d = limiter.check("k", Some(&deny), None, 0).await.unwrap();
+        assert_eq!(d.refused, None);
+        server.stop();
+        let mut served = 1;
+        let err = loop {
+            match limiter.check("k", Some(&deny), None, 0).await {
+                Ok(d) => {
+                    assert_eq!(d.refused, None);
+                    served += 1;
+                    assert!(served <= 10, "more than the lease was spent");
+                }
+                Err(err) => break err,
+            }
+        };
+        assert!(matches!(err, crate::store::StoreError::Unavailable(_)), "{err:?}");
+        assert_eq!(
+            Limiter::storage_errors(&limiter),
+            vec![("local", 0), ("allow", 0), ("deny", 1)]
+        );
+    }
+}
