@@ -18,4 +18,4 @@ release=(--release)
 cd "$ROOT"
 # One scenario at a time (--test-threads 1): the machine's cores go to the nodes under test.
 cargo test ${release[@]+"${release[@]}"} --test lease_accuracy -- --ignored --nocapture --test-threads 1 2>&1 |
-  tee "${OUT:-/dev/null}" | grep -E '^(rate|quota) |test result|panicked|FAILED'
+  tee "${OUT:-/dev/null}" | grep -oE "(rate|quota) .*|test result.*|panicked.*|FAILED.*"
