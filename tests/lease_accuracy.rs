@@ -120,7 +120,7 @@ impl Spread {
         let n = nodes as u64;
         let node = match self {
             Spread::Even => i % n,
-            Spread::Skewed if i % 10 != 0 => 0,
+            Spread::Skewed if !i.is_multiple_of(10) => 0,
             Spread::Skewed => 1 + (i / 10) % (n - 1),
         };
         node as usize
@@ -195,7 +195,12 @@ async fn rate_scenario(
     spread: Spread,
     run: Duration,
 ) -> Load {
-    let nodes = nodes(redis, count, &format!("rate_limit: {{ rate: {rate}, per: 1s }}\n")).await;
+    let nodes = nodes(
+        redis,
+        count,
+        &format!("rate_limit: {{ rate: {rate}, per: 1s }}\n"),
+    )
+    .await;
     let load = drive(&nodes, spread, 16, move |_, elapsed| elapsed >= run).await;
     let secs = load.elapsed.as_secs_f64();
     let lease = (rate as f64 * LIFETIME.as_secs_f64()).floor().max(1.0);
@@ -229,7 +234,12 @@ async fn rate_scenario(
 /// for, no more than `max` passes; once the nodes' unspent blocks have gone back (a lease lifetime),
 /// the rest of the quota is there to spend, to the unit, and Redis's counter says `max`.
 async fn quota_scenario(redis: &RedisServer, count: usize, max: u64, spread: Spread) -> Load {
-    let nodes = nodes(redis, count, &format!("quota: {{ max: {max}, period: 1h }}\n")).await;
+    let nodes = nodes(
+        redis,
+        count,
+        &format!("quota: {{ max: {max}, period: 1h }}\n"),
+    )
+    .await;
     let asked = max + max / 5 + 20;
     let mut load = drive(&nodes, spread, 16, move |sent, _| sent >= asked).await;
     assert!(load.admitted <= max, "quota exceeded: {load:?}");

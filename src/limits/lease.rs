@@ -88,7 +88,8 @@ impl Params {
         let Some((max, _)) = self.quota else {
             return 0;
         };
-        let mut block = (max.saturating_sub(used_seen) / QUOTA_BLOCK_DIVISOR).clamp(1, MAX_QUOTA_BLOCK);
+        let mut block =
+            (max.saturating_sub(used_seen) / QUOTA_BLOCK_DIVISOR).clamp(1, MAX_QUOTA_BLOCK);
         if self.rate.is_some() {
             // No more than two leases of tokens can spend.
             block = block.min(self.lease_tokens().saturating_mul(2));
@@ -223,7 +224,10 @@ impl Entry {
         let mut state = self.lock();
         if state.params != params {
             settle.extend(state.batches.drain(..));
-            *state = Entry::new(params, now).state.into_inner().unwrap_or_else(PoisonError::into_inner);
+            *state = Entry::new(params, now)
+                .state
+                .into_inner()
+                .unwrap_or_else(PoisonError::into_inner);
         }
         expire(&mut state, now, settle);
         let need_tokens = params.rate.is_some();
@@ -234,7 +238,8 @@ impl Entry {
         if let Some(refused) = state.refused
             && now < refused.recheck_at
         {
-            let retry_after_secs = ceil_secs(refused.retry_at.saturating_duration_since(now)).max(1);
+            let retry_after_secs =
+                ceil_secs(refused.retry_at.saturating_duration_since(now)).max(1);
             if refused.quota && need_units && units == 0 {
                 return Step::Done {
                     decision: quota_refusal(params, retry_after_secs),
@@ -314,7 +319,8 @@ impl Entry {
                 if !spend_one {
                     return None;
                 }
-                let has_tokens = params.rate.is_none() || state.batches.iter().any(|b| b.tokens > 0);
+                let has_tokens =
+                    params.rate.is_none() || state.batches.iter().any(|b| b.tokens > 0);
                 let has_units = params.quota.is_none() || state.batches.iter().any(|b| b.units > 0);
                 (has_tokens && has_units).then(|| spend(&mut state, now))
             }
@@ -389,9 +395,11 @@ fn spend(state: &mut State, now: Instant) -> Decision {
         decision.rate = Some(Headroom {
             limit,
             remaining,
-            reset_secs: ceil_secs(params.interval().saturating_mul(
-                u32::try_from(limit - remaining).unwrap_or(u32::MAX),
-            )),
+            reset_secs: ceil_secs(
+                params
+                    .interval()
+                    .saturating_mul(u32::try_from(limit - remaining).unwrap_or(u32::MAX)),
+            ),
         });
     }
     if let Some((max, _)) = params.quota {
@@ -401,7 +409,10 @@ fn spend(state: &mut State, now: Instant) -> Decision {
         let held: u64 = state.batches.iter().map(|b| b.units).sum();
         decision.quota = Some(Headroom {
             limit: max,
-            remaining: max.saturating_sub(state.used_seen).saturating_add(held).min(max),
+            remaining: max
+                .saturating_sub(state.used_seen)
+                .saturating_add(held)
+                .min(max),
             reset_secs: ceil_secs(state.window_ends.saturating_duration_since(now)),
         });
     }
@@ -618,7 +629,13 @@ mod tests {
                 Step::Ask(want) => panic!("asked for {want:?} with tokens held"),
             }
         }
-        assert_eq!(renewals, vec![Want { tokens: 50, units: 0 }]);
+        assert_eq!(
+            renewals,
+            vec![Want {
+                tokens: 50,
+                units: 0
+            }]
+        );
         // The 19 left are given back once the lifetime is over, and never spent after it.
         assert!(matches!(
             entry.step(p, asked + p.lifetime(), &mut settle),
@@ -654,7 +671,13 @@ mod tests {
         for _ in 0..10 {
             assert!(matches!(
                 entry.step(p, Instant::now(), &mut settle),
-                Step::Done { decision: Decision { refused: Some(Refused::RateLimit { .. }), .. }, .. }
+                Step::Done {
+                    decision: Decision {
+                        refused: Some(Refused::RateLimit { .. }),
+                        ..
+                    },
+                    ..
+                }
             ));
         }
         assert!(matches!(
@@ -668,7 +691,9 @@ mod tests {
         let p = params(500, 1000, Some(10_000));
         let entry = Entry::new(p, Instant::now());
         let mut settle = Vec::new();
-        entry.apply(p, granted(50, 100), Instant::now(), true).unwrap();
+        entry
+            .apply(p, granted(50, 100), Instant::now(), true)
+            .unwrap();
         let raised = params(1000, 1000, Some(10_000));
         assert!(matches!(
             entry.step(raised, Instant::now(), &mut settle),
@@ -686,8 +711,14 @@ mod tests {
         let held: Vec<_> = (0..3)
             .map(|i| table.entry(&format!("session:{i}"), p).unwrap())
             .collect();
-        assert!(table.entry("session:new", p).is_none(), "full: counted exactly");
-        assert!(table.entry("session:1", p).is_some(), "known keys still found");
+        assert!(
+            table.entry("session:new", p).is_none(),
+            "full: counted exactly"
+        );
+        assert!(
+            table.entry("session:1", p).is_some(),
+            "known keys still found"
+        );
         held[0].apply(p, granted(1, 0), Instant::now(), false);
         drop(held);
         // Idle keys go at once; the one holding a batch stays until its lifetime is over and is

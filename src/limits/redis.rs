@@ -27,12 +27,12 @@ use async_trait::async_trait;
 use redis::Script;
 
 use super::lease::{self, Batch, Entry, Grant, Params, Step, Want};
-use tokio::time::Instant;
 use super::memory::MemoryLimiter;
 use super::{Decision, Headroom, Limiter, Refused};
 use crate::config::{OnStorageError, Quota, RateLimit};
 use crate::store::StoreResult;
 use crate::store::redis::Backend;
+use tokio::time::Instant;
 
 /// KEYS: TAT, quota counter. ARGV: 'check' | 'peek', rate (0: none), period of the rate in µs,
 /// quota max (-1: none), quota period in ms.
@@ -247,7 +247,12 @@ impl Inner {
     }
 
     fn rate_key_of(&self, key: &str, rate: u32, per: Duration) -> String {
-        format!("{}rl:{{{key}}}:rate:{}:{}", self.prefix, rate, per.as_millis())
+        format!(
+            "{}rl:{{{key}}}:rate:{}:{}",
+            self.prefix,
+            rate,
+            per.as_millis()
+        )
     }
 
     fn any_rate_key(&self, key: &str, params: &Params) -> String {
@@ -449,9 +454,11 @@ impl Inner {
                         u64::try_from(per.as_micros()).unwrap_or(u64::MAX)
                     }))
                     .arg(want.tokens)
-                    .arg(params.quota.map_or(-1, |(max, _)| {
-                        i64::try_from(max).unwrap_or(i64::MAX)
-                    }))
+                    .arg(
+                        params
+                            .quota
+                            .map_or(-1, |(max, _)| i64::try_from(max).unwrap_or(i64::MAX)),
+                    )
                     .arg(params.quota.map_or(0, |(_, period)| {
                         u64::try_from(period.as_millis().max(1)).unwrap_or(u64::MAX)
                     }))
@@ -459,7 +466,16 @@ impl Inner {
                     .invoke_async(&mut conn),
             )
             .await?;
-        let [refused, tokens, remaining, retry_us, units, used, window_ms, now_ms] = reply[..]
+        let [
+            refused,
+            tokens,
+            remaining,
+            retry_us,
+            units,
+            used,
+            window_ms,
+            now_ms,
+        ] = reply[..]
         else {
             return Err(crate::store::StoreError::Corrupt(
                 "unexpected reply from the lease script".into(),
@@ -488,7 +504,9 @@ impl Inner {
     async fn give_back(&self, key: &str, params: &Params, batches: &[Batch]) {
         let tolerance_ms = params
             .quota
-            .map_or(0, |(_, period)| u64::try_from(period.as_millis() / 2).unwrap_or(u64::MAX))
+            .map_or(0, |(_, period)| {
+                u64::try_from(period.as_millis() / 2).unwrap_or(u64::MAX)
+            })
             .max(1);
         let interval_us = u64::try_from(params.interval().as_micros()).unwrap_or(u64::MAX);
         for batch in batches.iter().filter(|b| !b.is_empty()) {
@@ -654,7 +672,14 @@ mod tests {
             .unwrap();
         info.lines()
             .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
-            .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+            .filter_map(|l| {
+                l.split("calls=")
+                    .nth(1)?
+                    .split(',')
+                    .next()?
+                    .parse::<u64>()
+                    .ok()
+            })
             .sum()
     }
 
@@ -700,7 +725,10 @@ mod tests {
             assert_eq!(d.refused, None);
         }
         let leased = scripts_run(&server).await - before - exact;
-        assert!(leased <= 10, "{leased} script calls for 200 leased requests");
+        assert!(
+            leased <= 10,
+            "{leased} script calls for 200 leased requests"
+        );
     }
 
     /// A client minting sessions cannot grow the lease table past its cap: keys beyond it are
@@ -718,9 +746,15 @@ mod tests {
         let limit = rate(10, false);
         for i in 0..300 {
             let key = format!("session:minted-{i}");
-            let first = limiter.check(&key, Some(&limit), Some(&one), 0).await.unwrap();
+            let first = limiter
+                .check(&key, Some(&limit), Some(&one), 0)
+                .await
+                .unwrap();
             assert_eq!(first.refused, None, "{key}");
-            let second = limiter.check(&key, Some(&limit), Some(&one), 0).await.unwrap();
+            let second = limiter
+                .check(&key, Some(&limit), Some(&one), 0)
+                .await
+                .unwrap();
             assert!(
                 matches!(second.refused, Some(Refused::Quota { .. })),
                 "{key}: {second:?}"
@@ -758,7 +792,10 @@ mod tests {
         assert_eq!(quota_used(&server, &prefix, "released").await, 1);
         assert_eq!(quota_used(&server, &prefix, "expires").await, 1);
 
-        let d = limiter.check("expires2", None, Some(&quota), 0).await.unwrap();
+        let d = limiter
+            .check("expires2", None, Some(&quota), 0)
+            .await
+            .unwrap();
         assert_eq!(d.refused, None);
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         while quota_used(&server, &prefix, "expires2").await != 1 {
@@ -790,7 +827,10 @@ mod tests {
                 Err(err) => break err,
             }
         };
-        assert!(matches!(err, crate::store::StoreError::Unavailable(_)), "{err:?}");
+        assert!(
+            matches!(err, crate::store::StoreError::Unavailable(_)),
+            "{err:?}"
+        );
         assert_eq!(
             Limiter::storage_errors(&limiter),
             vec![("local", 0), ("allow", 0), ("deny", 1)]
