@@ -139,7 +139,7 @@ return {0, tokens, remaining, 0, units, used, window, now_ms}
 "#;
 
 /// Gives back what a lease did not spend. KEYS: TAT, quota counter. ARGV: 'return', tokens, the
-/// rate's emission interval in µs, units, the end of the units' window (Redis clock, ms), tolerance
+/// rate's period in µs, the rate, units, the end of the units' window (Redis clock, ms), tolerance
 /// in ms. Tokens move the TAT back (never before now: GCRA does not bank idle time); units are taken
 /// off the counter only if it is still the same window (its end within the tolerance), so units of
 /// an ended window are never credited to the next one.
@@ -147,9 +147,11 @@ const LUA_RETURN: &str = r#"
 if redis.replicate_commands then pcall(redis.replicate_commands) end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-local tokens, interval = tonumber(ARGV[2]), tonumber(ARGV[3])
-local units, wend, tol = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6])
-if tokens > 0 then
+local tokens, per, rate = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+local units, wend, tol = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+if tokens > 0 and rate > 0 then
+  -- The interval as the lease script computes it (in floating point: under 1 µs for fast limits).
+  local interval = per / rate
   local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
   if tat > now then
     tat = math.max(now, tat - tokens * interval)
@@ -508,7 +510,9 @@ impl Inner {
                 u64::try_from(period.as_millis() / 2).unwrap_or(u64::MAX)
             })
             .max(1);
-        let interval_us = u64::try_from(params.interval().as_micros()).unwrap_or(u64::MAX);
+        let (rate, per_us) = params.rate.map_or((0, 0), |(rate, per)| {
+            (rate, u64::try_from(per.as_micros()).unwrap_or(u64::MAX))
+        });
         for batch in batches.iter().filter(|b| !b.is_empty()) {
             let mut conn = self.backend.conn();
             let returned: StoreResult<i64> = self
@@ -519,7 +523,8 @@ impl Inner {
                         .key(self.quota_key(key))
                         .arg("return")
                         .arg(batch.tokens)
-                        .arg(interval_us)
+                        .arg(per_us)
+                        .arg(rate)
                         .arg(batch.units)
                         .arg(batch.window_end_ms)
                         .arg(tolerance_ms)
@@ -803,6 +808,37 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(limiter.leased_keys(), 0);
+    }
+
+    /// Unspent tokens go back too: after a release, an exact check on the same limit sees them.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn unspent_tokens_go_back_at_release() {
+        let server = RedisServer::start();
+        let (limiter, _) = limiter(&server).await;
+        // 36,000 an hour: a lifetime of 1 s (the cap), so leases of 36,000 × 1 s / 3600 s = 10.
+        let leased = RateLimit {
+            per: Duration::from_secs(3600),
+            ..rate(36_000, false)
+        };
+        let exact = RateLimit {
+            exact: true,
+            ..leased
+        };
+        let d = limiter.check("t", Some(&leased), None, 0).await.unwrap();
+        assert_eq!(d.refused, None);
+        let held = limiter.check("t", Some(&exact), None, 0).await.unwrap();
+        assert_eq!(
+            held.rate.unwrap().remaining,
+            36_000 - 10 - 1,
+            "a lease of 10 is out"
+        );
+        limiter.release().await;
+        let back = limiter.check("t", Some(&exact), None, 0).await.unwrap();
+        assert_eq!(
+            back.rate.unwrap().remaining,
+            36_000 - 3,
+            "the 9 unspent came back"
+        );
     }
 
     /// Redis goes away while a node holds a lease: what the node already holds is spent (it was
