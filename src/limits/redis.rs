@@ -417,9 +417,16 @@ impl Inner {
                 }
                 Step::Ask(_) => {}
             }
-            // One call for every request that found the batches empty: the others wait for it
-            // (bounded: the call is bounded by storage.redis.timeout) and then spend from it.
-            let _refill = entry.refill.lock().await;
+            // One call for every request that found the batches empty: the others wait for it and
+            // then spend from it. The wait is bounded like a call of our own: while Redis hangs,
+            // waiters must not queue up behind one timeout after another.
+            let Ok(_refill) =
+                tokio::time::timeout(self.backend.timeout(), entry.refill.lock()).await
+            else {
+                return Err(crate::store::StoreError::Unavailable(
+                    "redis limiter: the lease call for this key did not finish in time".into(),
+                ));
+            };
             let mut settle = Vec::new();
             let asked = Instant::now();
             let step = entry.step(params, asked, &mut settle);
@@ -839,6 +846,43 @@ mod tests {
             36_000 - 3,
             "the 9 unspent came back"
         );
+    }
+
+    /// A frozen Redis and many requests of one key at once: the one lease call times out, and the
+    /// requests waiting for it give up after the same timeout instead of queueing one timeout after
+    /// another behind it (40 × 250 ms would be 10 s).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn waiters_for_a_lease_give_up_within_the_timeout_when_redis_hangs() {
+        let server = RedisServer::start();
+        let prefix = unique_prefix();
+        let store = RedisStore::connect(&RedisConfig {
+            url: Some(server.url()),
+            cluster: Vec::new(),
+            key_prefix: prefix,
+            timeout: Duration::from_millis(250),
+        })
+        .await
+        .unwrap();
+        let limiter = Arc::new(store.limiter());
+        let frozen = server.freeze();
+        let started = std::time::Instant::now();
+        let tasks: Vec<_> = (0..40)
+            .map(|_| {
+                let limiter = limiter.clone();
+                tokio::spawn(async move {
+                    limiter
+                        .check("hot", Some(&rate(100, false)), None, 0)
+                        .await
+                        .is_err()
+                })
+            })
+            .collect();
+        for task in tasks {
+            assert!(task.await.unwrap(), "counted without redis");
+        }
+        let elapsed = started.elapsed();
+        drop(frozen);
+        assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
     }
 
     /// Redis goes away while a node holds a lease: what the node already holds is spent (it was
