@@ -294,7 +294,8 @@ start_haproxy() {
   cat >"$dir/haproxy.cfg" <<EOF
 global
     nbthread 1
-    maxconn 100000
+    # Well above wrk's connections; HAProxy needs about 2 fds per connection under the fd limit.
+    maxconn 4096
 defaults
     mode http
     timeout connect 5s
@@ -330,7 +331,6 @@ start_caddy() {
 {
     admin off
     auto_https off
-    persist_config off
 }
 http://127.0.0.1:$port {
     handle_path /bench/* {
