@@ -3,7 +3,7 @@
 # (benches/load/floor_proxy.rs) and tollgate (auth none, memory store), one after the other in front of
 # the same upstream nginx, under the same wrk load. Instruction counts do not depend on what else the
 # machine is doing, so before/after comparisons hold on a shared machine where wall-clock ratios do not
-# (docs/benchmarks.md). Collection is switched on after a warm-up and off before shutdown, so start-up
+# (docs/benchmarks.md). Instrumentation is switched on after a warm-up and off before shutdown, so start-up
 # (config, keys) is not counted.
 #
 #   benches/load/callgrind.sh                     targets: floor tollgate
@@ -106,7 +106,7 @@ for target in $TARGETS; do
     *) echo "error: unknown target $target" >&2; exit 1 ;;
   esac
   out="$WORK/$target.callgrind"
-  valgrind --tool=callgrind --collect-atstart=no --vgdb=yes --callgrind-out-file="$out" "${cmd[@]}" \
+  valgrind --tool=callgrind --instr-atstart=no --vgdb=yes --callgrind-out-file="$out" "${cmd[@]}" \
     >"$WORK/$target.log" 2>&1 &
   pid=$!
   PIDS+=("$pid")
@@ -126,9 +126,12 @@ for target in $TARGETS; do
   # The dump taken while collecting (`.1`); the final one at exit holds nothing after `-i off`.
   dump="$(ls "$out".* 2>/dev/null | head -1)"
   cp "$dump" "$OUT_DIR/$target.callgrind"
-  callgrind_annotate --inclusive=no "$dump" 2>/dev/null | head -60 >"$OUT_DIR/$target.top.txt"
-  callgrind_annotate --inclusive=yes "$dump" 2>/dev/null | head -80 >"$OUT_DIR/$target.inclusive.txt"
-  ir="$(callgrind_annotate "$dump" 2>/dev/null | grep -m1 'PROGRAM TOTALS' | awk '{gsub(",", "", $1); print $1}')"
+  # Whole outputs first: `| head` would end callgrind_annotate with SIGPIPE under pipefail.
+  callgrind_annotate --inclusive=no "$dump" >"$WORK/$target.self.txt" 2>/dev/null
+  callgrind_annotate --inclusive=yes "$dump" >"$WORK/$target.incl.txt" 2>/dev/null
+  head -60 "$WORK/$target.self.txt" >"$OUT_DIR/$target.top.txt"
+  head -80 "$WORK/$target.incl.txt" >"$OUT_DIR/$target.inclusive.txt"
+  ir="$(grep -m1 'PROGRAM TOTALS' "$WORK/$target.self.txt" | awk '{gsub(",", "", $1); print $1}')"
   per=$((ir / requests))
   ratio="—"
   [ "$target" = floor ] && FLOOR_IR="$per"
