@@ -143,6 +143,8 @@ pub struct Batch {
     pub units: u64,
     pub expires: Instant,
     pub window_end_ms: i64,
+    /// The limits it was granted under: what is unspent goes back to those keys.
+    pub params: Params,
 }
 
 impl Batch {
@@ -314,6 +316,7 @@ impl Entry {
                         units,
                         expires: asked + lifetime,
                         window_end_ms,
+                        params,
                     });
                 }
                 if !spend_one {
@@ -343,6 +346,42 @@ impl Entry {
                 Some(quota_refusal(params, ceil_secs(window).max(1)))
             }
         }
+    }
+
+    /// When the limits changed (a policy was edited), takes everything held under the old ones,
+    /// so the caller can give it back before asking under the new ones: the admin view and the
+    /// other nodes then see the count as it is.
+    pub fn take_if_changed(&self, params: Params) -> Vec<Batch> {
+        let mut state = self.lock();
+        if state.params == params {
+            return Vec::new();
+        }
+        let held: Vec<Batch> = state.batches.drain(..).collect();
+        *state = Entry::new(params, Instant::now())
+            .state
+            .into_inner()
+            .unwrap_or_else(PoisonError::into_inner);
+        held
+    }
+
+    /// Tokens and units this node holds for `params` (for the admin view: Redis's counters do not
+    /// include what a node holds but has not spent).
+    pub fn held(&self, params: Params, now: Instant) -> (u64, u64) {
+        let state = self.lock();
+        if state.params != params {
+            return (0, 0);
+        }
+        let window_over = now >= state.window_ends;
+        state
+            .batches
+            .iter()
+            .filter(|b| now < b.expires)
+            .fold((0, 0), |(tokens, units), b| {
+                (
+                    tokens + b.tokens,
+                    units + if window_over { 0 } else { b.units },
+                )
+            })
     }
 
     /// A background renewal ended (granted, refused or failed): another may start.
@@ -498,6 +537,11 @@ impl Table {
 
     /// The entry of `key`, made if there is room; `None` when the table is full (the caller counts
     /// the request exactly instead, keeping nothing).
+    /// The entry of `key`, if this node holds one.
+    pub fn get(&self, key: &str) -> Option<Arc<Entry>> {
+        self.lock().get(key).cloned()
+    }
+
     pub fn entry(&self, key: &str, params: Params) -> Option<Arc<Entry>> {
         let mut entries = self.lock();
         if let Some(entry) = entries.get(key) {
@@ -525,13 +569,13 @@ impl Table {
 
     /// Collects every expired batch to give back, and drops the keys nothing is held for (and that
     /// no request is using right now: its `Arc` is then only the table's).
-    pub fn sweep(&self, now: Instant) -> Vec<(String, Params, Vec<Batch>)> {
+    pub fn sweep(&self, now: Instant) -> Vec<(String, Vec<Batch>)> {
         let mut out = Vec::new();
         self.lock().retain(|key, entry| {
             let mut settle = Vec::new();
             let idle = entry.sweep(now, &mut settle);
             if !settle.is_empty() {
-                out.push((key.clone(), entry.lock().params, settle));
+                out.push((key.clone(), settle));
             }
             !(idle && Arc::strong_count(entry) == 1)
         });
@@ -539,15 +583,14 @@ impl Table {
     }
 
     /// Empties the table, returning every batch held (shutdown).
-    pub fn drain(&self) -> Vec<(String, Params, Vec<Batch>)> {
+    pub fn drain(&self) -> Vec<(String, Vec<Batch>)> {
         let entries: Vec<_> = self.lock().drain().collect();
         entries
             .into_iter()
             .filter_map(|(key, entry)| {
                 let mut settle = Vec::new();
                 entry.drain(&mut settle);
-                let params = entry.lock().params;
-                (!settle.is_empty()).then_some((key, params, settle))
+                (!settle.is_empty()).then_some((key, settle))
             })
             .collect()
     }

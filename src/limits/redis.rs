@@ -403,11 +403,17 @@ impl Inner {
             return self.run("check", key, rate, quota).await;
         };
         self.start_sweeper();
+        // Limits changed (a policy edited): what was held under the old ones goes back first, so
+        // that the counts are right before anything is asked under the new ones. Rare; one call.
+        let old = entry.take_if_changed(params);
+        if !old.is_empty() {
+            self.give_back(key, &old).await;
+        }
         // Twice at most: a grant can miss only when another request changed the limits meanwhile.
         for _ in 0..2 {
             let mut settle = Vec::new();
             let step = entry.step(params, Instant::now(), &mut settle);
-            self.settle_later(key, params, settle);
+            self.settle_later(key, settle);
             match step {
                 Step::Done { decision, renew } => {
                     if let Some(want) = renew {
@@ -430,7 +436,7 @@ impl Inner {
             let mut settle = Vec::new();
             let asked = Instant::now();
             let step = entry.step(params, asked, &mut settle);
-            self.settle_later(key, params, settle);
+            self.settle_later(key, settle);
             let want = match step {
                 Step::Done { decision, renew } => {
                     if let Some(want) = renew {
@@ -510,17 +516,19 @@ impl Inner {
 
     /// Gives back the unused part of `batches` (one call each that holds anything). A failure only
     /// leaves the units counted as used (logged; the limits stay on the safe side).
-    async fn give_back(&self, key: &str, params: &Params, batches: &[Batch]) {
-        let tolerance_ms = params
-            .quota
-            .map_or(0, |(_, period)| {
-                u64::try_from(period.as_millis() / 2).unwrap_or(u64::MAX)
-            })
-            .max(1);
-        let (rate, per_us) = params.rate.map_or((0, 0), |(rate, per)| {
-            (rate, u64::try_from(per.as_micros()).unwrap_or(u64::MAX))
-        });
+    async fn give_back(&self, key: &str, batches: &[Batch]) {
         for batch in batches.iter().filter(|b| !b.is_empty()) {
+            // Back to the keys of the limits it was granted under.
+            let params = &batch.params;
+            let tolerance_ms = params
+                .quota
+                .map_or(0, |(_, period)| {
+                    u64::try_from(period.as_millis() / 2).unwrap_or(u64::MAX)
+                })
+                .max(1);
+            let (rate, per_us) = params.rate.map_or((0, 0), |(rate, per)| {
+                (rate, u64::try_from(per.as_micros()).unwrap_or(u64::MAX))
+            });
             let mut conn = self.backend.conn();
             let returned: StoreResult<i64> = self
                 .backend
@@ -544,13 +552,13 @@ impl Inner {
         }
     }
 
-    fn settle_later(self: &Arc<Self>, key: &str, params: Params, batches: Vec<Batch>) {
+    fn settle_later(self: &Arc<Self>, key: &str, batches: Vec<Batch>) {
         if batches.iter().all(Batch::is_empty) {
             return;
         }
         let inner = self.clone();
         let key = key.to_owned();
-        tokio::spawn(async move { inner.give_back(&key, &params, &batches).await });
+        tokio::spawn(async move { inner.give_back(&key, &batches).await });
     }
 
     /// Renews a lease in the background, so that a busy key finds the next batch there in time.
@@ -577,8 +585,8 @@ impl Inner {
                 loop {
                     tick.tick().await;
                     let Some(inner) = weak.upgrade() else { return };
-                    for (key, params, batches) in inner.leases.sweep(Instant::now()) {
-                        inner.give_back(&key, &params, &batches).await;
+                    for (key, batches) in inner.leases.sweep(Instant::now()) {
+                        inner.give_back(&key, &batches).await;
                     }
                 }
             });
@@ -625,13 +633,24 @@ impl Limiter for RedisLimiter {
         quota: Option<&Quota>,
         _now_secs: u64,
     ) -> StoreResult<Decision> {
-        self.inner.run("peek", key, rate, quota).await
+        let mut decision = self.inner.run("peek", key, rate, quota).await?;
+        // Redis counts what this node holds as used; the view is of what is left to spend.
+        if let Some(entry) = self.inner.leases.get(key) {
+            let (tokens, units) = entry.held(Params::new(rate, quota), Instant::now());
+            if let Some(r) = decision.rate.as_mut() {
+                r.remaining = r.remaining.saturating_add(tokens).min(r.limit);
+            }
+            if let Some(q) = decision.quota.as_mut() {
+                q.remaining = q.remaining.saturating_add(units).min(q.limit);
+            }
+        }
+        Ok(decision)
     }
 
     async fn release(&self) {
         let inner = &self.inner;
-        for (key, params, batches) in inner.leases.drain() {
-            inner.give_back(&key, &params, &batches).await;
+        for (key, batches) in inner.leases.drain() {
+            inner.give_back(&key, &batches).await;
         }
     }
 
