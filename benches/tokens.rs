@@ -99,6 +99,7 @@ fn limiting(c: &mut Criterion) {
         rate: 100_000_000,
         per: Duration::from_secs(1),
         on_storage_error: OnStorageError::Local,
+        exact: false,
     };
     let quota = Quota {
         max: u64::MAX / 2,

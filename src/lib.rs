@@ -182,6 +182,10 @@ pub async fn run(
     gateway.start_draining();
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    // Unused leased tokens and quota units go back to Redis for the other nodes (DESIGN §9e);
+    // bounded, so an unreachable Redis cannot hold the shutdown.
+    let _ =
+        tokio::time::timeout(std::time::Duration::from_secs(5), gateway.limiter.release()).await;
     watcher.abort();
     tracing::info!("stopped");
     Ok(())

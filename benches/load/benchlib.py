@@ -17,7 +17,7 @@ Subcommands (all print to stdout):
                                     "other work" = machine busy time not spent in the proxy, the upstream
                                     or wrk, in % of one core (kernel network work and anything else that
                                     ran on the shared machine; a quiet machine shows a small baseline)
-  report TSV                        markdown tables, one per scenario, with ratios to nginx
+  report TSV                        markdown tables, one per scenario, with ratios to nginx and to the floor
   median-rps TSV SCENARIO TARGET    median requests/s of the valid runs (integer, 0 if none)
   latency-table TARGET=FILE...      markdown table of oha's p50/p99/p99.9, added over the first target
   commandstats TSV SCENARIO TARGET[,TARGET…] BEFORE AFTER
@@ -266,22 +266,33 @@ def report(tsv):
             ]
             other = [float(r.get("other_work_pct_of_core") or 0) for r in trows]
             stats[target] = (len(valid), len(trows), rps, cpu, [r for r in trows if r["void"]], max(other))
-        ref = stats.get("nginx")
-        ref_rps = statistics.median(ref[2]) if ref and ref[2] else None
-        ref_cpu = statistics.median(ref[3]) if ref and ref[3] else None
+        # The references of the same run: nginx (what users compare with) and the floor (what any
+        # hyper-based proxy costs; tollgate's own overhead is what it costs above it).
+        refs = {}
+        for name in ("nginx", "floor"):
+            ref = stats.get(name)
+            refs[name] = (
+                statistics.median(ref[2]) if ref and ref[2] else None,
+                statistics.median(ref[3]) if ref and ref[3] else None,
+            )
+
+        def ratio(values, name, which):
+            ref = refs[name][which]
+            return f"{statistics.median(values) / ref:.2f}" if values and ref else "—"
+
         print(f"\n### scenario: {scenario}\n")
         print(
-            "| target | valid runs | requests/s median (min–max) | req/s ÷ nginx | CPU µs/request median (min–max) "
-            "| CPU ÷ nginx | other work, max (% of a core) |"
+            "| target | valid runs | requests/s median (min–max) | req/s ÷ nginx | req/s ÷ floor "
+            "| CPU µs/request median (min–max) | CPU ÷ nginx | CPU ÷ floor | other work, max (% of a core) |"
         )
-        print("|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|")
         for target in targets:
             n_valid, n_all, rps, cpu, _, other = stats[target]
-            rps_ratio = f"{statistics.median(rps) / ref_rps:.2f}" if rps and ref_rps else "—"
-            cpu_ratio = f"{statistics.median(cpu) / ref_cpu:.2f}" if cpu and ref_cpu else "—"
             print(
-                f"| {target} | {n_valid}/{n_all} | {_median_range(rps, lambda v: f'{v:,.0f}')} | {rps_ratio} | "
-                f"{_median_range(cpu, lambda v: f'{v:.2f}')} | {cpu_ratio} | {other:.0f}% |"
+                f"| {target} | {n_valid}/{n_all} | {_median_range(rps, lambda v: f'{v:,.0f}')} | "
+                f"{ratio(rps, 'nginx', 0)} | {ratio(rps, 'floor', 0)} | "
+                f"{_median_range(cpu, lambda v: f'{v:.2f}')} | {ratio(cpu, 'nginx', 1)} | {ratio(cpu, 'floor', 1)} | "
+                f"{other:.0f}% |"
             )
         # The machine is shared: repeat the CPU figures over the runs that overlapped little other work.
         quiet = float(os.environ.get("QUIET_PCT", "15"))
@@ -303,9 +314,10 @@ def report(tsv):
                     parts.append(f"{target} {quiet_cpu[target]:.2f} µs/request (n={len(vals)})")
             if parts:
                 line = f"\nCPU per request over the runs with other work ≤ {quiet:.0f}% of a core only: " + ", ".join(parts)
-                if "nginx" in quiet_cpu:
-                    ratios = [f"{t} ÷ nginx {v / quiet_cpu['nginx']:.2f}" for t, v in quiet_cpu.items() if t != "nginx"]
-                    line += ("; " + ", ".join(ratios)) if ratios else ""
+                for name in ("nginx", "floor"):
+                    if name in quiet_cpu:
+                        ratios = [f"{t} ÷ {name} {v / quiet_cpu[name]:.2f}" for t, v in quiet_cpu.items() if t != name]
+                        line += ("; " + ", ".join(ratios)) if ratios else ""
                 print(line + ".")
             else:
                 print(f"\nNo CPU-measured run had other work ≤ {quiet:.0f}% of a core.")

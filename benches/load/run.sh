@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Load comparison of tollgate with Debian's nginx and a direct upstream (method: shared/BENCHMARKS.md,
-# results: docs/benchmarks.md).
+# Load comparison of tollgate with Debian's nginx, the floor (a minimal hyper reverse proxy on the
+# same hyper/hyper-util: benches/load/floor_proxy.rs), HAProxy and Caddy as peers, and a direct
+# upstream, all in one run (method: shared/BENCHMARKS.md, results: docs/benchmarks.md). Every scenario
+# is reported as ratios to nginx and to the floor.
 #
 #   benches/load/run.sh [SCENARIO...]      default: plain
 #
@@ -17,10 +19,12 @@
 #   IDLE_MAX_WAIT [300] IDLE_BUSY_PCT [15]  before each run, wait until other work uses ≤ 15% of the machine
 #   SKIP_BUILD [0]  use the existing target/release/tollgate   KEEP_WORKDIR [0]  keep the temp dir
 #   OUT_DIR [target/bench-load/<timestamp>]  where results.tsv, report.md and raw outputs are copied
+#   PEERS [haproxy caddy]  peers measured in the plain scenario (Debian packages, installed when
+#                    missing; HAProxy nbthread 1 + http-reuse always, Caddy GOMAXPROCS=1); PEERS= skips them
 #   BASELINE_BIN []  another tollgate binary (e.g. a build of the previous commit) measured as target
 #                    `baseline` next to `tollgate` in every scenario, for before/after in one run
 #
-# Every process it starts is pinned with taskset: the proxy under test (nginx or tollgate) to PROXY_CORE,
+# Every process it starts is pinned with taskset: the proxy under test (nginx, the floor, a peer or tollgate) to PROXY_CORE,
 # wrk and the upstream nginx to LOAD_CORE. Ports are picked free at run time. Nothing is left running.
 set -euo pipefail
 
@@ -43,6 +47,7 @@ IDLE_BUSY_PCT="${IDLE_BUSY_PCT:-15}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
 KEEP_WORKDIR="${KEEP_WORKDIR:-0}"
 OUT_DIR="${OUT_DIR:-$ROOT/target/bench-load/$(date +%Y%m%d-%H%M%S)}"
+PEERS="${PEERS-haproxy caddy}"
 
 log() { printf '== %s\n' "$*" >&2; }
 die() {
@@ -61,6 +66,14 @@ install_deps() {
   command -v wrk >/dev/null 2>&1 || need+=(wrk)
   command -v taskset >/dev/null 2>&1 || need+=(util-linux)
   command -v curl >/dev/null 2>&1 || need+=(curl)
+  local peer
+  for peer in $PEERS; do
+    case "$peer" in
+      haproxy) command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || need+=(haproxy) ;;
+      caddy) command -v caddy >/dev/null 2>&1 || need+=(caddy) ;;
+      *) die "unknown peer '$peer' (PEERS: haproxy caddy)" ;;
+    esac
+  done
   if [ "$NEED_REDIS" = 1 ]; then
     command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
     command -v redis-cli >/dev/null 2>&1 || need+=(redis-tools)
@@ -76,7 +89,7 @@ install_deps() {
     need=("${need[@]/nginx/nginx-light}")
   fi
   log "installing: ${need[*]}"
-  # Keep the package's post-install from starting a system nginx on port 80: we start our own.
+  # Keep the packages' post-install from starting a system nginx, HAProxy or Caddy: we start our own.
   local guard=""
   if [ ! -e /usr/sbin/policy-rc.d ]; then
     guard=/usr/sbin/policy-rc.d
@@ -93,16 +106,19 @@ install_deps() {
 
 NGINX_BIN=""
 TOLLGATE_BIN=""
+FLOOR_BIN=""
 BASELINE_BIN="${BASELINE_BIN:-}"
 
 build_tollgate() {
   local target_dir="${CARGO_TARGET_DIR:-$ROOT/target}"
   TOLLGATE_BIN="$target_dir/release/tollgate"
+  FLOOR_BIN="$target_dir/release/examples/floor_proxy"
   if [ "$SKIP_BUILD" != 1 ]; then
-    log "cargo build --release"
-    (cd "$ROOT" && cargo build --release)
+    log "cargo build --release (tollgate and the floor)"
+    (cd "$ROOT" && cargo build --release --bin tollgate --example floor_proxy)
   fi
   [ -x "$TOLLGATE_BIN" ] || die "$TOLLGATE_BIN not found"
+  [ -x "$FLOOR_BIN" ] || die "$FLOOR_BIN not found (cargo build --release --example floor_proxy)"
 }
 
 WORK=""
@@ -249,6 +265,90 @@ EOF
   TARGET_URL[nginx]="http://127.0.0.1:$port/bench/"
   TARGET_PID[nginx]="$pid"
   log "nginx reverse proxy: pid $pid, port $port, core $PROXY_CORE"
+}
+
+# The floor: benches/load/floor_proxy.rs, the same hyper/hyper-util as tollgate and nothing else.
+start_floor() {
+  local dir="$WORK/floor" port pid
+  mkdir -p "$dir"
+  port="$(freeport)"
+  taskset -c "$PROXY_CORE" "$FLOOR_BIN" "127.0.0.1:$port" "127.0.0.1:$UPSTREAM_PORT" /bench \
+    >"$dir/stdout.log" 2>&1 &
+  pid=$!
+  STARTED_PIDS+=("$pid")
+  python3 "$LIB" wait-http "http://127.0.0.1:$port/bench/" || {
+    cat "$dir/stdout.log" >&2
+    die "the floor proxy did not start"
+  }
+  TARGET_URL[floor]="http://127.0.0.1:$port/bench/"
+  TARGET_PID[floor]="$pid"
+  log "floor (minimal hyper proxy): pid $pid, port $port, core $PROXY_CORE"
+}
+
+# HAProxy as BENCHMARKS.md has it: one thread, upstream connections reused (`http-reuse always`).
+start_haproxy() {
+  local dir="$WORK/haproxy" port pid bin
+  bin="$(command -v haproxy || echo /usr/sbin/haproxy)"
+  mkdir -p "$dir"
+  port="$(freeport)"
+  cat >"$dir/haproxy.cfg" <<EOF
+global
+    nbthread 1
+    # Well above wrk's connections; HAProxy needs about 2 fds per connection under the fd limit.
+    maxconn 4096
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 300s
+    timeout server 300s
+    http-reuse always
+frontend bench
+    bind 127.0.0.1:$port
+    default_backend upstream
+backend upstream
+    http-request set-path %[path,regsub(^/bench/,/)]
+    server upstream 127.0.0.1:$UPSTREAM_PORT
+EOF
+  # -db: foreground, one process (the PID whose CPU is charged).
+  taskset -c "$PROXY_CORE" "$bin" -db -f "$dir/haproxy.cfg" >"$dir/stdout.log" 2>&1 &
+  pid=$!
+  STARTED_PIDS+=("$pid")
+  python3 "$LIB" wait-http "http://127.0.0.1:$port/bench/" || {
+    cat "$dir/stdout.log" >&2
+    die "haproxy did not start"
+  }
+  TARGET_URL[haproxy]="http://127.0.0.1:$port/bench/"
+  TARGET_PID[haproxy]="$pid"
+  log "haproxy ($("$bin" -v 2>&1 | head -1 | cut -d' ' -f1-3)): pid $pid, port $port, core $PROXY_CORE"
+}
+
+# Caddy (Go) with one OS thread running Go code (GOMAXPROCS=1), no admin endpoint, no TLS.
+start_caddy() {
+  local dir="$WORK/caddy" port pid
+  mkdir -p "$dir"
+  port="$(freeport)"
+  cat >"$dir/Caddyfile" <<EOF
+{
+    admin off
+    auto_https off
+}
+http://127.0.0.1:$port {
+    handle_path /bench/* {
+        reverse_proxy 127.0.0.1:$UPSTREAM_PORT
+    }
+}
+EOF
+  GOMAXPROCS=1 HOME="$dir" XDG_DATA_HOME="$dir/data" XDG_CONFIG_HOME="$dir/config" \
+    taskset -c "$PROXY_CORE" caddy run --adapter caddyfile --config "$dir/Caddyfile" >"$dir/stdout.log" 2>&1 &
+  pid=$!
+  STARTED_PIDS+=("$pid")
+  python3 "$LIB" wait-http "http://127.0.0.1:$port/bench/" || {
+    cat "$dir/stdout.log" >&2
+    die "caddy did not start"
+  }
+  TARGET_URL[caddy]="http://127.0.0.1:$port/bench/"
+  TARGET_PID[caddy]="$pid"
+  log "caddy ($(caddy version 2>/dev/null | cut -d' ' -f1)): pid $pid, port $port, core $PROXY_CORE"
 }
 
 # start_tollgate NAME DIR [BINARY]: DIR holds gateway.yaml (its `listen` is replaced by a free port) and
@@ -459,16 +559,23 @@ scenario_plain() {
   write_tollgate_plain_config "$dir"
   start_tollgates "$dir"
   WRK_ARGS=()
-  compare plain direct nginx "${TOLLGATES[@]}"
+  local peer peers=()
+  for peer in $PEERS; do
+    "start_$peer"
+    peers+=("$peer")
+  done
+  compare plain direct nginx floor ${peers[@]+"${peers[@]}"} "${TOLLGATES[@]}"
   for t in "${TOLLGATES[@]}"; do
     rss_line "$t after the plain runs" "${TARGET_PID[$t]}" >>"$WORK/rss.md"
   done
   rss_line "nginx (master + worker) after the plain runs" "${TARGET_PID[nginx]}" >>"$WORK/rss.md"
-  latency_step plain direct nginx "${TOLLGATES[@]}"
+  rss_line "the floor after the plain runs" "${TARGET_PID[floor]}" >>"$WORK/rss.md"
+  latency_step plain direct nginx floor ${peers[@]+"${peers[@]}"} "${TOLLGATES[@]}"
   log "RSS step: $RSS_CONNECTIONS connections for $RSS_DURATION on ${TOLLGATES[*]} and nginx"
   for t in "${TOLLGATES[@]}"; do rss_step "$t"; done
   rss_step nginx
   stop_tollgates plain "$dir"
+  for peer in ${peers[@]+"${peers[@]}"}; do stop_pid "${TARGET_PID[$peer]}"; done
 }
 
 # The OAuth scenarios share one client: a confidential client_credentials client of the API /bench/
@@ -572,7 +679,7 @@ scenario_jwt_memory() {
   start_tollgates "$dir"
   token="$(fetch_token "${TARGET_URL[tollgate]}")"
   WRK_ARGS=(-H "Authorization: Bearer $token")
-  compare jwt_memory direct nginx "${TOLLGATES[@]}"
+  compare jwt_memory direct nginx floor "${TOLLGATES[@]}"
   for t in "${TOLLGATES[@]}"; do
     rss_line "$t (jwt_memory) after its runs" "${TARGET_PID[$t]}" >>"$WORK/rss.md"
   done
@@ -638,7 +745,7 @@ scenario_jwt_redis() {
   # The counters must cover exactly the measured runs: `compare` runs this hook after the warm-ups.
   # With a baseline target both gateways share the Redis, so the figure is over both.
   AFTER_WARMUP=(redis_commandstats "$before")
-  compare jwt_redis direct nginx "${TOLLGATES[@]}"
+  compare jwt_redis direct nginx floor "${TOLLGATES[@]}"
   AFTER_WARMUP=()
   redis_commandstats "$after"
   python3 "$LIB" commandstats "$RESULTS" jwt_redis "$(IFS=,; echo "${TOLLGATES[*]}")" "$before" "$after" >>"$WORK/redis.md"
@@ -718,6 +825,7 @@ main() {
 
   start_upstream
   start_nginx_proxy
+  start_floor
   for s in "${scenarios[@]}"; do
     "scenario_$s"
   done
@@ -728,8 +836,9 @@ main() {
     echo
     echo "- machine: $(nproc --all) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), $(uname -r), load average before: $LOADAVG_BEFORE"
     echo "- $("$NGINX_BIN" -v 2>&1), $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2), $(rustc --version)"
+    echo "- the floor: benches/load/floor_proxy.rs (hyper and hyper-util as in Cargo.lock); peers: ${PEERS:-none}"
     echo "- wrk -t$WRK_THREADS -c$CONNECTIONS, warm-up $WARMUP per target, $ROUNDS × $DURATION alternated; proxy on core $PROXY_CORE, wrk + upstream on core $LOAD_CORE"
-    echo "- CPU per request: utime+stime of the proxy process (nginx: master + worker) over the run ÷ requests"
+    echo "- CPU per request: utime+stime of the proxy process (nginx: master + worker) over the run ÷ requests; ratios to nginx and to the floor, medians of the same run"
     [ -s "$RESULTS" ] && python3 "$LIB" report "$RESULTS"
     echo
     echo "Memory:"

@@ -138,11 +138,18 @@ fn format_millis(ms: u64) -> String {
 fn document(policy: &StoredPolicy) -> Value {
     json!({
         "id": policy.id,
-        "rate_limit": policy.rate_limit.as_ref().map(|r| json!({
-            "rate": r.rate,
-            "per": format_millis(r.per_ms),
-            "on_storage_error": r.on_storage_error,
-        })),
+        "rate_limit": policy.rate_limit.as_ref().map(|r| {
+            let mut limit = json!({
+                "rate": r.rate,
+                "per": format_millis(r.per_ms),
+                "on_storage_error": r.on_storage_error,
+            });
+            // Shown only when set, like in policies.yaml, where it is rarely written.
+            if r.exact && let Some(obj) = limit.as_object_mut() {
+                obj.insert("exact".into(), json!(true));
+            }
+            limit
+        }),
         "quota": policy.quota.as_ref().map(|q| json!({
             "max": q.max,
             "period": format_millis(q.period_ms),

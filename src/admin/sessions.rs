@@ -336,6 +336,7 @@ mod tests {
             rate: 5,
             per: Duration::from_millis(500),
             on_storage_error: OnStorageError::Local,
+            exact: false,
         };
         let quota = Quota {
             max: 10,

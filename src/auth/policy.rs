@@ -209,6 +209,7 @@ pub fn from_stored(stored: &StoredPolicy) -> StoreResult<Policy> {
                 per: Duration::from_millis(r.per_ms),
                 on_storage_error: OnStorageError::parse(&r.on_storage_error)
                     .ok_or_else(|| corrupt("unknown rate_limit.on_storage_error"))?,
+                exact: r.exact,
             })
         }
         None => None,
@@ -243,6 +244,7 @@ pub fn to_stored(policy: &Policy, created_at: u64, updated_at: u64) -> StoredPol
             rate: r.rate,
             per_ms: millis(r.per),
             on_storage_error: r.on_storage_error.as_str().to_string(),
+            exact: r.exact,
         }),
         quota: policy.quota.map(|q| StoredQuota {
             max: q.max,
@@ -268,6 +270,7 @@ mod tests {
                 rate,
                 per: Duration::from_millis(1500),
                 on_storage_error: OnStorageError::Deny,
+                exact: false,
             }),
             quota: Some(Quota {
                 max: 7,

@@ -178,7 +178,8 @@ mod tests {
             Some(RateLimit {
                 rate: 100,
                 per: Duration::from_secs(1),
-                on_storage_error: OnStorageError::Local
+                on_storage_error: OnStorageError::Local,
+                exact: false,
             })
         );
         assert_eq!(

@@ -455,6 +455,7 @@ pub(crate) fn rate_limit(raw: &RawRateLimit, path: &str, out: &mut FileProblems<
         rate: raw.rate,
         per: duration(out, &field(path, "per"), &raw.per, Duration::from_secs(1)),
         on_storage_error,
+        exact: raw.exact,
     }
 }
 
@@ -1037,7 +1038,8 @@ mod tests {
             Some(RateLimit {
                 rate: 100,
                 per: Duration::from_secs(1),
-                on_storage_error: OnStorageError::Deny
+                on_storage_error: OnStorageError::Deny,
+                exact: false,
             })
         );
         assert_eq!(
@@ -1052,7 +1054,8 @@ mod tests {
             Some(RateLimit {
                 rate: 5000,
                 per: Duration::from_secs(1),
-                on_storage_error: OnStorageError::Local
+                on_storage_error: OnStorageError::Local,
+                exact: false,
             })
         );
     }

@@ -695,7 +695,8 @@ global_rate_limit: {{ rate: 5000, per: 1s }}
             Some(RateLimit {
                 rate: 100,
                 per: Duration::from_secs(1),
-                on_storage_error: OnStorageError::Allow
+                on_storage_error: OnStorageError::Allow,
+                exact: false,
             })
         );
         assert_eq!(

@@ -423,6 +423,9 @@ pub struct RateLimit {
     pub rate: u32,
     pub per: Duration,
     pub on_storage_error: OnStorageError,
+    /// With Redis storage: count every request in Redis (one script call each) instead of spending
+    /// local leases of GCRA tokens, which may over-admit by lease lifetime / window (docs/redis.md).
+    pub exact: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

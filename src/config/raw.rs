@@ -85,6 +85,9 @@ pub struct RawRateLimit {
     pub per: RawDuration,
     #[serde(default = "default_on_storage_error")]
     pub on_storage_error: String,
+    /// Redis storage: one script call per request instead of local leases (DESIGN §9e).
+    #[serde(default)]
+    pub exact: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]

@@ -23,6 +23,7 @@ fn rate(n: u32, per: Duration) -> RateLimit {
         rate: n,
         per,
         on_storage_error: OnStorageError::Local,
+        exact: false,
     }
 }
 

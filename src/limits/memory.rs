@@ -262,6 +262,7 @@ mod tests {
             rate: 3,
             per: Duration::from_secs(3600),
             on_storage_error: OnStorageError::Local,
+            exact: false,
         };
         assert_eq!(
             limiter

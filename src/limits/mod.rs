@@ -1,12 +1,14 @@
 //! Rate limits (GCRA) and quotas, behind a small trait so that the Redis backend can count across
 //! nodes with the same semantics.
 //!
-//! One call checks the rate limit and the quota of one key, so the Redis implementation needs a single
-//! round trip per request. A refused request consumes nothing: an exhausted quota is refused before the
+//! One call checks the rate limit and the quota of one key, so the Redis implementation needs at most
+//! one round trip per request (with `exact: true`), and with leases (DESIGN §9e, [`lease`]) a few a
+//! second per busy key. A refused request consumes nothing: an exhausted quota is refused before the
 //! rate limiter counts, GCRA only advances on success, and the quota is only counted once the rate
 //! limit has let the request through (Tyk #1876: a limiter that counts rejections never recovers under
 //! overload).
 
+pub mod lease;
 pub mod memory;
 pub mod redis;
 
@@ -95,6 +97,9 @@ pub trait Limiter: Send + Sync + 'static {
         quota: Option<&Quota>,
         now_secs: u64,
     ) -> StoreResult<Decision>;
+
+    /// Gives back what this node holds but has not spent (Redis leases) before the process ends.
+    async fn release(&self) {}
 
     /// Requests this limiter could not count in its storage, by the `on_storage_error` choice that
     /// handled them (`local`, `allow`, `deny`); empty for limiters without remote storage.

@@ -119,6 +119,7 @@ fn policy(id: &str, rate: u32) -> StoredPolicy {
             rate,
             per_ms: 1_000,
             on_storage_error: "local".into(),
+            exact: false,
         }),
         quota: Some(StoredQuota {
             max: 10_000,
@@ -936,6 +937,7 @@ pub async fn policies_crud(store: Arc<dyn Store>) {
         rate: 500,
         per_ms: 250,
         on_storage_error: "deny".into(),
+        exact: false,
     });
     raised.quota = None;
     raised.access = vec![];

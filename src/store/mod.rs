@@ -217,6 +217,9 @@ pub struct StoredRateLimit {
     pub per_ms: u64,
     /// `local`, `allow` or `deny`.
     pub on_storage_error: String,
+    /// Absent in records written before `rate_limit.exact` existed: leases, the default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exact: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -2101,6 +2101,7 @@ mod tests {
             rate: 10,
             per: Duration::from_secs(60),
             on_storage_error: OnStorageError::Deny,
+            exact: false,
         };
         let quota = Quota {
             max: 100,
@@ -2444,6 +2445,7 @@ mod tests {
             rate: 1,
             per: Duration::from_secs(60),
             on_storage_error: choice,
+            exact: false,
         };
         let local = rate(OnStorageError::Local);
         assert_eq!(
@@ -2519,6 +2521,7 @@ mod tests {
             rate: 100,
             per: Duration::from_secs(1),
             on_storage_error: OnStorageError::Deny,
+            exact: false,
         };
         let pid = server.pid();
         let frozen = server.freeze();
@@ -2574,6 +2577,7 @@ mod tests {
             rate: 2,
             per: Duration::from_secs(60),
             on_storage_error: OnStorageError::Deny,
+            exact: false,
         };
         let quota = Quota {
             max: 5,
@@ -2635,6 +2639,7 @@ mod tests {
             rate: 4,
             per: Duration::from_secs(60),
             on_storage_error: OnStorageError::Deny,
+            exact: false,
         };
         let mut passed = 0;
         for i in 0..10 {
@@ -2688,6 +2693,7 @@ mod tests {
             rate: 10,
             per: Duration::from_secs(3600),
             on_storage_error: OnStorageError::Deny,
+            exact: false,
         };
         let tasks: Vec<_> = (0..64)
             .map(|i| {
