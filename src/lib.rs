@@ -185,14 +185,14 @@ pub async fn run(
     Ok(())
 }
 
-fn describe_upstream(api: &config::ApiDef) -> String {
+/// The upstream as one string: its URL, several targets' URLs joined by `, `, or `mock`.
+pub(crate) fn describe_upstream(api: &config::ApiDef) -> String {
     match &api.upstream.target {
-        config::UpstreamTarget::Url { uri, path_prefix } => format!(
-            "{}://{}{}",
-            uri.scheme_str().unwrap_or("http"),
-            uri.authority().map(|a| a.as_str()).unwrap_or(""),
-            path_prefix
-        ),
+        config::UpstreamTarget::Targets(targets) => targets
+            .iter()
+            .map(config::TargetDef::name)
+            .collect::<Vec<_>>()
+            .join(", "),
         config::UpstreamTarget::Mock(_) => "mock".to_string(),
     }
 }

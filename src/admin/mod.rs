@@ -210,12 +210,7 @@ fn apis(gateway: &Gateway) -> Response<Body> {
         .apis
         .iter()
         .map(|api| {
-            let upstream = match &api.upstream.target {
-                crate::config::UpstreamTarget::Url { uri, path_prefix } => {
-                    format!("{}://{}{}", uri.scheme_str().unwrap_or("http"), uri.authority().map(|a| a.as_str()).unwrap_or(""), path_prefix)
-                }
-                crate::config::UpstreamTarget::Mock(_) => "mock".to_string(),
-            };
+            let upstream = crate::describe_upstream(api);
             serde_json::json!({
                 "id": api.id,
                 "name": api.name,

@@ -660,9 +660,10 @@ global_rate_limit: {{ rate: 5000, per: 1s }}
         assert!(!m.strip_listen_path);
         assert!(m.upstream.preserve_host);
         assert_eq!(m.upstream.timeout, Some(Duration::from_secs(10)));
-        let UpstreamTarget::Url { uri, path_prefix } = &m.upstream.target else {
+        let UpstreamTarget::Targets(targets) = &m.upstream.target else {
             panic!("url")
         };
+        let (uri, path_prefix) = (&targets[0].uri, &targets[0].path_prefix);
         assert_eq!(uri.to_string(), "http://127.0.0.1:9000/");
         assert_eq!(path_prefix, "/v1");
         assert_eq!(m.auth.kind, AuthType::OAuth2);
@@ -791,9 +792,10 @@ global_rate_limit: {{ rate: 5000, per: 1s }}
         );
         f.set_env("SCOPE", "read");
         let c = f.load().unwrap();
-        let UpstreamTarget::Url { uri, .. } = &c.runtime.apis[1].upstream.target else {
+        let UpstreamTarget::Targets(targets) = &c.runtime.apis[1].upstream.target else {
             panic!("url")
         };
+        let uri = &targets[0].uri;
         assert_eq!(uri.host(), Some("10.1.2.3"));
     }
 
