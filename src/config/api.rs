@@ -917,6 +917,158 @@ mod tests {
     }
 
     #[test]
+    fn targets_and_balancing_parsed() {
+        let api = load_api(
+            "listen_path: /m/\nupstream:\n  targets:\n    - {url: 'http://10.0.0.1:9000/v1', weight: 1}\n    - {url: 'http://10.0.0.2:9000', weight: 3}\n  balance: hash\n  hash_on: {claim: sub}\n  health_check:\n    active: {path: /ping, interval: 2s, timeout: 500ms, healthy_after: 1, unhealthy_after: 3}\n    passive: {}\n  retries: 2\n",
+        );
+        let UpstreamTarget::Targets(targets) = &api.upstream.target else {
+            panic!("targets")
+        };
+        assert_eq!(targets.len(), 2);
+        assert_eq!(targets[0].name(), "http://10.0.0.1:9000/v1");
+        assert_eq!((targets[0].weight, targets[1].weight), (1, 3));
+        assert_eq!(
+            api.upstream.balance,
+            Balance::Hash(HashOn::Claim("sub".into()))
+        );
+        let active = api.upstream.health_check.active.as_ref().unwrap();
+        assert_eq!(active.path, "/ping");
+        assert_eq!(active.interval, Duration::from_secs(2));
+        assert_eq!(active.timeout, Duration::from_millis(500));
+        assert_eq!((active.healthy_after, active.unhealthy_after), (1, 3));
+        // Defaults of an empty passive block.
+        assert_eq!(
+            api.upstream.health_check.passive,
+            Some(PassiveCheck {
+                unhealthy_after: 3,
+                eject_for: Duration::from_secs(30)
+            })
+        );
+        assert_eq!(api.upstream.retries, 2);
+
+        // `url` is one target of weight 1, round robin, one retry, no health checks.
+        let api = load_api("listen_path: /m/\nupstream: {url: 'http://u'}\n");
+        let UpstreamTarget::Targets(targets) = &api.upstream.target else {
+            panic!("targets")
+        };
+        assert_eq!(targets.len(), 1);
+        assert_eq!(api.upstream.balance, Balance::RoundRobin);
+        assert_eq!(api.upstream.retries, 1);
+        assert_eq!(api.upstream.health_check, HealthCheck::default());
+    }
+
+    #[test]
+    fn target_and_balancing_rules() {
+        let cases = [
+            (
+                "upstream: {url: 'http://u', targets: [{url: 'http://v'}]}",
+                "upstream: set exactly one of url, targets or mock, not several",
+            ),
+            (
+                "upstream: {targets: []}",
+                "upstream.targets: at least one target is required",
+            ),
+            (
+                "upstream: {targets: [{url: 'http://a'}, {url: 'https://b'}]}",
+                "upstream.targets[1].url: every target must use the scheme of the first one",
+            ),
+            (
+                "upstream: {targets: [{url: 'http://a'}, {url: 'http://a/'}]}",
+                "upstream.targets[1].url: duplicate target (first at upstream.targets[0])",
+            ),
+            (
+                "upstream: {targets: [{url: 'http://a', weight: 0}]}",
+                "upstream.targets[0].weight: must be from 1 to 1000",
+            ),
+            (
+                "upstream: {url: 'http://a', balance: random}",
+                "upstream.balance: unknown balance `random` (expected round_robin, least_connections or hash)",
+            ),
+            (
+                "upstream: {url: 'http://a', hash_on: client_ip}",
+                "upstream.hash_on: only applies with balance: hash",
+            ),
+            (
+                "upstream: {url: 'http://a', balance: hash, hash_on: {cookie: x}}",
+                "upstream.hash_on: expected client_ip, {header: NAME} or {claim: NAME}",
+            ),
+            (
+                "upstream: {url: 'http://a', retries: 11}",
+                "upstream.retries: at most 10 (each retry goes to another target)",
+            ),
+            (
+                "upstream: {url: 'http://a', health_check: {active: {interval: 1s, timeout: 2s}}}",
+                "upstream.health_check.active.timeout: must not be longer than the interval",
+            ),
+            (
+                "upstream: {url: 'http://a', health_check: {active: {path: health}}}",
+                "upstream.health_check.active.path: must be a path starting with `/`",
+            ),
+            (
+                "upstream: {url: 'http://a', health_check: {passive: {unhealthy_after: 0}}}",
+                "upstream.health_check.passive.unhealthy_after: must be from 1 to 100",
+            ),
+            (
+                "upstream: {mock: {status: 200}, retries: 1}",
+                "upstream: balance, hash_on, health_check, retries and websockets need url or targets, not mock",
+            ),
+        ];
+        for (upstream, message) in cases {
+            expect(&format!("listen_path: /m/\n{upstream}\n"), message);
+        }
+    }
+
+    #[test]
+    fn cors_rules() {
+        let api = load_api(
+            "listen_path: /m/\nupstream: {url: 'http://u'}\ncors:\n  allowed_origins: [https://App.example, 'http://localhost:3000']\n  exposed_headers: [X-RateLimit-Remaining]\n  allow_credentials: true\n  max_age: 1h\n",
+        );
+        let cors = api.cors.as_ref().unwrap();
+        assert_eq!(
+            cors.allowed_origins.as_deref(),
+            Some(
+                &[
+                    "https://app.example".to_owned(),
+                    "http://localhost:3000".to_owned()
+                ][..]
+            )
+        );
+        assert_eq!(cors.allowed_methods, "GET, HEAD, POST");
+        assert_eq!(cors.allowed_headers, "Authorization, Content-Type");
+        assert_eq!(
+            cors.exposed_headers.as_ref().unwrap(),
+            "X-RateLimit-Remaining"
+        );
+        assert!(cors.allow_credentials);
+        assert_eq!(cors.max_age, "3600");
+
+        let cases = [
+            (
+                "{allowed_origins: ['*'], allow_credentials: true}",
+                "cors.allowed_origins[0]: `*` is not allowed with allow_credentials: true (browsers refuse it); list the origins",
+            ),
+            (
+                "{allowed_origins: ['https://app.example/']}",
+                "cors.allowed_origins[0]: must be an origin like https://app.example or http://localhost:3000 (no path, no trailing `/`), or `*`",
+            ),
+            (
+                "{allowed_origins: []}",
+                "cors.allowed_origins: at least one origin is required",
+            ),
+            (
+                "{allowed_origins: ['*'], allowed_headers: ['bad header']}",
+                "cors.allowed_headers[0]: `bad header` is not a valid header name",
+            ),
+        ];
+        for (cors, message) in cases {
+            expect(
+                &format!("listen_path: /m/\nupstream: {{url: 'http://u'}}\ncors: {cors}\n"),
+                message,
+            );
+        }
+    }
+
+    #[test]
     fn upstream_timeout_rule() {
         expect(
             "listen_path: /m/\nupstream: {url: 'http://u', timeout: 5 s}\n",

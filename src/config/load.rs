@@ -733,7 +733,7 @@ global_rate_limit: {{ rate: 5000, per: 1s }}
                 "users.yaml: [0].password_hash: not an argon2id PHC string (make one with `tollgate hash-secret`)",
                 "api-definitions/a.yaml: listen_path: must start and end with `/`",
                 "api-definitions/a.yaml: oauth.pkce: `plain` is never accepted (it offers no protection against a stolen code); use required (S256) or optional",
-                "api-definitions/b.yaml: upstream: set exactly one of url or mock",
+                "api-definitions/b.yaml: upstream: set exactly one of url, targets or mock",
                 "api-definitions/b.yaml: rate_limit.rate: must be greater than 0",
             ]
         );
@@ -979,7 +979,7 @@ global_rate_limit: {{ rate: 5000, per: 1s }}
         assert_eq!(
             f.problems(),
             vec![
-                "api-definitions/m.yaml: base: unknown field `base`, expected one of `id`, `name`, `listen_path`, `strip_listen_path`, `allow_semicolons`, `upstream`, `auth`, `oauth`, `rate_limit`, `quota`, `global_rate_limit`"
+                "api-definitions/m.yaml: base: unknown field `base`, expected one of `id`, `name`, `listen_path`, `strip_listen_path`, `allow_semicolons`, `upstream`, `auth`, `oauth`, `rate_limit`, `quota`, `global_rate_limit`, `cors`"
             ]
         );
     }
