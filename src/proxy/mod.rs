@@ -2,12 +2,15 @@
 //!
 //! ```text
 //! request ─▶ Host check ─▶ gateway endpoints (/health) ─▶ canonical path ─▶ route
-//!         ─▶ OAuth endpoints of the API ─▶ API rate limit ─▶ credential ─▶ token ─▶ scopes
-//!         ─▶ session rate limit + quota ─▶ forward (or mock) ─▶ access log + metrics
+//!         ─▶ CORS preflight ─▶ OAuth endpoints of the API ─▶ API rate limit ─▶ credential ─▶ token
+//!         ─▶ scopes ─▶ session rate limit + quota ─▶ pick a healthy target ─▶ forward (retry on
+//!            another target after a connect error or reset, when safe) or mock
+//!         ─▶ CORS headers ─▶ access log + metrics
 //! ```
 //! Each phase either passes the request on or answers with a `GatewayError`, which `error.rs` turns
 //! into the response. Nothing after routing ever looks at a different path than the one routed.
 
+pub mod cors;
 pub mod forward;
 pub mod headers;
 pub mod path;
@@ -50,6 +53,8 @@ pub async fn handle(
     // The access log prints the path without the query string: credentials may travel there.
     let path = access_log.then(|| req.uri().path().to_owned());
     let runtime = gateway.runtime();
+    // For the CORS headers of the answer (a reference count, not a copy).
+    let origin = req.headers().get(header::ORIGIN).cloned();
 
     let mut outcome = Outcome::default();
     let result = lifecycle(&gateway, &runtime, req, conn, &request_id, &mut outcome)
@@ -66,6 +71,9 @@ pub async fn handle(
     };
     // Valid by construction (checked when taken from the client, or generated as hex).
     response.headers_mut().insert(&X_REQUEST_ID, request_id);
+    if let Some(cors) = outcome.api.as_ref().and_then(|r| r.def.cors.as_ref()) {
+        cors::decorate(cors, origin.as_ref(), response.headers_mut());
+    }
     if let Some(headroom) = outcome.headroom
         && response.status().is_success()
     {
@@ -179,6 +187,14 @@ async fn lifecycle(
     path::check_semicolons(&runtime.router, &path, &route, route.def.allow_semicolons)
         .map_err(GatewayError::BadRequest)?;
     let api = &route.def;
+
+    // 4b. A CORS preflight is answered here, before the OAuth endpoints, credentials and limits:
+    // browsers send it without credentials. The CORS headers of every answer are set in `handle`.
+    if let Some(cors) = &api.cors
+        && let Some(response) = cors::preflight(cors, &req)
+    {
+        return Ok(response);
+    }
 
     // 5. The API's own OAuth endpoints ({lp}oauth/token, ...), when it is an authorization server.
     if api.oauth.is_some()
