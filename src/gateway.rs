@@ -17,6 +17,7 @@ use crate::limits::Limiter;
 use crate::oauth::AuthServer;
 use crate::proxy::forward::UpstreamClient;
 use crate::proxy::path::Router;
+use crate::proxy::tunnel::Tunnels;
 use crate::proxy::upstream::Balancer;
 
 /// One routed API with everything the request path needs next to it.
@@ -56,6 +57,8 @@ pub struct Gateway {
     reload_lock: tokio::sync::Mutex<()>,
     /// Turns true at shutdown; background tasks of the runtime (health probes) end on it.
     shutdown: tokio::sync::watch::Sender<bool>,
+    /// Open WebSocket tunnels, bounded by `limits.max_connections` (taken at start).
+    pub tunnels: Tunnels,
 }
 
 impl Gateway {
@@ -63,6 +66,7 @@ impl Gateway {
         let metrics =
             Metrics::with_auth_stats(auth.verifier.stats.clone(), auth.notifier.dropped_counter());
         let (shutdown, _) = tokio::sync::watch::channel(false);
+        let tunnels = Tunnels::new(config.runtime.limits.max_connections);
         let runtime = Runtime::build(
             config.runtime.clone(),
             &metrics,
@@ -78,6 +82,7 @@ impl Gateway {
             draining: AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
             shutdown,
+            tunnels,
         })
     }
 
@@ -199,6 +204,11 @@ impl Gateway {
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
         self.shutdown.send_replace(true);
+    }
+
+    /// Turns true when the gateway starts shutting down.
+    pub fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown.subscribe()
     }
 
     pub fn is_draining(&self) -> bool {

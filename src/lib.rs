@@ -180,6 +180,9 @@ pub async fn run(
     gateway.start_draining();
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    // WebSocket tunnels are detached from their connections; they close at the latest
+    // shutdown_grace after the signal, which started before the listeners drained.
+    gateway.tunnels.drained(limits.shutdown_grace).await;
     watcher.abort();
     tracing::info!("stopped");
     Ok(())

@@ -60,6 +60,10 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Result<Response<Bod
             let mut text = gateway.metrics.render();
             render_limiter_errors(&mut text, gateway.limiter.as_ref());
             render_targets(&mut text, gateway);
+            text.push_str(&format!(
+                "# HELP tollgate_tunnels_open WebSocket tunnels open now.\n# TYPE tollgate_tunnels_open gauge\ntollgate_tunnels_open {}\n",
+                gateway.tunnels.open()
+            ));
             let mut response = Response::new(full(Bytes::from(text)));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,

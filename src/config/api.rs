@@ -81,10 +81,6 @@ fn upstream(raw: &RawUpstream, out: &mut FileProblems<'_>) -> Upstream {
         }
     };
     let is_mock = matches!(target, UpstreamTarget::Mock(_));
-    if raw.websockets {
-        // Refused rather than accepted and ignored: an upgrade would be stripped and fail.
-        out.push("upstream.websockets", "not supported yet");
-    }
     let balance = balance(raw, out);
     let health_check = raw
         .health_check

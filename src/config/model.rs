@@ -139,6 +139,8 @@ pub struct Limits {
     pub body_read_timeout: Duration,
     /// A connection without a request in progress (HTTP/1) or an open stream (HTTP/2) is closed after this.
     pub idle_timeout: Duration,
+    /// A WebSocket tunnel with no byte either way for this long is closed.
+    pub tunnel_idle_timeout: Duration,
     /// Open connections per client address (IPv6: per /64) and listener; more are closed at accept.
     pub max_connections_per_ip: usize,
     /// Largest request head (HTTP/1) or header list (HTTP/2) in bytes; larger → 431.
@@ -157,6 +159,7 @@ impl Default for Limits {
             secret_verifications: 0,
             body_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            tunnel_idle_timeout: Duration::from_secs(600),
             max_connections_per_ip: 256,
             max_header_bytes: 64 * 1024,
         }

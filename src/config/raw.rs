@@ -241,6 +241,8 @@ pub struct RawLimits {
     #[serde(default)]
     pub idle_timeout: Option<RawDuration>,
     #[serde(default)]
+    pub tunnel_idle_timeout: Option<RawDuration>,
+    #[serde(default)]
     pub max_connections_per_ip: Option<usize>,
     #[serde(default)]
     pub max_header_bytes: Option<usize>,

@@ -14,6 +14,7 @@ pub mod cors;
 pub mod forward;
 pub mod headers;
 pub mod path;
+pub mod tunnel;
 pub mod upstream;
 
 use std::sync::Arc;
@@ -216,6 +217,10 @@ async fn lifecycle(
     let mut req = req;
     // The token claim that `balance: hash` hashes on, when it does (set in step 8).
     let mut hash_claim: Option<HeaderValue> = None;
+    // A WebSocket upgrade to an API that allows them: the client's side of the future tunnel is taken
+    // now, and the request goes through every step below like any other.
+    let websocket = (api.upstream.websockets && tunnel::is_websocket_upgrade(&req))
+        .then(|| hyper::upgrade::on(&mut req));
 
     // 6. Whole-API rate limit, before any token work, so a flood is cheap to refuse.
     if let Some(global) = &api.global_rate_limit {
@@ -341,6 +346,21 @@ async fn lifecycle(
         UpstreamTarget::Targets(_) => {
             let balancer = route.upstream.as_ref().ok_or(GatewayError::Internal)?;
             let claim = hash_claim.as_ref().map(HeaderValue::as_bytes);
+            if let Some(client_side) = websocket {
+                return Box::pin(open_tunnel(
+                    gateway,
+                    runtime,
+                    api,
+                    balancer,
+                    req,
+                    &path,
+                    conn,
+                    request_id,
+                    claim,
+                    client_side,
+                ))
+                .await;
+            }
             let (response, upstream_latency) =
                 forward_to_targets(runtime, api, balancer, req, &path, conn, request_id, claim)
                     .await?;
@@ -444,6 +464,80 @@ async fn forward_to_targets(
         uri = upstream_uri(&balancer.targets[index], head.uri.query())?;
         tracing::info!(api = %api.id, from = %target.name, to = %balancer.targets[index].name, "retrying on another upstream target");
     }
+}
+
+/// Step 12 for a WebSocket upgrade: one attempt at a healthy target with `Connection: upgrade` and
+/// `Upgrade: websocket` put back; on its 101 the two connections are joined in a tunnel task, any
+/// other answer is passed on as it is. Boxed by the caller: rare, and it would grow every request's
+/// future.
+#[allow(clippy::too_many_arguments)]
+async fn open_tunnel(
+    gateway: &Gateway,
+    runtime: &Runtime,
+    api: &ApiDef,
+    balancer: &upstream::Balancer,
+    req: Request<Incoming>,
+    path: &str,
+    conn: ConnInfo,
+    request_id: &HeaderValue,
+    claim: Option<&[u8]>,
+    client_side: hyper::upgrade::OnUpgrade,
+) -> Result<Response<Body>, GatewayError> {
+    let slot = gateway.tunnels.reserve().ok_or(GatewayError::Unavailable {
+        description: "too many open WebSocket tunnels; retry later",
+        retry_after_secs: 1,
+    })?;
+    let key = balancer.hash_key(&req, conn.peer.ip(), &runtime.config.trusted_proxies, claim);
+    let index = balancer
+        .pick(key, 0)
+        .ok_or_else(|| no_healthy_target(api, balancer))?;
+    let target = &balancer.targets[index];
+    let upstream_path = path::upstream_path(
+        path,
+        &api.listen_path,
+        api.strip_listen_path,
+        &target.def.path_prefix,
+    );
+    let uri = forward::upstream_uri(&target.def.uri, &upstream_path, req.uri().query())?;
+    let mut req = rewrite_request_headers(
+        req,
+        runtime,
+        conn,
+        request_id,
+        api.upstream.preserve_host,
+        &target.def.uri,
+    )?;
+    tunnel::restore_upgrade_headers(req.headers_mut());
+    let (req, client_body) = target.client.prepare(req)?;
+    let result = target
+        .client
+        .attempt(
+            req,
+            uri,
+            api.upstream.timeout,
+            &client_body,
+            target.health.start(),
+        )
+        .await;
+    observe(balancer, target, &result);
+    let (mut response, _) = result.map_err(|failure| failure.error)?;
+    if tunnel::is_switching(response.status()) {
+        let upstream_side = hyper::upgrade::on(&mut response);
+        tunnel::restore_upgrade_headers(response.headers_mut());
+        let limits = &runtime.config.limits;
+        tunnel::spawn(
+            client_side,
+            upstream_side,
+            slot,
+            tunnel::TunnelSettings {
+                idle: limits.tunnel_idle_timeout,
+                grace: limits.shutdown_grace,
+                shutdown: gateway.shutdown_signal(),
+                api: api.id.clone(),
+            },
+        );
+    }
+    Ok(response)
 }
 
 /// Passive health: connect errors, resets and 5xx answers count against the target.
