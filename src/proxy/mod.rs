@@ -434,10 +434,11 @@ async fn forward_to_targets(
         let mut attempt = Request::new(body.take());
         *attempt.method_mut() = head.method.clone();
         *attempt.headers_mut() = head.headers.clone();
-        if !preserve_host && let Some(authority) = target.def.uri.authority() {
-            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-                attempt.headers_mut().insert(header::HOST, host);
-            }
+        if !preserve_host
+            && let Some(authority) = target.def.uri.authority()
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            attempt.headers_mut().insert(header::HOST, host);
         }
         let result = target
             .client

@@ -234,7 +234,7 @@ mod tests {
         assert_eq!(client_peer.read(&mut buf).await.unwrap(), 0);
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn a_silent_tunnel_ends_after_the_idle_timeout_and_shutdown_after_the_grace() {
         let (client, _client_peer) = tokio::io::duplex(64);
         let (upstream, _upstream_peer) = tokio::io::duplex(64);
@@ -242,8 +242,8 @@ mod tests {
         let end = relay(
             client,
             upstream,
+            Duration::from_millis(50),
             Duration::from_secs(600),
-            Duration::from_secs(10),
             rx,
         )
         .await;
@@ -256,7 +256,7 @@ mod tests {
             client,
             upstream,
             Duration::from_secs(600),
-            Duration::from_secs(10),
+            Duration::from_millis(50),
             rx,
         ));
         tx.send_replace(true);
