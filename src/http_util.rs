@@ -57,11 +57,6 @@ pin_project_lite::pin_project! {
 pub struct WaitProbe(Arc<AtomicBool>);
 
 impl WaitProbe {
-    /// A probe of a request without a client body (the gateway's own requests): never waiting.
-    pub fn idle() -> WaitProbe {
-        WaitProbe(Arc::new(AtomicBool::new(false)))
-    }
-
     pub fn waiting(&self) -> bool {
         self.0.load(Ordering::Relaxed)
     }

@@ -193,6 +193,34 @@ impl UpstreamClient {
     }
 }
 
+impl UpstreamClient {
+    /// An active health probe: `GET uri` answered 2xx or 3xx within `timeout`. A failure is the
+    /// probe's result, not an incident: nothing is logged here (the state change is, by the caller).
+    pub async fn probe(&self, uri: &Uri, timeout: Duration) -> bool {
+        let mut req = Request::new(crate::http_util::empty());
+        *req.uri_mut() = uri.clone();
+        let attempt = async {
+            let Ok(response) = self.client.request(req).await else {
+                return false;
+            };
+            let ok = response.status().is_success() || response.status().is_redirection();
+            // Read (a bounded amount of) the body so the connection can be kept for the next probe.
+            let mut body = response.into_body();
+            let mut read = 0usize;
+            while read < 64 * 1024 {
+                match body.frame().await {
+                    Some(Ok(frame)) => read += frame.data_ref().map_or(0, |d| d.len()),
+                    _ => break,
+                }
+            }
+            ok
+        };
+        tokio::time::timeout(timeout, attempt)
+            .await
+            .unwrap_or(false)
+    }
+}
+
 fn pooled_client(
     connector: HttpsConnector<HttpConnector>,
 ) -> Client<HttpsConnector<HttpConnector>, Body> {

@@ -16,12 +16,10 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering:
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use http::{HeaderMap, Request, Uri};
-use http_body_util::BodyExt;
+use http::{HeaderMap, Request};
 use tokio::sync::watch;
 
 use crate::config::{ActiveCheck, Balance, Cidr, HashOn, PassiveCheck, TargetDef, Upstream};
-use crate::http_util::empty;
 use crate::proxy::forward::UpstreamClient;
 use crate::proxy::headers::X_FORWARDED_FOR;
 
@@ -469,7 +467,7 @@ fn spawn_probe(
         let mut streak_up = 0u32;
         let mut streak_down = 0u32;
         loop {
-            let up = probe(&client, &uri, check.timeout).await;
+            let up = client.probe(&uri, check.timeout).await;
             let Some(health) = weak.upgrade() else {
                 return;
             };
@@ -496,38 +494,6 @@ fn spawn_probe(
             }
         }
     });
-}
-
-async fn probe(client: &UpstreamClient, uri: &Uri, timeout: Duration) -> bool {
-    let attempt = async {
-        let mut req = Request::new(empty());
-        *req.uri_mut() = uri.clone();
-        let probe = crate::http_util::WaitProbe::idle();
-        match client
-            .attempt(req, uri.clone(), Some(timeout), &probe, ())
-            .await
-        {
-            Ok((response, _)) => {
-                let ok = response.status().is_success() || response.status().is_redirection();
-                // Read (a bounded amount of) the body so the connection can be kept for the next probe.
-                let mut body = response.into_body();
-                let mut read = 0usize;
-                while read < 64 * 1024 {
-                    match body.frame().await {
-                        Some(Ok(frame)) => {
-                            read += frame.data_ref().map_or(0, |d| d.len());
-                        }
-                        _ => break,
-                    }
-                }
-                ok
-            }
-            Err(_) => false,
-        }
-    };
-    tokio::time::timeout(timeout, attempt)
-        .await
-        .unwrap_or(false)
 }
 
 #[cfg(test)]
