@@ -330,35 +330,48 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
 /// retry after a connect error finds the body untouched, and a body that began to stream is never
 /// sent twice (no byte of it is buffered for a retry).
 pub struct Replayable {
-    slot: std::sync::Arc<std::sync::Mutex<Option<Body>>>,
-    /// An empty body can be made again for every attempt.
-    empty: bool,
+    /// `None` for an empty body, which is made again for every attempt after the first.
+    slot: Option<std::sync::Arc<std::sync::Mutex<Option<Body>>>>,
+    /// The empty body itself, for the first attempt (no new allocation on the common path).
+    first_empty: Option<Body>,
 }
 
 impl Replayable {
     pub fn new(body: Body) -> Replayable {
         use hyper::body::Body as _;
+        if body.is_end_stream() {
+            return Replayable {
+                slot: None,
+                first_empty: Some(body),
+            };
+        }
         Replayable {
-            empty: body.is_end_stream(),
-            slot: std::sync::Arc::new(std::sync::Mutex::new(Some(body))),
+            slot: Some(std::sync::Arc::new(std::sync::Mutex::new(Some(body)))),
+            first_empty: None,
         }
     }
 
     /// The body for the next attempt.
     pub fn take(&mut self) -> Body {
-        if self.empty {
-            return crate::http_util::empty();
+        match &self.slot {
+            None => self
+                .first_empty
+                .take()
+                .unwrap_or_else(crate::http_util::empty),
+            Some(slot) => SlotBody {
+                slot: slot.clone(),
+                taken: None,
+            }
+            .boxed(),
         }
-        SlotBody {
-            slot: self.slot.clone(),
-            taken: None,
-        }
-        .boxed()
     }
 
     /// Whether no attempt has read from the body yet.
     pub fn intact(&self) -> bool {
-        self.empty || self.slot.lock().is_ok_and(|slot| slot.is_some())
+        match &self.slot {
+            None => true,
+            Some(slot) => slot.lock().is_ok_and(|body| body.is_some()),
+        }
     }
 }
 
