@@ -24,6 +24,9 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # environment of ours: a system Python refuses `pip install` (PEP 668), and a fresh Debian has no Python.
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || need_apt+=(python3-venv)
+# The CORS browser test (tests/browser/cors.py) drives Debian's Chromium: Playwright cannot download a
+# browser build of its own here.
+[ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   sudo_cmd=""
@@ -32,12 +35,12 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi
 venv=target/interop-venv
-if ! "$venv/bin/python" -c "import authlib, requests_oauthlib, jwt, cryptography" >/dev/null 2>&1; then
-  echo "installing: authlib requests-oauthlib pyjwt[crypto] (pip, into $venv)"
+if ! "$venv/bin/python" -c "import authlib, requests_oauthlib, jwt, cryptography, playwright" >/dev/null 2>&1; then
+  echo "installing: authlib requests-oauthlib pyjwt[crypto] playwright (pip, into $venv)"
   rm -rf "$venv"
   mkdir -p target
   python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check authlib requests-oauthlib "pyjwt[crypto]"
+  "$venv/bin/python" -m pip install --quiet --disable-pip-version-check authlib requests-oauthlib "pyjwt[crypto]" playwright
 fi
 echo "== cargo test"
 # A bound on the whole run: a test that hangs fails CI instead of holding it until it is killed.
@@ -45,3 +48,5 @@ timeout 60m cargo test --locked --all-targets
 echo "== interop: Authlib, requests-oauthlib and PyJWT against the tollgate binary"
 cargo build --locked --bin tollgate
 "$venv/bin/python" tests/interop/clients.py target/debug/tollgate
+echo "== browser: CORS preflight and actual requests in headless Chromium (screenshots in target/screenshots/)"
+timeout 5m "$venv/bin/python" tests/browser/cors.py target/debug/tollgate

@@ -10,17 +10,31 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arc_swap::ArcSwap;
 
 use crate::admin::metrics::{ApiMetrics, Metrics};
-use crate::config::{ApiDef, Config, ConfigErrors, ConfigProblem, GatewaySettings, RuntimeConfig};
+use crate::config::{
+    ApiDef, Config, ConfigErrors, ConfigProblem, GatewaySettings, RuntimeConfig, UpstreamTarget,
+};
 use crate::limits::Limiter;
 use crate::oauth::AuthServer;
 use crate::proxy::forward::UpstreamClient;
 use crate::proxy::path::Router;
+use crate::proxy::tunnel::Tunnels;
+use crate::proxy::upstream::Balancer;
 
 /// One routed API with everything the request path needs next to it.
 #[derive(Debug)]
 pub struct ApiRoute {
     pub def: Arc<ApiDef>,
     pub metrics: Arc<ApiMetrics>,
+    /// The targets and their health; `None` for a mock.
+    pub upstream: Option<Balancer>,
+}
+
+impl std::fmt::Debug for Balancer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.targets.iter().map(|t| &t.name))
+            .finish()
+    }
 }
 
 /// Everything a reload replaces, swapped as one unit.
@@ -41,6 +55,10 @@ pub struct Gateway {
     draining: AtomicBool,
     /// Serialises reloads so two triggers (file change and SIGHUP) cannot interleave.
     reload_lock: tokio::sync::Mutex<()>,
+    /// Turns true at shutdown; background tasks of the runtime (health probes) end on it.
+    shutdown: tokio::sync::watch::Sender<bool>,
+    /// Open WebSocket tunnels, bounded by `limits.max_connections` (taken at start).
+    pub tunnels: Tunnels,
 }
 
 impl Gateway {
@@ -50,7 +68,14 @@ impl Gateway {
             auth.notifier.dropped_counter(),
             auth.stats.clone(),
         );
-        let runtime = Runtime::build(config.runtime.clone(), &metrics);
+        let (shutdown, _) = tokio::sync::watch::channel(false);
+        let tunnels = Tunnels::new(config.runtime.limits.max_connections);
+        let runtime = Runtime::build(
+            config.runtime.clone(),
+            &metrics,
+            None,
+            &shutdown.subscribe(),
+        );
         Arc::new(Gateway {
             config,
             auth,
@@ -59,6 +84,8 @@ impl Gateway {
             limiter,
             draining: AtomicBool::new(false),
             reload_lock: tokio::sync::Mutex::new(()),
+            shutdown,
+            tunnels,
         })
     }
 
@@ -89,8 +116,15 @@ impl Gateway {
             Ok(new_config) => {
                 let count = new_config.apis.len();
                 let policies = new_config.policies.clone();
-                self.runtime
-                    .store(Arc::new(Runtime::build(new_config, &self.metrics)));
+                // The running configuration lends its targets' health state to the new one.
+                let previous = self.runtime.load_full();
+                let runtime = Runtime::build(
+                    new_config,
+                    &self.metrics,
+                    Some(&previous),
+                    &self.shutdown.subscribe(),
+                );
+                self.runtime.store(Arc::new(runtime));
                 tracing::info!(apis = count, "configuration reloaded");
                 self.warn_shadowed_policies(&policies).await;
                 Ok(count)
@@ -172,6 +206,12 @@ impl Gateway {
 
     pub fn start_draining(&self) {
         self.draining.store(true, Ordering::SeqCst);
+        self.shutdown.send_replace(true);
+    }
+
+    /// Turns true when the gateway starts shutting down.
+    pub fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown.subscribe()
     }
 
     pub fn is_draining(&self) -> bool {
@@ -180,24 +220,50 @@ impl Gateway {
 }
 
 impl Runtime {
-    fn build(config: Arc<RuntimeConfig>, metrics: &Metrics) -> Runtime {
+    fn build(
+        config: Arc<RuntimeConfig>,
+        metrics: &Metrics,
+        previous: Option<&Runtime>,
+        shutdown: &tokio::sync::watch::Receiver<bool>,
+    ) -> Runtime {
+        let client = UpstreamClient::new(&config.limits);
         let routes: Vec<(String, Arc<ApiRoute>)> = config
             .apis
             .iter()
             .map(|def| {
+                let upstream = match &def.upstream.target {
+                    UpstreamTarget::Targets(targets) => {
+                        let before = previous
+                            .and_then(|p| p.route_by_id(&def.id))
+                            .and_then(|r| r.upstream.as_ref());
+                        Some(Balancer::build(
+                            &def.upstream,
+                            targets,
+                            &client,
+                            before,
+                            shutdown,
+                        ))
+                    }
+                    UpstreamTarget::Mock(_) => None,
+                };
                 let route = ApiRoute {
                     def: def.clone(),
                     metrics: metrics.api(&def.id),
+                    upstream,
                 };
                 (def.listen_path.clone(), Arc::new(route))
             })
             .collect();
         let router = Router::new(routes.iter().map(|(lp, r)| (lp.as_str(), r.clone())));
-        let client = UpstreamClient::new(&config.limits);
         Runtime {
             config,
             router,
             client,
         }
+    }
+
+    /// The route of the API with this id (the admin API, and a reload looking for the state to keep).
+    pub fn route_by_id(&self, id: &str) -> Option<&Arc<ApiRoute>> {
+        self.router.values().find(|r| r.def.id == id)
     }
 }

@@ -182,6 +182,9 @@ pub async fn run(
     gateway.start_draining();
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
+    // WebSocket tunnels are detached from their connections; they close at the latest
+    // shutdown_grace after the signal, which started before the listeners drained.
+    gateway.tunnels.drained(limits.shutdown_grace).await;
     // Unused leased tokens and quota units go back to Redis for the other nodes (DESIGN §9e);
     // bounded, so an unreachable Redis cannot hold the shutdown.
     let _ =
@@ -191,14 +194,14 @@ pub async fn run(
     Ok(())
 }
 
-fn describe_upstream(api: &config::ApiDef) -> String {
+/// The upstream as one string: its URL, several targets' URLs joined by `, `, or `mock`.
+pub(crate) fn describe_upstream(api: &config::ApiDef) -> String {
     match &api.upstream.target {
-        config::UpstreamTarget::Url { uri, path_prefix } => format!(
-            "{}://{}{}",
-            uri.scheme_str().unwrap_or("http"),
-            uri.authority().map(|a| a.as_str()).unwrap_or(""),
-            path_prefix
-        ),
+        config::UpstreamTarget::Targets(targets) => targets
+            .iter()
+            .map(config::TargetDef::name)
+            .collect::<Vec<_>>()
+            .join(", "),
         config::UpstreamTarget::Mock(_) => "mock".to_string(),
     }
 }

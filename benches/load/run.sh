@@ -6,7 +6,7 @@
 #
 #   benches/load/run.sh [SCENARIO...]      default: plain
 #
-# Scenarios: plain (auth none), jwt_memory (ES256 token + session rate limit + quota, memory store),
+# Scenarios: plain (auth none), two_targets (plain over one target against two, round robin), jwt_memory (ES256 token + session rate limit + quota, memory store),
 # jwt_redis (the same with the Redis store; also Redis commands and round trips per request),
 # token_issuance (client_credentials tokens/s), introspection (RFC 7662 calls/s); `all` runs every one.
 #
@@ -169,12 +169,14 @@ declare -A TARGET_PID=()
 # Servers
 
 UPSTREAM_PORT=""
+UPSTREAM_PORT2=""
 UPSTREAM_PID=""
 
 start_upstream() {
   local dir="$WORK/upstream" body
   mkdir -p "$dir/tmp"
   UPSTREAM_PORT="$(freeport)"
+  UPSTREAM_PORT2="$(freeport)" # the same server on a second port: a second target (scenario two_targets)
   body="$(python3 -c 'print("u" * 199)')" # 199 characters + "\n" = 200 bytes
   cat >"$dir/nginx.conf" <<EOF
 daemon off;
@@ -195,6 +197,7 @@ http {
     keepalive_timeout 300s;
     server {
         listen 127.0.0.1:$UPSTREAM_PORT;
+        listen 127.0.0.1:$UPSTREAM_PORT2;
         location / {
             default_type text/plain;
             return 200 "$body\n";
@@ -576,6 +579,34 @@ scenario_plain() {
   rss_step nginx
   stop_tollgates plain "$dir"
   for peer in ${peers[@]+"${peers[@]}"}; do stop_pid "${TARGET_PID[$peer]}"; done
+}
+
+# Issue 11: the plain path over two targets with round robin against the same gateway over one (the
+# same upstream nginx on two ports, so only the balancing differs). Target: CPU per request within 5 %.
+scenario_two_targets() {
+  local one="$WORK/tollgate-one-target" two="$WORK/tollgate-two-targets"
+  write_tollgate_plain_config "$one"
+  write_tollgate_plain_config "$two"
+  cat >"$two/api-definitions/bench.yaml" <<EOF
+id: bench
+listen_path: /bench/
+strip_listen_path: true
+upstream:
+  targets:
+    - { url: "http://127.0.0.1:$UPSTREAM_PORT" }
+    - { url: "http://127.0.0.1:$UPSTREAM_PORT2" }
+  balance: round_robin
+auth:
+  type: none
+EOF
+  start_tollgate one_target "$one"
+  start_tollgate two_targets "$two"
+  TOLLGATES=(one_target two_targets)
+  WRK_ARGS=()
+  compare two_targets nginx one_target two_targets
+  stop_pid "${TARGET_PID[one_target]}"
+  stop_pid "${TARGET_PID[two_targets]}"
+  TOLLGATES=()
 }
 
 # The OAuth scenarios share one client: a confidential client_credentials client of the API /bench/

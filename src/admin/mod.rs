@@ -59,6 +59,11 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Result<Response<Bod
         Call::Metrics => {
             let mut text = gateway.metrics.render();
             render_limiter_errors(&mut text, gateway.limiter.as_ref());
+            render_targets(&mut text, gateway);
+            text.push_str(&format!(
+                "# HELP tollgate_tunnels_open WebSocket tunnels open now.\n# TYPE tollgate_tunnels_open gauge\ntollgate_tunnels_open {}\n",
+                gateway.tunnels.open()
+            ));
             let mut response = Response::new(full(Bytes::from(text)));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -67,6 +72,7 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Result<Response<Bod
             response
         }
         Call::Apis => apis(gateway),
+        Call::Targets { api } => targets(gateway, api)?,
         Call::Reload => reload(gateway).await,
         Call::OpenApi => openapi::response(),
         Call::AuthorizeClient { api } => {
@@ -211,12 +217,7 @@ fn apis(gateway: &Gateway) -> Response<Body> {
         .apis
         .iter()
         .map(|api| {
-            let upstream = match &api.upstream.target {
-                crate::config::UpstreamTarget::Url { uri, path_prefix } => {
-                    format!("{}://{}{}", uri.scheme_str().unwrap_or("http"), uri.authority().map(|a| a.as_str()).unwrap_or(""), path_prefix)
-                }
-                crate::config::UpstreamTarget::Mock(_) => "mock".to_string(),
-            };
+            let upstream = crate::describe_upstream(api);
             serde_json::json!({
                 "id": api.id,
                 "name": api.name,
@@ -253,6 +254,37 @@ async fn reload(gateway: &Gateway) -> Response<Body> {
 
 /// `tollgate_limiter_storage_errors_total{on_storage_error}`: requests whose limits could not be
 /// counted in Redis, by what the API's `on_storage_error` did with them.
+/// `tollgate_upstream_target_healthy{api,target}`: 1 while the target may be picked, 0 while an
+/// active check holds it down or a passive check has it ejected.
+fn render_targets(out: &mut String, gateway: &Gateway) {
+    let runtime = gateway.runtime();
+    out.push_str("# HELP tollgate_upstream_target_healthy Whether an upstream target receives requests (1) or is held out by a health check (0).\n");
+    out.push_str("# TYPE tollgate_upstream_target_healthy gauge\n");
+    for api in &runtime.config.apis {
+        if let Some(balancer) = runtime
+            .route_by_id(&api.id)
+            .and_then(|r| r.upstream.as_ref())
+        {
+            balancer.render_metrics(&api.id, out);
+        }
+    }
+}
+
+/// `GET /apis/{api}/targets`: every target with its health, as this node sees it.
+fn targets(gateway: &Gateway, id: &str) -> Result<Response<Body>, GatewayError> {
+    let runtime = gateway.runtime();
+    let route = runtime
+        .route_by_id(id)
+        .ok_or_else(|| GatewayError::NoSuchResource(format!("no API with id `{id}`")))?;
+    let mut body = match &route.upstream {
+        Some(balancer) => balancer.describe(),
+        None => serde_json::json!({ "targets": [] }),
+    };
+    body["api"] = id.into();
+    body["balance"] = route.def.upstream.balance.name().into();
+    Ok(json_response(StatusCode::OK, &body))
+}
+
 fn render_limiter_errors(out: &mut String, limiter: &dyn crate::limits::Limiter) {
     use std::fmt::Write as _;
     let errors = limiter.storage_errors();

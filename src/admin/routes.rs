@@ -25,6 +25,7 @@ pub(crate) enum Handler {
     Health,
     Metrics,
     Apis,
+    Targets,
     Reload,
     OpenApi,
     AuthorizeClient,
@@ -58,6 +59,7 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/health", Handler::Health),
     route(Method::GET, "/metrics", Handler::Metrics),
     route(Method::GET, "/apis", Handler::Apis),
+    route(Method::GET, "/apis/{api}/targets", Handler::Targets),
     route(Method::POST, "/reload", Handler::Reload),
     route(Method::GET, "/openapi.json", Handler::OpenApi),
     route(Method::GET, "/apis/{api}/clients", Handler::ListClients),
@@ -112,6 +114,9 @@ pub(crate) enum Call<'a> {
     Health,
     Metrics,
     Apis,
+    Targets {
+        api: &'a str,
+    },
     Reload,
     OpenApi,
     AuthorizeClient {
@@ -163,6 +168,7 @@ impl Handler {
             (Handler::Health, []) => Call::Health,
             (Handler::Metrics, []) => Call::Metrics,
             (Handler::Apis, []) => Call::Apis,
+            (Handler::Targets, [api]) => Call::Targets { api },
             (Handler::Reload, []) => Call::Reload,
             (Handler::OpenApi, []) => Call::OpenApi,
             (Handler::AuthorizeClient, [api]) => Call::AuthorizeClient { api },

@@ -12,13 +12,13 @@ use super::check;
 use super::error::{FileProblems, field, index};
 use super::gateway::duration;
 use super::model::{
-    ApiDef, AuthConfig, AuthType, ClientDef, GrantType, HeaderSource, LoginMode, MockResponse,
-    Notifications, OAuthConfig, OnStorageError, PkceMode, Quota, RateLimit, Upstream,
-    UpstreamTarget,
+    ActiveCheck, ApiDef, AuthConfig, AuthType, Balance, ClientDef, CorsConfig, GrantType, HashOn,
+    HeaderSource, HealthCheck, LoginMode, MockResponse, Notifications, OAuthConfig, OnStorageError,
+    PassiveCheck, PkceMode, Quota, RateLimit, TargetDef, Upstream, UpstreamTarget,
 };
 use super::raw::{
-    RawApi, RawAuth, RawClaims, RawClient, RawLogin, RawMock, RawOAuth, RawQuota, RawRateLimit,
-    RawUpstream,
+    RawApi, RawAuth, RawClaims, RawClient, RawCors, RawHealthCheck, RawLogin, RawMock, RawOAuth,
+    RawQuota, RawRateLimit, RawTarget, RawUpstream,
 };
 
 /// `stem` is the file name without extension (the default id).
@@ -55,23 +55,57 @@ pub(crate) fn convert(raw: RawApi, file: &Path, stem: &str, out: &mut FileProble
         global_rate_limit: raw
             .global_rate_limit
             .map(|r| rate_limit(&r, "global_rate_limit", out)),
+        cors: raw.cors.as_ref().map(|c| cors(c, out)),
         file: file.to_owned(),
     }
 }
 
 fn upstream(raw: &RawUpstream, out: &mut FileProblems<'_>) -> Upstream {
-    let target = match (&raw.url, &raw.mock) {
-        (Some(url), None) => url_target(url, out),
-        (None, Some(mock)) => UpstreamTarget::Mock(mock_response(mock, out)),
-        (Some(_), Some(_)) => {
-            out.push("upstream", "set exactly one of url or mock, not both");
+    let target = match (&raw.url, &raw.targets, &raw.mock) {
+        (Some(url), None, None) => match target(url, 1, "upstream.url", out) {
+            Some(t) => UpstreamTarget::Targets(vec![t]),
+            None => placeholder_target(),
+        },
+        (None, Some(list), None) => targets(list, out),
+        (None, None, Some(mock)) => UpstreamTarget::Mock(mock_response(mock, out)),
+        (None, None, None) => {
+            out.push("upstream", "set exactly one of url, targets or mock");
             placeholder_target()
         }
-        (None, None) => {
-            out.push("upstream", "set exactly one of url or mock");
+        _ => {
+            out.push(
+                "upstream",
+                "set exactly one of url, targets or mock, not several",
+            );
             placeholder_target()
         }
     };
+    let is_mock = matches!(target, UpstreamTarget::Mock(_));
+    let balance = balance(raw, out);
+    let health_check = raw
+        .health_check
+        .as_ref()
+        .map(|h| health_check(h, out))
+        .unwrap_or_default();
+    let retries = raw.retries.unwrap_or(DEFAULT_RETRIES);
+    if retries > MAX_RETRIES {
+        out.push(
+            "upstream.retries",
+            format!("at most {MAX_RETRIES} (each retry goes to another target)"),
+        );
+    }
+    if is_mock
+        && (raw.balance.is_some()
+            || raw.hash_on.is_some()
+            || raw.health_check.is_some()
+            || raw.retries.is_some()
+            || raw.websockets)
+    {
+        out.push(
+            "upstream",
+            "balance, hash_on, health_check, retries and websockets need url or targets, not mock",
+        );
+    }
     Upstream {
         target,
         preserve_host: raw.preserve_host,
@@ -79,7 +113,197 @@ fn upstream(raw: &RawUpstream, out: &mut FileProblems<'_>) -> Upstream {
             .timeout
             .as_ref()
             .map(|t| duration(out, "upstream.timeout", t, Duration::from_secs(30))),
+        balance,
+        health_check,
+        retries,
+        websockets: raw.websockets,
     }
+}
+
+/// Retries when `upstream.retries` is absent: a connect error on one target costs the client
+/// nothing when another is healthy. With a single target there is nowhere to retry, so this
+/// changes nothing for APIs with `url`.
+const DEFAULT_RETRIES: u32 = 1;
+const MAX_RETRIES: u32 = 10;
+/// Targets of one API: the balancer keeps the tried ones in a 64-bit mask.
+pub const MAX_TARGETS: usize = 64;
+const MAX_WEIGHT: u32 = 1000;
+
+fn targets(list: &[RawTarget], out: &mut FileProblems<'_>) -> UpstreamTarget {
+    if list.is_empty() {
+        out.push("upstream.targets", "at least one target is required");
+        return placeholder_target();
+    }
+    if list.len() > MAX_TARGETS {
+        out.push(
+            "upstream.targets",
+            format!("at most {MAX_TARGETS} targets per API"),
+        );
+        return placeholder_target();
+    }
+    let mut defs: Vec<TargetDef> = Vec::with_capacity(list.len());
+    for (i, raw) in list.iter().enumerate() {
+        let path = index("upstream.targets", i);
+        let Some(def) = target(&raw.url, raw.weight, &field(&path, "url"), out) else {
+            continue;
+        };
+        if !(1..=MAX_WEIGHT).contains(&raw.weight) {
+            out.push(
+                &field(&path, "weight"),
+                format!("must be from 1 to {MAX_WEIGHT}"),
+            );
+        }
+        if let Some(first) = defs.first()
+            && first.uri.scheme() != def.uri.scheme()
+        {
+            out.push(
+                &field(&path, "url"),
+                "every target must use the scheme of the first one",
+            );
+        }
+        if let Some(j) = defs.iter().position(|d| d.name() == def.name()) {
+            out.push(
+                &field(&path, "url"),
+                format!("duplicate target (first at upstream.targets[{j}])"),
+            );
+            continue;
+        }
+        defs.push(def);
+    }
+    if defs.is_empty() {
+        return placeholder_target();
+    }
+    UpstreamTarget::Targets(defs)
+}
+
+fn balance(raw: &RawUpstream, out: &mut FileProblems<'_>) -> Balance {
+    let hash_on = raw.hash_on.as_ref().map(|v| hash_on(v, out));
+    let balance = match raw.balance.as_deref() {
+        None | Some("round_robin") => Balance::RoundRobin,
+        Some("least_connections") => Balance::LeastConnections,
+        Some("hash") => return Balance::Hash(hash_on.flatten().unwrap_or(HashOn::ClientIp)),
+        Some(other) => {
+            out.push(
+                "upstream.balance",
+                format!(
+                    "unknown balance `{other}` (expected round_robin, least_connections or hash)"
+                ),
+            );
+            Balance::RoundRobin
+        }
+    };
+    if hash_on.is_some() {
+        out.push("upstream.hash_on", "only applies with balance: hash");
+    }
+    balance
+}
+
+fn hash_on(value: &serde_json::Value, out: &mut FileProblems<'_>) -> Option<HashOn> {
+    const EXPECTED: &str = "expected client_ip, {header: NAME} or {claim: NAME}";
+    match value {
+        serde_json::Value::String(s) if s == "client_ip" => Some(HashOn::ClientIp),
+        serde_json::Value::Object(map) if map.len() == 1 => {
+            let (key, value) = map.iter().next()?;
+            let Some(name) = value.as_str() else {
+                out.push(&field("upstream.hash_on", key), "must be a string");
+                return None;
+            };
+            match key.as_str() {
+                "header" => out
+                    .check("upstream.hash_on.header", check::header_name(name))
+                    .map(HashOn::Header),
+                // Any claim, the registered ones (`sub`) included: this only reads it.
+                "claim" if !name.is_empty() => Some(HashOn::Claim(name.to_owned())),
+                "claim" => {
+                    out.push("upstream.hash_on.claim", "must not be empty");
+                    None
+                }
+                _ => {
+                    out.push("upstream.hash_on", EXPECTED);
+                    None
+                }
+            }
+        }
+        _ => {
+            out.push("upstream.hash_on", EXPECTED);
+            None
+        }
+    }
+}
+
+fn health_check(raw: &RawHealthCheck, out: &mut FileProblems<'_>) -> HealthCheck {
+    let threshold = |out: &mut FileProblems<'_>, path: &str, value: Option<u32>, default: u32| {
+        let value = value.unwrap_or(default);
+        if !(1..=100).contains(&value) {
+            out.push(path, "must be from 1 to 100");
+        }
+        value.clamp(1, 100)
+    };
+    let active = raw.active.as_ref().map(|a| {
+        let path = a.path.clone().unwrap_or_else(|| "/health".to_owned());
+        if !path.starts_with('/') || http::uri::PathAndQuery::try_from(path.as_str()).is_err() {
+            out.push(
+                "upstream.health_check.active.path",
+                "must be a path starting with `/`",
+            );
+        }
+        let interval = a.interval.as_ref().map_or(Duration::from_secs(5), |d| {
+            duration(
+                out,
+                "upstream.health_check.active.interval",
+                d,
+                Duration::from_secs(5),
+            )
+        });
+        let timeout = a.timeout.as_ref().map_or(Duration::from_secs(1), |d| {
+            duration(
+                out,
+                "upstream.health_check.active.timeout",
+                d,
+                Duration::from_secs(1),
+            )
+        });
+        if timeout > interval {
+            out.push(
+                "upstream.health_check.active.timeout",
+                "must not be longer than the interval",
+            );
+        }
+        ActiveCheck {
+            path,
+            interval,
+            timeout,
+            healthy_after: threshold(
+                out,
+                "upstream.health_check.active.healthy_after",
+                a.healthy_after,
+                2,
+            ),
+            unhealthy_after: threshold(
+                out,
+                "upstream.health_check.active.unhealthy_after",
+                a.unhealthy_after,
+                2,
+            ),
+        }
+    });
+    let passive = raw.passive.as_ref().map(|p| PassiveCheck {
+        unhealthy_after: threshold(
+            out,
+            "upstream.health_check.passive.unhealthy_after",
+            p.unhealthy_after,
+            3,
+        ),
+        eject_for: p.eject_for.as_ref().map_or(Duration::from_secs(30), |d| {
+            duration(
+                out,
+                "upstream.health_check.passive.eject_for",
+                d,
+                Duration::from_secs(30),
+            )
+        }),
+    });
+    HealthCheck { active, passive }
 }
 
 /// Stands in for an upstream that failed validation; never leaves the loader, which returns errors.
@@ -91,19 +315,94 @@ fn placeholder_target() -> UpstreamTarget {
     })
 }
 
-fn url_target(url: &str, out: &mut FileProblems<'_>) -> UpstreamTarget {
-    let Some(uri) = out.check("upstream.url", check::http_url(url, false)) else {
-        return placeholder_target();
-    };
+fn target(url: &str, weight: u32, path: &str, out: &mut FileProblems<'_>) -> Option<TargetDef> {
+    let uri = out.check(path, check::http_url(url, false))?;
     let path_prefix = uri.path().trim_end_matches('/').to_owned();
     let mut parts = uri.into_parts();
     parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
     match Uri::from_parts(parts) {
-        Ok(uri) => UpstreamTarget::Url { uri, path_prefix },
+        Ok(uri) => Some(TargetDef {
+            uri,
+            path_prefix,
+            weight,
+        }),
         Err(_) => {
-            out.push("upstream.url", check::HTTP_URL);
-            placeholder_target()
+            out.push(path, check::HTTP_URL);
+            None
         }
+    }
+}
+
+/// Preflight answers are cached this long by default (browsers cap it: Chromium at 2 h).
+const DEFAULT_CORS_MAX_AGE: Duration = Duration::from_secs(600);
+
+fn cors(raw: &RawCors, out: &mut FileProblems<'_>) -> CorsConfig {
+    let mut origins = Vec::with_capacity(raw.allowed_origins.len());
+    let mut any = false;
+    if raw.allowed_origins.is_empty() {
+        out.push("cors.allowed_origins", "at least one origin is required");
+    }
+    for (i, origin) in raw.allowed_origins.iter().enumerate() {
+        let path = index("cors.allowed_origins", i);
+        if origin == "*" {
+            any = true;
+            if raw.allow_credentials {
+                out.push(
+                    &path,
+                    "`*` is not allowed with allow_credentials: true (browsers refuse it); list the origins",
+                );
+            }
+            continue;
+        }
+        if let Some(origin) = out.check(&path, check::origin(origin)) {
+            origins.push(origin);
+        }
+    }
+    let list = |out: &mut FileProblems<'_>, path: &str, items: &[String], method: bool| {
+        for (i, item) in items.iter().enumerate() {
+            let ok = if method {
+                http::Method::from_bytes(item.as_bytes()).is_ok()
+            } else {
+                check::header_name(item).is_ok()
+            };
+            if !ok {
+                out.push(
+                    &index(path, i),
+                    format!(
+                        "`{item}` is not a valid {}",
+                        if method { "method" } else { "header name" }
+                    ),
+                );
+            }
+        }
+        HeaderValue::from_str(&items.join(", ")).unwrap_or(HeaderValue::from_static(""))
+    };
+    let default_methods = ["GET", "HEAD", "POST"].map(String::from);
+    let default_headers = ["Authorization", "Content-Type"].map(String::from);
+    let allowed_methods = list(
+        out,
+        "cors.allowed_methods",
+        raw.allowed_methods.as_deref().unwrap_or(&default_methods),
+        true,
+    );
+    let allowed_headers = list(
+        out,
+        "cors.allowed_headers",
+        raw.allowed_headers.as_deref().unwrap_or(&default_headers),
+        false,
+    );
+    let exposed_headers = (!raw.exposed_headers.is_empty())
+        .then(|| list(out, "cors.exposed_headers", &raw.exposed_headers, false));
+    let max_age = raw.max_age.as_ref().map_or(DEFAULT_CORS_MAX_AGE, |d| {
+        duration(out, "cors.max_age", d, DEFAULT_CORS_MAX_AGE)
+    });
+    CorsConfig {
+        allowed_origins: (!any).then_some(origins),
+        allowed_methods,
+        allowed_headers,
+        exposed_headers,
+        allow_credentials: raw.allow_credentials,
+        max_age: HeaderValue::from(max_age.as_secs()),
     }
 }
 
@@ -584,11 +883,11 @@ mod tests {
     fn upstream_exactly_one_target() {
         expect(
             "listen_path: /m/\nupstream: {preserve_host: true}\n",
-            "upstream: set exactly one of url or mock",
+            "upstream: set exactly one of url, targets or mock",
         );
         expect(
             "listen_path: /m/\nupstream: {url: 'http://u', mock: {status: 200}}\n",
-            "upstream: set exactly one of url or mock, not both",
+            "upstream: set exactly one of url, targets or mock, not several",
         );
     }
 
@@ -613,20 +912,174 @@ mod tests {
         let api = load_api(
             "listen_path: /movies/\nupstream: {url: 'https://u.example:8443/v1/', timeout: 5s, preserve_host: true}\n",
         );
-        let UpstreamTarget::Url { uri, path_prefix } = &api.upstream.target else {
+        let UpstreamTarget::Targets(targets) = &api.upstream.target else {
             panic!("url")
         };
+        let (uri, path_prefix) = (&targets[0].uri, &targets[0].path_prefix);
         assert_eq!(uri.to_string(), "https://u.example:8443/");
         assert_eq!(path_prefix, "/v1");
         assert_eq!(api.upstream.timeout, Some(Duration::from_secs(5)));
         assert!(api.upstream.preserve_host);
 
         let api = load_api("listen_path: /movies/\nupstream: {url: 'http://u'}\n");
-        let UpstreamTarget::Url { path_prefix, .. } = &api.upstream.target else {
+        let UpstreamTarget::Targets(targets) = &api.upstream.target else {
             panic!("url")
         };
+        let path_prefix = &targets[0].path_prefix;
         assert_eq!(path_prefix, "");
         assert_eq!(api.upstream.timeout, None);
+    }
+
+    #[test]
+    fn targets_and_balancing_parsed() {
+        let api = load_api(
+            "listen_path: /m/\nupstream:\n  targets:\n    - {url: 'http://10.0.0.1:9000/v1', weight: 1}\n    - {url: 'http://10.0.0.2:9000', weight: 3}\n  balance: hash\n  hash_on: {claim: sub}\n  health_check:\n    active: {path: /ping, interval: 2s, timeout: 500ms, healthy_after: 1, unhealthy_after: 3}\n    passive: {}\n  retries: 2\n",
+        );
+        let UpstreamTarget::Targets(targets) = &api.upstream.target else {
+            panic!("targets")
+        };
+        assert_eq!(targets.len(), 2);
+        assert_eq!(targets[0].name(), "http://10.0.0.1:9000/v1");
+        assert_eq!((targets[0].weight, targets[1].weight), (1, 3));
+        assert_eq!(
+            api.upstream.balance,
+            Balance::Hash(HashOn::Claim("sub".into()))
+        );
+        let active = api.upstream.health_check.active.as_ref().unwrap();
+        assert_eq!(active.path, "/ping");
+        assert_eq!(active.interval, Duration::from_secs(2));
+        assert_eq!(active.timeout, Duration::from_millis(500));
+        assert_eq!((active.healthy_after, active.unhealthy_after), (1, 3));
+        // Defaults of an empty passive block.
+        assert_eq!(
+            api.upstream.health_check.passive,
+            Some(PassiveCheck {
+                unhealthy_after: 3,
+                eject_for: Duration::from_secs(30)
+            })
+        );
+        assert_eq!(api.upstream.retries, 2);
+
+        // `url` is one target of weight 1, round robin, one retry, no health checks.
+        let api = load_api("listen_path: /m/\nupstream: {url: 'http://u'}\n");
+        let UpstreamTarget::Targets(targets) = &api.upstream.target else {
+            panic!("targets")
+        };
+        assert_eq!(targets.len(), 1);
+        assert_eq!(api.upstream.balance, Balance::RoundRobin);
+        assert_eq!(api.upstream.retries, 1);
+        assert_eq!(api.upstream.health_check, HealthCheck::default());
+    }
+
+    #[test]
+    fn target_and_balancing_rules() {
+        let cases = [
+            (
+                "upstream: {url: 'http://u', targets: [{url: 'http://v'}]}",
+                "upstream: set exactly one of url, targets or mock, not several",
+            ),
+            (
+                "upstream: {targets: []}",
+                "upstream.targets: at least one target is required",
+            ),
+            (
+                "upstream: {targets: [{url: 'http://a'}, {url: 'https://b'}]}",
+                "upstream.targets[1].url: every target must use the scheme of the first one",
+            ),
+            (
+                "upstream: {targets: [{url: 'http://a'}, {url: 'http://a/'}]}",
+                "upstream.targets[1].url: duplicate target (first at upstream.targets[0])",
+            ),
+            (
+                "upstream: {targets: [{url: 'http://a', weight: 0}]}",
+                "upstream.targets[0].weight: must be from 1 to 1000",
+            ),
+            (
+                "upstream: {url: 'http://a', balance: random}",
+                "upstream.balance: unknown balance `random` (expected round_robin, least_connections or hash)",
+            ),
+            (
+                "upstream: {url: 'http://a', hash_on: client_ip}",
+                "upstream.hash_on: only applies with balance: hash",
+            ),
+            (
+                "upstream: {url: 'http://a', balance: hash, hash_on: {cookie: x}}",
+                "upstream.hash_on: expected client_ip, {header: NAME} or {claim: NAME}",
+            ),
+            (
+                "upstream: {url: 'http://a', retries: 11}",
+                "upstream.retries: at most 10 (each retry goes to another target)",
+            ),
+            (
+                "upstream: {url: 'http://a', health_check: {active: {interval: 1s, timeout: 2s}}}",
+                "upstream.health_check.active.timeout: must not be longer than the interval",
+            ),
+            (
+                "upstream: {url: 'http://a', health_check: {active: {path: health}}}",
+                "upstream.health_check.active.path: must be a path starting with `/`",
+            ),
+            (
+                "upstream: {url: 'http://a', health_check: {passive: {unhealthy_after: 0}}}",
+                "upstream.health_check.passive.unhealthy_after: must be from 1 to 100",
+            ),
+            (
+                "upstream: {mock: {status: 200}, retries: 1}",
+                "upstream: balance, hash_on, health_check, retries and websockets need url or targets, not mock",
+            ),
+        ];
+        for (upstream, message) in cases {
+            expect(&format!("listen_path: /m/\n{upstream}\n"), message);
+        }
+    }
+
+    #[test]
+    fn cors_rules() {
+        let api = load_api(
+            "listen_path: /m/\nupstream: {url: 'http://u'}\ncors:\n  allowed_origins: [https://App.example, 'http://localhost:3000']\n  exposed_headers: [X-RateLimit-Remaining]\n  allow_credentials: true\n  max_age: 1h\n",
+        );
+        let cors = api.cors.as_ref().unwrap();
+        assert_eq!(
+            cors.allowed_origins.as_deref(),
+            Some(
+                &[
+                    "https://app.example".to_owned(),
+                    "http://localhost:3000".to_owned()
+                ][..]
+            )
+        );
+        assert_eq!(cors.allowed_methods, "GET, HEAD, POST");
+        assert_eq!(cors.allowed_headers, "Authorization, Content-Type");
+        assert_eq!(
+            cors.exposed_headers.as_ref().unwrap(),
+            "X-RateLimit-Remaining"
+        );
+        assert!(cors.allow_credentials);
+        assert_eq!(cors.max_age, "3600");
+
+        let cases = [
+            (
+                "{allowed_origins: ['*'], allow_credentials: true}",
+                "cors.allowed_origins[0]: `*` is not allowed with allow_credentials: true (browsers refuse it); list the origins",
+            ),
+            (
+                "{allowed_origins: ['https://app.example/']}",
+                "cors.allowed_origins[0]: must be an origin like https://app.example or http://localhost:3000 (no path, no trailing `/`), or `*`",
+            ),
+            (
+                "{allowed_origins: []}",
+                "cors.allowed_origins: at least one origin is required",
+            ),
+            (
+                "{allowed_origins: ['*'], allowed_headers: ['bad header']}",
+                "cors.allowed_headers[0]: `bad header` is not a valid header name",
+            ),
+        ];
+        for (cors, message) in cases {
+            expect(
+                &format!("listen_path: /m/\nupstream: {{url: 'http://u'}}\ncors: {cors}\n"),
+                message,
+            );
+        }
     }
 
     #[test]
@@ -1064,7 +1517,7 @@ mod tests {
     fn unknown_field_rule() {
         expect(
             "listen_path: /m/\nupstream: {target: 'http://u'}\n",
-            "upstream.target: unknown field `target`, expected one of `url`, `mock`, `preserve_host`, `timeout`",
+            "upstream.target: unknown field `target`, expected one of `url`, `mock`, `preserve_host`, `timeout`, `targets`, `balance`, `hash_on`, `health_check`, `retries`, `websockets`",
         );
     }
 }

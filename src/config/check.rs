@@ -39,6 +39,23 @@ pub(crate) fn http_url(s: &str, allow_query: bool) -> Result<Uri, String> {
     Ok(uri)
 }
 
+/// A browser origin as a CORS allow list names it: `scheme://host[:port]`, nothing after. Returned
+/// lowercase, which is how browsers serialise the `Origin` header.
+pub(crate) fn origin(s: &str) -> Result<String, String> {
+    const EXPECTED: &str = "must be an origin like https://app.example or http://localhost:3000 (no path, no trailing `/`), or `*`";
+    let uri: Uri = s.parse().map_err(|_| EXPECTED.to_owned())?;
+    match (uri.scheme_str(), uri.authority()) {
+        (Some(_), Some(authority))
+            if !authority.as_str().contains('@')
+                && !authority.host().is_empty()
+                && format!("{}://{}", uri.scheme_str().unwrap_or(""), authority) == s =>
+        {
+            Ok(s.to_ascii_lowercase())
+        }
+        _ => Err(EXPECTED.to_owned()),
+    }
+}
+
 /// `localhost`, or a loopback address (127.0.0.0/8, `[::1]`).
 fn is_loopback_host(host: &str) -> bool {
     let host = host.trim_start_matches('[').trim_end_matches(']');

@@ -370,6 +370,11 @@ fn limits(raw: &RawLimits, out: &mut FileProblems<'_>) -> Limits {
         d.body_read_timeout,
     );
     let idle_timeout = one("idle_timeout", &raw.idle_timeout, d.idle_timeout);
+    let tunnel_idle_timeout = one(
+        "tunnel_idle_timeout",
+        &raw.tunnel_idle_timeout,
+        d.tunnel_idle_timeout,
+    );
     if raw.max_body_bytes == Some(0) {
         out.push("limits.max_body_bytes", "must be greater than 0");
     }
@@ -408,6 +413,7 @@ fn limits(raw: &RawLimits, out: &mut FileProblems<'_>) -> Limits {
         secret_verifications: raw.secret_verifications.unwrap_or(d.secret_verifications),
         body_read_timeout,
         idle_timeout,
+        tunnel_idle_timeout,
         max_connections_per_ip: raw.max_connections_per_ip.unwrap_or_else(|| {
             // Unset, the cap also stays below a small `max_connections`, so that one address can
             // never hold every slot: with `max_connections: 50`, one address gets at most 25.

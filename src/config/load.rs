@@ -660,9 +660,10 @@ global_rate_limit: {{ rate: 5000, per: 1s }}
         assert!(!m.strip_listen_path);
         assert!(m.upstream.preserve_host);
         assert_eq!(m.upstream.timeout, Some(Duration::from_secs(10)));
-        let UpstreamTarget::Url { uri, path_prefix } = &m.upstream.target else {
+        let UpstreamTarget::Targets(targets) = &m.upstream.target else {
             panic!("url")
         };
+        let (uri, path_prefix) = (&targets[0].uri, &targets[0].path_prefix);
         assert_eq!(uri.to_string(), "http://127.0.0.1:9000/");
         assert_eq!(path_prefix, "/v1");
         assert_eq!(m.auth.kind, AuthType::OAuth2);
@@ -733,7 +734,7 @@ global_rate_limit: {{ rate: 5000, per: 1s }}
                 "users.yaml: [0].password_hash: not an argon2id PHC string (make one with `tollgate hash-secret`)",
                 "api-definitions/a.yaml: listen_path: must start and end with `/`",
                 "api-definitions/a.yaml: oauth.pkce: `plain` is never accepted (it offers no protection against a stolen code); use required (S256) or optional",
-                "api-definitions/b.yaml: upstream: set exactly one of url or mock",
+                "api-definitions/b.yaml: upstream: set exactly one of url, targets or mock",
                 "api-definitions/b.yaml: rate_limit.rate: must be greater than 0",
             ]
         );
@@ -792,9 +793,10 @@ global_rate_limit: {{ rate: 5000, per: 1s }}
         );
         f.set_env("SCOPE", "read");
         let c = f.load().unwrap();
-        let UpstreamTarget::Url { uri, .. } = &c.runtime.apis[1].upstream.target else {
+        let UpstreamTarget::Targets(targets) = &c.runtime.apis[1].upstream.target else {
             panic!("url")
         };
+        let uri = &targets[0].uri;
         assert_eq!(uri.host(), Some("10.1.2.3"));
     }
 
@@ -978,7 +980,7 @@ global_rate_limit: {{ rate: 5000, per: 1s }}
         assert_eq!(
             f.problems(),
             vec![
-                "api-definitions/m.yaml: base: unknown field `base`, expected one of `id`, `name`, `listen_path`, `strip_listen_path`, `allow_semicolons`, `upstream`, `auth`, `oauth`, `rate_limit`, `quota`, `global_rate_limit`"
+                "api-definitions/m.yaml: base: unknown field `base`, expected one of `id`, `name`, `listen_path`, `strip_listen_path`, `allow_semicolons`, `upstream`, `auth`, `oauth`, `rate_limit`, `quota`, `global_rate_limit`, `cors`"
             ]
         );
     }

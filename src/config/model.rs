@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, StatusCode, Uri};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
 
 /// Everything loaded from `gateway.yaml` and the files it names.
 #[derive(Debug, Clone)]
@@ -139,6 +139,8 @@ pub struct Limits {
     pub body_read_timeout: Duration,
     /// A connection without a request in progress (HTTP/1) or an open stream (HTTP/2) is closed after this.
     pub idle_timeout: Duration,
+    /// A WebSocket tunnel with no byte either way for this long is closed.
+    pub tunnel_idle_timeout: Duration,
     /// Open connections per client address (IPv6: per /64) and listener; more are closed at accept.
     pub max_connections_per_ip: usize,
     /// Largest request head (HTTP/1) or header list (HTTP/2) in bytes; larger → 431.
@@ -157,6 +159,7 @@ impl Default for Limits {
             secret_verifications: 0,
             body_read_timeout: Duration::from_secs(30),
             idle_timeout: Duration::from_secs(60),
+            tunnel_idle_timeout: Duration::from_secs(600),
             max_connections_per_ip: 256,
             max_header_bytes: 64 * 1024,
         }
@@ -245,6 +248,7 @@ pub struct ApiDef {
     pub rate_limit: Option<RateLimit>,
     pub quota: Option<Quota>,
     pub global_rate_limit: Option<RateLimit>,
+    pub cors: Option<CorsConfig>,
     /// The file this API was read from (for messages).
     pub file: PathBuf,
 }
@@ -255,16 +259,106 @@ pub struct Upstream {
     pub preserve_host: bool,
     /// `None`: `limits.upstream_timeout`.
     pub timeout: Option<Duration>,
+    pub balance: Balance,
+    pub health_check: HealthCheck,
+    /// Further targets a request may be sent to after a connect error or reset (DESIGN §9b).
+    pub retries: u32,
+    pub websockets: bool,
 }
 
 #[derive(Debug, Clone)]
 pub enum UpstreamTarget {
-    /// `scheme://authority` plus a path prefix without a trailing `/` (empty for `/`).
-    Url {
-        uri: Uri,
-        path_prefix: String,
-    },
+    /// One or more targets (`url` is one target of weight 1), all of the same scheme.
+    Targets(Vec<TargetDef>),
     Mock(MockResponse),
+}
+
+/// One upstream server of an API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetDef {
+    /// `scheme://authority/` only.
+    pub uri: Uri,
+    /// The URL's path without a trailing `/` (empty for `/`), prefixed to every forwarded path.
+    pub path_prefix: String,
+    pub weight: u32,
+}
+
+impl TargetDef {
+    /// The URL as the operator would write it: `http://10.0.0.1:9000/v1`.
+    pub fn name(&self) -> String {
+        format!(
+            "{}://{}{}",
+            self.uri.scheme_str().unwrap_or("http"),
+            self.uri.authority().map(|a| a.as_str()).unwrap_or(""),
+            self.path_prefix
+        )
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Balance {
+    /// Smooth weighted round robin (nginx's): a weight-3 target gets 3 of every 4 requests, spread out.
+    RoundRobin,
+    /// The target with the fewest requests in flight relative to its weight.
+    LeastConnections,
+    /// Consistent hashing on a key of the request.
+    Hash(HashOn),
+}
+
+impl Balance {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Balance::RoundRobin => "round_robin",
+            Balance::LeastConnections => "least_connections",
+            Balance::Hash(_) => "hash",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashOn {
+    ClientIp,
+    /// A request header's value; a request without it hashes on the client address.
+    Header(HeaderName),
+    /// A claim of the access token; without it (or on an API without auth) the client address.
+    Claim(String),
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub active: Option<ActiveCheck>,
+    pub passive: Option<PassiveCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActiveCheck {
+    /// Starts with `/`; appended to the target's path prefix.
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Consecutive successful probes that bring a target back.
+    pub healthy_after: u32,
+    /// Consecutive failed probes that take a target out.
+    pub unhealthy_after: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassiveCheck {
+    /// Consecutive connect errors, resets or 5xx answers that eject a target.
+    pub unhealthy_after: u32,
+    pub eject_for: Duration,
+}
+
+/// The `cors` block of an API, with the header values precomputed.
+#[derive(Debug, Clone)]
+pub struct CorsConfig {
+    /// `None`: any origin (`"*"`, only allowed without credentials).
+    pub allowed_origins: Option<Vec<String>>,
+    pub allowed_methods: HeaderValue,
+    pub allowed_headers: HeaderValue,
+    pub exposed_headers: Option<HeaderValue>,
+    pub allow_credentials: bool,
+    pub max_age: HeaderValue,
 }
 
 #[derive(Debug, Clone)]

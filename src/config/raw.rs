@@ -244,6 +244,8 @@ pub struct RawLimits {
     #[serde(default)]
     pub idle_timeout: Option<RawDuration>,
     #[serde(default)]
+    pub tunnel_idle_timeout: Option<RawDuration>,
+    #[serde(default)]
     pub max_connections_per_ip: Option<usize>,
     #[serde(default)]
     pub max_header_bytes: Option<usize>,
@@ -277,6 +279,8 @@ pub struct RawApi {
     pub quota: Option<RawQuota>,
     #[serde(default)]
     pub global_rate_limit: Option<RawRateLimit>,
+    #[serde(default)]
+    pub cors: Option<RawCors>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -290,6 +294,82 @@ pub struct RawUpstream {
     pub preserve_host: bool,
     #[serde(default)]
     pub timeout: Option<RawDuration>,
+    // Traffic management (DESIGN §9b).
+    #[serde(default)]
+    pub targets: Option<Vec<RawTarget>>,
+    #[serde(default)]
+    pub balance: Option<String>,
+    /// `client_ip`, `{header: X}` or `{claim: sub}`; read as a generic value so that conversion can
+    /// say which shape was expected instead of serde's "did not match any variant".
+    #[serde(default)]
+    pub hash_on: Option<serde_json::Value>,
+    #[serde(default)]
+    pub health_check: Option<RawHealthCheck>,
+    #[serde(default)]
+    pub retries: Option<u32>,
+    #[serde(default)]
+    pub websockets: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTarget {
+    pub url: String,
+    #[serde(default = "default_weight")]
+    pub weight: u32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealthCheck {
+    #[serde(default)]
+    pub active: Option<RawActiveCheck>,
+    #[serde(default)]
+    pub passive: Option<RawPassiveCheck>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawActiveCheck {
+    #[serde(default)]
+    pub path: Option<String>,
+    #[serde(default)]
+    pub interval: Option<RawDuration>,
+    #[serde(default)]
+    pub timeout: Option<RawDuration>,
+    #[serde(default)]
+    pub healthy_after: Option<u32>,
+    #[serde(default)]
+    pub unhealthy_after: Option<u32>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPassiveCheck {
+    #[serde(default)]
+    pub unhealthy_after: Option<u32>,
+    #[serde(default)]
+    pub eject_for: Option<RawDuration>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    pub allowed_origins: Vec<String>,
+    #[serde(default)]
+    pub allowed_methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub allowed_headers: Option<Vec<String>>,
+    #[serde(default)]
+    pub exposed_headers: Vec<String>,
+    #[serde(default)]
+    pub allow_credentials: bool,
+    #[serde(default)]
+    pub max_age: Option<RawDuration>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -2,15 +2,20 @@
 //!
 //! ```text
 //! request ─▶ Host check ─▶ gateway endpoints (/health) ─▶ canonical path ─▶ route
-//!         ─▶ OAuth endpoints of the API ─▶ API rate limit ─▶ credential ─▶ token ─▶ scopes
-//!         ─▶ session rate limit + quota ─▶ forward (or mock) ─▶ access log + metrics
+//!         ─▶ CORS preflight ─▶ OAuth endpoints of the API ─▶ API rate limit ─▶ credential ─▶ token
+//!         ─▶ scopes ─▶ session rate limit + quota ─▶ pick a healthy target ─▶ forward (retry on
+//!            another target after a connect error or reset, when safe) or mock
+//!         ─▶ CORS headers ─▶ access log + metrics
 //! ```
 //! Each phase either passes the request on or answers with a `GatewayError`, which `error.rs` turns
 //! into the response. Nothing after routing ever looks at a different path than the one routed.
 
+pub mod cors;
 pub mod forward;
 pub mod headers;
 pub mod path;
+pub mod tunnel;
+pub mod upstream;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -49,6 +54,8 @@ pub async fn handle(
     // The access log prints the path without the query string: credentials may travel there.
     let path = access_log.then(|| req.uri().path().to_owned());
     let runtime = gateway.runtime();
+    // For the CORS headers of the answer (a reference count, not a copy).
+    let origin = req.headers().get(header::ORIGIN).cloned();
 
     let mut outcome = Outcome::default();
     let result = lifecycle(&gateway, &runtime, req, conn, &request_id, &mut outcome)
@@ -65,6 +72,9 @@ pub async fn handle(
     };
     // Valid by construction (checked when taken from the client, or generated as hex).
     response.headers_mut().insert(&X_REQUEST_ID, request_id);
+    if let Some(cors) = outcome.api.as_ref().and_then(|r| r.def.cors.as_ref()) {
+        cors::decorate(cors, origin.as_ref(), response.headers_mut());
+    }
     if let Some(headroom) = outcome.headroom
         && response.status().is_success()
     {
@@ -179,6 +189,14 @@ async fn lifecycle(
         .map_err(GatewayError::BadRequest)?;
     let api = &route.def;
 
+    // 4b. A CORS preflight is answered here, before the OAuth endpoints, credentials and limits:
+    // browsers send it without credentials. The CORS headers of every answer are set in `handle`.
+    if let Some(cors) = &api.cors
+        && let Some(response) = cors::preflight(cors, &req)
+    {
+        return Ok(response);
+    }
+
     // 5. The API's own OAuth endpoints ({lp}oauth/token, ...), when it is an authorization server.
     if api.oauth.is_some()
         && let Some(endpoint) = path
@@ -197,6 +215,12 @@ async fn lifecycle(
 
     let now = oauth::handlers::now();
     let mut req = req;
+    // The token claim that `balance: hash` hashes on, when it does (set in step 8).
+    let mut hash_claim: Option<HeaderValue> = None;
+    // A WebSocket upgrade to an API that allows them: the client's side of the future tunnel is taken
+    // now, and the request goes through every step below like any other.
+    let websocket = (api.upstream.websockets && tunnel::is_websocket_upgrade(&req))
+        .then(|| hyper::upgrade::on(&mut req));
 
     // 6. Whole-API rate limit, before any token work, so a flood is cheap to refuse.
     if let Some(global) = &api.global_rate_limit {
@@ -263,6 +287,10 @@ async fn lifecycle(
             claims = Arc::new(narrowed);
         }
 
+        if let Some(claim) = route.upstream.as_ref().and_then(|b| b.hash_claim()) {
+            hash_claim = auth::claim_value(&claims, claim);
+        }
+
         // 9. Required scopes.
         if let Some(missing) = api
             .auth
@@ -308,33 +336,246 @@ async fn lifecycle(
         }
     }
 
-    // 12. Forward to the upstream, or answer from the mock.
+    // 12. Forward to a target, or answer from the mock.
     match &api.upstream.target {
         UpstreamTarget::Mock(mock) => {
             // The body is not read, but it still must respect the limit the operator set.
             reject_oversized(&req, runtime.client.max_body_bytes())?;
             Ok(forward::mock_response(mock))
         }
-        UpstreamTarget::Url { uri, path_prefix } => {
-            let upstream_path =
-                path::upstream_path(&path, &api.listen_path, api.strip_listen_path, path_prefix);
-            let target = forward::upstream_uri(uri, &upstream_path, req.uri().query())?;
-            let req = rewrite_request_headers(
-                req,
-                runtime,
-                conn,
-                request_id,
-                api.upstream.preserve_host,
-                uri,
-            )?;
-            let (response, upstream_latency) = runtime
-                .client
-                .send(req, target, api.upstream.timeout)
-                .await?;
+        UpstreamTarget::Targets(_) => {
+            let balancer = route.upstream.as_ref().ok_or(GatewayError::Internal)?;
+            let claim = hash_claim.as_ref().map(HeaderValue::as_bytes);
+            if let Some(client_side) = websocket {
+                return Box::pin(open_tunnel(
+                    gateway,
+                    runtime,
+                    api,
+                    balancer,
+                    req,
+                    &path,
+                    conn,
+                    request_id,
+                    claim,
+                    client_side,
+                ))
+                .await;
+            }
+            let (response, upstream_latency) =
+                forward_to_targets(runtime, api, balancer, req, &path, conn, request_id, claim)
+                    .await?;
             outcome.upstream_latency = Some(upstream_latency);
             Ok(response)
         }
     }
+}
+
+/// Step 12: the balancer picks a healthy target (none → 503 + `Retry-After`); a connect error or a
+/// reset before any response byte moves the request to another healthy target, up to
+/// `upstream.retries` times, but only when sending it again cannot repeat its effect: nothing was
+/// sent (connect error), or the method is idempotent and the body was not started. No request body
+/// is kept for this: a request whose body began to stream is never sent twice.
+#[allow(clippy::too_many_arguments)]
+async fn forward_to_targets(
+    runtime: &Runtime,
+    api: &ApiDef,
+    balancer: &upstream::Balancer,
+    req: Request<Incoming>,
+    path: &str,
+    conn: ConnInfo,
+    request_id: &HeaderValue,
+    claim: Option<&[u8]>,
+) -> Result<(Response<Body>, Duration), GatewayError> {
+    let key = balancer.hash_key(&req, conn.peer.ip(), &runtime.config.trusted_proxies, claim);
+    let mut index = balancer
+        .pick(key, 0)
+        .ok_or_else(|| no_healthy_target(api, balancer))?;
+    let target = &balancer.targets[index];
+    let upstream_uri = |target: &upstream::Target, query: Option<&str>| {
+        let upstream_path = path::upstream_path(
+            path,
+            &api.listen_path,
+            api.strip_listen_path,
+            &target.def.path_prefix,
+        );
+        forward::upstream_uri(&target.def.uri, &upstream_path, query)
+    };
+    let mut uri = upstream_uri(target, req.uri().query())?;
+    let preserve_host = api.upstream.preserve_host;
+    let req = rewrite_request_headers(
+        req,
+        runtime,
+        conn,
+        request_id,
+        preserve_host,
+        &target.def.uri,
+    )?;
+    let (req, client_body) = target.client.prepare(req)?;
+    let timeout = api.upstream.timeout;
+
+    if balancer.targets.len() == 1 || api.upstream.retries == 0 {
+        // Nowhere else to go: the request as it is, without keeping anything for a second send.
+        let result = target
+            .client
+            .attempt(req, uri, timeout, &client_body, target.health.start())
+            .await;
+        observe(balancer, target, &result);
+        return result.map_err(|failure| failure.error);
+    }
+
+    let idempotent = is_idempotent(req.method());
+    let (head, body) = req.into_parts();
+    let mut body = forward::Replayable::new(body);
+    let mut tried = 0u64;
+    let mut retries_left = api.upstream.retries;
+    loop {
+        let target = &balancer.targets[index];
+        tried |= 1 << index;
+        let mut attempt = Request::new(body.take());
+        *attempt.method_mut() = head.method.clone();
+        *attempt.headers_mut() = head.headers.clone();
+        if !preserve_host
+            && let Some(authority) = target.def.uri.authority()
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            attempt.headers_mut().insert(header::HOST, host);
+        }
+        let result = target
+            .client
+            .attempt(attempt, uri, timeout, &client_body, target.health.start())
+            .await;
+        observe(balancer, target, &result);
+        let failure = match result {
+            Ok(answer) => return Ok(answer),
+            Err(failure) => failure,
+        };
+        let resend_is_safe = match failure.upstream {
+            Some(forward::UpstreamFault::Connect) => body.intact(),
+            Some(forward::UpstreamFault::Reset) => idempotent && body.intact(),
+            None => false,
+        };
+        if !resend_is_safe || retries_left == 0 {
+            return Err(failure.error);
+        }
+        let Some(next) = balancer.pick(key, tried) else {
+            return Err(failure.error);
+        };
+        retries_left -= 1;
+        index = next;
+        uri = upstream_uri(&balancer.targets[index], head.uri.query())?;
+        tracing::info!(api = %api.id, from = %target.name, to = %balancer.targets[index].name, "retrying on another upstream target");
+    }
+}
+
+/// Step 12 for a WebSocket upgrade: one attempt at a healthy target with `Connection: upgrade` and
+/// `Upgrade: websocket` put back; on its 101 the two connections are joined in a tunnel task, any
+/// other answer is passed on as it is. Boxed by the caller: rare, and it would grow every request's
+/// future.
+#[allow(clippy::too_many_arguments)]
+async fn open_tunnel(
+    gateway: &Gateway,
+    runtime: &Runtime,
+    api: &ApiDef,
+    balancer: &upstream::Balancer,
+    req: Request<Incoming>,
+    path: &str,
+    conn: ConnInfo,
+    request_id: &HeaderValue,
+    claim: Option<&[u8]>,
+    client_side: hyper::upgrade::OnUpgrade,
+) -> Result<Response<Body>, GatewayError> {
+    let slot = gateway.tunnels.reserve().ok_or(GatewayError::Unavailable {
+        description: "too many open WebSocket tunnels; retry later",
+        retry_after_secs: 1,
+    })?;
+    let key = balancer.hash_key(&req, conn.peer.ip(), &runtime.config.trusted_proxies, claim);
+    let index = balancer
+        .pick(key, 0)
+        .ok_or_else(|| no_healthy_target(api, balancer))?;
+    let target = &balancer.targets[index];
+    let upstream_path = path::upstream_path(
+        path,
+        &api.listen_path,
+        api.strip_listen_path,
+        &target.def.path_prefix,
+    );
+    let uri = forward::upstream_uri(&target.def.uri, &upstream_path, req.uri().query())?;
+    let mut req = rewrite_request_headers(
+        req,
+        runtime,
+        conn,
+        request_id,
+        api.upstream.preserve_host,
+        &target.def.uri,
+    )?;
+    tunnel::restore_upgrade_headers(req.headers_mut());
+    let (req, client_body) = target.client.prepare(req)?;
+    let result = target
+        .client
+        .attempt(
+            req,
+            uri,
+            api.upstream.timeout,
+            &client_body,
+            target.health.start(),
+        )
+        .await;
+    observe(balancer, target, &result);
+    let (mut response, _) = result.map_err(|failure| failure.error)?;
+    if tunnel::is_switching(response.status()) {
+        let upstream_side = hyper::upgrade::on(&mut response);
+        tunnel::restore_upgrade_headers(response.headers_mut());
+        let limits = &runtime.config.limits;
+        tunnel::spawn(
+            client_side,
+            upstream_side,
+            slot,
+            tunnel::TunnelSettings {
+                idle: limits.tunnel_idle_timeout,
+                grace: limits.shutdown_grace,
+                shutdown: gateway.shutdown_signal(),
+                api: api.id.clone(),
+            },
+        );
+    }
+    Ok(response)
+}
+
+/// Passive health: connect errors, resets and 5xx answers count against the target.
+fn observe(
+    balancer: &upstream::Balancer,
+    target: &upstream::Target,
+    result: &Result<(Response<Body>, Duration), forward::Failure>,
+) {
+    let failed = match result {
+        Ok((response, _)) => response.status().is_server_error(),
+        Err(failure) => failure.upstream.is_some(),
+    };
+    target
+        .health
+        .observe(failed, balancer.passive(), &target.name);
+}
+
+fn no_healthy_target(api: &ApiDef, balancer: &upstream::Balancer) -> GatewayError {
+    tracing::warn!(api = %api.id, "no healthy upstream target");
+    GatewayError::Unavailable {
+        description: "no healthy upstream target; retry later",
+        retry_after_secs: balancer.retry_after_secs(),
+    }
+}
+
+/// RFC 9110 §9.2.2.
+fn is_idempotent(method: &http::Method) -> bool {
+    use http::Method;
+    [
+        Method::GET,
+        Method::HEAD,
+        Method::OPTIONS,
+        Method::TRACE,
+        Method::PUT,
+        Method::DELETE,
+    ]
+    .contains(method)
 }
 
 fn invalid_token(gateway: &Gateway, api: &ApiDef, err: &TokenError) -> GatewayError {

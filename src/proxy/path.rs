@@ -167,6 +167,11 @@ impl<T> Router<T> {
         Router { by_prefix }
     }
 
+    /// Every value, in no particular order.
+    pub fn values(&self) -> impl Iterator<Item = &Arc<T>> {
+        self.by_prefix.values()
+    }
+
     /// Finds the API for a canonical path. `/movies` and `/movies/x` match `/movies/`; `/movies-admin`
     /// does not. Costs one hash lookup per path segment at most.
     pub fn route(&self, path: &str) -> Option<&Arc<T>> {

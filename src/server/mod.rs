@@ -237,7 +237,7 @@ async fn serve_connection<H, Fut>(
                     builder.http1_only()
                 };
                 drive(
-                    builder.serve_connection(TokioIo::new(stream), service),
+                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service),
                     shutdown,
                     idle,
                 )
@@ -254,7 +254,7 @@ async fn serve_connection<H, Fut>(
                 _ => return,
             }
             drive(
-                builder.serve_connection(TokioIo::new(stream), service),
+                builder.serve_connection_with_upgrades(TokioIo::new(stream), service),
                 shutdown,
                 idle,
             )
@@ -309,12 +309,14 @@ trait GracefulConnection:
     fn start_graceful_shutdown(self: std::pin::Pin<&mut Self>);
 }
 
-impl<I, S, E, B> GracefulConnection for auto::Connection<'_, I, S, E>
+/// With upgrades: an HTTP/1 connection answered with 101 hands its socket over (WebSocket tunnels,
+/// `proxy::tunnel`) and this future completes.
+impl<I, S, E, B> GracefulConnection for auto::UpgradeableConnection<'_, I, S, E>
 where
     S: hyper::service::Service<Request<Incoming>, Response = Response<B>>,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     S::Future: 'static,
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + 'static,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
     B: hyper::body::Body + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     E: hyper_util::server::conn::auto::HttpServerConnExec<S::Future, B>,
