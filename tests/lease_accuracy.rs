@@ -16,7 +16,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -38,19 +37,6 @@ struct Nodes {
     gateways: Vec<TestGateway>,
     token: String,
     prefix: String,
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).expect("read config dir") {
-        let entry = entry.expect("dir entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
-            std::fs::create_dir_all(&target).expect("mkdir");
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
 }
 
 /// `count` nodes with the same files (API `acc`, answering itself, with `limits`), under a key
@@ -84,9 +70,7 @@ oauth:
     );
     let mut gateways = Vec::new();
     for _ in 1..count {
-        let copy = ConfigDir::new("");
-        copy_tree(config.path(), copy.path());
-        gateways.push(TestGateway::start(copy).await);
+        gateways.push(TestGateway::start(config.same_files()).await);
     }
     gateways.insert(0, TestGateway::start(config).await);
     let response = post_form(

@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -109,34 +108,13 @@ oauth:
 
 const QUOTA_OF_FOUR: &str = "quota: { max: 4, period: 1d }\n";
 
-/// A copy of `from` (gateway.yaml, users, API definitions and the generated signing key): what an
-/// operator gives every node.
-fn same_config(from: &ConfigDir) -> ConfigDir {
-    let to = ConfigDir::new("");
-    copy_tree(from.path(), to.path());
-    to
-}
-
-fn copy_tree(from: &Path, to: &Path) {
-    for entry in std::fs::read_dir(from).expect("read config dir") {
-        let entry = entry.expect("dir entry");
-        let target = to.join(entry.file_name());
-        if entry.file_type().expect("file type").is_dir() {
-            std::fs::create_dir_all(&target).expect("mkdir");
-            copy_tree(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), &target).expect("copy");
-        }
-    }
-}
-
 async fn nodes_with(metered_limits: &str) -> Nodes {
     let redis = RedisServer::start();
     let upstream = Upstream::start().await;
     let prefix = unique_prefix();
     let a = TestGateway::start(config(&redis, &prefix, &upstream.url(), metered_limits)).await;
     // Node B mounts the same files.
-    let b = TestGateway::start(same_config(&a.config)).await;
+    let b = TestGateway::start(a.config.same_files()).await;
     Nodes {
         a,
         b,
@@ -474,7 +452,7 @@ async fn rotated_refresh_tokens_stay_refused_after_a_node_restart() {
     let second = second.json();
 
     // Node A restarts with the same configuration: nothing of the session lived in its memory.
-    let config = same_config(&nodes.a.config);
+    let config = nodes.a.config.same_files();
     nodes.a.stop().await;
     let a = TestGateway::start(config).await;
 
@@ -738,7 +716,7 @@ async fn revoking_every_token_of_a_client_on_one_node_is_refused_on_the_other_wi
     assert_eq!(call(&nodes.b, "/movies/x", alice_access).await.status, 200);
 
     // A node that starts now loads the cutoff from Redis.
-    let c = TestGateway::start(same_config(&nodes.a.config)).await;
+    let c = TestGateway::start(nodes.a.config.same_files()).await;
     assert_eq!(call(&c, "/movies/x", &old).await.status, 401);
     // A fresh token, issued on B (which learnt of the cutoff by message), works on every node.
     let fresh = service_token(&nodes.b).await;
@@ -765,7 +743,7 @@ async fn the_session_cap_is_shared_by_the_nodes() {
         ),
     );
     let a = TestGateway::start(config).await;
-    let b = TestGateway::start(same_config(&a.config)).await;
+    let b = TestGateway::start(a.config.same_files()).await;
 
     let first = alice_tokens(&a).await;
     let second = alice_tokens(&a).await;

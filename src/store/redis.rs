@@ -408,6 +408,12 @@ impl Keys {
         format!("{}stateless:{api_id}", self.prefix)
     }
 
+    /// The two fields of one client in [`Keys::stateless`]: its count, and when it last counted.
+    /// A client id has no space, so the second can never be another client's first.
+    fn stateless_fields(client_id: &str) -> [String; 2] {
+        [client_id.to_string(), format!("{client_id} last")]
+    }
+
     fn clients(&self, api_id: &str) -> String {
         format!("{}clients:{api_id}", self.prefix)
     }
@@ -1674,6 +1680,7 @@ impl Store for RedisStore {
 
     async fn count_stateless(&self, api_id: &str, client_id: &str, now: u64) -> StoreResult<()> {
         let key = self.keys.stateless(api_id);
+        let [count, last] = Keys::stateless_fields(client_id);
         let mut conn = self.backend.conn();
         // One hash per API (one slot), so the two writes are one atomic round trip in a cluster too.
         let _: () = self
@@ -1681,9 +1688,9 @@ impl Store for RedisStore {
             .bounded(
                 redis::pipe()
                     .atomic()
-                    .hincr(&key, client_id, 1)
+                    .hincr(&key, count, 1)
                     .ignore()
-                    .hset(&key, format!("{client_id} last"), now)
+                    .hset(&key, last, now)
                     .ignore()
                     .expire(&key, STATELESS_COUNT_KEEP_SECS)
                     .ignore()
@@ -1700,8 +1707,7 @@ impl Store for RedisStore {
             .bounded(
                 redis::cmd("HMGET")
                     .arg(self.keys.stateless(api_id))
-                    .arg(client_id)
-                    .arg(format!("{client_id} last"))
+                    .arg(&Keys::stateless_fields(client_id))
                     .query_async(&mut conn),
             )
             .await?;
@@ -1793,8 +1799,7 @@ impl Store for RedisStore {
             .bounded(
                 redis::cmd("HDEL")
                     .arg(self.keys.stateless(api_id))
-                    .arg(client_id)
-                    .arg(format!("{client_id} last"))
+                    .arg(&Keys::stateless_fields(client_id))
                     .query_async(&mut conn),
             )
             .await?;

@@ -70,6 +70,27 @@ impl ConfigDir {
     pub fn remove_api(&self, id: &str) {
         let _ = std::fs::remove_file(self.dir.path().join(format!("api-definitions/{id}.yaml")));
     }
+
+    /// A copy of every file of `self` (gateway.yaml, users, API definitions, the generated signing
+    /// key): what an operator gives every node of a cluster.
+    pub fn same_files(&self) -> ConfigDir {
+        let to = ConfigDir::new("");
+        copy_tree(self.path(), to.path());
+        to
+    }
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("read config dir") {
+        let entry = entry.expect("dir entry");
+        let target = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            std::fs::create_dir_all(&target).expect("mkdir");
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), &target).expect("copy");
+        }
+    }
 }
 
 /// A minimal API definition without auth, forwarding to `upstream`.
