@@ -10,12 +10,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use tollgate::auth::cache::TokenCache;
 use tollgate::config::{OnStorageError, Quota, RateLimit, SigningAlgorithm};
 use tollgate::limits::Limiter;
 use tollgate::limits::memory::MemoryLimiter;
-use tollgate::oauth::keys::{KeySet, SigningKey, generate_pkcs8_pem};
-use tollgate::oauth::tokens::{ACCESS_TOKEN_TYP, AccessClaims, sign, verify_signature};
+use tollgate::token::cache::TokenCache;
+use tollgate::token::jwt::{ACCESS_TOKEN_TYP, AccessClaims, sign, verify_signature};
+use tollgate::token::keys::{KeySet, SigningKey, generate_pkcs8_pem};
 
 fn keys(alg: SigningAlgorithm) -> KeySet {
     let pem = generate_pkcs8_pem(alg).expect("generate");

@@ -13,10 +13,13 @@ pub mod import;
 pub mod limits;
 pub mod logging;
 pub mod oauth;
+pub mod policy;
 pub mod proxy;
 pub mod reload;
+pub mod secrets;
 pub mod server;
 pub mod store;
+pub mod token;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -59,7 +62,7 @@ pub enum RunError {
     #[error(transparent)]
     Tls(#[from] server::tls::TlsError),
     #[error(transparent)]
-    Keys(#[from] oauth::keys::KeyError),
+    Keys(#[from] token::keys::KeyError),
     #[error("storage: {0}")]
     Storage(String),
 }
@@ -99,7 +102,7 @@ pub async fn run(
     };
     let signing = config.gateway.signing.clone();
     // Loading may generate a key (RSA generation takes a while): keep it off the async workers.
-    let keys = tokio::task::spawn_blocking(move || oauth::keys::KeySet::load(&signing))
+    let keys = tokio::task::spawn_blocking(move || token::keys::KeySet::load(&signing))
         .await
         .map_err(|_| RunError::Storage("key loading task failed".into()))??;
     let (store, limiter) = open_storage(&config.gateway.storage).await?;

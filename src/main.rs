@@ -166,7 +166,7 @@ fn run(path: PathBuf) -> Result<(), String> {
 
 fn check(path: PathBuf) -> Result<(), String> {
     let config = Config::load(&path).map_err(|errors| errors.to_string())?;
-    let problems: Vec<String> = tollgate::oauth::keys::KeySet::check(&config.gateway.signing)
+    let problems: Vec<String> = tollgate::token::keys::KeySet::check(&config.gateway.signing)
         .iter()
         .map(|problem| format!("{}: {problem}", config.source.display()))
         .collect();
@@ -192,7 +192,7 @@ fn hash_secret() -> Result<(), String> {
     if secret.is_empty() {
         return Err("hash-secret: empty input; pipe the secret on stdin".into());
     }
-    let phc = tollgate::oauth::secrets::hash_secret(secret).map_err(|e| e.to_string())?;
+    let phc = tollgate::secrets::hash_secret(secret).map_err(|e| e.to_string())?;
     println!("{phc}");
     Ok(())
 }
@@ -201,8 +201,8 @@ fn keygen(alg: &str, out: &Path) -> Result<(), String> {
     // clap has checked the value against the same three names.
     let alg = SigningAlgorithm::parse(alg)
         .ok_or_else(|| format!("keygen: unknown --alg '{alg}' (ES256, EdDSA or RS256)"))?;
-    let pem = tollgate::oauth::keys::generate_pkcs8_pem(alg).map_err(|e| e.to_string())?;
-    tollgate::oauth::keys::write_private_key(out, &pem).map_err(|e| e.to_string())?;
+    let pem = tollgate::token::keys::generate_pkcs8_pem(alg).map_err(|e| e.to_string())?;
+    tollgate::token::keys::write_private_key(out, &pem).map_err(|e| e.to_string())?;
     println!("wrote {} key to {}", alg.as_str(), out.display());
     Ok(())
 }

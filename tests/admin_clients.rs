@@ -19,8 +19,7 @@ const ALICE_PASSWORD: &str = "alice-password";
 fn hashes() -> &'static [String; 2] {
     static HASHES: OnceLock<[String; 2]> = OnceLock::new();
     HASHES.get_or_init(|| {
-        [STATIC_SECRET, ALICE_PASSWORD]
-            .map(|s| tollgate::oauth::secrets::hash_secret(s).expect("hash"))
+        [STATIC_SECRET, ALICE_PASSWORD].map(|s| tollgate::secrets::hash_secret(s).expect("hash"))
     })
 }
 

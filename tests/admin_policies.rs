@@ -51,7 +51,7 @@ impl Storage {
 fn signing_key() -> &'static str {
     static KEY: OnceLock<String> = OnceLock::new();
     KEY.get_or_init(|| {
-        tollgate::oauth::keys::generate_pkcs8_pem(tollgate::config::SigningAlgorithm::Es256)
+        tollgate::token::keys::generate_pkcs8_pem(tollgate::config::SigningAlgorithm::Es256)
             .expect("generate a signing key")
     })
 }
@@ -64,7 +64,7 @@ async fn node(storage: &Storage, upstream: &Upstream) -> TestGateway {
     let config = ConfigDir::new(&format!("policies: policies.yaml\n{}", storage.yaml));
     let key = config.path().join("keys/signing.pem");
     std::fs::create_dir_all(key.parent().unwrap()).unwrap();
-    tollgate::oauth::keys::write_private_key(&key, signing_key()).expect("write the key");
+    tollgate::token::keys::write_private_key(&key, signing_key()).expect("write the key");
     config.write(
         "policies.yaml",
         "- id: bronze\n  quota: { max: 1000, period: 1d }\n  access: [movies]\n",

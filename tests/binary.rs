@@ -21,7 +21,7 @@ async fn json_access_logs_never_contain_credentials_and_sigterm_exits_cleanly() 
         .unwrap()
         .replace("log: { level: warn }", "log: { level: info, format: json }");
     config.write("gateway.yaml", &yaml);
-    let hash = tollgate::oauth::secrets::hash_secret(SECRET).unwrap();
+    let hash = tollgate::secrets::hash_secret(SECRET).unwrap();
     config.api(
         "movies",
         &format!(

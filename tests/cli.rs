@@ -257,10 +257,7 @@ fn hash_secret_exits_0_with_a_phc_string_or_1_on_empty_input() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let phc = stdout(&out);
     assert!(phc.starts_with("$argon2id$"), "{phc}");
-    assert!(tollgate::oauth::secrets::verify_secret(
-        phc.trim(),
-        "s3cret"
-    ));
+    assert!(tollgate::secrets::verify_secret(phc.trim(), "s3cret"));
     let empty = hash("");
     assert_eq!(empty.status.code(), Some(1));
     assert!(stderr(&empty).contains("empty input"), "{}", stderr(&empty));

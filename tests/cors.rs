@@ -15,7 +15,7 @@ const APP: &str = "https://app.example";
 
 async fn start() -> (TestGateway, Upstream) {
     let upstream = Upstream::start().await;
-    let hash = tollgate::oauth::secrets::hash_secret(SECRET).expect("hash");
+    let hash = tollgate::secrets::hash_secret(SECRET).expect("hash");
     let config = ConfigDir::new("");
     config.api(
         "movies",

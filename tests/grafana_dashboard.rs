@@ -69,7 +69,7 @@ async fn every_panel_queries_a_rendered_series_and_every_series_has_a_panel() {
     // A gateway that has seen a little of everything: a token, a proxied request, a refusal, a 404.
     let upstream = Upstream::start().await;
     let config = ConfigDir::new("");
-    let hash = tollgate::oauth::secrets::hash_secret("dashboard-secret").unwrap();
+    let hash = tollgate::secrets::hash_secret("dashboard-secret").unwrap();
     config.api(
         "movies",
         &format!(

@@ -24,8 +24,7 @@ const GUESSES: usize = 40;
 fn hashes() -> &'static [String; 2] {
     static HASHES: OnceLock<[String; 2]> = OnceLock::new();
     HASHES.get_or_init(|| {
-        [SERVICE_SECRET, ALICE_PASSWORD]
-            .map(|s| tollgate::oauth::secrets::hash_secret(s).expect("hash"))
+        [SERVICE_SECRET, ALICE_PASSWORD].map(|s| tollgate::secrets::hash_secret(s).expect("hash"))
     })
 }
 

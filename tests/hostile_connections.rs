@@ -25,7 +25,7 @@ async fn movies_gateway(limits: &str) -> (TestGateway, Upstream) {
 async fn oauth_gateway(limits: &str) -> (TestGateway, Upstream) {
     let upstream = Upstream::start().await;
     let config = ConfigDir::new(&format!("limits: {{ {limits} }}\n"));
-    let hash = tollgate::oauth::secrets::hash_secret("service-secret-0123456789").expect("hash");
+    let hash = tollgate::secrets::hash_secret("service-secret-0123456789").expect("hash");
     config.api(
         "movies",
         &format!(

@@ -15,7 +15,7 @@ const SECRET: &str = "client-secret-0123456789";
 
 fn secret_hash() -> &'static str {
     static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| tollgate::oauth::secrets::hash_secret(SECRET).expect("hash"))
+    HASH.get_or_init(|| tollgate::secrets::hash_secret(SECRET).expect("hash"))
 }
 
 /// The nested layout of the report: `/pub/` open to everyone, `/pub/admin/` protected by tokens of

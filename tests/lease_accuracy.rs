@@ -43,11 +43,11 @@ struct Nodes {
 /// prefix of their own on `redis`.
 async fn nodes(redis: &RedisServer, count: usize, limits: &str) -> Nodes {
     let prefix = unique_prefix();
-    let hash = tollgate::oauth::secrets::hash_secret(SECRET).expect("hash");
+    let hash = tollgate::secrets::hash_secret(SECRET).expect("hash");
     let config = ConfigDir::new(&redis.storage_yaml(&prefix, "2s"));
     config.write(
         "keys/signing.pem",
-        &tollgate::oauth::keys::generate_pkcs8_pem(tollgate::config::SigningAlgorithm::Es256)
+        &tollgate::token::keys::generate_pkcs8_pem(tollgate::config::SigningAlgorithm::Es256)
             .expect("signing key"),
     );
     config.api(

@@ -17,7 +17,7 @@ const HOOK_SECRET: &str = "hook-secret-0123456789";
 
 fn service_hash() -> &'static str {
     static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| tollgate::oauth::secrets::hash_secret(SERVICE_SECRET).expect("hash"))
+    HASH.get_or_init(|| tollgate::secrets::hash_secret(SERVICE_SECRET).expect("hash"))
 }
 
 async fn gateway(hook_url: &str) -> (TestGateway, Upstream) {

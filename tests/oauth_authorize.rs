@@ -26,8 +26,7 @@ const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 fn hashes() -> &'static [String; 2] {
     static HASHES: OnceLock<[String; 2]> = OnceLock::new();
     HASHES.get_or_init(|| {
-        [ALICE_PASSWORD, WEB_SECRET]
-            .map(|s| tollgate::oauth::secrets::hash_secret(s).expect("hash"))
+        [ALICE_PASSWORD, WEB_SECRET].map(|s| tollgate::secrets::hash_secret(s).expect("hash"))
     })
 }
 

@@ -22,7 +22,7 @@ fn hashes() -> &'static [String; 4] {
     static HASHES: OnceLock<[String; 4]> = OnceLock::new();
     HASHES.get_or_init(|| {
         [SERVICE_SECRET, APP_SECRET, OTHER_SECRET, ALICE_PASSWORD]
-            .map(|s| tollgate::oauth::secrets::hash_secret(s).expect("hash"))
+            .map(|s| tollgate::secrets::hash_secret(s).expect("hash"))
     })
 }
 

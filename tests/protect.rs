@@ -17,7 +17,7 @@ use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use tollgate::config::SigningAlgorithm;
-use tollgate::oauth::keys::{SigningKey, generate_pkcs8_pem, write_private_key};
+use tollgate::token::keys::{SigningKey, generate_pkcs8_pem, write_private_key};
 
 const SECRET: &str = "client-secret-0123456789";
 const ALICE_PASSWORD: &str = "alice-password";
@@ -28,7 +28,7 @@ const PUBLIC_URL: &str = "http://127.0.0.1:8080";
 fn hashes() -> &'static [String; 2] {
     static HASHES: OnceLock<[String; 2]> = OnceLock::new();
     HASHES.get_or_init(|| {
-        [SECRET, ALICE_PASSWORD].map(|s| tollgate::oauth::secrets::hash_secret(s).expect("hash"))
+        [SECRET, ALICE_PASSWORD].map(|s| tollgate::secrets::hash_secret(s).expect("hash"))
     })
 }
 

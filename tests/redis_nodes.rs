@@ -25,7 +25,7 @@ fn hashes() -> &'static [String; 3] {
     static HASHES: OnceLock<[String; 3]> = OnceLock::new();
     HASHES.get_or_init(|| {
         [APP_SECRET, SERVICE_SECRET, ALICE_PASSWORD]
-            .map(|s| tollgate::oauth::secrets::hash_secret(s).expect("hash"))
+            .map(|s| tollgate::secrets::hash_secret(s).expect("hash"))
     })
 }
 
@@ -55,7 +55,7 @@ fn config(redis: &RedisServer, prefix: &str, upstream: &str, metered_limits: &st
     // The key every node mounts (`generate: true` would give each node its own).
     config.write(
         "keys/signing.pem",
-        &tollgate::oauth::keys::generate_pkcs8_pem(tollgate::config::SigningAlgorithm::Es256)
+        &tollgate::token::keys::generate_pkcs8_pem(tollgate::config::SigningAlgorithm::Es256)
             .expect("generate a signing key"),
     );
     config.api(

@@ -25,7 +25,7 @@ const PEAK_INCREASE_LIMIT_KIB: u64 = 256 * 1024;
 
 fn service_hash() -> &'static str {
     static HASH: OnceLock<String> = OnceLock::new();
-    HASH.get_or_init(|| tollgate::oauth::secrets::hash_secret(SERVICE_SECRET).expect("hash"))
+    HASH.get_or_init(|| tollgate::secrets::hash_secret(SERVICE_SECRET).expect("hash"))
 }
 
 /// A `/proc/self/status` field in KiB.

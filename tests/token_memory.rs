@@ -35,7 +35,7 @@ async fn issue(gw: &TestGateway, count: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_client_credentials_tokens_does_not_grow_the_process() {
     let upstream = Upstream::start().await;
-    let hash = tollgate::oauth::secrets::hash_secret(SERVICE_SECRET).expect("hash");
+    let hash = tollgate::secrets::hash_secret(SERVICE_SECRET).expect("hash");
     let config = ConfigDir::new("");
     config.api(
         "movies",

@@ -21,7 +21,7 @@ fn hashes() -> &'static [String; 3] {
     static HASHES: OnceLock<[String; 3]> = OnceLock::new();
     HASHES.get_or_init(|| {
         [APP_SECRET, SERVICE_SECRET, ALICE_PASSWORD]
-            .map(|s| tollgate::oauth::secrets::hash_secret(s).expect("hash"))
+            .map(|s| tollgate::secrets::hash_secret(s).expect("hash"))
     })
 }
 

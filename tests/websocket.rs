@@ -61,7 +61,7 @@ async fn echo_upstream() -> (String, Arc<Mutex<Vec<Option<String>>>>) {
 
 async fn start(extra: &str) -> (TestGateway, Arc<Mutex<Vec<Option<String>>>>) {
     let (upstream, seen) = echo_upstream().await;
-    let hash = tollgate::oauth::secrets::hash_secret(SECRET).expect("hash");
+    let hash = tollgate::secrets::hash_secret(SECRET).expect("hash");
     let config = ConfigDir::new(extra);
     config.api(
         "chat",

@@ -37,10 +37,10 @@ use crate::config::{ApiDef, ClientDef, GrantType, OAuthConfig, RuntimeConfig};
 use crate::error::{GatewayError, json_response};
 use crate::gateway::Gateway;
 use crate::http_util::{Body, empty, read_body};
-use crate::oauth::secrets;
-use crate::oauth::server::stateless_sid;
-use crate::oauth::tokens::LEEWAY_SECS;
+use crate::secrets;
 use crate::store::{Session, StoredClient};
+use crate::token::jwt::LEEWAY_SECS;
+use crate::token::sid::stateless_sid;
 
 use super::routes::ClientAction;
 use super::{now, storage};

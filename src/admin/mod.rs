@@ -202,7 +202,7 @@ fn authorize<B>(gateway: &Gateway, req: &Request<B>) -> Result<(), GatewayError>
             scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
         })
         .unwrap_or("");
-    if crate::oauth::secrets::secret_eq(presented.as_bytes(), admin.secret.as_bytes()) {
+    if crate::secrets::secret_eq(presented.as_bytes(), admin.secret.as_bytes()) {
         Ok(())
     } else {
         tracing::warn!(target: crate::logging::SECURITY_TARGET, security = "admin_auth_failed", path = req.uri().path(), "admin API request without the admin secret");

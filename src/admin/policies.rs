@@ -5,7 +5,7 @@
 //!   answer 409 `read_only`, as for static clients: the file is the source of truth and a reload would
 //!   undo any change;
 //! - stored policies created here (`"source": "store"`): they live in the store (Redis when configured),
-//!   and every node applies a change to existing sessions on their next request (`auth::policy`).
+//!   and every node applies a change to existing sessions on their next request (`policy`).
 //!
 //! POST refuses an id that either source has (409 `conflict`); the store's create is atomic, so two
 //! nodes creating one id at once cannot both succeed.
@@ -28,7 +28,6 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use crate::auth::policy::to_stored;
 use crate::config::accounts;
 use crate::config::check;
 use crate::config::error::{FileProblems, Problems, index};
@@ -37,6 +36,7 @@ use crate::config::{Policy, RuntimeConfig};
 use crate::error::{GatewayError, json_response};
 use crate::gateway::Gateway;
 use crate::http_util::{Body, empty};
+use crate::policy::to_stored;
 use crate::store::{PolicyWrite, StoredPolicy};
 
 use super::clients::{CLIENT_WRITES, encode_segment, read_json};

@@ -10,15 +10,15 @@
 use http::{Response, StatusCode};
 use serde_json::{Value, json};
 
-use crate::auth::policy;
 use crate::config::{ApiDef, Policy, Quota, RateLimit};
 use crate::error::{GatewayError, json_response};
 use crate::gateway::Gateway;
 use crate::http_util::Body;
 use crate::limits::{Headroom, SessionLimits};
-use crate::oauth::server::parse_stateless_sid;
-use crate::oauth::tokens::LEEWAY_SECS;
+use crate::policy;
 use crate::store::{GrantKind, Session, StatelessCount};
+use crate::token::jwt::LEEWAY_SECS;
+use crate::token::sid::parse_stateless_sid;
 
 use super::clients::session_view;
 use super::{now, storage};

@@ -4,9 +4,6 @@
 //! before: the signature and static claims of a token are verified once and cached; the parts that can
 //! change (expiry, revocation, which APIs accept it) are checked on every request.
 
-pub mod cache;
-pub mod policy;
-
 use std::borrow::Cow;
 use std::sync::Arc;
 
@@ -15,8 +12,8 @@ use http::{Request, Uri};
 
 use crate::config::{ApiDef, AuthConfig, RuntimeConfig};
 use crate::error::GatewayError;
-use crate::oauth::AuthServer;
-use crate::oauth::tokens::{AccessClaims, TokenError};
+use crate::store::Store;
+use crate::token::{AccessClaims, TokenError, Tokens};
 
 /// Where the credential was found (so it can be stripped from exactly there).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,14 +179,15 @@ pub fn audiences(api: &ApiDef) -> Vec<&str> {
 }
 
 /// Step one of validation: signature and header, from the cache when the token was seen before.
-pub fn verified(auth: &AuthServer, token: &str) -> Result<Arc<AccessClaims>, TokenError> {
-    auth.verified(token)
+pub fn verified(tokens: &Tokens, token: &str) -> Result<Arc<AccessClaims>, TokenError> {
+    tokens.verified(token)
 }
 
 /// Step two, on every request: time, issuer, audience (this API, `accept_from`, or an API the client's
 /// policy grants), and revocation.
 pub fn check(
-    auth: &AuthServer,
+    tokens: &Tokens,
+    store: &dyn Store,
     config: &RuntimeConfig,
     api: &ApiDef,
     claims: &AccessClaims,
@@ -202,16 +200,16 @@ pub fn check(
     };
     let issuer_matches = |aud: &str, iss: &str| {
         if aud == api.id {
-            return auth.issuer_is(api, iss);
+            return tokens.issuer_is(&api.listen_path, iss);
         }
         config
             .apis
             .iter()
             .find(|a| a.id == aud)
-            .is_some_and(|a| auth.issuer_is(a, iss))
+            .is_some_and(|a| tokens.issuer_is(&a.listen_path, iss))
     };
-    crate::oauth::tokens::check_claims(claims, issuer_matches, accepts, now)?;
-    if crate::oauth::server::access_revoked(auth.store.as_ref(), claims, now) {
+    crate::token::jwt::check_claims(claims, issuer_matches, accepts, now)?;
+    if crate::store::access_revoked(store, claims, now) {
         return Err(TokenError::Revoked);
     }
     Ok(())

@@ -15,7 +15,7 @@ fn now() -> u64 {
 }
 
 fn key(name: &str) -> String {
-    format!("contract:{name}:{}", crate::oauth::secrets::random_token(8))
+    format!("contract:{name}:{}", crate::secrets::random_token(8))
 }
 
 fn rate(n: u32, per: Duration) -> RateLimit {

@@ -24,11 +24,11 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::auth::policy::Resolved;
 use crate::config::{ApiDef, GrantType, LoginMode, OAuthConfig, PkceMode, Policy, User};
 use crate::error::{GatewayError, json_response};
 use crate::gateway::{Gateway, Runtime};
 use crate::http_util::{Body, empty};
+use crate::policy::Resolved;
 use crate::proxy::headers::client_ip;
 use crate::server::ConnInfo;
 use crate::store::{AuthCode, StoreError};
@@ -37,8 +37,9 @@ use super::clients::Client;
 use super::error::{OAuthError, OAuthErrorCode};
 use super::handlers::{now, read_form};
 use super::login_page::{self, LoginPage};
+use super::pkce;
 use super::server::{LoginError, MAX_USERNAME_BYTES, client_scopes, resolve_scope};
-use super::{pkce, secrets};
+use crate::secrets;
 
 /// How long a login form stays valid.
 pub const CSRF_TTL_SECS: u64 = 10 * 60;
@@ -588,7 +589,7 @@ async fn authorize_get(
             redirect(StatusCode::TEMPORARY_REDIRECT, &location)
         }
         LoginMode::Builtin => Ok(login_page(
-            gateway.auth.keys.form_key(),
+            gateway.auth.tokens.keys.form_key(),
             api,
             &params,
             &valid,
@@ -627,7 +628,7 @@ async fn authorize_post(
     let params = AuthorizeParams::from_pairs(&form);
     let now = now();
     if !verify_csrf(
-        gateway.auth.keys.form_key(),
+        gateway.auth.tokens.keys.form_key(),
         csrf.as_deref(),
         &api.id,
         &params,
@@ -668,7 +669,7 @@ async fn authorize_post(
     }
     let (Some(username), Some(password)) = (username.as_deref(), password.as_deref()) else {
         return Ok(login_page(
-            gateway.auth.keys.form_key(),
+            gateway.auth.tokens.keys.form_key(),
             api,
             &params,
             &valid,
@@ -686,7 +687,7 @@ async fn authorize_post(
         Err(LoginError::Invalid) => {
             tracing::info!(api = %api.id, client = %valid.client_id, "failed login on the authorization page");
             return Ok(login_page(
-                gateway.auth.keys.form_key(),
+                gateway.auth.tokens.keys.form_key(),
                 api,
                 &params,
                 &valid,
@@ -704,7 +705,7 @@ async fn authorize_post(
         }
         Err(LoginError::UsernameTooLong) => {
             return Ok(login_page(
-                gateway.auth.keys.form_key(),
+                gateway.auth.tokens.keys.form_key(),
                 api,
                 &params,
                 &valid,
@@ -719,7 +720,7 @@ async fn authorize_post(
             return Err(page_error(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "The server is busy checking other sign-ins. Try again in a moment.",
-                Some(super::secrets::BUSY_RETRY_AFTER_SECS),
+                Some(crate::secrets::BUSY_RETRY_AFTER_SECS),
             ));
         }
         Err(LoginError::Store(err)) => return Err(storage_page(&err)),

@@ -10,7 +10,7 @@ use tokio::sync::OnceCell;
 use crate::config::{ApiDef, ClientDef, GrantType};
 use crate::store::StoredClient;
 
-use super::secrets;
+use crate::secrets;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Client {

@@ -87,7 +87,10 @@ pub async fn handle(
 
 /// The JWKS document (also served at `/.well-known/jwks.json`).
 pub fn jwks(gateway: &Gateway) -> Response<Body> {
-    public_json(json_response(StatusCode::OK, gateway.auth.keys.jwks()))
+    public_json(json_response(
+        StatusCode::OK,
+        gateway.auth.tokens.keys.jwks(),
+    ))
 }
 
 pub fn metadata_response(gateway: &Gateway, api: &ApiDef) -> Response<Body> {
@@ -255,7 +258,7 @@ fn is_admin(gateway: &Gateway, headers: &HeaderMap) -> bool {
         .and_then(|v| v.split_once(' '))
         .is_some_and(|(scheme, secret)| {
             scheme.eq_ignore_ascii_case("bearer")
-                && super::secrets::secret_eq(secret.trim().as_bytes(), admin.secret.as_bytes())
+                && crate::secrets::secret_eq(secret.trim().as_bytes(), admin.secret.as_bytes())
         })
 }
 

@@ -1,16 +1,13 @@
-//! The OAuth 2.0 authorization server: flows (`server`), HTTP handlers (`handlers`), signing keys and
-//! JWKS, access tokens, clients, secrets, PKCE and notifications.
+//! The OAuth 2.0 authorization server: flows (`server`), HTTP handlers (`handlers`), login and consent
+//! pages, clients, PKCE and notifications.
 
 pub mod authorize;
 pub mod clients;
 pub mod error;
 pub mod handlers;
-pub mod keys;
 pub mod login_page;
 pub mod notify;
 pub mod pkce;
-pub mod secrets;
 pub mod server;
-pub mod tokens;
 
 pub use server::AuthServer;

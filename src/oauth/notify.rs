@@ -22,7 +22,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use crate::config::ApiDef;
 
-use super::secrets;
+use crate::secrets;
 
 pub const SIGNATURE_HEADER: &str = "x-tollgate-signature";
 const QUEUE: usize = 1024;

@@ -4,7 +4,7 @@
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
-use super::secrets::{constant_time_eq, sha256_b64url};
+use crate::secrets::{constant_time_eq, sha256_b64url};
 
 /// RFC 7636 §4.1: 43 to 128 characters of `[A-Za-z0-9-._~]`.
 pub fn valid_verifier(verifier: &str) -> bool {

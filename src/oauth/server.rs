@@ -7,16 +7,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
-use crate::auth::policy::{self, Resolved, StoredPolicies};
 use crate::config::{ApiDef, GrantType, OAuthConfig, Policy, RuntimeConfig, User};
 use crate::limits::{Limiter, Refused};
 use crate::logging::SECURITY_TARGET;
+use crate::policy::{self, Resolved, StoredPolicies};
 use crate::store::{
     Attempt, CodeTake, GrantKind, Guess, RefreshToken, Release, Rotation, Session, Store,
     StoreError,
@@ -24,12 +21,12 @@ use crate::store::{
 
 use super::clients::{Client, ClientAuth, SecretCache, SharedFlights, static_client};
 use super::error::{OAuthError, OAuthErrorCode};
-use super::keys::KeySet;
 use super::notify::{Notification, Notifier};
 use super::pkce;
-use super::secrets::{self, Busy, VerifierPool};
-use super::tokens::{self, AccessClaims, TokenError};
-use crate::auth::cache::TokenCache;
+use crate::secrets::{self, Busy, VerifierPool};
+use crate::token::Tokens;
+use crate::token::jwt::{self, AccessClaims, TokenError};
+use crate::token::keys::KeySet;
 
 /// Failed logins allowed per (username, address) and per address within [`LOGIN_WINDOW_SECS`]; the
 /// same for failed client authentications per (client_id, address) and per address (DESIGN §9a).
@@ -46,16 +43,14 @@ const OPAQUE_TOKEN_BYTES: usize = 32;
 const NEVER_EXPIRES_SECS: u64 = 10 * 365 * 24 * 3600;
 
 pub struct AuthServer {
-    pub keys: KeySet,
+    /// Signing keys, issuer URL and the cache of verified access tokens (shared with the proxy).
+    pub tokens: Tokens,
     pub store: Arc<dyn Store>,
-    public_url: String,
     secret_cache: SecretCache,
     /// Identical client authentications in flight share one attempt and one verification.
     client_flights: SharedFlights<Result<Client, OAuthError>>,
     /// Every argon2 verification (client secrets, passwords) runs under this pool's permits.
     pub verifier: VerifierPool,
-    /// Access tokens whose signature verified recently (the proxy path, introspection, tokeninfo).
-    pub token_cache: TokenCache,
     pub notifier: Notifier,
     /// Policies created through the admin API, cached per store policy epoch (shared with the proxy).
     pub policies: StoredPolicies,
@@ -140,13 +135,11 @@ impl AuthServer {
     ) -> AuthServer {
         AuthServer {
             verifier: VerifierPool::new(secret_verifications),
-            keys,
+            tokens: Tokens::new(keys, public_url, 100_000),
             policies: StoredPolicies::new(store.clone()),
             store,
-            public_url: public_url.trim_end_matches('/').to_string(),
             secret_cache: SecretCache::new(Duration::from_secs(600), 10_000),
             client_flights: SharedFlights::new(),
-            token_cache: TokenCache::new(100_000),
             notifier,
             limiter,
             stats: Arc::new(TokenStats::default()),
@@ -155,11 +148,7 @@ impl AuthServer {
 
     /// `public_url` + listen path without its trailing `/` (DESIGN §4).
     pub fn issuer(&self, api: &ApiDef) -> String {
-        format!(
-            "{}{}",
-            self.public_url,
-            api.listen_path.trim_end_matches('/')
-        )
+        self.tokens.issuer(&api.listen_path)
     }
 
     /// The client's policy: policies.yaml first, then the stored ones. `None` also when the client names
@@ -170,23 +159,6 @@ impl AuthServer {
         client: &Client,
     ) -> Result<Option<Resolved<'a>>, StoreError> {
         policy::resolve(file_policies, &self.policies, client.policy.as_deref()).await
-    }
-
-    /// Whether `iss` is the issuer of `api`, without building the issuer string (proxy hot path).
-    pub fn issuer_is(&self, api: &ApiDef, iss: &str) -> bool {
-        iss.strip_prefix(self.public_url.as_str())
-            .is_some_and(|rest| rest == api.listen_path.trim_end_matches('/'))
-    }
-
-    /// Signature and header of an access token, from the cache when it verified before. Only what
-    /// cannot change is cached: time, audience and revocation are the callers' to check every time.
-    pub fn verified(&self, token: &str) -> Result<Arc<AccessClaims>, TokenError> {
-        if let Some(claims) = self.token_cache.get(token) {
-            return Ok(claims);
-        }
-        let claims = Arc::new(tokens::verify_signature(&self.keys, token)?);
-        self.token_cache.insert(token, claims.clone());
-        Ok(claims)
     }
 
     /// Static clients first (they are read-only), then the store.
@@ -753,12 +725,14 @@ impl AuthServer {
         let lifetime = if with_refresh {
             session_lifetime(oauth)
         } else {
-            oauth.access_token_ttl.as_secs() + tokens::LEEWAY_SECS
+            oauth.access_token_ttl.as_secs() + jwt::LEEWAY_SECS
         };
         let username = user.map(|u| u.username.as_str());
         let sid = match sid {
             Some(sid) => sid,
-            None if stateless => stateless_sid(&api.id, &client.client_id, username),
+            None if stateless => {
+                crate::token::sid::stateless_sid(&api.id, &client.client_id, username)
+            }
             None => secrets::random_token(16),
         };
         let session = Session {
@@ -858,7 +832,7 @@ impl AuthServer {
             sid: session.sid.clone(),
             extra,
         };
-        tokens::sign(&self.keys, &claims).map_err(|err| {
+        jwt::sign(&self.tokens.keys, &claims).map_err(|err| {
             tracing::error!(error = %err, "signing an access token failed");
             OAuthError::new(OAuthErrorCode::ServerError, "could not sign the token")
         })
@@ -953,7 +927,7 @@ impl AuthServer {
         now: u64,
     ) -> Result<(), OAuthError> {
         let oauth = oauth_of(api)?;
-        let refresh_first = hint != Some("access_token") && !tokens::looks_like_jwt(token);
+        let refresh_first = hint != Some("access_token") && !jwt::looks_like_jwt(token);
         for as_refresh in [refresh_first, !refresh_first] {
             if as_refresh {
                 let hash = secrets::sha256_hex(token.as_bytes());
@@ -966,11 +940,11 @@ impl AuthServer {
                     }
                     return Ok(());
                 }
-            } else if let Ok(claims) = tokens::verify_signature(&self.keys, token) {
+            } else if let Ok(claims) = jwt::verify_signature(&self.tokens.keys, token) {
                 if claims.aud == api.id && claims.client_id == caller.client_id && claims.exp > now
                 {
                     self.store
-                        .revoke_jti(&claims.jti, claims.exp + tokens::LEEWAY_SECS)
+                        .revoke_jti(&claims.jti, claims.exp + jwt::LEEWAY_SECS)
                         .await?;
                     self.notify_revoke(api, caller, &claims.sid, Some(claims.sub.clone()));
                 }
@@ -1007,19 +981,19 @@ impl AuthServer {
         audiences: &[&str],
         now: u64,
     ) -> Result<Arc<AccessClaims>, TokenError> {
-        let claims = self.verified(token)?;
+        let claims = self.tokens.verified(token)?;
         let issuer_matches = |aud: &str, iss: &str| {
             if aud == api.id {
-                return self.issuer_is(api, iss);
+                return self.tokens.issuer_is(&api.listen_path, iss);
             }
             config
                 .apis
                 .iter()
                 .find(|a| a.id == aud)
-                .is_some_and(|a| self.issuer_is(a, iss))
+                .is_some_and(|a| self.tokens.issuer_is(&a.listen_path, iss))
         };
-        tokens::check_claims(&claims, issuer_matches, |aud| audiences.contains(&aud), now)?;
-        if access_revoked(self.store.as_ref(), &claims, now) {
+        jwt::check_claims(&claims, issuer_matches, |aud| audiences.contains(&aud), now)?;
+        if crate::store::access_revoked(self.store.as_ref(), &claims, now) {
             return Err(TokenError::Revoked);
         }
         Ok(claims)
@@ -1036,7 +1010,7 @@ impl AuthServer {
     ) -> Result<Value, OAuthError> {
         let inactive = json!({"active": false});
         // A JWT is never a refresh token here, whatever the hint says (the hint is only a hint).
-        if tokens::looks_like_jwt(token) {
+        if jwt::looks_like_jwt(token) {
             if let Ok(claims) =
                 self.validate_access_token(token, api, config, &[api.id.as_str()], now)
             {
@@ -1112,7 +1086,7 @@ impl AuthServer {
     /// RFC 8414 metadata for the API's issuer.
     pub fn metadata(&self, api: &ApiDef) -> Value {
         let issuer = self.issuer(api);
-        let base = format!("{}{}", self.public_url, api.listen_path);
+        let base = format!("{}{}", self.tokens.issuer(""), api.listen_path);
         let oauth = api.oauth.as_ref();
         let grants: Vec<&str> = oauth
             .map(|o| o.grant_types.iter().map(|g| g.as_str()).collect())
@@ -1126,7 +1100,7 @@ impl AuthServer {
             "token_endpoint": format!("{base}oauth/token"),
             "revocation_endpoint": format!("{base}oauth/revoke"),
             "introspection_endpoint": format!("{base}oauth/introspect"),
-            "jwks_uri": format!("{}/.well-known/jwks.json", self.public_url),
+            "jwks_uri": format!("{}/.well-known/jwks.json", self.tokens.issuer("")),
             "grant_types_supported": grants,
             "response_types_supported": ["code"],
             "response_modes_supported": ["query"],
@@ -1156,58 +1130,6 @@ pub enum LoginError {
 }
 
 /// 429 `slow_down` with `Retry-After`: a throttled login or client authentication.
-/// Whether an access token was revoked: its session, itself (`jti`), or every token of its client
-/// up to its `iat` (a per-client cutoff). Local checks only, no I/O.
-pub fn access_revoked(store: &dyn Store, claims: &AccessClaims, now: u64) -> bool {
-    store.is_revoked(&claims.sid, &claims.jti, now)
-        || store
-            .client_cutoff(&claims.aud, &claims.client_id, now)
-            .is_some_and(|cutoff| claims.iat <= cutoff)
-}
-
-/// The session id of a stateless grant: the same for every token of one (API, client, user), so
-/// that rate limits and quotas count per client and user. It spells out the three names (base64url,
-/// so that any byte of a username is safe in a key) because no record of it is stored: the admin API
-/// reads them back from the id ([`parse_stateless_sid`]). The token already names all three.
-pub fn stateless_sid(api_id: &str, client_id: &str, username: Option<&str>) -> String {
-    let mut sid = format!(
-        "{STATELESS_SID_PREFIX}{}.{}",
-        URL_SAFE_NO_PAD.encode(api_id),
-        URL_SAFE_NO_PAD.encode(client_id)
-    );
-    if let Some(user) = username {
-        sid.push('.');
-        sid.push_str(&URL_SAFE_NO_PAD.encode(user));
-    }
-    sid
-}
-
-/// Marks a stateless session id; random session ids never contain a dot.
-const STATELESS_SID_PREFIX: &str = "st.";
-
-/// The (API, client, user) a stateless session id names; `None` for any other id.
-pub fn parse_stateless_sid(sid: &str) -> Option<(String, String, Option<String>)> {
-    let rest = sid.strip_prefix(STATELESS_SID_PREFIX)?;
-    let decode = |part: &str| {
-        URL_SAFE_NO_PAD
-            .decode(part)
-            .ok()
-            .and_then(|bytes| String::from_utf8(bytes).ok())
-            .filter(|name| !name.is_empty())
-    };
-    let mut parts = rest.split('.');
-    let api = decode(parts.next()?)?;
-    let client = decode(parts.next()?)?;
-    let user = match parts.next() {
-        Some(part) => Some(decode(part)?),
-        None => None,
-    };
-    if parts.next().is_some() {
-        return None;
-    }
-    Some((api, client, user))
-}
-
 pub fn throttled(description: &str, retry_after_secs: u64) -> OAuthError {
     OAuthError {
         retry_after: Some(retry_after_secs.max(1)),
@@ -1271,7 +1193,7 @@ fn session_lifetime(oauth: &OAuthConfig) -> u64 {
         .refresh_token_ttl
         .map(|t| t.as_secs())
         .unwrap_or(NEVER_EXPIRES_SECS);
-    refresh.max(oauth.access_token_ttl.as_secs()) + tokens::LEEWAY_SECS
+    refresh.max(oauth.access_token_ttl.as_secs()) + jwt::LEEWAY_SECS
 }
 
 fn issues_refresh(oauth: &OAuthConfig, client: &Client) -> bool {

@@ -33,9 +33,10 @@ use crate::gateway::{ApiRoute, Gateway, Runtime};
 use crate::http_util::Body;
 use crate::limits;
 use crate::oauth;
-use crate::oauth::tokens::TokenError;
+use crate::policy;
 use crate::server::ConnInfo;
 use crate::store::StoreError;
+use crate::token::jwt::TokenError;
 use headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 
 /// Entry point of the proxy listener: never fails, every outcome is a response.
@@ -255,12 +256,12 @@ async fn lifecycle(
         };
 
         // 8. Token: signature (cached), then the claims that can change on every request.
-        let mut claims = auth::verified(&gateway.auth, &token)
+        let mut claims = auth::verified(&gateway.auth.tokens, &token)
             .map_err(|err| invalid_token(gateway, api, &err))?;
         // The client's policy as it is now (policies.yaml, else the stored-policy cache): a policy
         // changed a moment ago applies to this request. A policy that no longer exists leaves the
         // client on this API's defaults.
-        let policy_id = auth::policy::client_policy_id(
+        let policy_id = policy::client_policy_id(
             &runtime.config,
             gateway.auth.store.as_ref(),
             &claims.aud,
@@ -268,7 +269,7 @@ async fn lifecycle(
         )
         .await
         .map_err(storage_unavailable)?;
-        let policy = auth::policy::resolve(
+        let policy = policy::resolve(
             &runtime.config.policies,
             &gateway.auth.policies,
             policy_id.as_deref(),
@@ -276,12 +277,20 @@ async fn lifecycle(
         .await
         .map_err(storage_unavailable)?;
         let policy = policy.as_deref();
-        let granted = auth::policy::grants(policy, &api.id, &claims);
-        auth::check(&gateway.auth, &runtime.config, api, &claims, granted, now)
-            .map_err(|err| invalid_token(gateway, api, &err))?;
+        let granted = policy::grants(policy, &api.id, &claims);
+        auth::check(
+            &gateway.auth.tokens,
+            gateway.auth.store.as_ref(),
+            &runtime.config,
+            api,
+            &claims,
+            granted,
+            now,
+        )
+        .map_err(|err| invalid_token(gateway, api, &err))?;
         // A policy whose `scopes` were narrowed after the token was issued narrows the token now:
         // for the scope check below and for a forwarded `scope` claim alike.
-        if let Some(scope) = auth::policy::narrowed_scope(&claims.scope, policy) {
+        if let Some(scope) = policy::narrowed_scope(&claims.scope, policy) {
             let mut narrowed = (*claims).clone();
             narrowed.scope = scope;
             claims = Arc::new(narrowed);

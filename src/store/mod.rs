@@ -22,6 +22,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::config::GrantType;
+use crate::token::AccessClaims;
 
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 pub enum StoreError {
@@ -318,7 +319,7 @@ pub trait Store: Send + Sync + 'static {
     /// Every node learns of the change (see [`Store::policy_epoch`]).
     async fn put_policy(&self, policy: &StoredPolicy, mode: PolicyWrite) -> StoreResult<bool>;
     /// Reads one policy from the backend itself (no cache): callers that need it per request cache
-    /// it, keyed by `policy_epoch` (`auth::policy::StoredPolicies`).
+    /// it, keyed by `policy_epoch` (`policy::StoredPolicies`).
     async fn get_policy(&self, id: &str) -> StoreResult<Option<StoredPolicy>>;
     /// Every stored policy, sorted by id.
     async fn list_policies(&self) -> StoreResult<Vec<StoredPolicy>>;
@@ -350,4 +351,13 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the backend answers (for `/health`).
     async fn ping(&self) -> StoreResult<()>;
+}
+
+/// Whether an access token was revoked: its session, itself (`jti`), or every token of its client
+/// up to its `iat` (a per-client cutoff). Local checks only, no I/O.
+pub fn access_revoked(store: &dyn Store, claims: &AccessClaims, now: u64) -> bool {
+    store.is_revoked(&claims.sid, &claims.jti, now)
+        || store
+            .client_cutoff(&claims.aud, &claims.client_id, now)
+            .is_some_and(|cutoff| claims.iat <= cutoff)
 }

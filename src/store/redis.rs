@@ -36,7 +36,7 @@
 //! The same channel carries invalidations of dynamic clients and of stored policies (every write
 //! publishes one in the same script). Policies are not cached here: the store keeps a *policy epoch*
 //! that every policy message, every own write and every loss or return of the subscription bumps, and
-//! the proxy's cache (`auth::policy::StoredPolicies`) is valid only while the epoch is unchanged. While
+//! the proxy's cache (`policy::StoredPolicies`) is valid only while the epoch is unchanged. While
 //! the subscription is down the epoch is `None`, so nothing cached is trusted and policies are read from
 //! Redis; when it returns, the bump makes every node reload what it reads next.
 //!
@@ -1976,7 +1976,7 @@ mod tests {
     }
 
     fn sha256_hex(s: &str) -> String {
-        crate::oauth::secrets::sha256_hex(s.as_bytes())
+        crate::secrets::sha256_hex(s.as_bytes())
     }
 
     fn session(sid: &str, now: u64) -> Session {
@@ -2076,7 +2076,7 @@ mod tests {
             .put_client(&StoredClient {
                 api_id: "api".into(),
                 client_id: "dyn".into(),
-                secret_hash: Some(crate::oauth::secrets::hash_secret(secret).unwrap()),
+                secret_hash: Some(crate::secrets::hash_secret(secret).unwrap()),
                 redirect_uris: vec![],
                 grant_types: vec!["client_credentials".into()],
                 scopes: vec!["read".into()],

@@ -8,7 +8,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::{Arc, RwLock};
 
-use crate::oauth::tokens::AccessClaims;
+use crate::token::jwt::AccessClaims;
 
 /// Bytes from the end of the token that pick its slot: they lie in the signature, which differs
 /// between any two tokens (ES256 and RS256 signatures are randomised or cover different claims).

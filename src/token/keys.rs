@@ -29,9 +29,9 @@ use rustls_pki_types::pem::{PemObject, SectionKind};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::secrets::{b64url, sha256_b64url};
-use super::tokens::ACCESS_TOKEN_TYP;
+use super::jwt::ACCESS_TOKEN_TYP;
 use crate::config::{SigningAlgorithm, SigningConfig};
+use crate::secrets::{b64url, sha256_b64url};
 
 /// A PKCS#8 key is a few kilobytes at most (RSA 8192 ≈ 6 KiB of PEM). The bound keeps a mistaken
 /// path (a log file, `/dev/zero`) from being read into memory whole.
@@ -337,7 +337,7 @@ impl SigningKey {
         let signer = Signer::from_pkcs8(alg, &der)
             .map_err(|e| KeyError::invalid(path, format!("unusable private key: {e}")))?;
         let kid = public.thumbprint();
-        let form_key = super::secrets::hmac_sha256_hex(&der, b"tollgate form key v1").into_bytes();
+        let form_key = crate::secrets::hmac_sha256_hex(&der, b"tollgate form key v1").into_bytes();
         let access_token_header = encode_header(&jose_header(alg, &kid, ACCESS_TOKEN_TYP))
             .map_err(|e| KeyError::invalid(path, format!("cannot encode the JWS header: {e}")))?;
         let key = SigningKey {

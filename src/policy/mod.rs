@@ -21,8 +21,8 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
 use crate::config::{OnStorageError, Policy, Quota, RateLimit, RuntimeConfig};
-use crate::oauth::tokens::AccessClaims;
 use crate::store::{Store, StoreError, StoreResult, StoredPolicy, StoredQuota, StoredRateLimit};
+use crate::token::jwt::AccessClaims;
 
 /// The policy id of `(api_id, client_id)`, if the client has one: static clients from the API
 /// definitions, dynamic ones from the store. No cache of its own: the Redis store already keeps clients
