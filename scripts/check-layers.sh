@@ -16,7 +16,7 @@ admin
 proxy
 oauth auth limits metrics
 policy store
-token redis server error
+token redis server error html
 config http_util secrets logging
 '
 

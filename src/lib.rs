@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod gateway;
+pub mod html;
 pub mod http_util;
 pub mod import;
 pub mod limits;

@@ -81,7 +81,8 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Result<Response<Bod
                 64 * 1024,
                 gateway.runtime().config.limits.body_read_timeout,
             )
-            .await?;
+            .await
+            .map_err(GatewayError::from)?;
             crate::oauth::authorize::authorize_client(gateway, &gateway.runtime(), api, &body)
                 .await?
         }

@@ -34,11 +34,11 @@ use crate::server::ConnInfo;
 use crate::store::{AuthCode, StoreError};
 
 use super::clients::Client;
-use super::error::{OAuthError, OAuthErrorCode};
 use super::handlers::{now, read_form};
 use super::login_page::{self, LoginPage};
 use super::pkce;
 use super::server::{LoginError, MAX_USERNAME_BYTES, client_scopes, resolve_scope};
+use crate::error::oauth::{OAuthError, OAuthErrorCode};
 use crate::secrets;
 
 /// How long a login form stays valid.

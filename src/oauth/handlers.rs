@@ -19,8 +19,8 @@ use crate::proxy::headers::client_ip;
 use crate::server::ConnInfo;
 
 use super::clients::ClientAuth;
-use super::error::OAuthError;
 use super::server::{Directory, TokenRequest};
+use crate::error::oauth::OAuthError;
 
 /// Form bodies of the OAuth endpoints are small; anything larger is not a real client.
 const MAX_FORM_BYTES: usize = 64 * 1024;

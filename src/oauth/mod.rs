@@ -3,7 +3,6 @@
 
 pub mod authorize;
 pub mod clients;
-pub mod error;
 pub mod handlers;
 pub mod login_page;
 pub mod notify;

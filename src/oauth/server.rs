@@ -20,9 +20,9 @@ use crate::store::{
 };
 
 use super::clients::{Client, ClientAuth, SecretCache, SharedFlights, static_client};
-use super::error::{OAuthError, OAuthErrorCode};
 use super::notify::{Notification, Notifier};
 use super::pkce;
+use crate::error::oauth::{OAuthError, OAuthErrorCode};
 use crate::secrets::{self, Busy, VerifierPool};
 use crate::token::Tokens;
 use crate::token::jwt::{self, AccessClaims, TokenError};

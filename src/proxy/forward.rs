@@ -160,7 +160,9 @@ impl UpstreamClient {
             Ok(Err(err)) => {
                 // The client's body failed first (too large, stalled, reset): its fault, its answer.
                 if caused_by::<LengthLimitError>(&err) || caused_by::<BodyStalled>(&err) {
-                    return Err(Failure::client(body_error(&err, self.max_body_bytes)));
+                    return Err(Failure::client(
+                        body_error(&err, self.max_body_bytes).into(),
+                    ));
                 }
                 tracing::warn!(
                     upstream = %authority.as_ref().map(|a| a.as_str()).unwrap_or(""),

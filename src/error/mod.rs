@@ -3,13 +3,21 @@
 //! Every handler returns `Result<Response, GatewayError>`; nothing else builds error bodies. Each variant
 //! names one condition, and its status code, error code and headers are decided here, so the contract
 //! table of DESIGN §5 can be read off this file.
+//!
+//! `oauth.rs` holds the OAuth 2.0 error of RFC 6749 §5.2 (code, description), which the token,
+//! revocation and introspection endpoints answer with and the authorization endpoint redirects with.
+//!
+//! May import: `http_util`, `html`. Lower modules have their own error types that this file maps
+//! (`http_util::BodyError`); higher ones convert theirs into `GatewayError`.
+
+pub mod oauth;
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 
-use crate::http_util::{Body, full};
-use crate::oauth::error::OAuthError;
+use crate::error::oauth::OAuthError;
+use crate::http_util::{Body, BodyError, full};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -94,6 +102,17 @@ pub enum GatewayError {
     OAuth(#[from] OAuthError),
 }
 
+/// A request body that could not be read: 413, 408 (and close), 400 (and close).
+impl From<BodyError> for GatewayError {
+    fn from(err: BodyError) -> GatewayError {
+        match err {
+            BodyError::TooLarge { limit } => GatewayError::PayloadTooLarge { limit },
+            BodyError::Stalled => GatewayError::RequestTimeout,
+            BodyError::Unreadable => GatewayError::BadRequest("the request body could not be read"),
+        }
+    }
+}
+
 impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
@@ -176,8 +195,8 @@ impl GatewayError {
             retry_after_secs,
         } = &self
         {
-            let html = crate::oauth::login_page::error_page(*status, description);
-            let mut response = crate::oauth::login_page::html_response(*status, html);
+            let html = crate::html::error_page(*status, description);
+            let mut response = crate::html::html_response(*status, html);
             if let Some(secs) = retry_after_secs {
                 response
                     .headers_mut()

@@ -97,16 +97,3 @@ impl OAuthError {
         }
     }
 }
-
-impl From<crate::store::StoreError> for OAuthError {
-    fn from(err: crate::store::StoreError) -> OAuthError {
-        tracing::warn!(error = %err, "storage error in an OAuth flow");
-        OAuthError {
-            retry_after: Some(1),
-            ..OAuthError::new(
-                OAuthErrorCode::TemporarilyUnavailable,
-                "storage is unavailable; retry later",
-            )
-        }
-    }
-}
