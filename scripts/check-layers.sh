@@ -17,7 +17,7 @@ proxy
 oauth auth limits metrics
 policy store
 token redis server error html
-config http_util secrets logging
+config http_util secrets logging clock
 '
 
 perl - "$LAYERS" "${1:-}" $(find src -name '*.rs' | sort) <<'PERL'

@@ -9,11 +9,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
 
-use crate::admin::metrics::{ApiMetrics, Metrics};
 use crate::config::{
     ApiDef, Config, ConfigErrors, ConfigProblem, GatewaySettings, RuntimeConfig, UpstreamTarget,
 };
 use crate::limits::Limiter;
+use crate::metrics::{ApiMetrics, Metrics};
 use crate::oauth::AuthServer;
 use crate::proxy::forward::UpstreamClient;
 use crate::proxy::path::Router;

@@ -1,5 +1,6 @@
 //! Body type and small helpers shared by every handler.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -182,6 +183,68 @@ pub fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 
         current = e.source();
     }
     false
+}
+
+/// Form bodies (the OAuth endpoints, the login form, the admin UI) are small; anything larger is not a
+/// real client.
+pub const MAX_FORM_BYTES: usize = 64 * 1024;
+
+/// Why a form body was refused; `error.rs` answers each (400 `invalid_request`, or as [`BodyError`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FormError {
+    /// The body is not `application/x-www-form-urlencoded`.
+    NotAForm,
+    /// A parameter appears twice (RFC 6749 §3.1: refused, never "last one wins").
+    Repeated(String),
+    Body(BodyError),
+}
+
+impl FormError {
+    /// The sentence a client is told.
+    pub fn description(&self) -> String {
+        match self {
+            FormError::NotAForm => "the body must be application/x-www-form-urlencoded".to_string(),
+            FormError::Repeated(name) => format!("the {name} parameter is repeated"),
+            FormError::Body(_) => "the request body could not be read".to_string(),
+        }
+    }
+}
+
+/// Reads an `application/x-www-form-urlencoded` body of at most [`MAX_FORM_BYTES`] into a map; repeated
+/// parameters are refused (RFC 6749 §3.1).
+pub async fn read_form<B>(
+    req: Request<B>,
+    timeout: Duration,
+) -> Result<(http::HeaderMap, HashMap<String, String>), FormError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<BoxError>,
+{
+    let content_type = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let media = content_type.split(';').next().unwrap_or("").trim();
+    if !media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
+        return Err(FormError::NotAForm);
+    }
+    let (parts, bytes) = read_body(req, MAX_FORM_BYTES, timeout)
+        .await
+        .map_err(FormError::Body)?;
+    let form = parse_pairs(&bytes)?;
+    Ok((parts.headers, form))
+}
+
+/// Form-urlencoded pairs into a map, refusing a repeated name.
+pub fn parse_pairs(bytes: &[u8]) -> Result<HashMap<String, String>, FormError> {
+    let mut form = HashMap::new();
+    for (name, value) in form_urlencoded::parse(bytes) {
+        if form.insert(name.to_string(), value.to_string()).is_some() {
+            return Err(FormError::Repeated(name.into_owned()));
+        }
+    }
+    Ok(form)
 }
 
 #[cfg(test)]

@@ -5,6 +5,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod gateway;
@@ -13,6 +14,7 @@ pub mod http_util;
 pub mod import;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod oauth;
 pub mod policy;
 pub mod proxy;

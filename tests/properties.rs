@@ -250,7 +250,7 @@ proptest! {
 
     #[test]
     fn form_bodies_never_panic(body in prop::collection::vec(any::<u8>(), 0..256)) {
-        let _ = tollgate::oauth::handlers::parse_pairs(&body);
+        let _ = tollgate::http_util::parse_pairs(&body);
     }
 
     #[test]
@@ -258,7 +258,7 @@ proptest! {
         pairs in prop::collection::hash_map("[a-z_]{1,8}", ".{0,12}", 0..6)
     ) {
         let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(&pairs).finish();
-        let parsed = tollgate::oauth::handlers::parse_pairs(body.as_bytes());
+        let parsed = tollgate::http_util::parse_pairs(body.as_bytes());
         prop_assert_eq!(parsed.ok(), Some(pairs));
     }
 

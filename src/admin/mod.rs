@@ -5,7 +5,7 @@
 //! `docs/admin-api.md` together. Reference: docs/admin-api.md.
 
 mod clients;
-pub mod metrics;
+
 pub mod openapi;
 mod policies;
 pub mod routes;
@@ -31,15 +31,19 @@ pub use routes::{ROUTES, Route};
 pub async fn handle(
     gateway: Arc<Gateway>,
     req: Request<Incoming>,
-    _conn: ConnInfo,
+    conn: ConnInfo,
 ) -> Response<Body> {
-    match route(&gateway, req).await {
+    match route(&gateway, req, conn.peer.ip()).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
     }
 }
 
-async fn route(gateway: &Gateway, req: Request<Incoming>) -> Result<Response<Body>, RouteError> {
+async fn route(
+    gateway: &Gateway,
+    req: Request<Incoming>,
+    peer: std::net::IpAddr,
+) -> Result<Response<Body>, RouteError> {
     authorize(gateway, &req)?;
     // Routed by decoded path segments, so ids in the path may carry any character (`a%2Fb` is one
     // segment `a/b`). Owned, because a handler may take the request (its body) by value.
@@ -83,8 +87,16 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Result<Response<Bod
             )
             .await
             .map_err(GatewayError::from)?;
-            crate::oauth::authorize::authorize_client(gateway, &gateway.runtime(), api, &body)
-                .await?
+            {
+                let runtime = gateway.runtime();
+                let ctx = crate::oauth::Ctx {
+                    auth: &gateway.auth,
+                    config: &runtime.config,
+                    settings: gateway.settings(),
+                    client_ip: peer,
+                };
+                crate::oauth::authorize::authorize_client(&ctx, api, &body).await?
+            }
         }
         Call::Client { api, action } => clients::route(gateway, api, action, req).await?,
         Call::Policy(action) => policies::route(gateway, action, req).await?,

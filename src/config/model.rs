@@ -403,6 +403,14 @@ pub enum GrantType {
 }
 
 impl GrantType {
+    /// Every grant, in a fixed order (metrics index their counters by it).
+    pub const ALL: [GrantType; 4] = [
+        GrantType::AuthorizationCode,
+        GrantType::ClientCredentials,
+        GrantType::Password,
+        GrantType::RefreshToken,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             GrantType::AuthorizationCode => "authorization_code",

@@ -17,7 +17,7 @@ use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode};
 
 use crate::error::oauth::OAuthError;
-use crate::http_util::{Body, BodyError, full};
+use crate::http_util::{Body, BodyError, FormError, full};
 
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
@@ -109,6 +109,16 @@ impl From<BodyError> for GatewayError {
             BodyError::TooLarge { limit } => GatewayError::PayloadTooLarge { limit },
             BodyError::Stalled => GatewayError::RequestTimeout,
             BodyError::Unreadable => GatewayError::BadRequest("the request body could not be read"),
+        }
+    }
+}
+
+/// A refused form body: 400 `invalid_request` (RFC 6749 §5.2), or the body's own answer.
+impl From<FormError> for GatewayError {
+    fn from(err: FormError) -> GatewayError {
+        match err {
+            FormError::Body(body) => body.into(),
+            other => GatewayError::OAuth(OAuthError::invalid_request(other.description())),
         }
     }
 }

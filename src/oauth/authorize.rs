@@ -26,19 +26,18 @@ use serde_json::json;
 
 use crate::config::{ApiDef, GrantType, LoginMode, OAuthConfig, PkceMode, Policy, User};
 use crate::error::{GatewayError, json_response};
-use crate::gateway::{Gateway, Runtime};
 use crate::http_util::{Body, empty};
 use crate::policy::Resolved;
-use crate::proxy::headers::client_ip;
-use crate::server::ConnInfo;
 use crate::store::{AuthCode, StoreError};
 
+use super::Ctx;
 use super::clients::Client;
-use super::handlers::{now, read_form};
 use super::login_page::{self, LoginPage};
 use super::pkce;
 use super::server::{LoginError, MAX_USERNAME_BYTES, client_scopes, resolve_scope};
+use crate::clock::now;
 use crate::error::oauth::{OAuthError, OAuthErrorCode};
+use crate::http_util::{FormError, read_form};
 use crate::secrets;
 
 /// How long a login form stays valid.
@@ -506,7 +505,7 @@ pub fn verify_csrf(
 
 /// Creates and stores a code for `user`: granted scope = requested ∩ client ∩ user.
 async fn issue_code(
-    gateway: &Gateway,
+    ctx: &Ctx<'_>,
     api: &ApiDef,
     oauth: &OAuthConfig,
     valid: &ValidAuthorize,
@@ -532,8 +531,7 @@ async fn issue_code(
         sid: secrets::random_token(SID_BYTES),
         expires_at: now + oauth.code_ttl.as_secs(),
     };
-    gateway
-        .auth
+    ctx.auth
         .store
         .put_code(&secrets::sha256_hex(code.as_bytes()), &record)
         .await?;
@@ -544,39 +542,34 @@ async fn issue_code(
 // --- HTTP
 
 pub async fn handle(
-    gateway: &Gateway,
-    runtime: &Runtime,
+    ctx: &Ctx<'_>,
     api: &ApiDef,
     req: Request<Incoming>,
-    conn: ConnInfo,
 ) -> Result<Response<Body>, GatewayError> {
     let Some(oauth) = api.oauth.as_ref() else {
         return Err(GatewayError::NotFound);
     };
     match (req.method(), &oauth.login) {
-        (&Method::GET, _) => authorize_get(gateway, runtime, api, oauth, &req).await,
-        (&Method::POST, LoginMode::Builtin) => {
-            authorize_post(gateway, runtime, api, oauth, req, conn).await
-        }
+        (&Method::GET, _) => authorize_get(ctx, api, oauth, &req).await,
+        (&Method::POST, LoginMode::Builtin) => authorize_post(ctx, api, oauth, req).await,
         _ => Err(GatewayError::MethodNotAllowed),
     }
 }
 
 async fn authorize_get(
-    gateway: &Gateway,
-    runtime: &Runtime,
+    ctx: &Ctx<'_>,
     api: &ApiDef,
     oauth: &OAuthConfig,
     req: &Request<Incoming>,
 ) -> Result<Response<Body>, GatewayError> {
     let query = req.uri().query().unwrap_or("");
     let params = AuthorizeParams::from_query(query);
-    let client = find_client(gateway, api, &params).await?;
-    let policy = client_policy(gateway, runtime, client.as_ref()).await?;
+    let client = find_client(ctx, api, &params).await?;
+    let policy = client_policy(ctx, client.as_ref()).await?;
     let valid = match validate_authorize_request(&params, client.as_ref(), oauth, policy.as_deref())
     {
         Ok(valid) => valid,
-        Err(err) => return refuse(gateway, api, err, StatusCode::FOUND),
+        Err(err) => return refuse(ctx, api, err, StatusCode::FOUND),
     };
     match &oauth.login {
         LoginMode::Redirect(idp) => {
@@ -589,7 +582,7 @@ async fn authorize_get(
             redirect(StatusCode::TEMPORARY_REDIRECT, &location)
         }
         LoginMode::Builtin => Ok(login_page(
-            gateway.auth.tokens.keys.form_key(),
+            ctx.auth.tokens.keys.form_key(),
             api,
             &params,
             &valid,
@@ -601,25 +594,18 @@ async fn authorize_get(
 }
 
 async fn authorize_post(
-    gateway: &Gateway,
-    runtime: &Runtime,
+    ctx: &Ctx<'_>,
     api: &ApiDef,
     oauth: &OAuthConfig,
     req: Request<Incoming>,
-    conn: ConnInfo,
 ) -> Result<Response<Body>, GatewayError> {
-    let ip = client_ip(
-        req.headers(),
-        conn.peer.ip(),
-        &runtime.config.trusted_proxies,
-    )
-    .to_string();
+    let ip = ctx.client_ip.to_string();
     // The form is the whole request: the query string of a POST is not read.
-    let (_, mut form) = read_form(req, runtime.config.limits.body_read_timeout)
+    let (_, mut form) = read_form(req, ctx.config.limits.body_read_timeout)
         .await
         .map_err(|err| match err {
-            GatewayError::OAuth(err) => page_error(StatusCode::BAD_REQUEST, err.description, None),
-            other => other,
+            FormError::Body(body) => GatewayError::from(body),
+            other => page_error(StatusCode::BAD_REQUEST, other.description(), None),
         })?;
     let csrf = form.remove("csrf_token");
     let action = form.remove("action");
@@ -628,7 +614,7 @@ async fn authorize_post(
     let params = AuthorizeParams::from_pairs(&form);
     let now = now();
     if !verify_csrf(
-        gateway.auth.tokens.keys.form_key(),
+        ctx.auth.tokens.keys.form_key(),
         csrf.as_deref(),
         &api.id,
         &params,
@@ -640,12 +626,12 @@ async fn authorize_post(
             None,
         ));
     }
-    let client = find_client(gateway, api, &params).await?;
-    let policy = client_policy(gateway, runtime, client.as_ref()).await?;
+    let client = find_client(ctx, api, &params).await?;
+    let policy = client_policy(ctx, client.as_ref()).await?;
     let valid = match validate_authorize_request(&params, client.as_ref(), oauth, policy.as_deref())
     {
         Ok(valid) => valid,
-        Err(err) => return refuse(gateway, api, err, StatusCode::SEE_OTHER),
+        Err(err) => return refuse(ctx, api, err, StatusCode::SEE_OTHER),
     };
     match action.as_deref() {
         Some("allow") => {}
@@ -655,7 +641,7 @@ async fn authorize_post(
                 OAuthErrorCode::AccessDenied,
                 "the user denied the request",
                 valid.state.as_deref(),
-                &gateway.auth.issuer(api),
+                &ctx.auth.issuer(api),
             );
             return redirect(StatusCode::SEE_OTHER, &location);
         }
@@ -669,7 +655,7 @@ async fn authorize_post(
     }
     let (Some(username), Some(password)) = (username.as_deref(), password.as_deref()) else {
         return Ok(login_page(
-            gateway.auth.tokens.keys.form_key(),
+            ctx.auth.tokens.keys.form_key(),
             api,
             &params,
             &valid,
@@ -678,16 +664,16 @@ async fn authorize_post(
             StatusCode::OK,
         ));
     };
-    let user = match gateway
+    let user = match ctx
         .auth
-        .login(api, &runtime.config.users, username, password, &ip, now)
+        .login(api, &ctx.config.users, username, password, &ip, now)
         .await
     {
         Ok(user) => user,
         Err(LoginError::Invalid) => {
             tracing::info!(api = %api.id, client = %valid.client_id, "failed login on the authorization page");
             return Ok(login_page(
-                gateway.auth.tokens.keys.form_key(),
+                ctx.auth.tokens.keys.form_key(),
                 api,
                 &params,
                 &valid,
@@ -705,7 +691,7 @@ async fn authorize_post(
         }
         Err(LoginError::UsernameTooLong) => {
             return Ok(login_page(
-                gateway.auth.tokens.keys.form_key(),
+                ctx.auth.tokens.keys.form_key(),
                 api,
                 &params,
                 &valid,
@@ -725,29 +711,28 @@ async fn authorize_post(
         }
         Err(LoginError::Store(err)) => return Err(storage_page(&err)),
     };
-    let code = issue_code(gateway, api, oauth, &valid, user, now)
+    let code = issue_code(ctx, api, oauth, &valid, user, now)
         .await
         .map_err(|err| storage_page(&err))?;
     let location = code_redirect_url(
         &valid.redirect_uri,
         &code,
         valid.state.as_deref(),
-        &gateway.auth.issuer(api),
+        &ctx.auth.issuer(api),
     );
     redirect(StatusCode::SEE_OTHER, &location)
 }
 
 /// The client named by the request, when the name is worth looking up.
 async fn find_client(
-    gateway: &Gateway,
+    ctx: &Ctx<'_>,
     api: &ApiDef,
     params: &AuthorizeParams,
 ) -> Result<Option<Client>, GatewayError> {
     let Some(client_id) = params.lookup_client_id() else {
         return Ok(None);
     };
-    gateway
-        .auth
+    ctx.auth
         .find_client(api, client_id)
         .await
         .map_err(|err| storage_page(&err))
@@ -756,16 +741,14 @@ async fn find_client(
 /// The client's policy, for the scopes the client may be offered; a storage error ends the sign-in as
 /// `find_client`'s does.
 async fn client_policy<'a>(
-    gateway: &Gateway,
-    runtime: &'a Runtime,
+    ctx: &Ctx<'a>,
     client: Option<&Client>,
 ) -> Result<Option<Resolved<'a>>, GatewayError> {
     let Some(client) = client else {
         return Ok(None);
     };
-    gateway
-        .auth
-        .client_policy(&runtime.config.policies, client)
+    ctx.auth
+        .client_policy(&ctx.config.policies, client)
         .await
         .map_err(|err| storage_page(&err))
 }
@@ -798,7 +781,7 @@ fn login_page(
 
 /// The answer to a refused request: a page, or a redirect with the error to the client.
 fn refuse(
-    gateway: &Gateway,
+    ctx: &Ctx<'_>,
     api: &ApiDef,
     err: AuthorizeError,
     status: StatusCode,
@@ -820,7 +803,7 @@ fn refuse(
                 code,
                 &description,
                 state.as_deref(),
-                &gateway.auth.issuer(api),
+                &ctx.auth.issuer(api),
             );
             redirect(status, &location)
         }
@@ -888,12 +871,11 @@ struct AuthorizeClientRequest {
 /// API has signed `username` in and approved the request; validate it as the authorization endpoint
 /// does, then answer `{code, redirect_to}` with the complete redirect for the user's browser.
 pub async fn authorize_client(
-    gateway: &Gateway,
-    runtime: &Runtime,
+    ctx: &Ctx<'_>,
     api_id: &str,
     body: &[u8],
 ) -> Result<Response<Body>, GatewayError> {
-    let api = runtime
+    let api = ctx
         .config
         .apis
         .iter()
@@ -935,7 +917,7 @@ pub async fn authorize_client(
         .filter_map(|(name, value)| value.map(|v| (name, v))),
     );
     let client = match params.lookup_client_id() {
-        Some(id) => gateway
+        Some(id) => ctx
             .auth
             .find_client(api, id)
             .await
@@ -943,30 +925,30 @@ pub async fn authorize_client(
         None => None,
     };
     let policy = match &client {
-        Some(client) => gateway
+        Some(client) => ctx
             .auth
-            .client_policy(&runtime.config.policies, client)
+            .client_policy(&ctx.config.policies, client)
             .await
             .map_err(OAuthError::from)?,
         None => None,
     };
     let valid = validate_authorize_request(&params, client.as_ref(), oauth, policy.as_deref())
         .map_err(AuthorizeError::into_oauth)?;
-    let user = runtime
+    let user = ctx
         .config
         .users
         .iter()
         .find(|u| u.username == request.username && !u.disabled)
         .ok_or_else(|| OAuthError::invalid_request("the user does not exist or is disabled"))?;
     let now = now();
-    let code = issue_code(gateway, api, oauth, &valid, user, now)
+    let code = issue_code(ctx, api, oauth, &valid, user, now)
         .await
         .map_err(OAuthError::from)?;
     let redirect_to = code_redirect_url(
         &valid.redirect_uri,
         &code,
         valid.state.as_deref(),
-        &gateway.auth.issuer(api),
+        &ctx.auth.issuer(api),
     );
     Ok(json_response(
         StatusCode::OK,

@@ -2,8 +2,6 @@
 //! No OAuth rule lives here; they are all in `server.rs` (and `authorize.rs` for the authorize endpoint).
 
 use std::collections::HashMap;
-use std::time::Duration;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
@@ -11,19 +9,15 @@ use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::config::ApiDef;
+use crate::clock::now;
+use crate::config::{ApiDef, GrantType};
 use crate::error::{GatewayError, json_response};
-use crate::gateway::{Gateway, Runtime};
-use crate::http_util::{Body, empty, read_body};
-use crate::proxy::headers::client_ip;
-use crate::server::ConnInfo;
+use crate::http_util::{Body, empty, parse_pairs, read_form};
 
+use super::Ctx;
 use super::clients::ClientAuth;
-use super::server::{Directory, TokenRequest};
+use super::server::{AuthServer, Directory, TokenRequest};
 use crate::error::oauth::OAuthError;
-
-/// Form bodies of the OAuth endpoints are small; anything larger is not a real client.
-const MAX_FORM_BYTES: usize = 64 * 1024;
 
 /// The endpoints an API with an `oauth` block serves under its listen path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,48 +47,36 @@ impl Endpoint {
     }
 }
 
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 pub async fn handle(
-    gateway: &Gateway,
-    runtime: &Runtime,
+    ctx: &Ctx<'_>,
     api: &ApiDef,
     endpoint: Endpoint,
     req: Request<Incoming>,
-    conn: ConnInfo,
 ) -> Result<Response<Body>, GatewayError> {
     match endpoint {
-        Endpoint::Authorize => super::authorize::handle(gateway, runtime, api, req, conn).await,
-        Endpoint::Token => token(gateway, runtime, api, req, conn).await,
-        Endpoint::Revoke => revoke(gateway, runtime, api, req, conn).await,
-        Endpoint::Introspect => introspect(gateway, runtime, api, req, conn).await,
-        Endpoint::TokenInfo => tokeninfo(gateway, runtime, api, &req),
+        Endpoint::Authorize => super::authorize::handle(ctx, api, req).await,
+        Endpoint::Token => token(ctx, api, req).await,
+        Endpoint::Revoke => revoke(ctx, api, req).await,
+        Endpoint::Introspect => introspect(ctx, api, req).await,
+        Endpoint::TokenInfo => tokeninfo(ctx, api, &req),
         Endpoint::Metadata => {
             only(&req, &[Method::GET, Method::HEAD])?;
-            Ok(metadata_response(gateway, api))
+            Ok(metadata_response(ctx.auth, api))
         }
         Endpoint::Jwks => {
             only(&req, &[Method::GET, Method::HEAD])?;
-            Ok(jwks(gateway))
+            Ok(jwks(ctx.auth))
         }
     }
 }
 
 /// The JWKS document (also served at `/.well-known/jwks.json`).
-pub fn jwks(gateway: &Gateway) -> Response<Body> {
-    public_json(json_response(
-        StatusCode::OK,
-        gateway.auth.tokens.keys.jwks(),
-    ))
+pub fn jwks(auth: &AuthServer) -> Response<Body> {
+    public_json(json_response(StatusCode::OK, auth.tokens.keys.jwks()))
 }
 
-pub fn metadata_response(gateway: &Gateway, api: &ApiDef) -> Response<Body> {
-    public_json(json_response(StatusCode::OK, &gateway.auth.metadata(api)))
+pub fn metadata_response(auth: &AuthServer, api: &ApiDef) -> Response<Body> {
+    public_json(json_response(StatusCode::OK, &auth.metadata(api)))
 }
 
 /// Metadata and keys are public and may be cached briefly (keys rotate rarely).
@@ -117,16 +99,14 @@ fn only<B>(req: &Request<B>, methods: &[Method]) -> Result<(), GatewayError> {
 }
 
 async fn token(
-    gateway: &Gateway,
-    runtime: &Runtime,
+    ctx: &Ctx<'_>,
     api: &ApiDef,
     req: Request<Incoming>,
-    conn: ConnInfo,
 ) -> Result<Response<Body>, GatewayError> {
     only(&req, &[Method::POST])?;
     refuse_credentials_in_query(&req)?;
-    let ip = caller_ip(runtime, &req, &conn);
-    let (headers, mut form) = read_form(req, runtime.config.limits.body_read_timeout).await?;
+    let ip = ctx.client_ip.to_string();
+    let (headers, mut form) = read_form(req, ctx.config.limits.body_read_timeout).await?;
     let client = client_auth(&headers, &mut form)?;
     let grant_type = form
         .remove("grant_type")
@@ -144,42 +124,31 @@ async fn token(
         client_ip: ip,
     };
     let grant = request.grant_type.clone();
-    let dir = Directory::from(&*runtime.config);
-    let response = gateway.auth.token(api, &dir, request, now()).await?;
-    gateway.metrics.incr("tollgate_tokens_issued_total", &grant);
+    let dir = Directory::from(ctx.config);
+    let response = ctx.auth.token(api, &dir, request, now()).await?;
+    if let Some(grant) = GrantType::parse(&grant) {
+        ctx.auth.stats.count_issued(grant);
+    }
     // Serialised straight from the struct: no intermediate `serde_json::Value` tree per token.
     Ok(json_response(StatusCode::OK, &response))
 }
 
-/// The caller's address as the gateway believes it (for the guessing throttles).
-fn caller_ip(runtime: &Runtime, req: &Request<Incoming>, conn: &ConnInfo) -> String {
-    client_ip(
-        req.headers(),
-        conn.peer.ip(),
-        &runtime.config.trusted_proxies,
-    )
-    .to_string()
-}
-
 async fn revoke(
-    gateway: &Gateway,
-    runtime: &Runtime,
+    ctx: &Ctx<'_>,
     api: &ApiDef,
     req: Request<Incoming>,
-    conn: ConnInfo,
 ) -> Result<Response<Body>, GatewayError> {
     only(&req, &[Method::POST])?;
     refuse_credentials_in_query(&req)?;
-    let ip = caller_ip(runtime, &req, &conn);
-    let (headers, mut form) = read_form(req, runtime.config.limits.body_read_timeout).await?;
+    let ip = ctx.client_ip.to_string();
+    let (headers, mut form) = read_form(req, ctx.config.limits.body_read_timeout).await?;
     let auth = client_auth(&headers, &mut form)?;
     let token = form
         .remove("token")
         .filter(|t| !t.is_empty())
         .ok_or_else(|| OAuthError::invalid_request("the token parameter is missing"))?;
-    let caller = gateway.auth.authenticate(api, &auth, &ip, now()).await?;
-    gateway
-        .auth
+    let caller = ctx.auth.authenticate(api, &auth, &ip, now()).await?;
+    ctx.auth
         .revoke(
             api,
             &caller,
@@ -199,20 +168,18 @@ async fn revoke(
 }
 
 async fn introspect(
-    gateway: &Gateway,
-    runtime: &Runtime,
+    ctx: &Ctx<'_>,
     api: &ApiDef,
     req: Request<Incoming>,
-    conn: ConnInfo,
 ) -> Result<Response<Body>, GatewayError> {
     only(&req, &[Method::POST])?;
     refuse_credentials_in_query(&req)?;
-    let admin_caller = is_admin(gateway, req.headers());
-    let ip = caller_ip(runtime, &req, &conn);
-    let (headers, mut form) = read_form(req, runtime.config.limits.body_read_timeout).await?;
+    let admin_caller = is_admin(ctx, req.headers());
+    let ip = ctx.client_ip.to_string();
+    let (headers, mut form) = read_form(req, ctx.config.limits.body_read_timeout).await?;
     if !admin_caller {
         let auth = client_auth(&headers, &mut form)?;
-        let caller = gateway.auth.authenticate(api, &auth, &ip, now()).await?;
+        let caller = ctx.auth.authenticate(api, &auth, &ip, now()).await?;
         // RFC 7662 §2.1: only callers that can keep a secret may introspect.
         if caller.is_public() {
             return Err(OAuthError::invalid_client(auth.via_basic).into());
@@ -223,16 +190,15 @@ async fn introspect(
         .filter(|t| !t.is_empty())
         .ok_or_else(|| OAuthError::invalid_request("the token parameter is missing"))?;
     let hint = form.get("token_type_hint").map(String::as_str);
-    let body = gateway
+    let body = ctx
         .auth
-        .introspect(api, &runtime.config, &token, hint, now())
+        .introspect(api, &ctx.config, &token, hint, now())
         .await?;
     Ok(json_response(StatusCode::OK, &body))
 }
 
 fn tokeninfo(
-    gateway: &Gateway,
-    runtime: &Runtime,
+    ctx: &Ctx<'_>,
     api: &ApiDef,
     req: &Request<Incoming>,
 ) -> Result<Response<Body>, GatewayError> {
@@ -243,13 +209,13 @@ fn tokeninfo(
         .get("access_token")
         .filter(|t| !t.is_empty())
         .ok_or_else(|| OAuthError::invalid_request("the access_token parameter is missing"))?;
-    let body = gateway.auth.tokeninfo(api, &runtime.config, token, now())?;
+    let body = ctx.auth.tokeninfo(api, &ctx.config, token, now())?;
     Ok(json_response(StatusCode::OK, &body))
 }
 
 /// `Authorization: Bearer <admin secret>` (introspection by operators' tools).
-fn is_admin(gateway: &Gateway, headers: &HeaderMap) -> bool {
-    let Some(admin) = &gateway.settings().admin else {
+fn is_admin(ctx: &Ctx<'_>, headers: &HeaderMap) -> bool {
+    let Some(admin) = &ctx.settings.admin else {
         return false;
     };
     headers
@@ -285,43 +251,6 @@ fn refuse_credentials_in_query<B>(req: &Request<B>) -> Result<(), GatewayError> 
         }
     }
     Ok(())
-}
-
-/// Reads an `application/x-www-form-urlencoded` body (bounded) into a map; repeated parameters are
-/// refused (RFC 6749 §3.1).
-pub async fn read_form(
-    req: Request<Incoming>,
-    timeout: Duration,
-) -> Result<(HeaderMap, HashMap<String, String>), GatewayError> {
-    let (parts, body) = req.into_parts();
-    let content_type = parts
-        .headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let media = content_type.split(';').next().unwrap_or("").trim();
-    if !media.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
-        return Err(OAuthError::invalid_request(
-            "the body must be application/x-www-form-urlencoded",
-        )
-        .into());
-    }
-    let (parts, bytes) =
-        read_body(Request::from_parts(parts, body), MAX_FORM_BYTES, timeout).await?;
-    let form = parse_pairs(&bytes)?;
-    Ok((parts.headers, form))
-}
-
-pub fn parse_pairs(bytes: &[u8]) -> Result<HashMap<String, String>, GatewayError> {
-    let mut form = HashMap::new();
-    for (name, value) in form_urlencoded::parse(bytes) {
-        if form.insert(name.to_string(), value.to_string()).is_some() {
-            return Err(
-                OAuthError::invalid_request(format!("the {name} parameter is repeated")).into(),
-            );
-        }
-    }
-    Ok(form)
 }
 
 /// Client credentials from HTTP Basic (form-urlencoded, then base64: RFC 6749 §2.3.1) and/or the form.

@@ -10,3 +10,15 @@ pub mod pkce;
 pub mod server;
 
 pub use server::AuthServer;
+
+/// What the OAuth endpoints see of the running gateway for one request, lent by the proxy: the
+/// authorization server, the configuration the request loaded (a reload in the middle of the request
+/// never mixes two), the gateway settings (the admin secret for introspection) and the caller's
+/// address as the gateway believes it (for the guessing throttles). `oauth` never sees the proxy's
+/// own state.
+pub struct Ctx<'a> {
+    pub auth: &'a AuthServer,
+    pub config: &'a crate::config::RuntimeConfig,
+    pub settings: &'a crate::config::GatewaySettings,
+    pub client_ip: std::net::IpAddr,
+}

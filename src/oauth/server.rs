@@ -62,12 +62,22 @@ pub struct AuthServer {
 /// What the token endpoint did beyond issuing, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct TokenStats {
+    /// Access tokens issued, by grant (in the order of [`GrantType::ALL`]).
+    pub issued: [AtomicU64; 4],
     /// Sessions ended because their user began one more than `oauth.max_sessions_per_user`.
     pub sessions_capped: AtomicU64,
     /// Token requests refused by `oauth.token_rate_limit` (429).
     pub token_requests_limited: AtomicU64,
     /// Access tokens issued without any stored state (client_credentials; grants without refresh).
     pub stateless_issued: AtomicU64,
+}
+
+impl TokenStats {
+    pub fn count_issued(&self, grant: GrantType) {
+        if let Some(i) = GrantType::ALL.iter().position(|g| *g == grant) {
+            self.issued[i].fetch_add(1, Ordering::Relaxed);
+        }
+    }
 }
 
 /// A token request after form parsing (RFC 6749 §4.1.3, §4.3.2, §4.4.2, §6).

@@ -25,13 +25,13 @@ use http::{Request, Response, Version};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
-use crate::admin::metrics::Rejection;
 use crate::auth;
 use crate::config::{ApiDef, AuthType, UpstreamTarget};
 use crate::error::GatewayError;
 use crate::gateway::{ApiRoute, Gateway, Runtime};
 use crate::http_util::Body;
 use crate::limits;
+use crate::metrics::Rejection;
 use crate::oauth;
 use crate::policy;
 use crate::server::ConnInfo;
@@ -151,7 +151,7 @@ async fn lifecycle(
     match req.uri().path() {
         // Boxed for the same reason as the OAuth endpoints below: rare, and not small with Redis.
         "/health" => return Ok(Box::pin(gateway.health_response(false)).await),
-        "/.well-known/jwks.json" => return Ok(oauth::handlers::jwks(gateway)),
+        "/.well-known/jwks.json" => return Ok(oauth::handlers::jwks(&gateway.auth)),
         _ => {}
     }
 
@@ -168,7 +168,7 @@ async fn lifecycle(
             .iter()
             .find(|a| a.listen_path == lp && a.oauth.is_some())
         {
-            return Ok(oauth::handlers::metadata_response(gateway, api));
+            return Ok(oauth::handlers::metadata_response(&gateway.auth, api));
         }
         return Err(GatewayError::NotFound);
     }
@@ -208,13 +208,20 @@ async fn lifecycle(
         // several kilobytes, and hyper keeps one handler future per connection for as long as the
         // connection lives. Inline, every keep-alive connection would carry that size even when it
         // only ever proxies; boxed, only a request to these endpoints pays one allocation.
-        return Box::pin(oauth::handlers::handle(
-            gateway, runtime, api, endpoint, req, conn,
-        ))
-        .await;
+        let ctx = oauth::Ctx {
+            auth: &gateway.auth,
+            config: &runtime.config,
+            settings: gateway.settings(),
+            client_ip: headers::client_ip(
+                req.headers(),
+                conn.peer.ip(),
+                &runtime.config.trusted_proxies,
+            ),
+        };
+        return Box::pin(oauth::handlers::handle(&ctx, api, endpoint, req)).await;
     }
 
-    let now = oauth::handlers::now();
+    let now = crate::clock::now();
     let mut req = req;
     // The token claim that `balance: hash` hashes on, when it does (set in step 8).
     let mut hash_claim: Option<HeaderValue> = None;

@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::config::GrantType;
 use crate::oauth::server::TokenStats;
 use crate::secrets::VerifierStats;
 
@@ -119,7 +120,6 @@ pub struct Metrics {
     apis: Mutex<BTreeMap<String, Arc<ApiMetrics>>>,
     /// Requests that matched no API (404) or were refused before routing (400).
     pub unrouted: ApiMetrics,
-    counters: Mutex<BTreeMap<(&'static str, String), u64>>,
     rejections: Mutex<BTreeMap<(String, Rejection), u64>>,
     /// The secret-verification pool and the guessing throttles (kept by the authorization server).
     secrets: Arc<VerifierStats>,
@@ -152,13 +152,6 @@ impl Metrics {
         match self.apis.lock() {
             Ok(mut apis) => apis.entry(id.to_string()).or_default().clone(),
             Err(_) => Arc::default(),
-        }
-    }
-
-    /// A named counter with one label value, e.g. tokens issued by grant or storage errors by operation.
-    pub fn incr(&self, name: &'static str, label: &str) {
-        if let Ok(mut counters) = self.counters.lock() {
-            *counters.entry((name, label.to_string())).or_default() += 1;
         }
     }
 
@@ -244,16 +237,6 @@ impl Metrics {
              tollgate_notifications_dropped_total {}",
             self.notifications_dropped.load(Relaxed)
         );
-        if let Ok(counters) = self.counters.lock() {
-            let mut last = "";
-            for ((name, label), n) in counters.iter() {
-                if *name != last {
-                    let _ = writeln!(out, "# TYPE {name} counter");
-                    last = name;
-                }
-                let _ = writeln!(out, "{name}{{kind=\"{}\"}} {n}", escape(label));
-            }
-        }
         out
     }
 }
@@ -294,6 +277,18 @@ impl Metrics {
             t.sessions_capped.load(Relaxed),
             t.token_requests_limited.load(Relaxed),
         );
+        out.push_str(
+            "# HELP tollgate_tokens_issued_total Access tokens issued, by grant.\n\
+             # TYPE tollgate_tokens_issued_total counter\n",
+        );
+        for (grant, n) in GrantType::ALL.iter().zip(&t.issued) {
+            let _ = writeln!(
+                out,
+                "tollgate_tokens_issued_total{{kind=\"{}\"}} {}",
+                grant.as_str(),
+                n.load(Relaxed)
+            );
+        }
     }
 }
 
@@ -310,14 +305,15 @@ mod tests {
 
     #[test]
     fn renders_counts_and_histograms() {
-        let metrics = Metrics::default();
+        let tokens = Arc::new(TokenStats::default());
+        let metrics = Metrics::with_auth_stats(Arc::default(), Arc::default(), tokens.clone());
         let api = metrics.api("movies");
         api.count(200);
         api.count(200);
         api.count(418);
         api.latency.observe(Duration::from_millis(3));
         metrics.reject("movies", Rejection::RateLimit);
-        metrics.incr("tollgate_tokens_issued_total", "client_credentials");
+        tokens.count_issued(GrantType::ClientCredentials);
         metrics.connection_refused_per_ip();
         let text = metrics.render();
         assert!(text.contains("tollgate_requests_total{api=\"movies\",status=\"200\"} 2"));
@@ -330,6 +326,7 @@ mod tests {
         assert!(text.contains("tollgate_request_duration_seconds_count{api=\"movies\"} 1"));
         assert!(text.contains("tollgate_rejected_total{api=\"movies\",reason=\"rate_limit\"} 1"));
         assert!(text.contains("tollgate_tokens_issued_total{kind=\"client_credentials\"} 1"));
+        assert!(text.contains("tollgate_tokens_issued_total{kind=\"password\"} 0"));
         assert!(text.contains("tollgate_connections_refused_total{reason=\"per_ip\"} 1"));
     }
 
