@@ -8,7 +8,6 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod error;
-pub mod gateway;
 pub mod html;
 pub mod http_util;
 pub mod import;
@@ -32,7 +31,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use config::Config;
-pub use gateway::Gateway;
+pub use proxy::gateway::Gateway;
 
 /// The sockets the gateway serves; bound by the caller so tests can use port 0 and read the address.
 pub struct Listeners {

@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::watch;
 
-use crate::gateway::Gateway;
+use crate::proxy::gateway::Gateway;
 
 const POLL_INTERVAL: Duration = Duration::from_secs(1);
 

@@ -20,8 +20,8 @@ use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use crate::error::{GatewayError, json_response};
-use crate::gateway::Gateway;
 use crate::http_util::{Body, full};
+use crate::proxy::gateway::Gateway;
 use crate::server::ConnInfo;
 use crate::store::StoreError;
 use routes::{Call, Unrouted};

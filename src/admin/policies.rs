@@ -34,9 +34,9 @@ use crate::config::error::{FileProblems, Problems, index};
 use crate::config::raw::{RawPolicy, RawQuota, RawRateLimit};
 use crate::config::{Policy, RuntimeConfig};
 use crate::error::{GatewayError, json_response};
-use crate::gateway::Gateway;
 use crate::http_util::{Body, empty};
 use crate::policy::to_stored;
+use crate::proxy::gateway::Gateway;
 use crate::store::{PolicyWrite, StoredPolicy};
 
 use super::clients::{CLIENT_WRITES, encode_segment, read_json};

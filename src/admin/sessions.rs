@@ -12,10 +12,10 @@ use serde_json::{Value, json};
 
 use crate::config::{ApiDef, Policy, Quota, RateLimit};
 use crate::error::{GatewayError, json_response};
-use crate::gateway::Gateway;
 use crate::http_util::Body;
 use crate::limits::{Headroom, SessionLimits};
 use crate::policy;
+use crate::proxy::gateway::Gateway;
 use crate::store::{GrantKind, Session, StatelessCount};
 use crate::token::jwt::LEEWAY_SECS;
 use crate::token::sid::parse_stateless_sid;

@@ -12,6 +12,7 @@
 
 pub mod cors;
 pub mod forward;
+pub mod gateway;
 pub mod headers;
 pub mod path;
 pub mod tunnel;
@@ -28,7 +29,6 @@ use tracing::Instrument;
 use crate::auth;
 use crate::config::{ApiDef, AuthType, UpstreamTarget};
 use crate::error::GatewayError;
-use crate::gateway::{ApiRoute, Gateway, Runtime};
 use crate::http_util::Body;
 use crate::limits;
 use crate::metrics::Rejection;
@@ -37,6 +37,7 @@ use crate::policy;
 use crate::server::ConnInfo;
 use crate::store::StoreError;
 use crate::token::jwt::TokenError;
+use gateway::{ApiRoute, Gateway, Runtime};
 use headers::{X_FORWARDED_FOR, X_FORWARDED_HOST, X_FORWARDED_PROTO, X_REQUEST_ID};
 
 /// Entry point of the proxy listener: never fails, every outcome is a response.
