@@ -17,6 +17,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod policy;
 pub mod proxy;
+pub mod redis;
 pub mod reload;
 pub mod secrets;
 pub mod server;
@@ -83,7 +84,10 @@ async fn open_storage(
             let store = store::redis::RedisStore::connect(redis)
                 .await
                 .map_err(|err| RunError::Storage(err.to_string()))?;
-            let limiter = Arc::new(store.limiter());
+            let limiter = Arc::new(limits::redis::RedisLimiter::new(
+                store.backend(),
+                store.key_prefix(),
+            ));
             Ok((store, limiter))
         }
     }

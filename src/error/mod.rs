@@ -11,6 +11,9 @@
 //! (`http_util::BodyError`); higher ones convert theirs into `GatewayError`.
 
 pub mod oauth;
+pub mod storage;
+
+pub use storage::{StoreError, StoreResult};
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, HeaderValue, RETRY_AFTER};

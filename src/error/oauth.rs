@@ -97,3 +97,17 @@ impl OAuthError {
         }
     }
 }
+
+/// A storage failure inside an OAuth flow: the client is told to retry (RFC 6749 temporarily_unavailable).
+impl From<crate::error::StoreError> for OAuthError {
+    fn from(err: crate::error::StoreError) -> OAuthError {
+        tracing::warn!(error = %err, "storage error in an OAuth flow");
+        OAuthError {
+            retry_after: Some(1),
+            ..OAuthError::new(
+                OAuthErrorCode::TemporarilyUnavailable,
+                "storage is unavailable; retry later",
+            )
+        }
+    }
+}

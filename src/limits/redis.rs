@@ -30,8 +30,8 @@ use super::lease::{self, Batch, Entry, Grant, Params, Step, Want};
 use super::memory::MemoryLimiter;
 use super::{Decision, Headroom, Limiter, Refused};
 use crate::config::{OnStorageError, Quota, RateLimit};
+use crate::redis::Backend;
 use crate::store::StoreResult;
-use crate::store::redis::Backend;
 use tokio::time::Instant;
 
 /// KEYS: TAT, quota counter. ARGV: 'check' | 'peek', rate (0: none), period of the rate in µs,
@@ -669,20 +669,22 @@ mod tests {
 
     use super::*;
     use crate::config::RedisConfig;
-    use crate::store::redis::RedisStore;
-    use crate::store::redis::testing::{RedisServer, unique_prefix};
+    use crate::redis::testing::{RedisServer, unique_prefix};
 
     async fn limiter(server: &RedisServer) -> (RedisLimiter, String) {
         let prefix = unique_prefix();
-        let store = RedisStore::connect(&RedisConfig {
-            url: Some(server.url()),
-            cluster: Vec::new(),
-            key_prefix: prefix.clone(),
-            timeout: Duration::from_secs(2),
-        })
+        let (backend, _) = crate::redis::Backend::connect(
+            &RedisConfig {
+                url: Some(server.url()),
+                cluster: Vec::new(),
+                key_prefix: prefix.clone(),
+                timeout: Duration::from_secs(2),
+            },
+            Duration::from_secs(5),
+        )
         .await
         .expect("connect to the test redis");
-        (store.limiter(), prefix)
+        (RedisLimiter::new(backend, &prefix), prefix)
     }
 
     fn rate(n: u32, exact: bool) -> RateLimit {
@@ -874,15 +876,18 @@ mod tests {
     async fn waiters_for_a_lease_give_up_within_the_timeout_when_redis_hangs() {
         let server = RedisServer::start();
         let prefix = unique_prefix();
-        let store = RedisStore::connect(&RedisConfig {
-            url: Some(server.url()),
-            cluster: Vec::new(),
-            key_prefix: prefix,
-            timeout: Duration::from_millis(250),
-        })
+        let (backend, _) = crate::redis::Backend::connect(
+            &RedisConfig {
+                url: Some(server.url()),
+                cluster: Vec::new(),
+                key_prefix: prefix.clone(),
+                timeout: Duration::from_millis(250),
+            },
+            Duration::from_secs(5),
+        )
         .await
         .unwrap();
-        let limiter = Arc::new(store.limiter());
+        let limiter = Arc::new(RedisLimiter::new(backend, &prefix));
         let frozen = server.freeze();
         let started = std::time::Instant::now();
         let tasks: Vec<_> = (0..40)

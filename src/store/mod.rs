@@ -22,20 +22,9 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use crate::config::GrantType;
-use crate::error::oauth::{OAuthError, OAuthErrorCode};
 use crate::token::AccessClaims;
 
-#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
-pub enum StoreError {
-    /// The backend could not be reached or did not answer in time; the caller answers 503.
-    #[error("storage unavailable: {0}")]
-    Unavailable(String),
-    /// A stored value could not be decoded.
-    #[error("storage data corrupt: {0}")]
-    Corrupt(String),
-}
-
-pub type StoreResult<T> = Result<T, StoreError>;
+pub use crate::error::storage::{StoreError, StoreResult};
 
 /// One guess at a secret, as the guessing throttles count it (DESIGN §9a): per (subject, address)
 /// and per address, within one scope.
@@ -361,18 +350,4 @@ pub fn access_revoked(store: &dyn Store, claims: &AccessClaims, now: u64) -> boo
         || store
             .client_cutoff(&claims.aud, &claims.client_id, now)
             .is_some_and(|cutoff| claims.iat <= cutoff)
-}
-
-/// A storage failure inside an OAuth flow: the client is told to retry (RFC 6749 temporarily_unavailable).
-impl From<StoreError> for OAuthError {
-    fn from(err: StoreError) -> OAuthError {
-        tracing::warn!(error = %err, "storage error in an OAuth flow");
-        OAuthError {
-            retry_after: Some(1),
-            ..OAuthError::new(
-                OAuthErrorCode::TemporarilyUnavailable,
-                "storage is unavailable; retry later",
-            )
-        }
-    }
 }

@@ -47,22 +47,14 @@
 //! unknown revocation state. Once running, the node rides out Redis outages by itself.
 
 use std::collections::HashMap;
-use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use redis::aio::{
-    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
-};
-use redis::cluster_async::ClusterConnection;
-use redis::{
-    AsyncConnectionConfig, Client, Cmd, IntoConnectionInfo, Pipeline, ProtocolVersion, PushInfo,
-    PushKind, RedisError, RedisFuture, RedisResult, Script, Value,
-};
+use redis::{Client, Script, Value};
 use serde::Deserialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::memory::{
@@ -73,6 +65,8 @@ use super::{
     StatelessCount, Store, StoreError, StoreResult, StoredClient, StoredPolicy,
 };
 use crate::config::RedisConfig;
+use crate::redis::Backend;
+use crate::redis::pubsub::{self, Subscription};
 
 /// How long a live refresh token that never expires (`refresh_token.ttl: never`) is kept: ten years,
 /// the same bound the token endpoint gives such a session.
@@ -82,11 +76,6 @@ pub const NEVER_EXPIRING_REFRESH_KEEP_SECS: u64 = 10 * 365 * 24 * 3600;
 const MAX_TIME: u64 = 9_999_999_999;
 /// How long an API's stateless-token counts are kept after its latest token (every key has a TTL).
 const STATELESS_COUNT_KEEP_SECS: i64 = 30 * 24 * 3600;
-
-/// Consecutive timed-out calls after which the single-node connection is replaced.
-const REBUILD_AFTER_TIMEOUTS: u32 = 3;
-/// ... but not more often than this.
-const REBUILD_MIN_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The subscriber pings its connection this often to notice a dead one.
 const SUBSCRIBER_PING_EVERY: Duration = Duration::from_secs(5);
@@ -101,10 +90,7 @@ const CLIENT_CACHE_TTL: Duration = Duration::from_secs(60);
 const CLIENT_CACHE_MAX: usize = 10_000;
 
 fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    crate::clock::now()
 }
 
 fn clamp_time(t: u64) -> u64 {
@@ -112,246 +98,6 @@ fn clamp_time(t: u64) -> u64 {
 }
 
 // ------------------------------------------------------------------------------------------------
-// Connections
-
-/// One Redis or a cluster, behind the crate's connection trait so commands and scripts run on either.
-#[derive(Clone)]
-pub(crate) enum Conn {
-    Single(ConnectionManager),
-    Cluster(ClusterConnection),
-}
-
-impl ConnectionLike for Conn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match self {
-            Conn::Single(c) => c.req_packed_command(cmd),
-            Conn::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match self {
-            Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match self {
-            Conn::Single(c) => c.get_db(),
-            Conn::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
-/// The connection shared by the store and the limiter, with the per-call time bound.
-pub(crate) struct Backend {
-    conn: RwLock<Conn>,
-    /// What a replacement single-node connection is built from (`None` for a cluster, whose client
-    /// manages its node connections itself).
-    rebuild: Option<(Client, ConnectionManagerConfig)>,
-    timeout: Duration,
-    timeouts_in_a_row: AtomicU32,
-    last_rebuild: RwLock<Option<Instant>>,
-}
-
-impl Backend {
-    /// Connects (fails if Redis does not answer within `startup`) and returns the backend and the
-    /// clients the subscriber may use (one per node it may subscribe on).
-    async fn connect(
-        cfg: &RedisConfig,
-        startup: Duration,
-    ) -> Result<(Arc<Backend>, Vec<Client>), StoreError> {
-        let unavailable = |what: &str, err: RedisError| {
-            StoreError::Unavailable(format!("redis: {what}: {}", describe(&err)))
-        };
-        let connect_timeout = cfg.timeout.max(Duration::from_secs(1));
-        if cfg.cluster.is_empty() {
-            let url = cfg.url.as_deref().ok_or_else(|| {
-                StoreError::Unavailable("redis: storage.redis.url is not set".into())
-            })?;
-            let info = url
-                .into_connection_info()
-                .map_err(|e| unavailable("invalid storage.redis.url", e))?;
-            let client = Client::open(info.clone()).map_err(|e| unavailable("invalid url", e))?;
-            let manager_cfg = ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(connect_timeout))
-                .set_response_timeout(Some(cfg.timeout))
-                .set_number_of_retries(3)
-                .set_min_delay(Duration::from_millis(50))
-                .set_max_delay(Duration::from_secs(1));
-            let manager = tokio::time::timeout(
-                startup,
-                ConnectionManager::new_with_config(client.clone(), manager_cfg.clone()),
-            )
-            .await
-            .map_err(|_| {
-                StoreError::Unavailable(format!("redis: no connection within {startup:?}"))
-            })?
-            .map_err(|e| unavailable("cannot connect", e))?;
-            let subscriber = Client::open(resp3(info)).map_err(|e| unavailable("url", e))?;
-            let backend = Backend::new(
-                Conn::Single(manager),
-                Some((client, manager_cfg)),
-                cfg.timeout,
-            );
-            Ok((backend, vec![subscriber]))
-        } else {
-            let nodes: Vec<String> = cfg.cluster.iter().map(|n| node_url(n)).collect();
-            let client = redis::cluster::ClusterClient::builder(nodes.clone())
-                .connection_timeout(connect_timeout)
-                .response_timeout(cfg.timeout)
-                .build()
-                .map_err(|e| unavailable("invalid storage.redis.cluster", e))?;
-            let conn = tokio::time::timeout(startup, client.get_async_connection())
-                .await
-                .map_err(|_| {
-                    StoreError::Unavailable(format!(
-                        "redis cluster: no connection within {startup:?}"
-                    ))
-                })?
-                .map_err(|e| unavailable("cannot connect to the cluster", e))?;
-            let mut subscribers = Vec::new();
-            for node in &nodes {
-                let info = node
-                    .as_str()
-                    .into_connection_info()
-                    .map_err(|e| unavailable("invalid cluster node", e))?;
-                subscribers.push(Client::open(resp3(info)).map_err(|e| unavailable("node", e))?);
-            }
-            Ok((
-                Backend::new(Conn::Cluster(conn), None, cfg.timeout),
-                subscribers,
-            ))
-        }
-    }
-
-    fn new(
-        conn: Conn,
-        rebuild: Option<(Client, ConnectionManagerConfig)>,
-        timeout: Duration,
-    ) -> Arc<Backend> {
-        Arc::new(Backend {
-            conn: RwLock::new(conn),
-            rebuild,
-            timeout,
-            timeouts_in_a_row: AtomicU32::new(0),
-            last_rebuild: RwLock::new(None),
-        })
-    }
-
-    /// A handle on the connection (cheap: both kinds are reference-counted).
-    pub(crate) fn conn(&self) -> Conn {
-        self.conn
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
-    }
-
-    pub(crate) fn timeout(&self) -> Duration {
-        self.timeout
-    }
-
-    /// Runs one Redis call within `storage.redis.timeout`; every failure is `Unavailable` except a
-    /// record a script found corrupt.
-    pub(crate) async fn bounded<T>(
-        &self,
-        call: impl Future<Output = RedisResult<T>>,
-    ) -> StoreResult<T> {
-        match tokio::time::timeout(self.timeout, call).await {
-            Ok(Ok(value)) => {
-                self.timeouts_in_a_row.store(0, Ordering::Relaxed);
-                Ok(value)
-            }
-            Ok(Err(err)) => {
-                if err.is_timeout() {
-                    self.note_timeout();
-                } else {
-                    self.timeouts_in_a_row.store(0, Ordering::Relaxed);
-                }
-                Err(store_error(&err))
-            }
-            Err(_) => {
-                self.note_timeout();
-                Err(StoreError::Unavailable(format!(
-                    "redis did not answer within {:?}",
-                    self.timeout
-                )))
-            }
-        }
-    }
-
-    /// Calls that keep timing out without an error mean a connection nobody answers on (the peer
-    /// vanished without a reset): the connection manager would wait on it forever, so replace it.
-    fn note_timeout(&self) {
-        let in_a_row = self.timeouts_in_a_row.fetch_add(1, Ordering::Relaxed) + 1;
-        if in_a_row < REBUILD_AFTER_TIMEOUTS {
-            return;
-        }
-        let Some((client, manager_cfg)) = &self.rebuild else {
-            return;
-        };
-        {
-            let mut last = self
-                .last_rebuild
-                .write()
-                .unwrap_or_else(PoisonError::into_inner);
-            if last.is_some_and(|at| at.elapsed() < REBUILD_MIN_INTERVAL) {
-                return;
-            }
-            *last = Some(Instant::now());
-        }
-        self.timeouts_in_a_row.store(0, Ordering::Relaxed);
-        match ConnectionManager::new_lazy_with_config(client.clone(), manager_cfg.clone()) {
-            Ok(manager) => {
-                *self.conn.write().unwrap_or_else(PoisonError::into_inner) = Conn::Single(manager);
-                tracing::warn!(
-                    "redis: calls keep timing out; replaced the connection with a new one"
-                );
-            }
-            Err(err) => {
-                tracing::warn!(error = %describe(&err), "redis: could not replace the connection")
-            }
-        }
-    }
-}
-
-/// The same connection settings over RESP3, which the subscriber needs (push messages on a
-/// multiplexed connection).
-fn resp3(info: redis::ConnectionInfo) -> redis::ConnectionInfo {
-    let settings = info
-        .redis_settings()
-        .clone()
-        .set_protocol(ProtocolVersion::RESP3);
-    info.set_redis_settings(settings)
-}
-
-/// Cluster seed nodes may be given as `host:port`.
-fn node_url(node: &str) -> String {
-    if node.contains("://") {
-        node.to_string()
-    } else {
-        format!("redis://{node}")
-    }
-}
-
-/// An error's text without anything a URL could have carried (the crate never prints passwords).
-fn describe(err: &RedisError) -> String {
-    err.to_string()
-}
-
-fn store_error(err: &RedisError) -> StoreError {
-    if err.code() == Some("TGCORRUPT") {
-        StoreError::Corrupt(describe(err))
-    } else {
-        StoreError::Unavailable(format!("redis: {}", describe(err)))
-    }
-}
 
 fn corrupt(what: &str, err: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(format!("{what}: {err}"))
@@ -1092,24 +838,9 @@ async fn subscribe_and_load(
     backend: &Backend,
     client: &Client,
     keys: &Keys,
-    push: mpsc::UnboundedSender<PushInfo>,
-) -> Result<MultiplexedConnection, String> {
+) -> Result<Subscription, String> {
     let timeout = backend.timeout().max(Duration::from_secs(1));
-    let config = AsyncConnectionConfig::new()
-        .set_push_sender(push)
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout));
-    let mut conn = tokio::time::timeout(
-        timeout,
-        client.get_multiplexed_async_connection_with_config(&config),
-    )
-    .await
-    .map_err(|_| "subscriber: no connection in time".to_string())?
-    .map_err(|e| format!("subscriber: {}", describe(&e)))?;
-    tokio::time::timeout(timeout, conn.subscribe(&keys.channel))
-        .await
-        .map_err(|_| "subscriber: SUBSCRIBE not answered in time".to_string())?
-        .map_err(|e| format!("subscriber: SUBSCRIBE: {}", describe(&e)))?;
+    let subscription = pubsub::subscribe(client, &keys.channel, timeout).await?;
     for kind in [RevocationKind::Sid, RevocationKind::Jti] {
         load_revocations(shared, backend, keys, kind)
             .await
@@ -1119,7 +850,7 @@ async fn subscribe_and_load(
         .await
         .map_err(|e| format!("loading client cutoffs: {e}"))?;
     shared.revoked_write().prune(now_secs());
-    Ok(conn)
+    Ok(subscription)
 }
 
 /// Loads every per-client cutoff (a hash bounded by the number of clients) into the local map.
@@ -1149,47 +880,6 @@ async fn load_cutoffs(shared: &Shared, backend: &Backend, keys: &Keys) -> StoreR
     Ok(())
 }
 
-/// Applies messages until the subscription is lost (disconnection, or a ping not answered).
-async fn listen(
-    shared: &Shared,
-    backend: &Backend,
-    mut conn: MultiplexedConnection,
-    mut push: mpsc::UnboundedReceiver<PushInfo>,
-) {
-    let timeout = backend.timeout().max(Duration::from_secs(1));
-    let mut ping = tokio::time::interval_at(
-        tokio::time::Instant::now() + SUBSCRIBER_PING_EVERY,
-        SUBSCRIBER_PING_EVERY,
-    );
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            message = push.recv() => {
-                let Some(message) = message else { return };
-                match message.kind {
-                    PushKind::Message => {
-                        if let Some(Value::BulkString(payload)) = message.data.last() {
-                            shared.apply(payload);
-                        }
-                    }
-                    PushKind::Disconnection | PushKind::Unsubscribe => return,
-                    _ => {}
-                }
-            }
-            _ = ping.tick() => {
-                let pong = tokio::time::timeout(
-                    timeout,
-                    redis::cmd("PING").query_async::<Value>(&mut conn),
-                )
-                .await;
-                if !matches!(pong, Ok(Ok(_))) {
-                    return;
-                }
-            }
-        }
-    }
-}
-
 /// Owns the subscription for the store's lifetime (aborted when the store is dropped). Reports the
 /// outcome of the first subscription on `ready`: at start, every node is tried once and the task ends
 /// if none works.
@@ -1207,9 +897,8 @@ async fn subscriber(
     loop {
         let client = &clients[next % clients.len()];
         next = next.wrapping_add(1);
-        let (push_tx, push_rx) = mpsc::unbounded_channel();
-        match subscribe_and_load(&shared, &backend, client, &keys, push_tx).await {
-            Ok(conn) => {
+        match subscribe_and_load(&shared, &backend, client, &keys).await {
+            Ok(subscription) => {
                 shared.set_subscribed(true);
                 match ready.take() {
                     Some(ready) => {
@@ -1220,7 +909,9 @@ async fn subscriber(
                     ),
                 }
                 backoff = SUBSCRIBER_MIN_BACKOFF;
-                listen(&shared, &backend, conn, push_rx).await;
+                subscription
+                    .listen(SUBSCRIBER_PING_EVERY, |payload| shared.apply(payload))
+                    .await;
                 shared.set_subscribed(false);
                 tracing::warn!("redis: revocation subscription lost; reconnecting");
             }
@@ -1260,7 +951,7 @@ impl std::fmt::Debug for RedisStore {
         let revoked = self.shared.revoked_read();
         f.debug_struct("RedisStore")
             .field("key_prefix", &self.keys.prefix)
-            .field("timeout", &self.backend.timeout)
+            .field("timeout", &self.backend.timeout())
             .field(
                 "subscribed",
                 &self.shared.subscribed.load(Ordering::Relaxed),
@@ -1341,9 +1032,15 @@ impl RedisStore {
         }
     }
 
-    /// A rate limiter counting in the same Redis, over the same connection.
-    pub fn limiter(&self) -> crate::limits::redis::RedisLimiter {
-        crate::limits::redis::RedisLimiter::new(self.backend.clone(), &self.keys.prefix)
+    /// The connection, for the rate limiter that counts in the same Redis (`limits::redis`, built
+    /// where the gateway is wired).
+    pub fn backend(&self) -> Arc<Backend> {
+        self.backend.clone()
+    }
+
+    /// `storage.redis.key_prefix`: the limiter's keys start with it too.
+    pub fn key_prefix(&self) -> &str {
+        &self.keys.prefix
     }
 
     /// Whether the revocation subscription is currently up.
@@ -1920,19 +1617,20 @@ impl Store for RedisStore {
 // ------------------------------------------------------------------------------------------------
 // Tests
 
-/// The throw-away `redis-server` of the tests: the same file the integration tests use.
-#[cfg(test)]
-#[path = "../../tests/common/redis.rs"]
-pub(crate) mod testing;
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use super::testing::{RedisCluster, RedisServer, raw_command, unique_prefix};
     use super::*;
     use crate::config::{OnStorageError, Quota, RateLimit};
     use crate::limits::{Limiter, Refused};
+    use crate::redis::conn::REBUILD_AFTER_TIMEOUTS;
+    use crate::redis::testing::{RedisCluster, RedisServer, raw_command, unique_prefix};
+
+    /// The limiter as `lib.rs` builds it: counting in the same Redis, over the same connection.
+    fn limiter_of(store: &RedisStore) -> crate::limits::redis::RedisLimiter {
+        crate::limits::redis::RedisLimiter::new(store.backend(), store.key_prefix())
+    }
     use crate::store::GrantKind;
 
     const TIMEOUT: Duration = Duration::from_secs(2);
@@ -1967,7 +1665,8 @@ mod tests {
     mod limiter_contract {
         crate::limiter_contract_tests!(async {
             let store = super::shared_store().await;
-            std::sync::Arc::new(store.limiter()) as std::sync::Arc<dyn crate::limits::Limiter>
+            std::sync::Arc::new(super::limiter_of(&store))
+                as std::sync::Arc<dyn crate::limits::Limiter>
         });
     }
 
@@ -2101,7 +1800,7 @@ mod tests {
             )
             .await
             .unwrap();
-        let limiter = store.limiter();
+        let limiter = limiter_of(&store);
         let rate = RateLimit {
             rate: 10,
             per: Duration::from_secs(60),
@@ -2425,7 +2124,7 @@ mod tests {
         let cfg = config(&server, timeout);
         let a = RedisStore::connect(&cfg).await.unwrap();
         let b = RedisStore::connect(&cfg).await.unwrap();
-        let limiter = a.limiter();
+        let limiter = limiter_of(&a);
         let now = t0();
         a.revoke_session("revoked-before", now + 600).await.unwrap();
 
@@ -2521,7 +2220,7 @@ mod tests {
         let store = RedisStore::connect(&config(&server, timeout))
             .await
             .unwrap();
-        let limiter = store.limiter();
+        let limiter = limiter_of(&store);
         let deny = RateLimit {
             rate: 100,
             per: Duration::from_secs(1),
@@ -2588,7 +2287,7 @@ mod tests {
             max: 5,
             period: Duration::from_secs(60),
         };
-        let (la, lb) = (a.limiter(), b.limiter());
+        let (la, lb) = (limiter_of(&a), limiter_of(&b));
         let mut refused = Vec::new();
         for limiter in [&la, &lb, &la] {
             let d = limiter
@@ -2637,8 +2336,8 @@ mod tests {
     async fn limits_are_shared_between_nodes() {
         let server = RedisServer::shared();
         let cfg = config(&server, TIMEOUT);
-        let a = RedisStore::connect(&cfg).await.unwrap().limiter();
-        let b = RedisStore::connect(&cfg).await.unwrap().limiter();
+        let a = limiter_of(&RedisStore::connect(&cfg).await.unwrap());
+        let b = limiter_of(&RedisStore::connect(&cfg).await.unwrap());
         let now = t0();
         let rate = RateLimit {
             rate: 4,
@@ -2692,8 +2391,8 @@ mod tests {
     async fn concurrent_checks_respect_the_burst() {
         let server = RedisServer::shared();
         let cfg = config(&server, TIMEOUT);
-        let a = Arc::new(RedisStore::connect(&cfg).await.unwrap().limiter());
-        let b = Arc::new(RedisStore::connect(&cfg).await.unwrap().limiter());
+        let a = Arc::new(limiter_of(&RedisStore::connect(&cfg).await.unwrap()));
+        let b = Arc::new(limiter_of(&RedisStore::connect(&cfg).await.unwrap()));
         let rate = RateLimit {
             rate: 10,
             per: Duration::from_secs(3600),
