@@ -3,6 +3,8 @@
 //! with. Below `error.rs`, which renders the error pages, and below every page's own module.
 //!
 //! May import: `http_util` only.
+//!
+//! Layer: with `error`, which renders the error pages.
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};

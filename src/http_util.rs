@@ -1,4 +1,7 @@
 //! Body type and small helpers shared by every handler.
+//!
+//! At the bottom (beside `config`): imports nothing of the crate. Its errors (`BodyError`, `FormError`)
+//! are its own; `error.rs` maps them.
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -2,6 +2,12 @@
 //!
 //! `main.rs` only parses arguments; everything else is here so that tests can start a complete
 //! gateway on `127.0.0.1:0` with [`run`].
+//!
+//! The layers, top to bottom (docs/architecture.md; `scripts/check-layers.sh` checks them in CI):
+//! `lib` → `admin` → `proxy` → {`oauth`, `auth`, `limits`, `metrics`} → {`policy`, `store`} →
+//! {`token`, `redis`, `server`, `error`, `html`} → {`config`, `http_util`, `secrets`, `logging`, `clock`}.
+//! This file is where they are wired together: storage and the limiter that goes with it, the
+//! authorization server, the gateway, the listeners.
 
 pub mod admin;
 pub mod auth;

@@ -2,6 +2,9 @@
 //!
 //! Per-API counters live in an `ApiMetrics` that the routing table holds directly, so counting a
 //! request is a few atomic adds; the registry map is only touched on reload and on scrape.
+//!
+//! Beside `oauth` and `auth`: reads the counters the authorization server keeps (`TokenStats`,
+//! `VerifierStats`); nothing below `proxy` imports it.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;

@@ -3,6 +3,8 @@
 //!
 //! Randomness, digests and MACs come from aws-lc-rs (the same library that backs TLS and JWT
 //! signatures), so there is one audited source of cryptography in the process.
+//!
+//! At the bottom (beside `config`): imports only `config`.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};

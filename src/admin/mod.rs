@@ -3,6 +3,9 @@
 //! The routes are data ([`ROUTES`], in `routes.rs`): a request is matched against that table and
 //! nothing else, and tests hold the table, `docs/admin-openapi.json` (served at `/openapi.json`) and
 //! `docs/admin-api.md` together. Reference: docs/admin-api.md.
+//!
+//! May import: `proxy` (the running gateway it reads and reloads) and everything below it.
+//! Nothing imports `admin` but `lib.rs`, which serves it on its own listener.
 
 mod clients;
 

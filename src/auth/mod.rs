@@ -3,6 +3,9 @@
 //! Validation runs on every proxied request, so it is built to cost a hash lookup for a token seen
 //! before: the signature and static claims of a token are verified once and cached; the parts that can
 //! change (expiry, revocation, which APIs accept it) are checked on every request.
+//!
+//! May import: `token` (verification), `policy`, `store` (revocation), `config`, `error`. Never `oauth`:
+//! the proxy hands it the gateway's `Tokens`, not the authorization server.
 
 use std::borrow::Cow;
 use std::sync::Arc;

@@ -3,6 +3,8 @@
 //! Loading reads `gateway.yaml`, every `*.yaml` in the API definitions folder, `users.yaml` and
 //! `policies.yaml`, interpolates `${VAR}`, and validates everything, collecting every problem with its
 //! file and field path instead of stopping at the first.
+//!
+//! May import: nothing of the crate. Every other layer reads the model; the model reads no one.
 
 pub(crate) mod accounts;
 pub(crate) mod api;

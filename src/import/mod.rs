@@ -3,6 +3,9 @@
 //! The conversion itself is pure ([`tyk::convert`]); this module reads the input files, decides where
 //! the output goes and writes it. Nothing is written unless every input file parsed and no output file
 //! would be overwritten (without `--force`), so a failed import leaves the folder as it was.
+//!
+//! May import: `config` only (it writes files that `tollgate check` then reads). A command-line tool;
+//! nothing in the gateway imports it.
 
 pub mod tyk;
 

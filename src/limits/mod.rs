@@ -7,6 +7,9 @@
 //! rate limiter counts, GCRA only advances on success, and the quota is only counted once the rate
 //! limit has let the request through (Tyk #1876: a limiter that counts rejections never recovers under
 //! overload).
+//!
+//! May import: `redis` (the connection, for `limits::redis`), `store` (its error type), `config`.
+//! Never `store::redis`: the Redis limiter is given the store's connection where the gateway is wired.
 
 pub mod lease;
 pub mod memory;

@@ -192,7 +192,7 @@ async fn introspect(
     let hint = form.get("token_type_hint").map(String::as_str);
     let body = ctx
         .auth
-        .introspect(api, &ctx.config, &token, hint, now())
+        .introspect(api, ctx.config, &token, hint, now())
         .await?;
     Ok(json_response(StatusCode::OK, &body))
 }
@@ -209,7 +209,7 @@ fn tokeninfo(
         .get("access_token")
         .filter(|t| !t.is_empty())
         .ok_or_else(|| OAuthError::invalid_request("the access_token parameter is missing"))?;
-    let body = ctx.auth.tokeninfo(api, &ctx.config, token, now())?;
+    let body = ctx.auth.tokeninfo(api, ctx.config, token, now())?;
     Ok(json_response(StatusCode::OK, &body))
 }
 

@@ -1,5 +1,9 @@
 //! The OAuth 2.0 authorization server: flows (`server`), HTTP handlers (`handlers`), login and consent
 //! pages, clients, PKCE and notifications.
+//!
+//! May import: `token`, `policy`, `store`, `limits` (the token endpoint's rate limit), `error`, `html`,
+//! `http_util`, `server` (connection info), `config`. Never `auth` or `proxy`: the proxy lends the
+//! handlers a [`Ctx`] for one request.
 
 pub mod authorize;
 pub mod clients;

@@ -14,6 +14,8 @@
 //!
 //! Static clients come from the API definitions; dynamic clients live in the store (see
 //! [`client_policy_id`]).
+//!
+//! May import: `store`, `token` (claims), `config`. Used by `auth`, `oauth` and `admin`; imports none of them.
 
 use std::collections::HashMap;
 use std::ops::Deref;

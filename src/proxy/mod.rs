@@ -9,6 +9,10 @@
 //! ```
 //! Each phase either passes the request on or answers with a `GatewayError`, which `error.rs` turns
 //! into the response. Nothing after routing ever looks at a different path than the one routed.
+//!
+//! May import: `auth`, `oauth`, `limits`, `metrics`, `policy`, `store`, `token`, `server` and below.
+//! `gateway.rs` (the running gateway: settings, the hot-reloadable runtime, the authorization server,
+//! limiter and metrics) lives here because it is the proxy's state; `admin` reads it from above.
 
 pub mod cors;
 pub mod forward;

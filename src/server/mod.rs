@@ -4,6 +4,8 @@
 //! semaphore bounds the number of open connections (new ones wait in the kernel's backlog) and, because
 //! every connection holds a permit until it closes, it also tells shutdown when the last one is gone.
 //! A per-address cap below it keeps one address from holding every permit.
+//!
+//! May import: `config`, `http_util`. Knows nothing of routes: `lib.rs` hands it a handler per listener.
 
 mod idle;
 mod per_ip;

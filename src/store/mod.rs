@@ -9,6 +9,9 @@
 //! secrets are argon2id PHC strings.
 //!
 //! Times are UNIX seconds (`u64`); `now` is passed in by the caller so tests control the clock.
+//!
+//! May import: `redis` (for `store::redis`), `token` (claims, for [`access_revoked`]), `error`, `config`.
+//! Never `limits`, `oauth` or `auth`.
 
 pub mod memory;
 pub mod redis;

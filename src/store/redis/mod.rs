@@ -67,9 +67,13 @@ use super::{
 use crate::config::RedisConfig;
 use crate::redis::Backend;
 
+mod clients;
+mod failures;
 mod keys;
+mod policies;
 mod revocation;
 mod scripts;
+mod sessions;
 
 use crate::redis::pubsub::{self, Subscription};
 use keys::{Keys, RevocationKind};
@@ -283,87 +287,19 @@ fn optional_time(t: Option<u64>) -> String {
 #[async_trait]
 impl Store for RedisStore {
     async fn put_code(&self, code_hash: &str, code: &AuthCode) -> StoreResult<()> {
-        let json = Self::to_json(code)?;
-        let mut conn = self.backend.conn();
-        self.backend
-            .bounded(
-                redis::cmd("SET")
-                    .arg(self.keys.code(code_hash))
-                    .arg(json)
-                    .arg("EXAT")
-                    .arg(clamp_time(code.expires_at))
-                    .exec_async(&mut conn),
-            )
-            .await
+        sessions::put_code(self, code_hash, code).await
     }
 
     async fn take_code(&self, code_hash: &str, now: u64) -> StoreResult<CodeTake> {
-        let mut conn = self.backend.conn();
-        let reply: Vec<String> = self
-            .backend
-            .bounded(
-                self.scripts
-                    .take_code
-                    .key(self.keys.code(code_hash))
-                    .arg(now)
-                    .invoke_async(&mut conn),
-            )
-            .await?;
-        match reply.as_slice() {
-            [status] if status == "unknown" => Ok(CodeTake::Unknown),
-            [status, sid] if status == "used" => Ok(CodeTake::AlreadyUsed { sid: sid.clone() }),
-            [status, json] if status == "fresh" => serde_json::from_str(json)
-                .map(CodeTake::Fresh)
-                .map_err(|e| corrupt("authorization code", e)),
-            _ => Err(StoreError::Corrupt(
-                "unexpected reply from the take_code script".into(),
-            )),
-        }
+        sessions::take_code(self, code_hash, now).await
     }
 
     async fn put_session(&self, session: &Session, max_per_user: u32) -> StoreResult<Vec<String>> {
-        let json = Self::to_json(session)?;
-        let mut conn = self.backend.conn();
-        let ended: Vec<String> = self
-            .backend
-            .bounded(
-                self.scripts
-                    .put_session
-                    .key(self.keys.session(&session.sid))
-                    .arg(&self.keys.tokens)
-                    .arg(&session.sid)
-                    .arg(json)
-                    .arg(clamp_time(session.expires_at))
-                    .arg(now_secs())
-                    .arg(&session.api_id)
-                    .arg(&session.client_id)
-                    .arg(session.username.as_deref().unwrap_or(""))
-                    .arg(max_per_user.max(1))
-                    .arg(&self.keys.channel)
-                    .invoke_async(&mut conn),
-            )
-            .await?;
-        // The script published the revocations; this node applies its own at once, as `revoke` does.
-        // Their `until` is at most the session lifetime, which a revocation set entry may outlive
-        // harmlessly: the message from the script carries the exact one.
-        for sid in &ended {
-            self.shared
-                .revoke_locally(RevocationKind::Sid, sid, clamp_time(session.expires_at));
-        }
-        Ok(ended)
+        sessions::put_session(self, session, max_per_user).await
     }
 
     async fn get_session(&self, sid: &str) -> StoreResult<Option<Session>> {
-        let mut conn = self.backend.conn();
-        let raw: Option<String> = self
-            .backend
-            .bounded(
-                redis::cmd("GET")
-                    .arg(self.keys.session(sid))
-                    .query_async(&mut conn),
-            )
-            .await?;
-        raw.as_deref().map(Self::parse_session).transpose()
+        sessions::get_session(self, sid).await
     }
 
     async fn client_sessions(
@@ -372,83 +308,15 @@ impl Store for RedisStore {
         client_id: &str,
         now: u64,
     ) -> StoreResult<Vec<Session>> {
-        let index = self.keys.client_sessions(api_id, client_id);
-        let mut conn = self.backend.conn();
-        let raws: Vec<Option<String>> = self
-            .backend
-            .bounded(async {
-                let sids: Vec<String> = redis::cmd("ZRANGEBYSCORE")
-                    .arg(&index)
-                    .arg(format!("({now}"))
-                    .arg("+inf")
-                    .query_async(&mut conn)
-                    .await?;
-                if sids.is_empty() {
-                    return Ok(Vec::new());
-                }
-                let mut mget = redis::cmd("MGET");
-                for sid in &sids {
-                    mget.arg(self.keys.session(sid));
-                }
-                mget.query_async(&mut conn).await
-            })
-            .await?;
-        let mut live = Vec::new();
-        for raw in raws.into_iter().flatten() {
-            let session = Self::parse_session(&raw)?;
-            if session.api_id == api_id
-                && session.client_id == client_id
-                && now < session.expires_at
-                && !self.shared.sid_revoked(&session.sid, now)
-            {
-                live.push(session);
-            }
-        }
-        live.sort_by(|a, b| (a.created_at, &a.sid).cmp(&(b.created_at, &b.sid)));
-        Ok(live)
+        sessions::client_sessions(self, api_id, client_id, now).await
     }
 
     async fn put_refresh(&self, token_hash: &str, token: &RefreshToken) -> StoreResult<()> {
-        let json = Self::to_json(token)?;
-        let mut conn = self.backend.conn();
-        let _stored: i64 = self
-            .backend
-            .bounded(
-                self.scripts
-                    .put_refresh
-                    .key(self.keys.refresh(token_hash))
-                    .arg(&self.keys.tokens)
-                    .arg(token_hash)
-                    .arg(json)
-                    .arg(&token.sid)
-                    .arg(optional_time(token.expires_at))
-                    .arg(now_secs())
-                    .arg(NEVER_EXPIRING_REFRESH_KEEP_SECS)
-                    .invoke_async(&mut conn),
-            )
-            .await?;
-        Ok(())
+        sessions::put_refresh(self, token_hash, token).await
     }
 
     async fn get_refresh(&self, token_hash: &str, now: u64) -> StoreResult<Option<RefreshToken>> {
-        let mut conn = self.backend.conn();
-        let raw: Option<String> = self
-            .backend
-            .bounded(
-                redis::cmd("GET")
-                    .arg(self.keys.refresh(token_hash))
-                    .query_async(&mut conn),
-            )
-            .await?;
-        let Some(token) = raw.as_deref().map(parse_refresh).transpose()?.flatten() else {
-            return Ok(None);
-        };
-        if token.expires_at.is_some_and(|exp| now >= exp)
-            || self.shared.sid_revoked(&token.sid, now)
-        {
-            return Ok(None);
-        }
-        Ok(Some(token))
+        sessions::get_refresh(self, token_hash, now).await
     }
 
     async fn rotate_refresh(
@@ -458,47 +326,7 @@ impl Store for RedisStore {
         new: &RefreshToken,
         now: u64,
     ) -> StoreResult<Rotation> {
-        let json = Self::to_json(new)?;
-        let mut conn = self.backend.conn();
-        let reply: Vec<String> = self
-            .backend
-            .bounded(
-                self.scripts
-                    .rotate_refresh
-                    .key(self.keys.refresh(old_hash))
-                    .key(self.keys.refresh(new_hash))
-                    .arg(&self.keys.tokens)
-                    .arg(&self.keys.channel)
-                    .arg(now)
-                    .arg(old_hash)
-                    .arg(new_hash)
-                    .arg(json)
-                    .arg(&new.sid)
-                    .arg(optional_time(new.expires_at))
-                    .arg(ROTATED_NEVER_EXPIRING_KEEP_SECS)
-                    .arg(NEVER_EXPIRING_REFRESH_KEEP_SECS)
-                    .invoke_async(&mut conn),
-            )
-            .await?;
-        match reply.as_slice() {
-            [status] if status == "invalid" => Ok(Rotation::Invalid),
-            [status, sid, until] if status == "reused" => {
-                let until = until
-                    .parse::<u64>()
-                    .map_err(|e| corrupt("rotate_refresh reply", e))?;
-                self.shared.revoke_locally(RevocationKind::Sid, sid, until);
-                Ok(Rotation::Reused { sid: sid.clone() })
-            }
-            [status, json] if status == "rotated" => match parse_refresh(json)? {
-                Some(old) => Ok(Rotation::Rotated(old)),
-                None => Err(StoreError::Corrupt(
-                    "rotated a refresh token tombstone".into(),
-                )),
-            },
-            _ => Err(StoreError::Corrupt(
-                "unexpected reply from the rotate_refresh script".into(),
-            )),
-        }
+        sessions::rotate_refresh(self, old_hash, new_hash, new, now).await
     }
 
     async fn revoke_session(&self, sid: &str, until: u64) -> StoreResult<()> {
@@ -522,30 +350,7 @@ impl Store for RedisStore {
         issued_up_to: u64,
         until: u64,
     ) -> StoreResult<()> {
-        let mut conn = self.backend.conn();
-        let (at, kept_until): (u64, u64) = self
-            .backend
-            .bounded(
-                self.scripts
-                    .revoke_client
-                    .key(self.keys.client_cutoffs())
-                    .arg(&self.keys.channel)
-                    .arg(api_id)
-                    .arg(client_id)
-                    .arg(clamp_time(issued_up_to))
-                    .arg(clamp_time(until))
-                    .invoke_async(&mut conn),
-            )
-            .await?;
-        self.shared.revoked_write().insert_cutoff(
-            api_id,
-            client_id,
-            Cutoff {
-                at,
-                until: kept_until,
-            },
-        );
-        Ok(())
+        revocation::revoke_client_tokens(self, api_id, client_id, issued_up_to, until).await
     }
 
     fn client_cutoff(&self, api_id: &str, client_id: &str, now: u64) -> Option<u64> {
@@ -553,172 +358,39 @@ impl Store for RedisStore {
     }
 
     async fn count_stateless(&self, api_id: &str, client_id: &str, now: u64) -> StoreResult<()> {
-        let key = self.keys.stateless(api_id);
-        let [count, last] = Keys::stateless_fields(client_id);
-        let mut conn = self.backend.conn();
-        // One hash per API (one slot), so the two writes are one atomic round trip in a cluster too.
-        let _: () = self
-            .backend
-            .bounded(
-                redis::pipe()
-                    .atomic()
-                    .hincr(&key, count, 1)
-                    .ignore()
-                    .hset(&key, last, now)
-                    .ignore()
-                    .expire(&key, STATELESS_COUNT_KEEP_SECS)
-                    .ignore()
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(())
+        sessions::count_stateless(self, api_id, client_id, now).await
     }
 
     async fn stateless_count(&self, api_id: &str, client_id: &str) -> StoreResult<StatelessCount> {
-        let mut conn = self.backend.conn();
-        let (issued, last): (Option<u64>, Option<u64>) = self
-            .backend
-            .bounded(
-                redis::cmd("HMGET")
-                    .arg(self.keys.stateless(api_id))
-                    .arg(&Keys::stateless_fields(client_id))
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(StatelessCount {
-            issued: issued.unwrap_or(0),
-            last_issued_at: last,
-        })
+        sessions::stateless_count(self, api_id, client_id).await
     }
 
     async fn put_client(&self, client: &StoredClient) -> StoreResult<()> {
-        let json = Self::to_json(client)?;
-        let mut conn = self.backend.conn();
-        let _: i64 = self
-            .backend
-            .bounded(
-                self.scripts
-                    .client
-                    .key(self.keys.clients(&client.api_id))
-                    .arg(&client.client_id)
-                    .arg(json)
-                    .arg(&self.keys.channel)
-                    .arg(client_event(&client.api_id, &client.client_id))
-                    .invoke_async(&mut conn),
-            )
-            .await?;
-        self.shared
-            .invalidate_client(&client.api_id, &client.client_id);
-        Ok(())
+        clients::put_client(self, client).await
     }
 
     async fn get_client(&self, api_id: &str, client_id: &str) -> StoreResult<Option<StoredClient>> {
-        if let Some(client) = self.shared.cached_client(api_id, client_id) {
-            return Ok(Some(client));
-        }
-        let generation = self.shared.client_generation.load(Ordering::Acquire);
-        let mut conn = self.backend.conn();
-        let raw: Option<String> = self
-            .backend
-            .bounded(
-                redis::cmd("HGET")
-                    .arg(self.keys.clients(api_id))
-                    .arg(client_id)
-                    .query_async(&mut conn),
-            )
-            .await?;
-        let client = raw.as_deref().map(Self::parse_client).transpose()?;
-        if let Some(client) = &client {
-            self.shared.cache_client(generation, client);
-        }
-        Ok(client)
+        clients::get_client(self, api_id, client_id).await
     }
 
     async fn list_clients(&self, api_id: &str) -> StoreResult<Vec<StoredClient>> {
-        let mut conn = self.backend.conn();
-        let raws: Vec<String> = self
-            .backend
-            .bounded(
-                redis::cmd("HVALS")
-                    .arg(self.keys.clients(api_id))
-                    .query_async(&mut conn),
-            )
-            .await?;
-        let mut clients = raws
-            .iter()
-            .map(|raw| Self::parse_client(raw))
-            .collect::<StoreResult<Vec<_>>>()?;
-        clients.sort_by(|a, b| a.client_id.cmp(&b.client_id));
-        Ok(clients)
+        clients::list_clients(self, api_id).await
     }
 
     async fn delete_client(&self, api_id: &str, client_id: &str) -> StoreResult<bool> {
-        let mut conn = self.backend.conn();
-        let deleted: i64 = self
-            .backend
-            .bounded(
-                self.scripts
-                    .client
-                    .key(self.keys.clients(api_id))
-                    .arg(client_id)
-                    .arg("")
-                    .arg(&self.keys.channel)
-                    .arg(client_event(api_id, client_id))
-                    .invoke_async(&mut conn),
-            )
-            .await?;
-        self.shared.invalidate_client(api_id, client_id);
-        let _: i64 = self
-            .backend
-            .bounded(
-                redis::cmd("HDEL")
-                    .arg(self.keys.stateless(api_id))
-                    .arg(&Keys::stateless_fields(client_id))
-                    .query_async(&mut conn),
-            )
-            .await?;
-        Ok(deleted > 0)
+        clients::delete_client(self, api_id, client_id).await
     }
 
     async fn put_policy(&self, policy: &StoredPolicy, mode: PolicyWrite) -> StoreResult<bool> {
-        let json = Self::to_json(policy)?;
-        let mode = match mode {
-            PolicyWrite::Create => "create",
-            PolicyWrite::Replace => "replace",
-        };
-        self.write_policy(mode, &policy.id, &json).await
+        policies::put_policy(self, policy, mode).await
     }
 
     async fn get_policy(&self, id: &str) -> StoreResult<Option<StoredPolicy>> {
-        let mut conn = self.backend.conn();
-        let raw: Option<String> = self
-            .backend
-            .bounded(
-                redis::cmd("HGET")
-                    .arg(self.keys.policies())
-                    .arg(id)
-                    .query_async(&mut conn),
-            )
-            .await?;
-        raw.as_deref().map(Self::parse_policy).transpose()
+        policies::get_policy(self, id).await
     }
 
     async fn list_policies(&self) -> StoreResult<Vec<StoredPolicy>> {
-        let mut conn = self.backend.conn();
-        let raws: Vec<String> = self
-            .backend
-            .bounded(
-                redis::cmd("HVALS")
-                    .arg(self.keys.policies())
-                    .query_async(&mut conn),
-            )
-            .await?;
-        let mut policies = raws
-            .iter()
-            .map(|raw| Self::parse_policy(raw))
-            .collect::<StoreResult<Vec<_>>>()?;
-        policies.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(policies)
+        policies::list_policies(self).await
     }
 
     async fn delete_policy(&self, id: &str) -> StoreResult<bool> {
@@ -736,49 +408,11 @@ impl Store for RedisStore {
         window_secs: u64,
         now: u64,
     ) -> StoreResult<Attempt> {
-        let [address, subject] = self.keys.guess(guess);
-        let mut conn = self.backend.conn();
-        let wait: i64 = self
-            .backend
-            .bounded(
-                self.scripts
-                    .reserve_attempt
-                    .key(address)
-                    .key(subject)
-                    .arg(now)
-                    .arg(window_secs.min(MAX_TIME))
-                    .arg(limit)
-                    .invoke_async(&mut conn),
-            )
-            .await?;
-        Ok(match u64::try_from(wait) {
-            Ok(secs) if secs > 0 => Attempt::Throttled {
-                retry_after_secs: secs,
-            },
-            _ => Attempt::Reserved,
-        })
+        failures::reserve_attempt(self, guess, limit, window_secs, now).await
     }
 
     async fn release_attempt(&self, guess: &Guess<'_>, how: Release, now: u64) -> StoreResult<()> {
-        let [address, subject] = self.keys.guess(guess);
-        let how = match how {
-            Release::Success => "success",
-            Release::NotEvaluated => "not_evaluated",
-        };
-        let mut conn = self.backend.conn();
-        let _: i64 = self
-            .backend
-            .bounded(
-                self.scripts
-                    .release_attempt
-                    .key(address)
-                    .key(subject)
-                    .arg(now)
-                    .arg(how)
-                    .invoke_async(&mut conn),
-            )
-            .await?;
-        Ok(())
+        failures::release_attempt(self, guess, how, now).await
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -363,3 +363,37 @@ pub(super) async fn subscriber(
         backoff = (backoff * 2).min(SUBSCRIBER_MAX_BACKOFF);
     }
 }
+
+pub(super) async fn revoke_client_tokens(
+    store: &RedisStore,
+    api_id: &str,
+    client_id: &str,
+    issued_up_to: u64,
+    until: u64,
+) -> StoreResult<()> {
+    let mut conn = store.backend.conn();
+    let (at, kept_until): (u64, u64) = store
+        .backend
+        .bounded(
+            store
+                .scripts
+                .revoke_client
+                .key(store.keys.client_cutoffs())
+                .arg(&store.keys.channel)
+                .arg(api_id)
+                .arg(client_id)
+                .arg(clamp_time(issued_up_to))
+                .arg(clamp_time(until))
+                .invoke_async(&mut conn),
+        )
+        .await?;
+    store.shared.revoked_write().insert_cutoff(
+        api_id,
+        client_id,
+        Cutoff {
+            at,
+            until: kept_until,
+        },
+    );
+    Ok(())
+}

@@ -180,7 +180,7 @@ async fn exercise(store: &RedisStore, raw_code: &str, raw_tokens: [&str; 3], sec
         )
         .await
         .unwrap();
-    let limiter = limiter_of(&store);
+    let limiter = limiter_of(store);
     let rate = RateLimit {
         rate: 10,
         per: Duration::from_secs(60),
