@@ -11,6 +11,8 @@ done
 # The quick checks first: a formatting or lint error shows in seconds, before anything is installed.
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== layers: no folder imports a higher layer, no circles (docs/architecture.md)"
+./scripts/check-layers.sh
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 

@@ -1,6 +1,6 @@
 //! HTML pages served by the gateway itself (the login and consent page, the authorization endpoint's
 //! error pages, the admin UI): escaping, the shared style, and the security headers every page is sent
-//! with. Below `error.rs`, which renders the error pages, and below every page's own module.
+//! with. Below `error/mod.rs`, which renders the error pages, and below every page's own module.
 //!
 //! May import: `http_util` only.
 //!

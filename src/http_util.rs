@@ -1,7 +1,7 @@
 //! Body type and small helpers shared by every handler.
 //!
 //! At the bottom (beside `config`): imports nothing of the crate. Its errors (`BodyError`, `FormError`)
-//! are its own; `error.rs` maps them.
+//! are its own; `error/mod.rs` maps them.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -154,7 +154,7 @@ where
     }
 }
 
-/// Why a request body could not be read; `error.rs` turns each into its answer (413, 408, 400).
+/// Why a request body could not be read; `error/mod.rs` turns each into its answer (413, 408, 400).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BodyError {
     /// Longer than `limit` bytes.
@@ -192,7 +192,7 @@ pub fn caused_by<E: std::error::Error + 'static>(err: &(dyn std::error::Error + 
 /// real client.
 pub const MAX_FORM_BYTES: usize = 64 * 1024;
 
-/// Why a form body was refused; `error.rs` answers each (400 `invalid_request`, or as [`BodyError`]).
+/// Why a form body was refused; `error/mod.rs` answers each (400 `invalid_request`, or as [`BodyError`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FormError {
     /// The body is not `application/x-www-form-urlencoded`.

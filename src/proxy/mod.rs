@@ -7,7 +7,7 @@
 //!            another target after a connect error or reset, when safe) or mock
 //!         ─▶ CORS headers ─▶ access log + metrics
 //! ```
-//! Each phase either passes the request on or answers with a `GatewayError`, which `error.rs` turns
+//! Each phase either passes the request on or answers with a `GatewayError`, which `error/mod.rs` turns
 //! into the response. Nothing after routing ever looks at a different path than the one routed.
 //!
 //! May import: `auth`, `oauth`, `limits`, `metrics`, `policy`, `store`, `token`, `server` and below.

@@ -3,7 +3,7 @@
 //! without running destructors (a small shell watchdog kills it once its stdin closes).
 //! `stop()` / `restart()` (same port, empty again) and `signal("STOP" | "CONT")` serve the fault tests;
 //! `RedisCluster` starts three masters. The integration tests use it as `common::redis`, the crate's
-//! unit tests (`src/store/redis.rs`) include this same file, so there is one harness.
+//! unit tests (`src/redis/mod.rs`, used by the store and the limiter) include this same file, so there is one harness.
 //!
 //! ```ignore
 //! let redis = RedisServer::start();
