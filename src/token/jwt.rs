@@ -12,8 +12,7 @@ use serde_json::{Map, Value};
 
 use super::keys::KeySet;
 
-/// RFC 9068 §2.1 `typ`.
-pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+pub use super::ACCESS_TOKEN_TYP;
 /// Accepted clock skew (SECURITY.md: at most 5 s).
 pub const LEEWAY_SECS: u64 = 5;
 

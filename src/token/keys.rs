@@ -29,7 +29,7 @@ use rustls_pki_types::pem::{PemObject, SectionKind};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use super::jwt::ACCESS_TOKEN_TYP;
+use super::ACCESS_TOKEN_TYP;
 use crate::config::{SigningAlgorithm, SigningConfig};
 use crate::secrets::{b64url, sha256_b64url};
 

@@ -13,6 +13,9 @@ pub mod sid;
 
 use std::sync::Arc;
 
+/// RFC 9068 §2.1 `typ` of access tokens: signed with it (`jwt`), and its header pre-encoded per key (`keys`).
+pub const ACCESS_TOKEN_TYP: &str = "at+jwt";
+
 pub use cache::TokenCache;
 pub use jwt::{AccessClaims, TokenError};
 pub use keys::{KeyError, KeySet};
