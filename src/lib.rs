@@ -72,8 +72,12 @@ pub enum RunError {
     Tls(#[from] server::tls::TlsError),
     #[error(transparent)]
     Keys(#[from] token::keys::KeyError),
-    #[error("storage: {0}")]
-    Storage(String),
+    /// The store could not be opened (Redis unreachable at start, or its revocation set unreadable).
+    #[error(transparent)]
+    Storage(#[from] store::StoreError),
+    /// The task that loads (or generates) the signing keys did not finish: it panicked or was cancelled.
+    #[error("the signing-key loading task did not finish")]
+    KeyTask,
 }
 
 /// Opens the configured store and the rate limiter that goes with it (Redis: counted in the same
@@ -87,9 +91,7 @@ async fn open_storage(
             Arc::new(limits::memory::MemoryLimiter::new()),
         )),
         config::StorageConfig::Redis(redis) => {
-            let store = store::redis::RedisStore::connect(redis)
-                .await
-                .map_err(|err| RunError::Storage(err.to_string()))?;
+            let store = store::redis::RedisStore::connect(redis).await?;
             let limiter = Arc::new(limits::redis::RedisLimiter::new(
                 store.backend(),
                 store.key_prefix(),
@@ -116,7 +118,7 @@ pub async fn run(
     // Loading may generate a key (RSA generation takes a while): keep it off the async workers.
     let keys = tokio::task::spawn_blocking(move || token::keys::KeySet::load(&signing))
         .await
-        .map_err(|_| RunError::Storage("key loading task failed".into()))??;
+        .map_err(|_| RunError::KeyTask)??;
     let (store, limiter) = open_storage(&config.gateway.storage).await?;
     let auth = oauth::AuthServer::new(
         keys,

@@ -791,7 +791,7 @@ async fn a_second_node_sees_a_raised_limit_at_once() {
     );
     let started = std::time::Instant::now();
     let mut on_b = call(&b, "movies", &access).await;
-    while on_b.status != 200 && started.elapsed() < Duration::from_secs(2) {
+    while on_b.status != 200 && started.elapsed() < PROPAGATION {
         tokio::time::sleep(Duration::from_millis(10)).await;
         on_b = call(&b, "movies", &access).await;
     }
@@ -802,11 +802,6 @@ async fn a_second_node_sees_a_raised_limit_at_once() {
         on_b.text()
     );
     assert_eq!(on_b.header("x-ratelimit-limit"), Some("10"));
-    assert!(
-        started.elapsed() < Duration::from_millis(500),
-        "node B took {:?} to see the change",
-        started.elapsed()
-    );
 
     // Deleted on B (forced: the client uses it): A puts the session on the API's defaults.
     let forced = b
@@ -815,9 +810,7 @@ async fn a_second_node_sees_a_raised_limit_at_once() {
     assert_eq!(forced.status, 200, "{}", forced.text());
     let started = std::time::Instant::now();
     let mut on_a = call(&a, "movies", &access).await;
-    while on_a.header("x-ratelimit-limit") != Some("5")
-        && started.elapsed() < Duration::from_secs(2)
-    {
+    while on_a.header("x-ratelimit-limit") != Some("5") && started.elapsed() < PROPAGATION {
         tokio::time::sleep(Duration::from_millis(10)).await;
         on_a = call(&a, "movies", &access).await;
     }

@@ -398,11 +398,11 @@ async fn a_revocation_on_one_node_is_refused_on_the_other_within_100ms() {
     .await;
     assert_eq!(revoked.status, 200, "{}", revoked.text());
     assert!(
-        eventually(Duration::from_millis(100), || async {
+        eventually(PROPAGATION, || async {
             call(&nodes.b, "/movies/x", &access).await.status == 401
         })
         .await,
-        "node B still accepts the token 100 ms after node A revoked it"
+        "node B never refused the token node A revoked"
     );
 }
 
@@ -698,11 +698,11 @@ async fn revoking_every_token_of_a_client_on_one_node_is_refused_on_the_other_wi
         .await;
     assert_eq!(revoked.status, 200, "{}", revoked.text());
     assert!(
-        eventually(Duration::from_millis(100), || async {
+        eventually(PROPAGATION, || async {
             call(&nodes.b, "/movies/x", &old).await.status == 401
         })
         .await,
-        "node B still accepts the client's token 100 ms after node A revoked them all"
+        "node B never refused the client's tokens node A revoked"
     );
     let introspected = post_form(
         &nodes.b.url("/movies/oauth/introspect"),
@@ -751,11 +751,11 @@ async fn the_session_cap_is_shared_by_the_nodes() {
     assert_eq!(call(&a, "/movies/x", first_access).await.status, 200);
     let third = alice_tokens(&b).await;
     assert!(
-        eventually(Duration::from_millis(100), || async {
+        eventually(PROPAGATION, || async {
             call(&a, "/movies/x", first_access).await.status == 401
         })
         .await,
-        "node A still accepts the ended session's token 100 ms after node B ended it"
+        "node A never refused the token of the session node B ended"
     );
     let refreshed = refresh(&a, str_field(&first, "refresh_token")).await;
     assert_eq!(refreshed.status, 400, "{}", refreshed.text());

@@ -714,6 +714,47 @@ pub async fn client_cutoff_until_and_never_back(store: Arc<dyn Store>) {
     assert_eq!(store.client_cutoff(&api, "c", now + 150), Some(now + 5));
 }
 
+/// `access_revoked` is the one check the proxy path makes: it sees a revoked session, a revoked token
+/// and a client-wide cutoff (tokens issued up to it), each only while it lasts, and nothing else.
+pub async fn access_revoked_sees_sessions_tokens_and_cutoffs(store: Arc<dyn Store>) {
+    let now = t0();
+    let api = uniq("api");
+    let token = |sid: &str, jti: &str, client: &str, iat: u64| crate::token::AccessClaims {
+        iss: "https://gw".into(),
+        sub: "alice".into(),
+        aud: api.clone(),
+        client_id: client.into(),
+        scope: String::new(),
+        exp: now + 600,
+        iat,
+        nbf: iat,
+        jti: jti.into(),
+        sid: sid.into(),
+        extra: Default::default(),
+    };
+    let (sid, jti) = (uniq("sid"), uniq("jti"));
+    let fresh = token(&uniq("sid"), &uniq("jti"), "c", now);
+    assert!(!store.access_revoked(&fresh, now));
+
+    store.revoke_session(&sid, now + 100).await.unwrap();
+    assert!(store.access_revoked(&token(&sid, &uniq("jti"), "c", now), now));
+    assert!(!store.access_revoked(&token(&sid, &uniq("jti"), "c", now), now + 100));
+
+    store.revoke_jti(&jti, now + 100).await.unwrap();
+    assert!(store.access_revoked(&token(&uniq("sid"), &jti, "c", now), now + 99));
+    assert!(!store.access_revoked(&token(&uniq("sid"), &jti, "c", now), now + 100));
+
+    store
+        .revoke_client_tokens(&api, "c", now, now + 100)
+        .await
+        .unwrap();
+    assert!(store.access_revoked(&token(&uniq("sid"), &uniq("jti"), "c", now), now));
+    // Issued after the cutoff, by another client, or checked after the cutoff ended: not revoked.
+    assert!(!store.access_revoked(&token(&uniq("sid"), &uniq("jti"), "c", now + 1), now + 1));
+    assert!(!store.access_revoked(&token(&uniq("sid"), &uniq("jti"), "other", now), now));
+    assert!(!store.access_revoked(&token(&uniq("sid"), &uniq("jti"), "c", now), now + 100));
+}
+
 /// Stateless tokens are counted per client; deleting a dynamic client forgets its count.
 pub async fn stateless_tokens_are_counted_per_client(store: Arc<dyn Store>) {
     let now = t0();
@@ -1222,6 +1263,7 @@ macro_rules! store_contract_tests {
             attempts_release,
             ping_ok,
             client_cutoff_until_and_never_back,
+            access_revoked_sees_sessions_tokens_and_cutoffs,
             stateless_tokens_are_counted_per_client,
             sessions_per_user_are_capped,
             sessions_per_user_cap_holds_under_concurrency,

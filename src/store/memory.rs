@@ -52,6 +52,7 @@ use super::{
     Attempt, AuthCode, CodeTake, Guess, PolicyWrite, RefreshToken, Release, Rotation, Session,
     StatelessCount, Store, StoreResult, StoredClient, StoredPolicy,
 };
+use crate::token::AccessClaims;
 
 /// How long a rotated refresh token that never expires (`refresh_token.ttl: never`) is remembered as a
 /// tombstone for reuse detection: 30 days after its rotation. Tokens that do expire are remembered
@@ -669,6 +670,14 @@ impl Store for MemoryStore {
 
     fn client_cutoff(&self, api_id: &str, client_id: &str, now: u64) -> Option<u64> {
         live_cutoff(&self.revoked_read().clients, api_id, client_id, now)
+    }
+
+    fn access_revoked(&self, claims: &AccessClaims, now: u64) -> bool {
+        let revoked = self.revoked_read();
+        revoked.sid_revoked(&claims.sid, now)
+            || revoked.jti_revoked(&claims.jti, now)
+            || live_cutoff(&revoked.clients, &claims.aud, &claims.client_id, now)
+                .is_some_and(|cutoff| claims.iat <= cutoff)
     }
 
     async fn count_stateless(&self, api_id: &str, client_id: &str, now: u64) -> StoreResult<()> {

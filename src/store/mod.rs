@@ -292,6 +292,10 @@ pub trait Store: Send + Sync + 'static {
     ) -> StoreResult<()>;
     /// Local check without I/O: the client's live cutoff, if any (tokens with `iat <=` it are revoked).
     fn client_cutoff(&self, api_id: &str, client_id: &str, now: u64) -> Option<u64>;
+    /// Whether an access token was revoked: its session, itself (`jti`), or every token of its client up
+    /// to its `iat` (a per-client cutoff). Local, no I/O, and one look at the node's revocation state:
+    /// it runs on every proxied request.
+    fn access_revoked(&self, claims: &AccessClaims, now: u64) -> bool;
 
     // --- stateless tokens (DESIGN §9f): nothing is stored per token, only a count per client
     /// Counts one stateless access token issued to the client.
@@ -346,11 +350,7 @@ pub trait Store: Send + Sync + 'static {
     async fn ping(&self) -> StoreResult<()>;
 }
 
-/// Whether an access token was revoked: its session, itself (`jti`), or every token of its client
-/// up to its `iat` (a per-client cutoff). Local checks only, no I/O.
+/// [`Store::access_revoked`], for callers holding a `&dyn Store`.
 pub fn access_revoked(store: &dyn Store, claims: &AccessClaims, now: u64) -> bool {
-    store.is_revoked(&claims.sid, &claims.jti, now)
-        || store
-            .client_cutoff(&claims.aud, &claims.client_id, now)
-            .is_some_and(|cutoff| claims.iat <= cutoff)
+    store.access_revoked(claims, now)
 }

@@ -454,6 +454,10 @@ pub fn statuses(raw: &str) -> Vec<u16> {
         .collect()
 }
 
+/// How long a change may take to reach another node (or a background task) before a test calls it lost.
+/// Not a speed claim: a loaded CI machine may take a while; how fast changes travel is a benchmark.
+pub const PROPAGATION: Duration = Duration::from_secs(10);
+
 /// Polls `check` until it returns true or `limit` passes; for effects that happen in the background
 /// (file-watch reload). Returns whether it became true.
 pub async fn eventually<F, Fut>(limit: Duration, mut check: F) -> bool

@@ -66,6 +66,7 @@ use super::{
 };
 use crate::config::RedisConfig;
 use crate::redis::Backend;
+use crate::token::AccessClaims;
 
 mod clients;
 mod failures;
@@ -355,6 +356,15 @@ impl Store for RedisStore {
 
     fn client_cutoff(&self, api_id: &str, client_id: &str, now: u64) -> Option<u64> {
         live_cutoff(&self.shared.revoked_read().clients, api_id, client_id, now)
+    }
+
+    fn access_revoked(&self, claims: &AccessClaims, now: u64) -> bool {
+        let revoked = self.shared.revoked_read();
+        let live = |until: &u64| now < *until;
+        (!claims.sid.is_empty() && revoked.sids.get(&claims.sid).is_some_and(live))
+            || (!claims.jti.is_empty() && revoked.jtis.get(&claims.jti).is_some_and(live))
+            || live_cutoff(&revoked.clients, &claims.aud, &claims.client_id, now)
+                .is_some_and(|cutoff| claims.iat <= cutoff)
     }
 
     async fn count_stateless(&self, api_id: &str, client_id: &str, now: u64) -> StoreResult<()> {
