@@ -59,6 +59,8 @@ pub struct Gateway {
     shutdown: tokio::sync::watch::Sender<bool>,
     /// Open WebSocket tunnels, bounded by `limits.max_connections` (taken at start).
     pub tunnels: Tunnels,
+    /// The admin web UI's signed-in sessions and sign-in throttle.
+    pub(crate) admin_ui: crate::admin::ui::UiState,
 }
 
 impl Gateway {
@@ -70,6 +72,15 @@ impl Gateway {
         );
         let (shutdown, _) = tokio::sync::watch::channel(false);
         let tunnels = Tunnels::new(config.runtime.limits.max_connections);
+        let admin_ui = crate::admin::ui::UiState::new(
+            config
+                .gateway
+                .admin
+                .as_ref()
+                .map_or(crate::config::DEFAULT_UI_IDLE_TIMEOUT, |a| {
+                    a.ui_idle_timeout
+                }),
+        );
         let runtime = Runtime::build(
             config.runtime.clone(),
             &metrics,
@@ -86,6 +97,7 @@ impl Gateway {
             reload_lock: tokio::sync::Mutex::new(()),
             shutdown,
             tunnels,
+            admin_ui,
         })
     }
 

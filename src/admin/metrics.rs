@@ -60,6 +60,8 @@ pub struct ApiMetrics {
     other_status: Mutex<BTreeMap<u16, u64>>,
     pub latency: Histogram,
     pub upstream_latency: Histogram,
+    /// The last 15 minutes, for `GET /stats` and the admin UI.
+    pub recent: super::stats::Recent,
 }
 
 impl ApiMetrics {
@@ -167,6 +169,9 @@ impl Metrics {
     }
 
     pub fn reject(&self, api: &str, why: Rejection) {
+        if matches!(why, Rejection::RateLimit | Rejection::Quota) {
+            self.api(api).recent.refused(super::stats::unix_now());
+        }
         if let Ok(mut rejections) = self.rejections.lock() {
             *rejections.entry((api.to_string(), why)).or_default() += 1;
         }

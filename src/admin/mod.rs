@@ -10,6 +10,8 @@ pub mod openapi;
 mod policies;
 pub mod routes;
 mod sessions;
+pub mod stats;
+pub(crate) mod ui;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -31,16 +33,36 @@ pub use routes::{ROUTES, Route};
 pub async fn handle(
     gateway: Arc<Gateway>,
     req: Request<Incoming>,
-    _conn: ConnInfo,
+    conn: ConnInfo,
 ) -> Response<Body> {
-    match route(&gateway, req).await {
+    // The web UI has its own sign-in (a session cookie, not the bearer secret).
+    if ui::owns(req.uri().path()) {
+        return ui::handle(&gateway, req, conn).await;
+    }
+    if let Err(err) = authorize(&gateway, &req) {
+        return RouteError::from(err).into_response();
+    }
+    dispatch(&gateway, req).await
+}
+
+/// Serves an admin API request that is already authorized: the admin listener after the bearer
+/// check, and the web UI (signed in), which calls the API in-process through this function.
+pub(crate) async fn dispatch<B>(gateway: &Gateway, req: Request<B>) -> Response<Body>
+where
+    B: hyper::body::Body,
+    B::Error: Into<crate::http_util::BoxError>,
+{
+    match route(gateway, req).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
     }
 }
 
-async fn route(gateway: &Gateway, req: Request<Incoming>) -> Result<Response<Body>, RouteError> {
-    authorize(gateway, &req)?;
+async fn route<B>(gateway: &Gateway, req: Request<B>) -> Result<Response<Body>, RouteError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<crate::http_util::BoxError>,
+{
     // Routed by decoded path segments, so ids in the path may carry any character (`a%2Fb` is one
     // segment `a/b`). Owned, because a handler may take the request (its body) by value.
     let segments = path_segments(req.uri().path())?;
@@ -71,6 +93,7 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Result<Response<Bod
             );
             response
         }
+        Call::Stats => stats::response(gateway, req.uri().query())?,
         Call::Apis => apis(gateway),
         Call::Targets { api } => targets(gateway, api)?,
         Call::Reload => reload(gateway).await,

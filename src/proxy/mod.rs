@@ -101,6 +101,9 @@ pub async fn handle(
         .unwrap_or(&gateway.metrics.unrouted);
     metrics.count(status);
     metrics.latency.observe(latency);
+    metrics
+        .recent
+        .record(crate::admin::stats::unix_now(), status, latency);
     if let Some(upstream) = outcome.upstream_latency {
         metrics.upstream_latency.observe(upstream);
     }
