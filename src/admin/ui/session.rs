@@ -91,6 +91,7 @@ impl Sessions {
         }
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.by_hash.lock().map(|m| m.len()).unwrap_or(0)
     }
