@@ -72,9 +72,9 @@ pub(super) async fn page(
         } else {
             ""
         };
-        let _ = write!(
+        let _ = writeln!(
             content,
-            "<li><a href=\"/ui/clients?api={}\"{current}>{}</a></li>\n",
+            "<li><a href=\"/ui/clients?api={}\"{current}>{}</a></li>",
             q(id),
             escape(id)
         );
@@ -149,9 +149,9 @@ pub(super) async fn page(
                 escape(id)
             )
         };
-        let _ = write!(
+        let _ = writeln!(
             content,
-            "<tr data-client=\"{}\"><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"actions\">{actions}</td></tr>\n",
+            "<tr data-client=\"{}\"><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"actions\">{actions}</td></tr>",
             escape(id),
             escape(id),
             if public { "public" } else { "confidential" },
@@ -171,9 +171,9 @@ pub(super) async fn page(
 fn create_form(live: &Live, api_id: &str) -> String {
     let mut grants = String::new();
     for grant in GRANTS {
-        let _ = write!(
+        let _ = writeln!(
             grants,
-            "<label class=\"check\"><input type=\"checkbox\" name=\"grant_types\" value=\"{grant}\"{}> {grant}</label>\n",
+            "<label class=\"check\"><input type=\"checkbox\" name=\"grant_types\" value=\"{grant}\"{}> {grant}</label>",
             if grant == "client_credentials" {
                 " checked"
             } else {

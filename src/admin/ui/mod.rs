@@ -49,6 +49,9 @@ const MAX_SECRET_CHARS: usize = 1024;
 
 const CSS: &str = include_str!("static/ui.css");
 const JS: &str = include_str!("static/ui.js");
+/// An icon of our own, so the browser's automatic `/favicon.ico` request does not hit the admin API
+/// (where it would be logged as an admin authentication failure).
+const FAVICON: &str = include_str!("static/favicon.svg");
 
 /// The UI's state in the gateway: signed-in sessions and the sign-in throttle.
 pub struct UiState {
@@ -84,6 +87,7 @@ pub(crate) async fn handle(
     match (&method, path.as_str()) {
         (&Method::GET, "/ui") => return redirect("/ui/"),
         (&Method::GET, "/ui/static/ui.css") => return asset("text/css; charset=utf-8", CSS),
+        (&Method::GET, "/ui/static/favicon.svg") => return asset("image/svg+xml", FAVICON),
         (&Method::GET, "/ui/static/ui.js") => {
             return asset("text/javascript; charset=utf-8", JS);
         }
@@ -189,8 +193,9 @@ fn cookie<B>(req: &Request<B>, name: &str) -> Option<String> {
 }
 
 /// A request a browser marked as coming from another site, or whose `Origin` is not this host.
-/// Browsers send `Origin` on every POST; a missing one (curl, old browsers) falls back to the
-/// CSRF token alone.
+/// `Origin: null` is what browsers send on a form POST from a page with `Referrer-Policy:
+/// no-referrer` (ours), so it says nothing; then, as without an `Origin` (curl, old browsers),
+/// `Sec-Fetch-Site` and the CSRF token decide.
 fn cross_site<B>(req: &Request<B>) -> bool {
     let headers = req.headers();
     if headers
@@ -200,7 +205,10 @@ fn cross_site<B>(req: &Request<B>) -> bool {
     {
         return true;
     }
-    let Some(origin) = headers.get(header::ORIGIN) else {
+    let Some(origin) = headers
+        .get(header::ORIGIN)
+        .filter(|o| o.as_bytes() != b"null")
+    else {
         return false;
     };
     let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
@@ -394,6 +402,7 @@ fn head(title: &str) -> String {
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
          <title>{} · tollgate admin</title>\n\
+         <link rel=\"icon\" href=\"/ui/static/favicon.svg\" type=\"image/svg+xml\">\n\
          <link rel=\"stylesheet\" href=\"/ui/static/ui.css\">\n\
          <script src=\"/ui/static/ui.js\" defer></script>\n</head>\n<body>\n",
         escape(title)
@@ -585,6 +594,11 @@ mod tests {
             ("host", "127.0.0.1:8081"),
             ("sec-fetch-site", "cross-site"),
         ])));
-        assert!(cross_site(&req(&[("origin", "null")])));
+        assert!(!cross_site(&req(&[("origin", "null")])));
+        assert!(cross_site(&req(&[
+            ("origin", "null"),
+            ("sec-fetch-site", "cross-site")
+        ])));
+        assert!(cross_site(&req(&[("origin", "http://127.0.0.1:8081")])));
     }
 }

@@ -209,17 +209,17 @@ pub(super) async fn apis(gateway: &Gateway, live: &Live) -> Response<Body> {
             ("authorization server", "oauth"),
             ("file", "file"),
         ] {
-            let _ = write!(
+            let _ = writeln!(
                 content,
-                "<div><dt>{label}</dt><dd>{}</dd></div>\n",
+                "<div><dt>{label}</dt><dd>{}</dd></div>",
                 cell(&def[key])
             );
         }
         content.push_str("</dl>\n");
         if def["oauth"] == Value::Bool(true) {
-            let _ = write!(
+            let _ = writeln!(
                 content,
-                "<p><a href=\"/ui/clients?api={}\">Clients of {}</a></p>\n",
+                "<p><a href=\"/ui/clients?api={}\">Clients of {}</a></p>",
                 super::q(id),
                 escape(id)
             );
@@ -246,9 +246,9 @@ pub(super) async fn apis(gateway: &Gateway, live: &Live) -> Response<Body> {
         );
         for t in targets.body["targets"].as_array().unwrap_or(&empty) {
             let healthy = t["healthy"].as_bool().unwrap_or(false);
-            let _ = write!(
+            let _ = writeln!(
                 content,
-                "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+                "<tr><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 cell(&t["url"]),
                 cell(&t["weight"]),
                 if healthy { "up" } else { "down" },

@@ -55,9 +55,9 @@ pub(super) async fn page(
                 escape(id)
             )
         };
-        let _ = write!(
+        let _ = writeln!(
             content,
-            "<tr data-policy=\"{}\"><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"actions\">{actions}</td></tr>\n",
+            "<tr data-policy=\"{}\"><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"actions\">{actions}</td></tr>",
             escape(id),
             escape(id),
             rate_text(&p["rate_limit"]),

@@ -120,9 +120,9 @@ fn client_sessions(live: &Live, body: &Value, user: &str, back: &str) -> String 
     }
     for s in sessions {
         let sid = s["sid"].as_str().unwrap_or("");
-        let _ = write!(
+        let _ = writeln!(
             out,
-            "<tr data-sid=\"{}\"><td><a href=\"/ui/sessions?sid={}\"><code>{}</code></a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>\n",
+            "<tr data-sid=\"{}\"><td><a href=\"/ui/sessions?sid={}\"><code>{}</code></a></td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             escape(sid),
             q(sid),
             escape(sid),
@@ -166,18 +166,10 @@ fn one_session(live: &Live, s: &Value, back: &str) -> String {
         ("revoked", "revoked"),
         ("refreshes", "refresh_count"),
     ] {
-        let _ = write!(
-            out,
-            "<div><dt>{label}</dt><dd>{}</dd></div>\n",
-            cell(&s[key])
-        );
+        let _ = writeln!(out, "<div><dt>{label}</dt><dd>{}</dd></div>", cell(&s[key]));
     }
     for (label, key) in [("created", "created_at"), ("expires", "expires_at")] {
-        let _ = write!(
-            out,
-            "<div><dt>{label}</dt><dd>{}</dd></div>\n",
-            time(&s[key])
-        );
+        let _ = writeln!(out, "<div><dt>{label}</dt><dd>{}</dd></div>", time(&s[key]));
     }
     out.push_str("</dl>\n");
     if s["active"] == Value::Bool(true) {
