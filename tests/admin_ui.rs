@@ -647,3 +647,33 @@ async fn the_pages_render_for_a_signed_in_admin() {
         404
     );
 }
+
+#[tokio::test]
+async fn stats_count_limiter_refusals_per_api() {
+    let upstream = Upstream::start().await;
+    let config = ConfigDir::new("");
+    config.api(
+        "limited",
+        &format!(
+            "{}global_rate_limit: {{ rate: 2, per: 1h }}\n",
+            open_api("/limited/", &upstream.url())
+        ),
+    );
+    config.api("open", &open_api("/open/", &upstream.url()));
+    let gw = TestGateway::start(config).await;
+    let statuses: Vec<u16> = {
+        let mut out = Vec::new();
+        for _ in 0..5 {
+            out.push(get(&gw.url("/limited/x")).await.status.as_u16());
+        }
+        out
+    };
+    assert_eq!(statuses, [200, 200, 429, 429, 429]);
+    let body = gw.admin_get("/stats?window=1m").await.json();
+    let limited = &body["apis"][0];
+    assert_eq!(limited["api"], "limited");
+    assert_eq!(limited["requests"], 5);
+    assert_eq!(limited["refused"], 3);
+    assert_eq!(limited["status_4xx"], 3);
+    assert_eq!(body["apis"][1]["refused"], 0);
+}
