@@ -221,7 +221,7 @@ fn cross_site<B>(req: &Request<B>) -> bool {
 fn sign_in(gateway: &Gateway, secret: &str, ip: IpAddr, form: &Form, now: u64) -> Response<Body> {
     let throttle = &gateway.admin_ui.throttle;
     if let Some(wait) = throttle.refused(ip, now) {
-        tracing::warn!(target: crate::logging::SECURITY_TARGET, security = "admin_ui_sign_in_throttled", ip = %ip, "admin UI sign-in refused: too many failures");
+        tracing::warn!(target: crate::logging::SECURITY_TARGET, security = "admin_ui_sign_in_throttled", address = %ip, "admin UI sign-in refused: too many failures");
         let mut response = sign_in_page(
             StatusCode::TOO_MANY_REQUESTS,
             Some(&format!(
@@ -238,7 +238,7 @@ fn sign_in(gateway: &Gateway, secret: &str, ip: IpAddr, form: &Form, now: u64) -
         && secret_eq(presented.as_bytes(), secret.as_bytes());
     if !ok {
         throttle.failed(ip, now);
-        tracing::warn!(target: crate::logging::SECURITY_TARGET, security = "admin_ui_sign_in_failed", ip = %ip, "admin UI sign-in with a wrong secret");
+        tracing::warn!(target: crate::logging::SECURITY_TARGET, security = "admin_ui_sign_in_failed", address = %ip, "admin UI sign-in with a wrong secret");
         return sign_in_page(
             StatusCode::UNAUTHORIZED,
             Some("That is not the admin secret."),
@@ -246,7 +246,7 @@ fn sign_in(gateway: &Gateway, secret: &str, ip: IpAddr, form: &Form, now: u64) -
     }
     throttle.succeeded(ip);
     let sid = gateway.admin_ui.sessions.create(now);
-    tracing::info!(ip = %ip, "admin UI sign-in");
+    tracing::info!(address = %ip, "admin UI sign-in");
     let mut response = redirect("/ui/");
     if let Ok(value) = HeaderValue::from_str(&format!(
         "{COOKIE}={sid}; HttpOnly; SameSite=Strict; Path=/ui"
