@@ -26,8 +26,8 @@ command -v openssl >/dev/null 2>&1 || need_apt+=(openssl)
 # environment of ours: a system Python refuses `pip install` (PEP 668), and a fresh Debian has no Python.
 command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
 python3 -c "import venv, ensurepip" >/dev/null 2>&1 || need_apt+=(python3-venv)
-# The CORS browser test (tests/browser/cors.py) drives Debian's Chromium: Playwright cannot download a
-# browser build of its own here.
+# The browser tests (tests/browser/cors.py, admin_ui.py) drive Debian's Chromium: Playwright cannot
+# download a browser build of its own here.
 [ -x /usr/bin/chromium ] || need_apt+=(chromium)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
@@ -52,3 +52,5 @@ cargo build --locked --bin tollgate
 "$venv/bin/python" tests/interop/clients.py target/debug/tollgate
 echo "== browser: CORS preflight and actual requests in headless Chromium (screenshots in target/screenshots/)"
 timeout 5m "$venv/bin/python" tests/browser/cors.py target/debug/tollgate
+echo "== browser: the admin web UI in headless Chromium (screenshots in target/ui-screenshots/)"
+timeout 5m "$venv/bin/python" tests/browser/admin_ui.py target/debug/tollgate

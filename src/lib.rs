@@ -180,8 +180,8 @@ pub async fn run(
                 "the admin API uses the quick-start sample secret from the README; set TOLLGATE_ADMIN_SECRET"
             );
         }
-        let gw = gateway.clone();
-        let handler = move |req, conn| admin::handle(gw.clone(), req, conn);
+        let admin = Arc::new(admin::Admin::new(gateway.clone()));
+        let handler = move |req, conn| admin::handle(admin.clone(), req, conn);
         let counted = gateway.clone();
         tasks.spawn(server::serve(
             listener,

@@ -25,7 +25,6 @@ use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -85,12 +84,16 @@ struct ClientBody {
 }
 
 /// Serves one action under `/apis/{api}/clients`; the API must exist and have an `oauth` block.
-pub(super) async fn route(
+pub(super) async fn route<B>(
     gateway: &Gateway,
     api_id: &str,
     action: ClientAction<'_>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, GatewayError> {
+    req: Request<B>,
+) -> Result<Response<Body>, GatewayError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<crate::http_util::BoxError>,
+{
     let runtime = gateway.runtime();
     let api = oauth_api(&runtime.config, api_id)?;
     let config = &runtime.config;
@@ -570,10 +573,14 @@ async fn hash(secret: String) -> Result<String, GatewayError> {
 }
 
 /// A JSON body of at most [`MAX_BODY_BYTES`]; errors name the field (`grant_types[0]: invalid type`).
-pub(super) async fn read_json<T: DeserializeOwned>(
-    req: Request<Incoming>,
+pub(super) async fn read_json<T: DeserializeOwned, B>(
+    req: Request<B>,
     timeout: Duration,
-) -> Result<T, GatewayError> {
+) -> Result<T, GatewayError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<crate::http_util::BoxError>,
+{
     let (_, bytes) = read_body(req, MAX_BODY_BYTES, timeout).await?;
     let mut de = serde_json::Deserializer::from_slice(&bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {

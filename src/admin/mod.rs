@@ -13,6 +13,8 @@ pub mod openapi;
 mod policies;
 pub mod routes;
 mod sessions;
+pub mod stats;
+pub(crate) mod ui;
 
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -31,23 +33,67 @@ use routes::{Call, Unrouted};
 
 pub use routes::{ROUTES, Route};
 
-pub async fn handle(
-    gateway: Arc<Gateway>,
-    req: Request<Incoming>,
-    conn: ConnInfo,
-) -> Response<Body> {
-    match route(&gateway, req, conn.peer.ip()).await {
+/// What the admin listener serves from: the running gateway, and the web UI's own state (its
+/// signed-in sessions and sign-in throttle), which nothing below `admin` needs to know of.
+pub struct Admin {
+    pub gateway: Arc<Gateway>,
+    ui: ui::UiState,
+}
+
+impl Admin {
+    pub fn new(gateway: Arc<Gateway>) -> Admin {
+        let idle = gateway
+            .settings()
+            .admin
+            .as_ref()
+            .map_or(crate::config::DEFAULT_UI_IDLE_TIMEOUT, |a| {
+                a.ui_idle_timeout
+            });
+        Admin {
+            gateway,
+            ui: ui::UiState::new(idle),
+        }
+    }
+}
+
+pub async fn handle(admin: Arc<Admin>, req: Request<Incoming>, conn: ConnInfo) -> Response<Body> {
+    let gateway = &admin.gateway;
+    // The web UI has its own sign-in (a session cookie, not the bearer secret).
+    if ui::owns(req.uri().path()) {
+        return ui::handle(gateway, &admin.ui, req, conn).await;
+    }
+    if let Err(err) = authorize(gateway, &req) {
+        return RouteError::from(err).into_response();
+    }
+    dispatch(gateway, req, conn.peer.ip()).await
+}
+
+/// Serves an admin API request that is already authorized: the admin listener after the bearer
+/// check, and the web UI (signed in), which calls the API in-process through this function.
+pub(crate) async fn dispatch<B>(
+    gateway: &Gateway,
+    req: Request<B>,
+    peer: std::net::IpAddr,
+) -> Response<Body>
+where
+    B: hyper::body::Body,
+    B::Error: Into<crate::http_util::BoxError>,
+{
+    match route(gateway, req, peer).await {
         Ok(response) => response,
         Err(err) => err.into_response(),
     }
 }
 
-async fn route(
+async fn route<B>(
     gateway: &Gateway,
-    req: Request<Incoming>,
+    req: Request<B>,
     peer: std::net::IpAddr,
-) -> Result<Response<Body>, RouteError> {
-    authorize(gateway, &req)?;
+) -> Result<Response<Body>, RouteError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<crate::http_util::BoxError>,
+{
     // Routed by decoded path segments, so ids in the path may carry any character (`a%2Fb` is one
     // segment `a/b`). Owned, because a handler may take the request (its body) by value.
     let segments = path_segments(req.uri().path())?;
@@ -78,6 +124,7 @@ async fn route(
             );
             response
         }
+        Call::Stats => stats::response(gateway, req.uri().query())?,
         Call::Apis => apis(gateway),
         Call::Targets { api } => targets(gateway, api)?,
         Call::Reload => reload(gateway).await,

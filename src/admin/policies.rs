@@ -24,7 +24,6 @@ use std::path::Path;
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -74,11 +73,15 @@ impl PolicyUser {
     }
 }
 
-pub(super) async fn route(
+pub(super) async fn route<B>(
     gateway: &Gateway,
     action: PolicyAction<'_>,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, GatewayError> {
+    req: Request<B>,
+) -> Result<Response<Body>, GatewayError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<crate::http_util::BoxError>,
+{
     let runtime = gateway.runtime();
     let config = &runtime.config;
     match action {
@@ -255,12 +258,16 @@ async fn create(
 
 /// PUT: replaces a stored policy (absent fields become absent: no limit, no narrowing, no access);
 /// its creation time stays. Sessions of its clients see the change on their next request.
-async fn replace(
+async fn replace<B>(
     gateway: &Gateway,
     config: &RuntimeConfig,
     id: &str,
-    req: Request<Incoming>,
-) -> Result<Response<Body>, GatewayError> {
+    req: Request<B>,
+) -> Result<Response<Body>, GatewayError>
+where
+    B: hyper::body::Body,
+    B::Error: Into<crate::http_util::BoxError>,
+{
     // Refused before the body is read: no body makes a file policy writable.
     if file_policy(config, id).is_some() {
         return Err(read_only(id));

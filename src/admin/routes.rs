@@ -24,6 +24,7 @@ pub struct Route {
 pub(crate) enum Handler {
     Health,
     Metrics,
+    Stats,
     Apis,
     Targets,
     Reload,
@@ -58,6 +59,7 @@ const fn route(method: Method, path: &'static str, handler: Handler) -> Route {
 pub const ROUTES: &[Route] = &[
     route(Method::GET, "/health", Handler::Health),
     route(Method::GET, "/metrics", Handler::Metrics),
+    route(Method::GET, "/stats", Handler::Stats),
     route(Method::GET, "/apis", Handler::Apis),
     route(Method::GET, "/apis/{api}/targets", Handler::Targets),
     route(Method::POST, "/reload", Handler::Reload),
@@ -113,6 +115,7 @@ pub const ROUTES: &[Route] = &[
 pub(crate) enum Call<'a> {
     Health,
     Metrics,
+    Stats,
     Apis,
     Targets {
         api: &'a str,
@@ -167,6 +170,7 @@ impl Handler {
         Some(match (self, params) {
             (Handler::Health, []) => Call::Health,
             (Handler::Metrics, []) => Call::Metrics,
+            (Handler::Stats, []) => Call::Stats,
             (Handler::Apis, []) => Call::Apis,
             (Handler::Targets, [api]) => Call::Targets { api },
             (Handler::Reload, []) => Call::Reload,

@@ -8,8 +8,8 @@ use super::check;
 use super::duration::parse_duration;
 use super::error::{FileProblems, field, index};
 use super::model::{
-    AdminConfig, Cidr, GatewaySettings, HostPattern, Limits, LogConfig, LogFormat, RedisConfig,
-    SigningAlgorithm, SigningConfig, StorageConfig, TlsFiles,
+    AdminConfig, Cidr, DEFAULT_UI_IDLE_TIMEOUT, GatewaySettings, HostPattern, Limits, LogConfig,
+    LogFormat, RedisConfig, SigningAlgorithm, SigningConfig, StorageConfig, TlsFiles,
 };
 use super::raw::{RawDuration, RawGateway, RawLimits, RawRedis, RawStorage};
 
@@ -110,9 +110,17 @@ pub(crate) fn convert(raw: &RawGateway, base: &Path, out: &mut FileProblems<'_>)
                 "is the quick-start sample secret, which may only be used with a loopback admin.listen; set TOLLGATE_ADMIN_SECRET",
             );
         }
+        let ui_idle_timeout = match &admin.ui_idle_timeout {
+            Some(raw) => duration(out, "admin.ui_idle_timeout", raw, DEFAULT_UI_IDLE_TIMEOUT),
+            None => DEFAULT_UI_IDLE_TIMEOUT,
+        };
+        if ui_idle_timeout < Duration::from_secs(1) {
+            out.push("admin.ui_idle_timeout", "must be at least 1s");
+        }
         AdminConfig {
             listen: admin_listen,
             secret: admin.secret.clone(),
+            ui_idle_timeout,
         }
     });
 

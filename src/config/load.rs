@@ -609,7 +609,8 @@ global_rate_limit: {{ rate: 5000, per: 1s }}
             g.admin,
             Some(AdminConfig {
                 listen: "127.0.0.1:8081".parse().unwrap(),
-                secret: "a-very-long-admin-secret".into()
+                secret: "a-very-long-admin-secret".into(),
+                ui_idle_timeout: crate::config::DEFAULT_UI_IDLE_TIMEOUT,
             })
         );
         assert_eq!(

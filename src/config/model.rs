@@ -99,7 +99,12 @@ pub struct SigningConfig {
 pub struct AdminConfig {
     pub listen: SocketAddr,
     pub secret: String,
+    /// How long an admin UI session lasts without a request (`admin.ui_idle_timeout`).
+    pub ui_idle_timeout: Duration,
 }
+
+/// `admin.ui_idle_timeout` when absent.
+pub const DEFAULT_UI_IDLE_TIMEOUT: Duration = Duration::from_secs(30 * 60);
 
 impl std::fmt::Debug for AdminConfig {
     // The secret never reaches a log line, not even through `{:?}`.

@@ -201,6 +201,9 @@ pub struct RawAdmin {
     #[serde(default = "default_admin_listen")]
     pub listen: String,
     pub secret: String,
+    /// The admin web UI's sign-in lasts this long without a request.
+    #[serde(default)]
+    pub ui_idle_timeout: Option<RawDuration>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

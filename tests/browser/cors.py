@@ -10,35 +10,18 @@ usage: cors.py PATH_TO_TOLLGATE_BINARY
 """
 
 import base64
-import http.server
 import json
 import os
-import socket
-import subprocess
 import sys
 import tempfile
-import threading
-import time
 import urllib.request
 
 from playwright.sync_api import sync_playwright
 
-ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+from harness import ROOT, check as _check, free_port, hash_secret, launch, serve_page, start_tollgate, stop
+
 SCREENSHOTS = os.path.join(ROOT, "target", "screenshots")
 SECRET = "browser-spa-secret-0123"
-# The browser cannot download a build of its own here: Debian's chromium, with everything that would
-# reach the network off.
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>tollgate CORS</title></head>
@@ -80,55 +63,18 @@ async function step(name, out, call) {
 
 
 def check(condition, detail):
-    """Like assert, but never compiled away (python -O drops assert statements)."""
-    if not condition:
-        raise SystemExit(f"browser CORS check failed: {detail}")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def hash_secret(binary, secret):
-    out = subprocess.run([binary, "hash-secret"], input=secret.encode(), capture_output=True, check=True)
-    return out.stdout.decode().strip()
-
-
-def serve_page(html, port):
-    """A static page on its own port: its own origin."""
-
-    class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):
-            body = html.encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "text/html; charset=utf-8")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    _check(condition, detail, "browser CORS check")
 
 
 def start_gateway(binary, folder, allowed_origin):
     port, admin = free_port(), free_port()
     base = f"http://127.0.0.1:{port}"
-    with open(os.path.join(folder, "gateway.yaml"), "w") as f:
-        f.write(
-            f"listen: 127.0.0.1:{port}\npublic_url: {base}\n"
-            f"admin: {{ listen: 127.0.0.1:{admin}, secret: browser-admin-secret-0123 }}\n"
-            "signing: { key_file: keys/signing.pem, generate: true }\nlog: { level: warn }\n"
-        )
-    os.makedirs(os.path.join(folder, "api-definitions"))
-    with open(os.path.join(folder, "api-definitions", "shop.yaml"), "w") as f:
-        f.write(
-            f"""listen_path: /shop/
+    gateway_yaml = (
+        f"listen: 127.0.0.1:{port}\npublic_url: {base}\n"
+        f"admin: {{ listen: 127.0.0.1:{admin}, secret: browser-admin-secret-0123 }}\n"
+        "signing: { key_file: keys/signing.pem, generate: true }\nlog: { level: warn }\n"
+    )
+    shop = f"""listen_path: /shop/
 upstream:
   mock: {{ status: 200, headers: {{ content-type: application/json }}, body: '{{"items":["tea"]}}' }}
 rate_limit: {{ rate: 100, per: 1s }}
@@ -146,18 +92,8 @@ cors:
   allowed_headers: [Authorization, Content-Type]
   exposed_headers: [X-RateLimit-Remaining]
 """
-        )
-    proc = subprocess.Popen([binary, "run", "--config", os.path.join(folder, "gateway.yaml")])
-    for _ in range(200):
-        try:
-            with urllib.request.urlopen(f"{base}/health", timeout=1) as r:
-                if r.status == 200:
-                    return proc, base
-        except OSError:
-            pass
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("tollgate did not start")
+    proc = start_tollgate(binary, folder, gateway_yaml, {"shop": shop}, f"{base}/health")
+    return proc, base
 
 
 def token(base):
@@ -197,7 +133,7 @@ def main():
         try:
             access_token = token(base)
             with sync_playwright() as p:
-                browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=FLAGS)
+                browser = launch(p)
                 try:
                     ok = visit(browser, f"{allowed}/#{access_token}", "allowed")
                     print("allowed origin:", json.dumps(ok))
@@ -216,8 +152,7 @@ def main():
                 finally:
                     browser.close()
         finally:
-            proc.terminate()
-            proc.wait(timeout=15)
+            stop(proc)
             for server in servers:
                 server.shutdown()
     print(f"screenshots in {SCREENSHOTS}")

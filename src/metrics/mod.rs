@@ -6,6 +6,8 @@
 //! Beside `oauth` and `auth`: reads the counters the authorization server keeps (`TokenStats`,
 //! `VerifierStats`); nothing below `proxy` imports it.
 
+pub mod recent;
+
 use std::collections::BTreeMap;
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -64,6 +66,8 @@ pub struct ApiMetrics {
     other_status: Mutex<BTreeMap<u16, u64>>,
     pub latency: Histogram,
     pub upstream_latency: Histogram,
+    /// The last 15 minutes, for `GET /stats` and the admin UI.
+    pub recent: recent::Recent,
 }
 
 impl ApiMetrics {
@@ -163,6 +167,9 @@ impl Metrics {
     }
 
     pub fn reject(&self, api: &str, why: Rejection) {
+        if matches!(why, Rejection::RateLimit | Rejection::Quota) {
+            self.api(api).recent.refused(recent::unix_now());
+        }
         if let Ok(mut rejections) = self.rejections.lock() {
             *rejections.entry((api.to_string(), why)).or_default() += 1;
         }
