@@ -600,6 +600,20 @@ fn oauth(raw: RawOAuth, out: &mut FileProblems<'_>) -> OAuthConfig {
             api_scopes.push(s);
         }
     }
+    // An OpenID Provider grants the identity scopes (OIDC Core §3.1.2.1, §5.4) like any other:
+    // clients list the ones they may ask for.
+    if raw.openid {
+        for s in crate::oauth::oidc::OIDC_SCOPES {
+            if !api_scopes.iter().any(|x| x == s) {
+                api_scopes.push(s.to_string());
+            }
+        }
+    }
+    let login_session = crate::oauth::oidc::login_session_duration(&raw.login_session.0)
+        .unwrap_or_else(|message| {
+            out.push("oauth.login_session", message);
+            Duration::ZERO
+        });
 
     let notifications = raw.notifications.map(|n| {
         let _ = out.check(
@@ -654,6 +668,8 @@ fn oauth(raw: RawOAuth, out: &mut FileProblems<'_>) -> OAuthConfig {
         clients,
         max_sessions_per_user: raw.max_sessions_per_user,
         token_rate_limit,
+        openid: raw.openid,
+        login_session,
     }
 }
 
@@ -722,6 +738,10 @@ pub(crate) fn client(
         out.push(&field(path, "policy"), "must not be empty");
     }
     claims(&raw.claims, &field(path, "claims"), out);
+    let logout_path = field(path, "post_logout_redirect_uris");
+    for (i, uri) in raw.post_logout_redirect_uris.iter().enumerate() {
+        let _ = out.check(&index(&logout_path, i), check::redirect_uri(uri));
+    }
 
     ClientDef {
         client_id: raw.client_id,
@@ -731,6 +751,8 @@ pub(crate) fn client(
         scopes: raw.scopes,
         policy: raw.policy,
         claims: raw.claims,
+        post_logout_redirect_uris: raw.post_logout_redirect_uris,
+        skip_consent: raw.skip_consent,
     }
 }
 

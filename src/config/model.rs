@@ -455,6 +455,10 @@ pub struct OAuthConfig {
     /// Token requests per client, counted after the client authenticated (so nobody can spend
     /// another client's budget by naming it).
     pub token_rate_limit: Option<RateLimit>,
+    /// OpenID Provider (DESIGN §9c): `openid`, `profile` and `email` are in `scopes`.
+    pub openid: bool,
+    /// Lifetime of a builtin-login session cookie; zero: no login sessions.
+    pub login_session: Duration,
 }
 
 #[derive(Clone)]
@@ -483,6 +487,8 @@ pub struct ClientDef {
     pub scopes: Vec<String>,
     pub policy: Option<String>,
     pub claims: BTreeMap<String, serde_json::Value>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub skip_consent: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -114,6 +114,9 @@ pub struct LoginPage<'a> {
     pub username: Option<&'a str>,
     /// A message about the previous attempt.
     pub error: Option<&'a str>,
+    /// The user of the browser's login session: the page only asks for consent (no password), and
+    /// carries `consent_proof` (see `login_session::consent_proof`).
+    pub signed_in_as: Option<(&'a str, &'a str)>,
 }
 
 pub fn render(page: &LoginPage<'_>) -> String {
@@ -166,6 +169,26 @@ pub fn render(page: &LoginPage<'_>) -> String {
     } else {
         ""
     };
+    if let Some((user, proof)) = page.signed_in_as {
+        html.push_str(&format!(
+            "<input type=\"hidden\" name=\"consent_proof\" value=\"{}\">\n",
+            escape(proof)
+        ));
+        html.push_str(&format!(
+            "<p>You are signed in as <strong id=\"signed-in-user\">{}</strong>.</p>\n",
+            escape(user)
+        ));
+        html.push_str("<div class=\"buttons\">\n");
+        html.push_str("<button type=\"submit\" class=\"allow\" name=\"action\" value=\"allow\">Allow</button>\n");
+        html.push_str("<button type=\"submit\" class=\"deny\" name=\"action\" value=\"deny\">Deny</button>\n");
+        html.push_str("</div>\n</form>\n");
+        html.push_str(&format!(
+            "<p class=\"note\">Either way you will be sent back to <code>{}</code>.</p>\n",
+            escape(page.redirect_uri)
+        ));
+        html.push_str("</main>\n</body>\n</html>\n");
+        return html;
+    }
     html.push_str("<label for=\"username\">Username</label>\n");
     html.push_str(&format!(
         "<input type=\"text\" id=\"username\" name=\"username\" autocomplete=\"username\" \
@@ -203,6 +226,19 @@ pub fn error_page(status: StatusCode, message: &str) -> String {
          <meta name=\"referrer\" content=\"no-referrer\">\n\
          <title>{title}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n\
          <h1>{title}</h1>\n<p role=\"alert\">{}</p>\n</main>\n</body>\n</html>\n",
+        escape(message)
+    )
+}
+
+/// A page that only tells the user something (e.g. after logout).
+pub fn message_page(title: &str, message: &str) -> String {
+    let title = escape(title);
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <meta name=\"referrer\" content=\"no-referrer\">\n\
+         <title>{title}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n\
+         <h1>{title}</h1>\n<p>{}</p>\n</main>\n</body>\n</html>\n",
         escape(message)
     )
 }
@@ -261,6 +297,7 @@ mod tests {
             csrf_token: "123.abc",
             username: Some("<alice>"),
             error: Some("Incorrect username or password."),
+            signed_in_as: None,
         }
     }
 

@@ -99,6 +99,9 @@ pub struct TokenResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
     pub scope: String,
+    /// OpenID Connect sessions only (see `oidc.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 /// Everything that starts a session.
@@ -112,6 +115,8 @@ struct NewSession<'a> {
     /// Known in advance for authorization codes (so a reused code can revoke it).
     sid: Option<String>,
     code: Option<&'a str>,
+    /// What an OpenID Connect code carried (auth_time, nonce, claims).
+    oidc: Option<crate::store::OidcGrant>,
 }
 
 /// What the token endpoint needs from the running configuration besides the API.
@@ -430,6 +435,7 @@ impl AuthServer {
                 grant: GrantKind::ClientCredentials,
                 sid: None,
                 code: None,
+                oidc: None,
             },
             now,
         )
@@ -465,7 +471,7 @@ impl AuthServer {
         let scope = resolve_scope(
             req.scope.as_deref(),
             &client_scopes(client, policy.as_deref()),
-            Some(&user.scopes),
+            Some(&super::oidc::user_scopes(oauth, user)),
         )?;
         self.begin_session(
             NewSession {
@@ -477,6 +483,7 @@ impl AuthServer {
                 grant: GrantKind::Password,
                 sid: None,
                 code: None,
+                oidc: None,
             },
             now,
         )
@@ -563,6 +570,7 @@ impl AuthServer {
                 grant: GrantKind::AuthorizationCode,
                 sid: Some(grant.sid.clone()),
                 code: Some(code),
+                oidc: grant.oidc.clone(),
             },
             now,
         )
@@ -619,7 +627,7 @@ impl AuthServer {
             &split_scope(&old.scope),
             req.scope.as_deref(),
             &client_scopes(client, policy.as_deref()),
-            user.map(|u| u.scopes.as_slice()),
+            user.map(|u| super::oidc::user_scopes(oauth, u)).as_deref(),
         )?;
         let scope_text = scope.join(" ");
         let new_token = secrets::random_token(OPAQUE_TOKEN_BYTES);
@@ -651,12 +659,14 @@ impl AuthServer {
         };
         session.scope = scope_text;
         let access = self.access_token(api, oauth, client, &session, user, now)?;
+        let id_token = self.id_token(api, oauth, client, &session, user, &access, now)?;
         let response = TokenResponse {
             access_token: access,
             token_type: "bearer",
             expires_in: oauth.access_token_ttl.as_secs(),
             refresh_token: Some(new_token),
             scope: session.scope.clone(),
+            id_token,
         };
         self.notifier.send(
             api,
@@ -746,6 +756,7 @@ impl AuthServer {
             grant,
             sid,
             code,
+            oidc,
         } = new;
         let with_refresh = grant != GrantKind::ClientCredentials && issues_refresh(oauth, client);
         let stateless = !with_refresh && grant != GrantKind::AuthorizationCode;
@@ -772,6 +783,7 @@ impl AuthServer {
             last_refresh_at: None,
             refresh_count: 0,
             expires_at: now + lifetime,
+            oidc,
         };
         if stateless {
             // Only a count per client: the token is valid without it, so a storage failure here
@@ -816,12 +828,14 @@ impl AuthServer {
         } else {
             None
         };
+        let id_token = self.id_token(api, oauth, client, &session, user, &access_token, now)?;
         let response = TokenResponse {
             access_token,
             token_type: "bearer",
             expires_in: oauth.access_token_ttl.as_secs(),
             refresh_token,
             scope: session.scope.clone(),
+            id_token,
         };
         self.notify_new(api, &session, &response, code);
         Ok(response)

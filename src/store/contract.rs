@@ -65,6 +65,7 @@ fn code(sid: &str, expires_at: u64) -> AuthCode {
         code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into()),
         sid: sid.into(),
         expires_at,
+        oidc: None,
     }
 }
 
@@ -80,6 +81,7 @@ fn session(sid: &str, api_id: &str, client_id: &str, created_at: u64, expires_at
         last_refresh_at: None,
         refresh_count: 0,
         expires_at,
+        oidc: None,
     }
 }
 

@@ -69,9 +69,12 @@ use super::memory::{
     Cutoff, ROTATED_NEVER_EXPIRING_KEEP_SECS, insert_cutoff, live_cutoff, prune_cutoffs,
 };
 use super::{
-    Attempt, AuthCode, CodeTake, Guess, PolicyWrite, RefreshToken, Release, Rotation, Session,
-    StatelessCount, Store, StoreError, StoreResult, StoredClient, StoredPolicy,
+    Attempt, AuthCode, CodeTake, Guess, LoginSession, PolicyWrite, RefreshToken, Release,
+    Rotation, Session, StatelessCount, Store, StoreError, StoreResult, StoredClient, StoredPolicy,
 };
+
+/// Login sessions of the builtin login page (OpenID Connect).
+mod login_sessions;
 use crate::config::RedisConfig;
 
 /// How long a live refresh token that never expires (`refresh_token.ttl: never`) is kept: ten years,
@@ -1907,6 +1910,39 @@ impl Store for RedisStore {
         Ok(())
     }
 
+    async fn put_login_session(
+        &self,
+        id_hash: &str,
+        session: &LoginSession,
+        max_per_user: u32,
+    ) -> StoreResult<()> {
+        self.login_put(id_hash, session, max_per_user).await
+    }
+
+    async fn get_login_session(
+        &self,
+        id_hash: &str,
+        now: u64,
+    ) -> StoreResult<Option<LoginSession>> {
+        self.login_get(id_hash, now).await
+    }
+
+    async fn end_login_session(&self, id_hash: &str, now: u64) -> StoreResult<bool> {
+        self.login_end(id_hash, now).await
+    }
+
+    async fn user_login_sessions(
+        &self,
+        username: &str,
+        now: u64,
+    ) -> StoreResult<Vec<(String, LoginSession)>> {
+        self.login_of_user(username, now).await
+    }
+
+    async fn end_user_login_sessions(&self, username: &str, now: u64) -> StoreResult<u64> {
+        self.login_end_user(username, now).await
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         let mut conn = self.backend.conn();
         let _pong: Value = self
@@ -1991,6 +2027,7 @@ mod tests {
             last_refresh_at: None,
             refresh_count: 0,
             expires_at: now + 3_600,
+            oidc: None,
         }
     }
 
@@ -2023,6 +2060,7 @@ mod tests {
                     code_challenge: None,
                     sid: sid.into(),
                     expires_at: now + 60,
+                    oidc: None,
                 },
             )
             .await
