@@ -5,6 +5,7 @@
 //! `docs/admin-api.md` together. Reference: docs/admin-api.md.
 
 mod clients;
+mod login_sessions;
 pub mod metrics;
 pub mod openapi;
 mod policies;
@@ -89,6 +90,8 @@ async fn route(gateway: &Gateway, req: Request<Incoming>) -> Result<Response<Bod
         Call::Policy(action) => policies::route(gateway, action, req).await?,
         Call::GetSession { sid } => sessions::get(gateway, sid, req.uri().query()).await?,
         Call::RevokeSession { sid } => sessions::revoke(gateway, sid).await?,
+        Call::UserLoginSessions { username } => login_sessions::list(gateway, username).await?,
+        Call::EndUserLoginSessions { username } => login_sessions::end(gateway, username).await?,
     };
     Ok(response)
 }
