@@ -23,7 +23,10 @@ fn check_username(username: &str) -> Result<(), GatewayError> {
 
 /// `GET /users/{username}/login-sessions`: live ones, oldest first. `id` is the SHA-256 of the
 /// cookie's id (the store never holds the cookie): it names a session without letting anyone use it.
-pub(super) async fn list(gateway: &Gateway, username: &str) -> Result<Response<Body>, GatewayError> {
+pub(super) async fn list(
+    gateway: &Gateway,
+    username: &str,
+) -> Result<Response<Body>, GatewayError> {
     check_username(username)?;
     let sessions = gateway
         .auth

@@ -637,8 +637,16 @@ async fn authorize_get(
         }
         // Login sessions, `prompt` and `max_age` decide between the form and a code (oidc_handlers).
         LoginMode::Builtin => {
-            super::oidc_handlers::builtin_get(gateway, runtime, api, oauth, req.headers(), &params, &valid)
-                .await
+            super::oidc_handlers::builtin_get(
+                gateway,
+                runtime,
+                api,
+                oauth,
+                req.headers(),
+                &params,
+                &valid,
+            )
+            .await
         }
     }
 }
@@ -796,8 +804,16 @@ async fn authorize_post(
         &gateway.auth.issuer(api),
     );
     let mut response = redirect(StatusCode::SEE_OTHER, &location)?;
-    super::oidc_handlers::start_login_session(gateway, api, oauth, &headers, user, &mut response, now)
-        .await;
+    super::oidc_handlers::start_login_session(
+        gateway,
+        api,
+        oauth,
+        &headers,
+        user,
+        &mut response,
+        now,
+    )
+    .await;
     Ok(response)
 }
 

@@ -180,7 +180,9 @@ pub fn render(page: &LoginPage<'_>) -> String {
         ));
         html.push_str("<div class=\"buttons\">\n");
         html.push_str("<button type=\"submit\" class=\"allow\" name=\"action\" value=\"allow\">Allow</button>\n");
-        html.push_str("<button type=\"submit\" class=\"deny\" name=\"action\" value=\"deny\">Deny</button>\n");
+        html.push_str(
+            "<button type=\"submit\" class=\"deny\" name=\"action\" value=\"deny\">Deny</button>\n",
+        );
         html.push_str("</div>\n</form>\n");
         html.push_str(&format!(
             "<p class=\"note\">Either way you will be sent back to <code>{}</code>.</p>\n",

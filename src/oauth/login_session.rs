@@ -194,18 +194,54 @@ mod tests {
     fn steps() {
         use Step::*;
         let now = 1000;
-        assert_eq!(next_step(&params(None, None), None, false, now), PasswordForm);
-        assert_eq!(next_step(&params(None, None), Some(900), false, now), ConsentForm);
-        assert_eq!(next_step(&params(None, None), Some(900), true, now), IssueCode);
-        assert_eq!(next_step(&params(Some("consent"), None), Some(900), true, now), ConsentForm);
-        assert_eq!(next_step(&params(Some("login"), None), Some(900), true, now), PasswordForm);
-        assert_eq!(next_step(&params(None, Some("0")), Some(now), true, now), PasswordForm);
-        assert_eq!(next_step(&params(None, Some("50")), Some(900), true, now), PasswordForm);
-        assert_eq!(next_step(&params(None, Some("100")), Some(900), true, now), IssueCode);
-        assert_eq!(next_step(&params(Some("none"), None), None, true, now), LoginRequired);
-        assert_eq!(next_step(&params(Some("none"), Some("0")), Some(now), true, now), LoginRequired);
-        assert_eq!(next_step(&params(Some("none"), None), Some(900), false, now), ConsentRequired);
-        assert_eq!(next_step(&params(Some("none"), None), Some(900), true, now), IssueCode);
+        assert_eq!(
+            next_step(&params(None, None), None, false, now),
+            PasswordForm
+        );
+        assert_eq!(
+            next_step(&params(None, None), Some(900), false, now),
+            ConsentForm
+        );
+        assert_eq!(
+            next_step(&params(None, None), Some(900), true, now),
+            IssueCode
+        );
+        assert_eq!(
+            next_step(&params(Some("consent"), None), Some(900), true, now),
+            ConsentForm
+        );
+        assert_eq!(
+            next_step(&params(Some("login"), None), Some(900), true, now),
+            PasswordForm
+        );
+        assert_eq!(
+            next_step(&params(None, Some("0")), Some(now), true, now),
+            PasswordForm
+        );
+        assert_eq!(
+            next_step(&params(None, Some("50")), Some(900), true, now),
+            PasswordForm
+        );
+        assert_eq!(
+            next_step(&params(None, Some("100")), Some(900), true, now),
+            IssueCode
+        );
+        assert_eq!(
+            next_step(&params(Some("none"), None), None, true, now),
+            LoginRequired
+        );
+        assert_eq!(
+            next_step(&params(Some("none"), Some("0")), Some(now), true, now),
+            LoginRequired
+        );
+        assert_eq!(
+            next_step(&params(Some("none"), None), Some(900), false, now),
+            ConsentRequired
+        );
+        assert_eq!(
+            next_step(&params(Some("none"), None), Some(900), true, now),
+            IssueCode
+        );
     }
 
     #[test]

@@ -141,7 +141,8 @@ pub fn check_params(
     let max_age = match max_age {
         None => None,
         Some(text) => {
-            let ok = !text.is_empty() && text.len() <= 10 && text.bytes().all(|b| b.is_ascii_digit());
+            let ok =
+                !text.is_empty() && text.len() <= 10 && text.bytes().all(|b| b.is_ascii_digit());
             match text.parse::<u64>() {
                 Ok(secs) if ok => Some(secs),
                 _ => return Err("max_age must be a number of seconds".into()),
@@ -263,16 +264,29 @@ pub const MAX_IDP_CLAIMS_BYTES: usize = 8 * 1024;
 /// `authorize-client`'s `claims`: bounded, and never a claim the ID token sets itself.
 pub fn check_idp_claims(claims: &BTreeMap<String, Value>) -> Result<(), String> {
     const RESERVED: [&str; 10] = [
-        "iss", "sub", "aud", "azp", "exp", "iat", "nbf", "auth_time", "nonce", "at_hash",
+        "iss",
+        "sub",
+        "aud",
+        "azp",
+        "exp",
+        "iat",
+        "nbf",
+        "auth_time",
+        "nonce",
+        "at_hash",
     ];
     if claims.len() > MAX_IDP_CLAIMS {
         return Err(format!("claims: at most {MAX_IDP_CLAIMS} claims"));
     }
     if serde_json::to_vec(claims).map_or(usize::MAX, |v| v.len()) > MAX_IDP_CLAIMS_BYTES {
-        return Err(format!("claims: at most {MAX_IDP_CLAIMS_BYTES} bytes of JSON"));
+        return Err(format!(
+            "claims: at most {MAX_IDP_CLAIMS_BYTES} bytes of JSON"
+        ));
     }
     if let Some(name) = claims.keys().find(|k| RESERVED.contains(&k.as_str())) {
-        return Err(format!("claims.{name}: set by the server, not by the identity provider"));
+        return Err(format!(
+            "claims.{name}: set by the server, not by the identity provider"
+        ));
     }
     Ok(())
 }
@@ -288,7 +302,11 @@ pub fn verify_id_token_hint(keys: &KeySet, token: &str, issuer: &str) -> Result<
         return Err(());
     }
     let header = jsonwebtoken::decode_header(token).map_err(|_| ())?;
-    let key = header.kid.as_deref().and_then(|kid| keys.get(kid)).ok_or(())?;
+    let key = header
+        .kid
+        .as_deref()
+        .and_then(|kid| keys.get(kid))
+        .ok_or(())?;
     if header.alg != key.jwt_algorithm() {
         return Err(());
     }
@@ -381,7 +399,10 @@ impl AuthServer {
                 ("id_token_signing_alg_values_supported", json!([alg])),
                 ("subject_types_supported", json!(["public"])),
                 ("claims_supported", json!(claims_supported())),
-                ("prompt_values_supported", json!(["none", "login", "consent", "select_account"])),
+                (
+                    "prompt_values_supported",
+                    json!(["none", "login", "consent", "select_account"]),
+                ),
                 ("claims_parameter_supported", json!(false)),
                 ("request_parameter_supported", json!(false)),
                 // Discovery §3: defaults to true when absent.
@@ -402,7 +423,10 @@ mod tests {
     fn login_session_zero_is_off() {
         assert_eq!(login_session_duration("0s"), Ok(Duration::ZERO));
         assert_eq!(login_session_duration("00h"), Ok(Duration::ZERO));
-        assert_eq!(login_session_duration("8h"), Ok(Duration::from_secs(8 * 3600)));
+        assert_eq!(
+            login_session_duration("8h"),
+            Ok(Duration::from_secs(8 * 3600))
+        );
         assert!(login_session_duration("0x").is_err());
         assert!(login_session_duration("0").is_err());
         assert!(login_session_duration("").is_err());
@@ -412,14 +436,29 @@ mod tests {
     fn at_hash_vector() {
         // Expected values computed independently (Python hashlib, left half, base64url).
         let token = "jHkWEdUXMU1BwAsC4vtUsZwnNmSSUq2V";
-        assert_eq!(at_hash(SigningAlgorithm::Rs256, token), "iBvhPgA4Py75NWs1St9b-g");
-        assert_eq!(at_hash(SigningAlgorithm::Es256, token), "iBvhPgA4Py75NWs1St9b-g");
-        assert_eq!(at_hash(SigningAlgorithm::EdDsa, token), "fB9CNBcyJI12oXR_b3KGo0ZG1Wxv03OsHJTwSoIhwnc");
+        assert_eq!(
+            at_hash(SigningAlgorithm::Rs256, token),
+            "iBvhPgA4Py75NWs1St9b-g"
+        );
+        assert_eq!(
+            at_hash(SigningAlgorithm::Es256, token),
+            "iBvhPgA4Py75NWs1St9b-g"
+        );
+        assert_eq!(
+            at_hash(SigningAlgorithm::EdDsa, token),
+            "fB9CNBcyJI12oXR_b3KGo0ZG1Wxv03OsHJTwSoIhwnc"
+        );
     }
 
     #[test]
     fn oidc_parameters() {
-        let ok = check_params(Some("n-0S6_WzA2Mj"), Some("login"), Some("0"), Some("alice")).unwrap();
+        let ok = check_params(
+            Some("n-0S6_WzA2Mj"),
+            Some("login"),
+            Some("0"),
+            Some("alice"),
+        )
+        .unwrap();
         assert!(ok.prompt.login);
         assert_eq!(ok.max_age, Some(0));
         assert!(!ok.session_usable(100, 100));
@@ -436,7 +475,12 @@ mod tests {
         assert!(aged.session_usable(100, 160));
         assert!(!aged.session_usable(100, 161));
         let hint = "h".repeat(MAX_LOGIN_HINT_BYTES + 1);
-        assert_eq!(check_params(None, None, None, Some(&hint)).unwrap().login_hint, None);
+        assert_eq!(
+            check_params(None, None, None, Some(&hint))
+                .unwrap()
+                .login_hint,
+            None
+        );
     }
 
     #[test]

@@ -174,12 +174,8 @@ pub async fn builtin_get(
             )
             .await
             .map_err(|err| storage_page(&err))?;
-            let location = code_redirect_url(
-                &valid.redirect_uri,
-                &code,
-                valid.state.as_deref(),
-                &issuer,
-            );
+            let location =
+                code_redirect_url(&valid.redirect_uri, &code, valid.state.as_deref(), &issuer);
             redirect(StatusCode::FOUND, &location)
         }
         (Step::ConsentForm, Some((_, user))) => {
@@ -385,8 +381,8 @@ pub async fn logout(
                 .find_client(api, client_id)
                 .await
                 .map_err(|err| storage_page(&err))?;
-            let registered = client
-                .is_some_and(|c| c.post_logout_redirect_uris.iter().any(|r| r == uri));
+            let registered =
+                client.is_some_and(|c| c.post_logout_redirect_uris.iter().any(|r| r == uri));
             if !registered {
                 tracing::warn!(target: SECURITY_TARGET, security = "logout_redirect_refused", api = %api.id, client = %client_id, "unregistered post_logout_redirect_uri");
                 return Err(page_error(

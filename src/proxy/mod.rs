@@ -178,9 +178,12 @@ async fn lifecycle(
         .strip_prefix("/.well-known/openid-configuration/")
     {
         let lp = format!("/{}/", lp.trim_end_matches('/'));
-        if let Some(api) = runtime.config.apis.iter().find(|a| {
-            a.listen_path == lp && a.oauth.as_ref().is_some_and(|o| o.openid)
-        }) {
+        if let Some(api) = runtime
+            .config
+            .apis
+            .iter()
+            .find(|a| a.listen_path == lp && a.oauth.as_ref().is_some_and(|o| o.openid))
+        {
             return Ok(oauth::oidc_handlers::discovery_response(gateway, api));
         }
         return Err(GatewayError::NotFound);

@@ -1221,7 +1221,12 @@ pub async fn oidc_grant_survives_code_session_and_rotation(store: Arc<dyn Store>
         .await
         .unwrap();
     let rotated = store
-        .rotate_refresh(&rt1, &rt2, &refresh(&sid, 1, now + 1, Some(now + 3_601)), now + 1)
+        .rotate_refresh(
+            &rt1,
+            &rt2,
+            &refresh(&sid, 1, now + 1, Some(now + 3_601)),
+            now + 1,
+        )
         .await
         .unwrap();
     assert!(matches!(rotated, Rotation::Rotated(_)), "{rotated:?}");
@@ -1246,13 +1251,28 @@ pub async fn login_session_put_get_end(store: Arc<dyn Store>) {
     assert_eq!(store.get_login_session(&h, now).await.unwrap(), None);
     let s = login("api", &user, now, 3_600);
     store.put_login_session(&h, &s, 10).await.unwrap();
-    assert_eq!(store.get_login_session(&h, now).await.unwrap(), Some(s.clone()));
-    assert_eq!(store.get_login_session(&h, now + 3_599).await.unwrap(), Some(s));
-    assert_eq!(store.get_login_session(&h, now + 3_600).await.unwrap(), None);
+    assert_eq!(
+        store.get_login_session(&h, now).await.unwrap(),
+        Some(s.clone())
+    );
+    assert_eq!(
+        store.get_login_session(&h, now + 3_599).await.unwrap(),
+        Some(s)
+    );
+    assert_eq!(
+        store.get_login_session(&h, now + 3_600).await.unwrap(),
+        None
+    );
     assert!(store.end_login_session(&h, now).await.unwrap());
     assert_eq!(store.get_login_session(&h, now).await.unwrap(), None);
     assert!(!store.end_login_session(&h, now).await.unwrap());
-    assert!(store.user_login_sessions(&user, now).await.unwrap().is_empty());
+    assert!(
+        store
+            .user_login_sessions(&user, now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// A user's login sessions are listed oldest first and ended all at once; another user's stay.
@@ -1260,21 +1280,61 @@ pub async fn login_sessions_per_user_listed_and_ended(store: Arc<dyn Store>) {
     let now = t0();
     let (alice, bob) = (uniq("alice"), uniq("bob"));
     let (a1, a2, b1) = (uniq("ls"), uniq("ls"), uniq("ls"));
-    store.put_login_session(&a1, &login("api", &alice, now, 600), 10).await.unwrap();
-    store.put_login_session(&a2, &login("other", &alice, now + 1, 600), 10).await.unwrap();
-    store.put_login_session(&b1, &login("api", &bob, now, 600), 10).await.unwrap();
+    store
+        .put_login_session(&a1, &login("api", &alice, now, 600), 10)
+        .await
+        .unwrap();
+    store
+        .put_login_session(&a2, &login("other", &alice, now + 1, 600), 10)
+        .await
+        .unwrap();
+    store
+        .put_login_session(&b1, &login("api", &bob, now, 600), 10)
+        .await
+        .unwrap();
     let listed = store.user_login_sessions(&alice, now + 1).await.unwrap();
     let hashes: Vec<&str> = listed.iter().map(|(h, _)| h.as_str()).collect();
     assert_eq!(hashes, vec![a1.as_str(), a2.as_str()]);
     assert_eq!(listed[1].1.api_id, "other");
     // Expired ones are neither listed nor counted.
-    assert_eq!(store.user_login_sessions(&alice, now + 600).await.unwrap().len(), 1);
-    assert_eq!(store.end_user_login_sessions(&alice, now + 1).await.unwrap(), 2);
+    assert_eq!(
+        store
+            .user_login_sessions(&alice, now + 600)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .end_user_login_sessions(&alice, now + 1)
+            .await
+            .unwrap(),
+        2
+    );
     assert_eq!(store.get_login_session(&a1, now + 1).await.unwrap(), None);
     assert_eq!(store.get_login_session(&a2, now + 1).await.unwrap(), None);
-    assert!(store.user_login_sessions(&alice, now + 1).await.unwrap().is_empty());
-    assert!(store.get_login_session(&b1, now + 1).await.unwrap().is_some());
-    assert_eq!(store.end_user_login_sessions(&alice, now + 1).await.unwrap(), 0);
+    assert!(
+        store
+            .user_login_sessions(&alice, now + 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .get_login_session(&b1, now + 1)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store
+            .end_user_login_sessions(&alice, now + 1)
+            .await
+            .unwrap(),
+        0
+    );
 }
 
 /// One more login session than `max_per_user` forgets the oldest, also when many are stored at once.
@@ -1290,9 +1350,18 @@ pub async fn login_sessions_per_user_are_bounded(store: Arc<dyn Store>) {
     }
     let live = store.user_login_sessions(&user, now + 5).await.unwrap();
     let live: Vec<&str> = live.iter().map(|(h, _)| h.as_str()).collect();
-    assert_eq!(live, hashes[2..].iter().map(String::as_str).collect::<Vec<_>>());
-    assert_eq!(store.get_login_session(&hashes[0], now + 5).await.unwrap(), None);
-    assert_eq!(store.get_login_session(&hashes[1], now + 5).await.unwrap(), None);
+    assert_eq!(
+        live,
+        hashes[2..].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        store.get_login_session(&hashes[0], now + 5).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.get_login_session(&hashes[1], now + 5).await.unwrap(),
+        None
+    );
 
     let crowd = uniq("crowd");
     let barrier = Arc::new(Barrier::new(RACERS));
@@ -1310,7 +1379,10 @@ pub async fn login_sessions_per_user_are_bounded(store: Arc<dyn Store>) {
     for task in tasks {
         task.await.unwrap();
     }
-    assert_eq!(store.user_login_sessions(&crowd, now).await.unwrap().len(), 4);
+    assert_eq!(
+        store.user_login_sessions(&crowd, now).await.unwrap().len(),
+        4
+    );
 }
 
 // ------------------------------------------------------------------------------------------------

@@ -49,8 +49,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockW
 use async_trait::async_trait;
 
 use super::{
-    Attempt, AuthCode, CodeTake, Guess, LoginSession, PolicyWrite, RefreshToken, Release,
-    Rotation, Session, StatelessCount, Store, StoreResult, StoredClient, StoredPolicy,
+    Attempt, AuthCode, CodeTake, Guess, LoginSession, PolicyWrite, RefreshToken, Release, Rotation,
+    Session, StatelessCount, Store, StoreResult, StoredClient, StoredPolicy,
 };
 
 /// How long a rotated refresh token that never expires (`refresh_token.ttl: never`) is remembered as a

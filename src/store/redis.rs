@@ -69,8 +69,8 @@ use super::memory::{
     Cutoff, ROTATED_NEVER_EXPIRING_KEEP_SECS, insert_cutoff, live_cutoff, prune_cutoffs,
 };
 use super::{
-    Attempt, AuthCode, CodeTake, Guess, LoginSession, PolicyWrite, RefreshToken, Release,
-    Rotation, Session, StatelessCount, Store, StoreError, StoreResult, StoredClient, StoredPolicy,
+    Attempt, AuthCode, CodeTake, Guess, LoginSession, PolicyWrite, RefreshToken, Release, Rotation,
+    Session, StatelessCount, Store, StoreError, StoreResult, StoredClient, StoredPolicy,
 };
 
 /// Login sessions of the builtin login page (OpenID Connect).

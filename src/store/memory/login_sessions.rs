@@ -38,9 +38,7 @@ impl LoginSessions {
         }
         inner.seq += 1;
         let seq = inner.seq;
-        inner
-            .sessions
-            .insert(id_hash.to_string(), session.clone());
+        inner.sessions.insert(id_hash.to_string(), session.clone());
         let Inner {
             sessions, by_user, ..
         } = &mut *inner;
