@@ -48,5 +48,7 @@ timeout 60m cargo test --locked --all-targets
 echo "== interop: Authlib, requests-oauthlib and PyJWT against the tollgate binary"
 cargo build --locked --bin tollgate
 "$venv/bin/python" tests/interop/clients.py target/debug/tollgate
+echo "== interop: an Authlib OpenID Connect relying party (discovery, code + PKCE + nonce, ID token, userinfo)"
+"$venv/bin/python" tests/interop/oidc.py target/debug/tollgate
 echo "== browser: CORS preflight and actual requests in headless Chromium (screenshots in target/screenshots/)"
 timeout 5m "$venv/bin/python" tests/browser/cors.py target/debug/tollgate
