@@ -52,3 +52,5 @@ echo "== interop: an Authlib OpenID Connect relying party (discovery, code + PKC
 "$venv/bin/python" tests/interop/oidc.py target/debug/tollgate
 echo "== browser: CORS preflight and actual requests in headless Chromium (screenshots in target/screenshots/)"
 timeout 5m "$venv/bin/python" tests/browser/cors.py target/debug/tollgate
+echo "== browser: OpenID Connect login session in headless Chromium (sign in once, a second client skips the password form)"
+timeout 5m "$venv/bin/python" tests/browser/oidc.py target/debug/tollgate

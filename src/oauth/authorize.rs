@@ -577,7 +577,7 @@ pub(super) async fn issue_code(
         code_challenge: valid.code_challenge.clone(),
         sid: secrets::random_token(SID_BYTES),
         expires_at: now + oauth.code_ttl.as_secs(),
-        oidc: oidc_grant,
+        oidc: oidc_grant.map(Box::new),
     };
     gateway
         .auth

@@ -296,37 +296,30 @@ const MAX_ID_TOKEN_HINT_BYTES: usize = 8 * 1024;
 
 /// Checks an `id_token_hint` (RP-Initiated Logout §2): signed by one of our keys (alg from our key
 /// table, never from the token) and issued by `issuer`. An expired hint is still a hint (the spec
-/// lets the OP accept it). Returns its `aud` (the client).
-pub fn verify_id_token_hint(keys: &KeySet, token: &str, issuer: &str) -> Result<String, ()> {
+/// lets the OP accept it). Returns its `aud` (the client); `None` for anything else.
+pub fn verify_id_token_hint(keys: &KeySet, token: &str, issuer: &str) -> Option<String> {
     if token.len() > MAX_ID_TOKEN_HINT_BYTES {
-        return Err(());
+        return None;
     }
-    let header = jsonwebtoken::decode_header(token).map_err(|_| ())?;
-    let key = header
-        .kid
-        .as_deref()
-        .and_then(|kid| keys.get(kid))
-        .ok_or(())?;
+    let header = jsonwebtoken::decode_header(token).ok()?;
+    let key = header.kid.as_deref().and_then(|kid| keys.get(kid))?;
     if header.alg != key.jwt_algorithm() {
-        return Err(());
+        return None;
     }
     let mut validation = jsonwebtoken::Validation::new(key.jwt_algorithm());
     validation.validate_exp = false;
     validation.validate_nbf = false;
     validation.validate_aud = false;
     validation.required_spec_claims.clear();
-    let data =
-        jsonwebtoken::decode::<Value>(token, key.decoding_key(), &validation).map_err(|_| ())?;
+    let data = jsonwebtoken::decode::<Value>(token, key.decoding_key(), &validation).ok()?;
     if data.claims.get("iss").and_then(Value::as_str) != Some(issuer) {
-        return Err(());
+        return None;
     }
     // An access token is not an ID token, even though we signed it.
-    if data.claims.get("at_hash").is_none() {
-        return Err(());
-    }
+    data.claims.get("at_hash")?;
     match data.claims.get("aud") {
-        Some(Value::String(aud)) => Ok(aud.clone()),
-        _ => Err(()),
+        Some(Value::String(aud)) => Some(aud.clone()),
+        _ => None,
     }
 }
 
@@ -354,14 +347,13 @@ impl AuthServer {
     pub fn id_token(
         &self,
         api: &ApiDef,
-        oauth: &OAuthConfig,
         client: &Client,
         session: &Session,
         user: Option<&User>,
         access_token: &str,
         now: u64,
     ) -> Result<Option<String>, OAuthError> {
-        let (Some(grant), Some(user)) = (&session.oidc, user) else {
+        let (Some(oauth), Some(grant), Some(user)) = (&api.oauth, &session.oidc, user) else {
             return Ok(None);
         };
         if !oauth.openid || !has_openid(&session.scope) {

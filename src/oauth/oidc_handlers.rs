@@ -356,7 +356,7 @@ pub async fn logout(
         None => None,
         Some(hint) => Some(
             oidc::verify_id_token_hint(&gateway.auth.keys, hint, &issuer)
-                .map_err(|_| page_error("The id_token_hint was not issued by this server."))?,
+                .ok_or_else(|| page_error("The id_token_hint was not issued by this server."))?,
         ),
     };
     let client_id = match (get("client_id"), hint_aud.as_deref()) {

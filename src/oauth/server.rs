@@ -570,7 +570,7 @@ impl AuthServer {
                 grant: GrantKind::AuthorizationCode,
                 sid: Some(grant.sid.clone()),
                 code: Some(code),
-                oidc: grant.oidc.clone(),
+                oidc: grant.oidc.clone().map(|grant| *grant),
             },
             now,
         )
@@ -659,7 +659,7 @@ impl AuthServer {
         };
         session.scope = scope_text;
         let access = self.access_token(api, oauth, client, &session, user, now)?;
-        let id_token = self.id_token(api, oauth, client, &session, user, &access, now)?;
+        let id_token = self.id_token(api, client, &session, user, &access, now)?;
         let response = TokenResponse {
             access_token: access,
             token_type: "bearer",
@@ -828,7 +828,7 @@ impl AuthServer {
         } else {
             None
         };
-        let id_token = self.id_token(api, oauth, client, &session, user, &access_token, now)?;
+        let id_token = self.id_token(api, client, &session, user, &access_token, now)?;
         let response = TokenResponse {
             access_token,
             token_type: "bearer",

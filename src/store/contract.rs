@@ -1206,10 +1206,10 @@ pub async fn oidc_grant_survives_code_session_and_rotation(store: Arc<dyn Store>
     let now = t0();
     let (sid, code_hash) = (uniq("sid"), uniq("code"));
     let mut c = code(&sid, now + 60);
-    c.oidc = Some(oidc_grant());
+    c.oidc = Some(Box::new(oidc_grant()));
     store.put_code(&code_hash, &c).await.unwrap();
     match store.take_code(&code_hash, now).await.unwrap() {
-        CodeTake::Fresh(taken) => assert_eq!(taken.oidc, Some(oidc_grant())),
+        CodeTake::Fresh(taken) => assert_eq!(taken.oidc, Some(Box::new(oidc_grant()))),
         other => panic!("expected Fresh, got {other:?}"),
     }
     let mut s = session(&sid, "api", "client", now, now + 3_600);

@@ -93,8 +93,9 @@ pub struct AuthCode {
     pub sid: String,
     pub expires_at: u64,
     /// Present when the code's scope holds `openid` on an OpenID Provider (absent in older records).
+    /// Boxed: most codes have none, and `CodeTake` carries a code by value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub oidc: Option<OidcGrant>,
+    pub oidc: Option<Box<OidcGrant>>,
 }
 
 /// What an OpenID Connect sign-in adds to a code, and then to the session it starts, so that ID
