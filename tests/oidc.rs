@@ -1053,3 +1053,56 @@ async fn a_login_session_started_on_one_node_is_honoured_and_ended_on_another() 
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn userinfo_takes_the_token_from_a_post_body_but_not_from_two_places() {
+    let gw = gateway().await;
+    let (code, _) = sign_in(&gw, "web", &[("scope", "openid profile")]).await;
+    let body = tokens(&gw, "web", &code).await;
+    let access = body["access_token"].as_str().unwrap();
+    let url = gw.url("/movies/oauth/userinfo");
+    let by_body = post_form(&url, None, &[("access_token", access)]).await;
+    assert_eq!(by_body.status, 200, "{}", by_body.text());
+    assert_eq!(
+        by_body.json(),
+        json!({"sub": "alice", "name": "Alice Liddell", "preferred_username": "alice"})
+    );
+    let both = post_form(
+        &url,
+        Some(&format!("Bearer {access}")),
+        &[("access_token", access)],
+    )
+    .await;
+    assert_eq!(both.status, 400, "{}", both.text());
+    assert_eq!(both.json()["error"], "invalid_request");
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn an_authorization_request_may_come_by_post() {
+    let gw = gateway().await;
+    let url = authorize_url(&gw, "/movies/", "web", &[]);
+    let query = url.split_once('?').unwrap().1;
+    let pairs: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let page = post_cookie(&gw.url("/movies/oauth/authorize"), None, &pairs).await;
+    assert_eq!(page.status, 200, "{}", page.text());
+    // The same page as the GET: the form then posts back with its CSRF token as usual.
+    let response = submit_password(&gw, "/movies/", &page, "alice").await;
+    let code = location_param(&response, "code").expect("code");
+    let claims = jwt_claims(
+        tokens(&gw, "web", &code).await["id_token"]
+            .as_str()
+            .unwrap(),
+    );
+    assert_eq!(claims["nonce"], "n-0S6_WzA2Mj");
+    // A POSTed request with an unregistered redirect URI: the 400 page, never a redirect.
+    let mut bad = pairs.clone();
+    bad.retain(|(n, _)| n != "redirect_uri");
+    bad.push(("redirect_uri".into(), "https://evil.example/cb".into()));
+    let refused = post_cookie(&gw.url("/movies/oauth/authorize"), None, &bad).await;
+    assert_eq!(refused.status, 400);
+    assert_eq!(refused.header("location"), None);
+    gw.stop().await;
+}

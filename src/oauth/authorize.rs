@@ -679,6 +679,14 @@ async fn authorize_post(
     let password = form.remove("password").filter(|p| !p.is_empty());
     let params = AuthorizeParams::from_pairs(&form);
     let now = now();
+    // OIDC Core §3.1.2.1: an OpenID Provider takes the authorization request by POST too. A POST with
+    // none of the page's own fields is such a request, answered as its GET would be.
+    if oauth.openid
+        && (&csrf, &action, &username, &password, &consent_proof)
+            == (&None, &None, &None, &None, &None)
+    {
+        return authorize_request_by_post(gateway, runtime, api, oauth, &headers, &params).await;
+    }
     if !verify_csrf(
         gateway.auth.keys.form_key(),
         csrf.as_deref(),
@@ -815,6 +823,27 @@ async fn authorize_post(
     )
     .await;
     Ok(response)
+}
+
+/// An authorization request sent by POST (OpenID Providers only): validated as a GET, then the same
+/// page, code or error redirect (303, since the browser must not re-post to the client).
+async fn authorize_request_by_post(
+    gateway: &Gateway,
+    runtime: &Runtime,
+    api: &ApiDef,
+    oauth: &OAuthConfig,
+    headers: &http::HeaderMap,
+    params: &AuthorizeParams,
+) -> Result<Response<Body>, GatewayError> {
+    let client = find_client(gateway, api, params).await?;
+    let policy = client_policy(gateway, runtime, client.as_ref()).await?;
+    match validate_authorize_request(params, client.as_ref(), oauth, policy.as_deref()) {
+        Ok(valid) => {
+            super::oidc_handlers::builtin_get(gateway, runtime, api, oauth, headers, params, &valid)
+                .await
+        }
+        Err(err) => refuse(gateway, api, err, StatusCode::SEE_OTHER),
+    }
 }
 
 /// The client named by the request, when the name is worth looking up.

@@ -102,7 +102,7 @@ pub async fn handle(
         }
         Endpoint::Userinfo => {
             super::oidc_handlers::require_openid(api)?;
-            super::oidc_handlers::userinfo(gateway, runtime, api, &req).await
+            super::oidc_handlers::userinfo(gateway, runtime, api, req).await
         }
         Endpoint::Logout => {
             super::oidc_handlers::require_openid(api)?;

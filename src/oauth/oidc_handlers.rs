@@ -30,7 +30,7 @@ pub async fn userinfo(
     gateway: &Gateway,
     runtime: &Runtime,
     api: &ApiDef,
-    req: &Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Result<Response<Body>, GatewayError> {
     if req.method() != Method::GET && req.method() != Method::POST {
         return Err(GatewayError::MethodNotAllowed);
@@ -41,14 +41,41 @@ pub async fn userinfo(
         invalid_token: true,
         description: description.to_string(),
     };
-    let token = req
+    let header_token = req
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-        .map(|(_, token)| token.trim());
-    let Some(token) = token else {
+        .map(|(_, token)| token.trim().to_string());
+    // RFC 6750 §2.2: a POST may carry the token in its form body instead (one method only, §2).
+    let is_form = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.trim_start()
+                .to_ascii_lowercase()
+                .starts_with("application/x-www-form-urlencoded")
+        });
+    let body_token = if req.method() == Method::POST && is_form {
+        let (_, mut form) =
+            super::handlers::read_form(req, runtime.config.limits.body_read_timeout).await?;
+        form.remove("access_token").filter(|t| !t.is_empty())
+    } else {
+        None
+    };
+    let token = match (header_token, body_token) {
+        (Some(_), Some(_)) => {
+            return Err(OAuthError::invalid_request(
+                "send the access token in one place, not in the header and the body",
+            )
+            .into());
+        }
+        (Some(token), None) | (None, Some(token)) => Some(token),
+        (None, None) => None,
+    };
+    let Some(token) = token.as_deref() else {
         return Err(GatewayError::Unauthorized {
             realm: realm.clone(),
             invalid_token: false,
