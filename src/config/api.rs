@@ -1339,6 +1339,44 @@ mod tests {
     }
 
     #[test]
+    fn oauth_openid_fields() {
+        let o = load_api(&format!(
+            "{PROXY}oauth: {{grant_types: [authorization_code], openid: true, login_session: 0s, scopes: [read, email], clients: [{{client_id: rp, redirect_uris: ['https://rp.example/cb'], post_logout_redirect_uris: ['https://rp.example/bye'], skip_consent: true, grant_types: [authorization_code], scopes: [openid, profile]}}]}}\n"
+        ))
+        .oauth
+        .unwrap();
+        assert!(o.openid);
+        assert!(o.login_session.is_zero());
+        // The identity scopes join the API's own, once each.
+        assert_eq!(o.scopes, vec!["read", "email", "openid", "profile"]);
+        assert_eq!(
+            o.clients[0].post_logout_redirect_uris,
+            vec!["https://rp.example/bye"]
+        );
+        assert!(o.clients[0].skip_consent);
+        let o = load_api(&format!("{PROXY}oauth: {{grant_types: [password]}}\n"))
+            .oauth
+            .unwrap();
+        assert!(!o.openid);
+        assert_eq!(o.login_session, Duration::from_secs(8 * 3600));
+        expect(
+            &format!("{PROXY}oauth: {{grant_types: [password], login_session: soon}}\n"),
+            "oauth.login_session: `soon`: expected a duration like 250ms, 30s, 15m, 12h or 30d",
+        );
+        // Without openid the identity scopes are not the API's.
+        expect(
+            &with_client("{client_id: x, grant_types: [password], scopes: [openid]}"),
+            "oauth.clients[1].scopes[0]: scope `openid` is not in oauth.scopes",
+        );
+        expect(
+            &with_client(
+                "{client_id: x, grant_types: [password], post_logout_redirect_uris: ['javascript:alert(1)']}",
+            ),
+            "oauth.clients[1].post_logout_redirect_uris[0]: scheme `javascript` is not allowed",
+        );
+    }
+
+    #[test]
     fn oauth_defaults_and_never() {
         let o = load_api(&format!(
             "{PROXY}oauth: {{grant_types: [password, refresh_token, password]}}\n"
