@@ -1429,7 +1429,7 @@ mod tests {
         assert_eq!(state, None);
         // Unknown parameters are ignored, but not repeated.
         let mut pairs = good();
-        pairs.push(("prompt", "login".into()));
+        pairs.push(("display", "page".into()));
         assert!(
             check(
                 &AuthorizeParams::from_pairs(pairs.clone()),
@@ -1438,7 +1438,7 @@ mod tests {
             )
             .is_ok()
         );
-        pairs.push(("prompt", "none".into()));
+        pairs.push(("display", "popup".into()));
         let result = check(
             &AuthorizeParams::from_pairs(pairs),
             Some(&client(true)),

@@ -102,7 +102,8 @@ pub async fn userinfo(
         return Err(invalid("the token's user does not exist or is disabled"));
     };
     // An external identity provider's claims live with the session; users.yaml's otherwise.
-    let session = if claims.sid.starts_with("st.") {
+    // A stateless token's session is stored nowhere (DESIGN §9f).
+    let session = if super::server::parse_stateless_sid(&claims.sid).is_some() {
         None
     } else {
         gateway
