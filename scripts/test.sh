@@ -50,7 +50,11 @@ timeout 60m cargo test --locked --all-targets
 echo "== interop: Authlib, requests-oauthlib and PyJWT against the tollgate binary"
 cargo build --locked --bin tollgate
 "$venv/bin/python" tests/interop/clients.py target/debug/tollgate
+echo "== interop: an Authlib OpenID Connect relying party (discovery, code + PKCE + nonce, ID token, userinfo)"
+"$venv/bin/python" tests/interop/oidc.py target/debug/tollgate
 echo "== browser: CORS preflight and actual requests in headless Chromium (screenshots in target/screenshots/)"
 timeout 5m "$venv/bin/python" tests/browser/cors.py target/debug/tollgate
 echo "== browser: the admin web UI in headless Chromium (screenshots in target/ui-screenshots/)"
 timeout 5m "$venv/bin/python" tests/browser/admin_ui.py target/debug/tollgate
+echo "== browser: OpenID Connect login session in headless Chromium (sign in once, a second client skips the password form)"
+timeout 5m "$venv/bin/python" tests/browser/oidc.py target/debug/tollgate

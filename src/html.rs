@@ -92,3 +92,16 @@ pub fn with_csp(status: StatusCode, html: String, csp: HeaderValue) -> Response<
     );
     response
 }
+
+/// A page that only tells the user something (e.g. after logout).
+pub fn message_page(title: &str, message: &str) -> String {
+    let title = escape(title);
+    format!(
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
+         <meta name=\"referrer\" content=\"no-referrer\">\n\
+         <title>{title}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<main>\n\
+         <h1>{title}</h1>\n<p>{}</p>\n</main>\n</body>\n</html>\n",
+        escape(message)
+    )
+}

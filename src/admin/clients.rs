@@ -510,6 +510,9 @@ fn validate(
         scopes: body.scopes,
         policy: body.policy,
         claims: body.claims,
+        // Not yet settable through the admin API (stored clients have no field for them).
+        post_logout_redirect_uris: Vec::new(),
+        skip_consent: false,
     };
     let mut problems = Problems::default();
     let mut out = FileProblems {

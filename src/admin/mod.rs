@@ -8,7 +8,7 @@
 //! Nothing imports `admin` but `lib.rs`, which serves it on its own listener.
 
 mod clients;
-
+mod login_sessions;
 pub mod openapi;
 mod policies;
 pub mod routes;
@@ -152,6 +152,8 @@ where
         Call::Policy(action) => policies::route(gateway, action, req).await?,
         Call::GetSession { sid } => sessions::get(gateway, sid, req.uri().query()).await?,
         Call::RevokeSession { sid } => sessions::revoke(gateway, sid).await?,
+        Call::UserLoginSessions { username } => login_sessions::list(gateway, username).await?,
+        Call::EndUserLoginSessions { username } => login_sessions::end(gateway, username).await?,
     };
     Ok(response)
 }

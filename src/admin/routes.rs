@@ -45,6 +45,8 @@ pub(crate) enum Handler {
     DeletePolicy,
     GetSession,
     RevokeSession,
+    UserLoginSessions,
+    EndUserLoginSessions,
 }
 
 const fn route(method: Method, path: &'static str, handler: Handler) -> Route {
@@ -104,6 +106,16 @@ pub const ROUTES: &[Route] = &[
     route(Method::GET, "/sessions/{sid}", Handler::GetSession),
     route(Method::DELETE, "/sessions/{sid}", Handler::RevokeSession),
     route(
+        Method::GET,
+        "/users/{username}/login-sessions",
+        Handler::UserLoginSessions,
+    ),
+    route(
+        Method::DELETE,
+        "/users/{username}/login-sessions",
+        Handler::EndUserLoginSessions,
+    ),
+    route(
         Method::POST,
         "/apis/{api}/oauth/authorize-client",
         Handler::AuthorizeClient,
@@ -135,6 +147,12 @@ pub(crate) enum Call<'a> {
     },
     RevokeSession {
         sid: &'a str,
+    },
+    UserLoginSessions {
+        username: &'a str,
+    },
+    EndUserLoginSessions {
+        username: &'a str,
     },
 }
 
@@ -191,6 +209,8 @@ impl Handler {
             (Handler::DeletePolicy, [id]) => Call::Policy(PolicyAction::Delete(id)),
             (Handler::GetSession, [sid]) => Call::GetSession { sid },
             (Handler::RevokeSession, [sid]) => Call::RevokeSession { sid },
+            (Handler::UserLoginSessions, [username]) => Call::UserLoginSessions { username },
+            (Handler::EndUserLoginSessions, [username]) => Call::EndUserLoginSessions { username },
             _ => return None,
         })
     }

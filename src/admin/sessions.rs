@@ -142,6 +142,7 @@ async fn stateless_session(
             last_refresh_at: None,
             refresh_count: 0,
             expires_at: latest + oauth.access_token_ttl.as_secs() + LEEWAY_SECS,
+            oidc: None,
         },
         count,
     )))
@@ -313,6 +314,7 @@ mod tests {
             last_refresh_at: Some(150),
             refresh_count: 1,
             expires_at: 1000,
+            oidc: None,
         }
     }
 

@@ -600,6 +600,20 @@ fn oauth(raw: RawOAuth, out: &mut FileProblems<'_>) -> OAuthConfig {
             api_scopes.push(s);
         }
     }
+    // An OpenID Provider grants the identity scopes (OIDC Core §3.1.2.1, §5.4) like any other:
+    // clients list the ones they may ask for.
+    if raw.openid {
+        for s in super::OIDC_SCOPES {
+            if !api_scopes.iter().any(|x| x == s) {
+                api_scopes.push(s.to_string());
+            }
+        }
+    }
+    let login_session =
+        super::parse_duration_or_off(&raw.login_session.0).unwrap_or_else(|message| {
+            out.push("oauth.login_session", message);
+            Duration::ZERO
+        });
 
     let notifications = raw.notifications.map(|n| {
         let _ = out.check(
@@ -654,6 +668,8 @@ fn oauth(raw: RawOAuth, out: &mut FileProblems<'_>) -> OAuthConfig {
         clients,
         max_sessions_per_user: raw.max_sessions_per_user,
         token_rate_limit,
+        openid: raw.openid,
+        login_session,
     }
 }
 
@@ -722,6 +738,10 @@ pub(crate) fn client(
         out.push(&field(path, "policy"), "must not be empty");
     }
     claims(&raw.claims, &field(path, "claims"), out);
+    let logout_path = field(path, "post_logout_redirect_uris");
+    for (i, uri) in raw.post_logout_redirect_uris.iter().enumerate() {
+        let _ = out.check(&index(&logout_path, i), check::redirect_uri(uri));
+    }
 
     ClientDef {
         client_id: raw.client_id,
@@ -731,6 +751,8 @@ pub(crate) fn client(
         scopes: raw.scopes,
         policy: raw.policy,
         claims: raw.claims,
+        post_logout_redirect_uris: raw.post_logout_redirect_uris,
+        skip_consent: raw.skip_consent,
     }
 }
 
@@ -1313,6 +1335,44 @@ mod tests {
                 "{PROXY}oauth: {{grant_types: [password], refresh_token: {{ttl: forever}}}}\n"
             ),
             "oauth.refresh_token.ttl: `forever`: expected a duration like 250ms, 30s, 15m, 12h or 30d",
+        );
+    }
+
+    #[test]
+    fn oauth_openid_fields() {
+        let o = load_api(&format!(
+            "{PROXY}oauth: {{grant_types: [authorization_code], openid: true, login_session: 0s, scopes: [read, email], clients: [{{client_id: rp, redirect_uris: ['https://rp.example/cb'], post_logout_redirect_uris: ['https://rp.example/bye'], skip_consent: true, grant_types: [authorization_code], scopes: [openid, profile]}}]}}\n"
+        ))
+        .oauth
+        .unwrap();
+        assert!(o.openid);
+        assert!(o.login_session.is_zero());
+        // The identity scopes join the API's own, once each.
+        assert_eq!(o.scopes, vec!["read", "email", "openid", "profile"]);
+        assert_eq!(
+            o.clients[0].post_logout_redirect_uris,
+            vec!["https://rp.example/bye"]
+        );
+        assert!(o.clients[0].skip_consent);
+        let o = load_api(&format!("{PROXY}oauth: {{grant_types: [password]}}\n"))
+            .oauth
+            .unwrap();
+        assert!(!o.openid);
+        assert_eq!(o.login_session, Duration::from_secs(8 * 3600));
+        expect(
+            &format!("{PROXY}oauth: {{grant_types: [password], login_session: soon}}\n"),
+            "oauth.login_session: `soon`: expected a duration like 250ms, 30s, 15m, 12h or 30d",
+        );
+        // Without openid the identity scopes are not the API's.
+        expect(
+            &with_client("{client_id: x, grant_types: [password], scopes: [openid]}"),
+            "oauth.clients[1].scopes[0]: scope `openid` is not in oauth.scopes",
+        );
+        expect(
+            &with_client(
+                "{client_id: x, grant_types: [password], post_logout_redirect_uris: ['javascript:alert(1)']}",
+            ),
+            "oauth.clients[1].post_logout_redirect_uris[0]: scheme `javascript` is not allowed",
         );
     }
 

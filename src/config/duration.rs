@@ -30,9 +30,32 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_millis(millis))
 }
 
+/// A duration, or zero (`0s`, `0m`, ...) for off (e.g. `oauth.login_session`). Zero keeps its unit, so
+/// a typo like `0x` is reported like any other.
+pub fn parse_duration_or_off(raw: &str) -> Result<Duration, String> {
+    let digits = raw.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+    if !digits.is_empty() && digits.bytes().all(|b| b == b'0') && digits.len() < raw.len() {
+        return parse_duration(&format!("1{}", &raw[digits.len()..])).map(|_| Duration::ZERO);
+    }
+    parse_duration(raw)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn zero_is_off_and_keeps_its_unit() {
+        assert_eq!(parse_duration_or_off("0s"), Ok(Duration::ZERO));
+        assert_eq!(parse_duration_or_off("00h"), Ok(Duration::ZERO));
+        assert_eq!(
+            parse_duration_or_off("8h"),
+            Ok(Duration::from_secs(8 * 3600))
+        );
+        assert!(parse_duration_or_off("0x").is_err());
+        assert!(parse_duration_or_off("0").is_err());
+        assert!(parse_duration_or_off("").is_err());
+    }
 
     #[test]
     fn units() {

@@ -19,7 +19,7 @@ pub mod raw;
 #[cfg(test)]
 mod testutil;
 
-pub use duration::parse_duration;
+pub use duration::{parse_duration, parse_duration_or_off};
 pub use error::{ConfigErrors, ConfigProblem};
 pub use gateway::SAMPLE_ADMIN_SECRET;
 pub use model::*;

@@ -399,6 +399,9 @@ pub struct AuthConfig {
     pub forward_claims: Vec<(HeaderName, String)>,
 }
 
+/// The scopes an OpenID Provider (`oauth.openid: true`) grants on top of the API's own.
+pub const OIDC_SCOPES: [&str; 3] = ["openid", "profile", "email"];
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum GrantType {
     AuthorizationCode,
@@ -468,6 +471,10 @@ pub struct OAuthConfig {
     /// Token requests per client, counted after the client authenticated (so nobody can spend
     /// another client's budget by naming it).
     pub token_rate_limit: Option<RateLimit>,
+    /// OpenID Provider (DESIGN §9c): `openid`, `profile` and `email` are in `scopes`.
+    pub openid: bool,
+    /// Lifetime of a builtin-login session cookie; zero: no login sessions.
+    pub login_session: Duration,
 }
 
 #[derive(Clone)]
@@ -496,6 +503,8 @@ pub struct ClientDef {
     pub scopes: Vec<String>,
     pub policy: Option<String>,
     pub claims: BTreeMap<String, serde_json::Value>,
+    pub post_logout_redirect_uris: Vec<String>,
+    pub skip_consent: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

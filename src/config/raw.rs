@@ -464,6 +464,16 @@ pub struct RawOAuth {
     /// Token requests per client (GCRA); absent: no limit.
     #[serde(default)]
     pub token_rate_limit: Option<RawRateLimit>,
+    /// OpenID Connect (DESIGN §9c): ID tokens, userinfo, discovery, login sessions.
+    #[serde(default)]
+    pub openid: bool,
+    /// How long the builtin login page's session cookie keeps a browser signed in; `0s` = off.
+    #[serde(default = "default_login_session")]
+    pub login_session: RawDuration,
+}
+
+fn default_login_session() -> RawDuration {
+    RawDuration::new("8h")
 }
 
 fn default_max_sessions_per_user() -> u32 {
@@ -563,6 +573,12 @@ pub struct RawClient {
     pub policy: Option<String>,
     #[serde(default)]
     pub claims: RawClaims,
+    /// Where RP-initiated logout may send the browser back to (exact match).
+    #[serde(default)]
+    pub post_logout_redirect_uris: Vec<String>,
+    /// A browser with a login session is not asked for consent again.
+    #[serde(default)]
+    pub skip_consent: bool,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -18,6 +18,10 @@ pub enum OAuthErrorCode {
     TemporarilyUnavailable,
     /// Too many failed logins (not an RFC 6749 code; answered as 429).
     SlowDown,
+    /// OIDC Core §3.1.2.6: `prompt=none` and nobody is signed in.
+    LoginRequired,
+    /// OIDC Core §3.1.2.6: `prompt=none` and the client needs the user's consent.
+    ConsentRequired,
 }
 
 impl OAuthErrorCode {
@@ -36,6 +40,8 @@ impl OAuthErrorCode {
             OAuthErrorCode::ServerError => "server_error",
             OAuthErrorCode::TemporarilyUnavailable => "temporarily_unavailable",
             OAuthErrorCode::SlowDown => "slow_down",
+            OAuthErrorCode::LoginRequired => "login_required",
+            OAuthErrorCode::ConsentRequired => "consent_required",
         }
     }
 }

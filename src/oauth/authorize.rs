@@ -33,6 +33,7 @@ use crate::store::{AuthCode, StoreError};
 use super::Ctx;
 use super::clients::Client;
 use super::login_page::{self, LoginPage};
+use super::oidc::{self, OidcParams};
 use super::pkce;
 use super::server::{LoginError, MAX_USERNAME_BYTES, client_scopes, resolve_scope};
 use crate::clock::now;
@@ -58,13 +59,18 @@ pub struct AuthorizeParams {
     pub state: Option<String>,
     pub code_challenge: Option<String>,
     pub code_challenge_method: Option<String>,
+    /// OpenID Connect (OIDC Core §3.1.2.1); ignored unless the API is an OpenID Provider.
+    pub nonce: Option<String>,
+    pub prompt: Option<String>,
+    pub max_age: Option<String>,
+    pub login_hint: Option<String>,
     /// Names of parameters sent more than once (RFC 6749 §3.1 forbids it); the first value is kept.
     pub repeated: Vec<String>,
 }
 
 impl AuthorizeParams {
     /// The names, in the order the page's hidden fields and the CSRF token carry them.
-    const NAMES: [&'static str; 7] = [
+    const NAMES: [&'static str; 11] = [
         "client_id",
         "redirect_uri",
         "response_type",
@@ -72,6 +78,10 @@ impl AuthorizeParams {
         "state",
         "code_challenge",
         "code_challenge_method",
+        "nonce",
+        "prompt",
+        "max_age",
+        "login_hint",
     ];
 
     /// From decoded name/value pairs (a query string, a form). Unknown parameters are ignored
@@ -116,11 +126,15 @@ impl AuthorizeParams {
             "state" => &mut self.state,
             "code_challenge" => &mut self.code_challenge,
             "code_challenge_method" => &mut self.code_challenge_method,
+            "nonce" => &mut self.nonce,
+            "prompt" => &mut self.prompt,
+            "max_age" => &mut self.max_age,
+            "login_hint" => &mut self.login_hint,
             _ => return None,
         })
     }
 
-    fn values(&self) -> [Option<&str>; 7] {
+    fn values(&self) -> [Option<&str>; 11] {
         [
             self.client_id.as_deref(),
             self.redirect_uri.as_deref(),
@@ -129,6 +143,10 @@ impl AuthorizeParams {
             self.state.as_deref(),
             self.code_challenge.as_deref(),
             self.code_challenge_method.as_deref(),
+            self.nonce.as_deref(),
+            self.prompt.as_deref(),
+            self.max_age.as_deref(),
+            self.login_hint.as_deref(),
         ]
     }
 
@@ -179,6 +197,10 @@ pub struct ValidAuthorize {
     pub state: Option<String>,
     /// A valid S256 challenge.
     pub code_challenge: Option<String>,
+    /// `nonce`, `prompt`, `max_age`, `login_hint` (defaults unless the API is an OpenID Provider).
+    pub oidc: OidcParams,
+    /// The client's `skip_consent`.
+    pub skip_consent: bool,
 }
 
 /// Why an authorization request is refused, and how the answer must travel.
@@ -351,6 +373,17 @@ pub fn validate_authorize_request(
             ));
         }
     }
+    let oidc = if oauth.openid {
+        oidc::check_params(
+            params.nonce.as_deref(),
+            params.prompt.as_deref(),
+            params.max_age.as_deref(),
+            params.login_hint.as_deref(),
+        )
+        .map_err(|description| fail(InvalidRequest, &description))?
+    } else {
+        OidcParams::default()
+    };
     Ok(ValidAuthorize {
         client_id: client.client_id.clone(),
         redirect_uri: redirect_uri.to_string(),
@@ -359,6 +392,8 @@ pub fn validate_authorize_request(
         offered_scopes: offered,
         state: params.state.clone(),
         code_challenge: challenge,
+        oidc,
+        skip_consent: client.skip_consent,
     })
 }
 
@@ -503,13 +538,17 @@ pub fn verify_csrf(
 
 // --- issuing a code
 
-/// Creates and stores a code for `user`: granted scope = requested ∩ client ∩ user.
-async fn issue_code(
+/// Creates and stores a code for `user`: granted scope = requested ∩ client ∩ user. On an OpenID
+/// Provider the code also carries `auth_time`, the nonce and an identity provider's `claims`.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn issue_code(
     ctx: &Ctx<'_>,
     api: &ApiDef,
     oauth: &OAuthConfig,
     valid: &ValidAuthorize,
     user: &User,
+    auth_time: u64,
+    claims: Option<std::collections::BTreeMap<String, serde_json::Value>>,
     now: u64,
 ) -> Result<String, StoreError> {
     // Validation already refused scopes outside the client's, so this cannot fail; fall back to
@@ -517,19 +556,28 @@ async fn issue_code(
     let granted = resolve_scope(
         valid.scope.as_deref(),
         &valid.client_scopes,
-        Some(&user.scopes),
+        Some(&super::server::user_scopes(oauth, user)),
     )
     .unwrap_or_default();
+    let granted_text = granted.join(" ");
+    let oidc_grant = oidc::grant_for(
+        oauth,
+        &granted_text,
+        valid.oidc.nonce.as_deref(),
+        auth_time,
+        claims,
+    );
     let code = secrets::random_token(CODE_BYTES);
     let record = AuthCode {
         api_id: api.id.clone(),
         client_id: valid.client_id.clone(),
         redirect_uri: valid.redirect_uri.clone(),
-        scope: granted.join(" "),
+        scope: granted_text,
         username: user.username.clone(),
         code_challenge: valid.code_challenge.clone(),
         sid: secrets::random_token(SID_BYTES),
         expires_at: now + oauth.code_ttl.as_secs(),
+        oidc: oidc_grant.map(Box::new),
     };
     ctx.auth
         .store
@@ -581,15 +629,10 @@ async fn authorize_get(
             };
             redirect(StatusCode::TEMPORARY_REDIRECT, &location)
         }
-        LoginMode::Builtin => Ok(login_page(
-            ctx.auth.tokens.keys.form_key(),
-            api,
-            &params,
-            &valid,
-            None,
-            None,
-            StatusCode::OK,
-        )),
+        // Login sessions, `prompt` and `max_age` decide between the form and a code (oidc_handlers).
+        LoginMode::Builtin => {
+            super::oidc_handlers::builtin_get(ctx, api, oauth, req.headers(), &params, &valid).await
+        }
     }
 }
 
@@ -601,18 +644,27 @@ async fn authorize_post(
 ) -> Result<Response<Body>, GatewayError> {
     let ip = ctx.client_ip.to_string();
     // The form is the whole request: the query string of a POST is not read.
-    let (_, mut form) = read_form(req, ctx.config.limits.body_read_timeout)
+    let (headers, mut form) = read_form(req, ctx.config.limits.body_read_timeout)
         .await
         .map_err(|err| match err {
             FormError::Body(body) => GatewayError::from(body),
             other => page_error(StatusCode::BAD_REQUEST, other.description(), None),
         })?;
     let csrf = form.remove("csrf_token");
+    let consent_proof = form.remove("consent_proof");
     let action = form.remove("action");
     let username = form.remove("username").filter(|u| !u.is_empty());
     let password = form.remove("password").filter(|p| !p.is_empty());
     let params = AuthorizeParams::from_pairs(&form);
     let now = now();
+    // OIDC Core §3.1.2.1: an OpenID Provider takes the authorization request by POST too. A POST with
+    // none of the page's own fields is such a request, answered as its GET would be.
+    if oauth.openid
+        && (&csrf, &action, &username, &password, &consent_proof)
+            == (&None, &None, &None, &None, &None)
+    {
+        return authorize_request_by_post(ctx, api, oauth, &headers, &params).await;
+    }
     if !verify_csrf(
         ctx.auth.tokens.keys.form_key(),
         csrf.as_deref(),
@@ -652,6 +704,22 @@ async fn authorize_post(
                 None,
             ));
         }
+    }
+    // The consent form of a signed-in browser carries no password, only its proof (oidc_handlers).
+    if let (None, None, Some(proof)) = (&username, &password, &consent_proof)
+        && let Some(response) = super::oidc_handlers::consent_post(
+            ctx,
+            api,
+            oauth,
+            &headers,
+            &valid,
+            csrf.as_deref().unwrap_or(""),
+            proof,
+            now,
+        )
+        .await?
+    {
+        return Ok(response);
     }
     let (Some(username), Some(password)) = (username.as_deref(), password.as_deref()) else {
         return Ok(login_page(
@@ -711,7 +779,7 @@ async fn authorize_post(
         }
         Err(LoginError::Store(err)) => return Err(storage_page(&err)),
     };
-    let code = issue_code(ctx, api, oauth, &valid, user, now)
+    let code = issue_code(ctx, api, oauth, &valid, user, now, None, now)
         .await
         .map_err(|err| storage_page(&err))?;
     let location = code_redirect_url(
@@ -720,7 +788,29 @@ async fn authorize_post(
         valid.state.as_deref(),
         &ctx.auth.issuer(api),
     );
-    redirect(StatusCode::SEE_OTHER, &location)
+    let mut response = redirect(StatusCode::SEE_OTHER, &location)?;
+    super::oidc_handlers::start_login_session(ctx, api, oauth, &headers, user, &mut response, now)
+        .await;
+    Ok(response)
+}
+
+/// An authorization request sent by POST (OpenID Providers only): validated as a GET, then the same
+/// page, code or error redirect (303, since the browser must not re-post to the client).
+async fn authorize_request_by_post(
+    ctx: &Ctx<'_>,
+    api: &ApiDef,
+    oauth: &OAuthConfig,
+    headers: &http::HeaderMap,
+    params: &AuthorizeParams,
+) -> Result<Response<Body>, GatewayError> {
+    let client = find_client(ctx, api, params).await?;
+    let policy = client_policy(ctx, client.as_ref()).await?;
+    match validate_authorize_request(params, client.as_ref(), oauth, policy.as_deref()) {
+        Ok(valid) => {
+            super::oidc_handlers::builtin_get(ctx, api, oauth, headers, params, &valid).await
+        }
+        Err(err) => refuse(ctx, api, err, StatusCode::SEE_OTHER),
+    }
 }
 
 /// The client named by the request, when the name is worth looking up.
@@ -753,7 +843,7 @@ async fn client_policy<'a>(
         .map_err(|err| storage_page(&err))
 }
 
-fn login_page(
+pub(super) fn login_page(
     form_key: &[u8],
     api: &ApiDef,
     params: &AuthorizeParams,
@@ -775,6 +865,7 @@ fn login_page(
         csrf_token: &csrf,
         username,
         error,
+        signed_in_as: None,
     });
     login_page::login_response(status, html, &valid.redirect_uri)
 }
@@ -822,7 +913,7 @@ fn page_error(
     }
 }
 
-fn storage_page(err: &StoreError) -> GatewayError {
+pub(super) fn storage_page(err: &StoreError) -> GatewayError {
     tracing::warn!(error = %err, "storage error at the authorization endpoint");
     page_error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -831,7 +922,7 @@ fn storage_page(err: &StoreError) -> GatewayError {
     )
 }
 
-fn redirect(status: StatusCode, location: &str) -> Result<Response<Body>, GatewayError> {
+pub(super) fn redirect(status: StatusCode, location: &str) -> Result<Response<Body>, GatewayError> {
     let location = HeaderValue::from_str(location).map_err(|_| GatewayError::Internal)?;
     let mut response = Response::new(empty());
     *response.status_mut() = status;
@@ -865,6 +956,13 @@ struct AuthorizeClientRequest {
     code_challenge: Option<String>,
     #[serde(default)]
     code_challenge_method: Option<String>,
+    /// OpenID Connect: the request's `nonce`, passed on by the identity provider.
+    #[serde(default)]
+    nonce: Option<String>,
+    /// OpenID Connect: the identity claims the provider vouches for (`email`, `name`, ...); they
+    /// replace the user's users.yaml claims in this sign-in's ID tokens and userinfo.
+    #[serde(default)]
+    claims: Option<std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
 /// `POST /apis/{api}/oauth/authorize-client` (DESIGN §6): the identity provider of a `login: redirect`
@@ -912,6 +1010,7 @@ pub async fn authorize_client(
             ("state", request.state),
             ("code_challenge", request.code_challenge),
             ("code_challenge_method", request.code_challenge_method),
+            ("nonce", request.nonce),
         ]
         .into_iter()
         .filter_map(|(name, value)| value.map(|v| (name, v))),
@@ -941,7 +1040,10 @@ pub async fn authorize_client(
         .find(|u| u.username == request.username && !u.disabled)
         .ok_or_else(|| OAuthError::invalid_request("the user does not exist or is disabled"))?;
     let now = now();
-    let code = issue_code(ctx, api, oauth, &valid, user, now)
+    if let Some(claims) = &request.claims {
+        oidc::check_idp_claims(claims).map_err(GatewayError::InvalidInput)?;
+    }
+    let code = issue_code(ctx, api, oauth, &valid, user, now, request.claims, now)
         .await
         .map_err(OAuthError::from)?;
     let redirect_to = code_redirect_url(
@@ -976,6 +1078,8 @@ mod tests {
             clients: vec![],
             max_sessions_per_user: 100,
             token_rate_limit: None,
+            openid: false,
+            login_session: Duration::ZERO,
         }
     }
 
@@ -993,6 +1097,8 @@ mod tests {
             scopes: vec!["read".into(), "write".into()],
             policy: None,
             claims: Default::default(),
+            post_logout_redirect_uris: vec![],
+            skip_consent: false,
             dynamic: false,
         }
     }
@@ -1286,7 +1392,7 @@ mod tests {
         assert_eq!(state, None);
         // Unknown parameters are ignored, but not repeated.
         let mut pairs = good();
-        pairs.push(("prompt", "login".into()));
+        pairs.push(("display", "page".into()));
         assert!(
             check(
                 &AuthorizeParams::from_pairs(pairs.clone()),
@@ -1295,7 +1401,7 @@ mod tests {
             )
             .is_ok()
         );
-        pairs.push(("prompt", "none".into()));
+        pairs.push(("display", "popup".into()));
         let result = check(
             &AuthorizeParams::from_pairs(pairs),
             Some(&client(true)),

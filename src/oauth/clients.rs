@@ -21,6 +21,10 @@ pub struct Client {
     pub scopes: Vec<String>,
     pub policy: Option<String>,
     pub claims: BTreeMap<String, serde_json::Value>,
+    /// RP-initiated logout may redirect only to these (OIDC RP-Initiated Logout §3, exact match).
+    pub post_logout_redirect_uris: Vec<String>,
+    /// A browser with a login session gets a code without the consent page.
+    pub skip_consent: bool,
     /// Created through the admin API (lives in the store) rather than in the API definition.
     pub dynamic: bool,
 }
@@ -45,6 +49,8 @@ impl From<&ClientDef> for Client {
             scopes: def.scopes.clone(),
             policy: def.policy.clone(),
             claims: def.claims.clone(),
+            post_logout_redirect_uris: def.post_logout_redirect_uris.clone(),
+            skip_consent: def.skip_consent,
             dynamic: false,
         }
     }
@@ -64,6 +70,8 @@ impl From<StoredClient> for Client {
             scopes: stored.scopes,
             policy: stored.policy,
             claims: stored.claims,
+            post_logout_redirect_uris: Vec::new(),
+            skip_consent: false,
             dynamic: true,
         }
     }

@@ -29,6 +29,10 @@ pub enum Endpoint {
     TokenInfo,
     Metadata,
     Jwks,
+    /// OpenID Connect (only on an API with `oauth.openid: true`, see [`Endpoint::served_by`]).
+    Userinfo,
+    Logout,
+    OpenIdConfiguration,
 }
 
 impl Endpoint {
@@ -42,7 +46,21 @@ impl Endpoint {
             "oauth/tokeninfo" => Some(Endpoint::TokenInfo),
             ".well-known/oauth-authorization-server" => Some(Endpoint::Metadata),
             ".well-known/jwks.json" => Some(Endpoint::Jwks),
+            "oauth/userinfo" => Some(Endpoint::Userinfo),
+            "oauth/logout" => Some(Endpoint::Logout),
+            ".well-known/openid-configuration" => Some(Endpoint::OpenIdConfiguration),
             _ => None,
+        }
+    }
+
+    /// Whether `api` serves this endpoint; the OpenID ones exist only on an OpenID Provider (on any
+    /// other API those paths go to the upstream as before).
+    pub fn served_by(self, api: &ApiDef) -> bool {
+        match self {
+            Endpoint::Userinfo | Endpoint::Logout | Endpoint::OpenIdConfiguration => {
+                api.oauth.as_ref().is_some_and(|o| o.openid)
+            }
+            _ => api.oauth.is_some(),
         }
     }
 }
@@ -67,6 +85,19 @@ pub async fn handle(
             only(&req, &[Method::GET, Method::HEAD])?;
             Ok(jwks(ctx.auth))
         }
+        Endpoint::Userinfo => {
+            super::oidc_handlers::require_openid(api)?;
+            super::oidc_handlers::userinfo(ctx, api, req).await
+        }
+        Endpoint::Logout => {
+            super::oidc_handlers::require_openid(api)?;
+            super::oidc_handlers::logout(ctx, api, req).await
+        }
+        Endpoint::OpenIdConfiguration => {
+            super::oidc_handlers::require_openid(api)?;
+            only(&req, &[Method::GET, Method::HEAD])?;
+            Ok(super::oidc_handlers::discovery_response(ctx.auth, api))
+        }
     }
 }
 
@@ -76,6 +107,10 @@ pub fn jwks(auth: &AuthServer) -> Response<Body> {
 }
 
 pub fn metadata_response(auth: &AuthServer, api: &ApiDef) -> Response<Body> {
+    // An OpenID Provider's RFC 8414 metadata is its discovery document: both always agree.
+    if api.oauth.as_ref().is_some_and(|o| o.openid) {
+        return super::oidc_handlers::discovery_response(auth, api);
+    }
     public_json(json_response(StatusCode::OK, &auth.metadata(api)))
 }
 

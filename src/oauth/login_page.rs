@@ -8,7 +8,7 @@
 use http::header::HeaderValue;
 use http::{Response, StatusCode};
 
-pub use crate::html::{CONTENT_SECURITY_POLICY, error_page, escape, html_response};
+pub use crate::html::{CONTENT_SECURITY_POLICY, error_page, escape, html_response, message_page};
 use crate::html::{STYLE, with_csp};
 use crate::http_util::Body;
 
@@ -84,6 +84,9 @@ pub struct LoginPage<'a> {
     pub username: Option<&'a str>,
     /// A message about the previous attempt.
     pub error: Option<&'a str>,
+    /// The user of the browser's login session: the page only asks for consent (no password), and
+    /// carries `consent_proof` (see `login_session::consent_proof`).
+    pub signed_in_as: Option<(&'a str, &'a str)>,
 }
 
 pub fn render(page: &LoginPage<'_>) -> String {
@@ -136,6 +139,28 @@ pub fn render(page: &LoginPage<'_>) -> String {
     } else {
         ""
     };
+    if let Some((user, proof)) = page.signed_in_as {
+        html.push_str(&format!(
+            "<input type=\"hidden\" name=\"consent_proof\" value=\"{}\">\n",
+            escape(proof)
+        ));
+        html.push_str(&format!(
+            "<p>You are signed in as <strong id=\"signed-in-user\">{}</strong>.</p>\n",
+            escape(user)
+        ));
+        html.push_str("<div class=\"buttons\">\n");
+        html.push_str("<button type=\"submit\" class=\"allow\" name=\"action\" value=\"allow\">Allow</button>\n");
+        html.push_str(
+            "<button type=\"submit\" class=\"deny\" name=\"action\" value=\"deny\">Deny</button>\n",
+        );
+        html.push_str("</div>\n</form>\n");
+        html.push_str(&format!(
+            "<p class=\"note\">Either way you will be sent back to <code>{}</code>.</p>\n",
+            escape(page.redirect_uri)
+        ));
+        html.push_str("</main>\n</body>\n</html>\n");
+        return html;
+    }
     html.push_str("<label for=\"username\">Username</label>\n");
     html.push_str(&format!(
         "<input type=\"text\" id=\"username\" name=\"username\" autocomplete=\"username\" \
@@ -182,6 +207,7 @@ mod tests {
             csrf_token: "123.abc",
             username: Some("<alice>"),
             error: Some("Incorrect username or password."),
+            signed_in_as: None,
         }
     }
 

@@ -9,7 +9,10 @@ pub mod authorize;
 pub mod clients;
 pub mod handlers;
 pub mod login_page;
+pub mod login_session;
 pub mod notify;
+pub mod oidc;
+pub mod oidc_handlers;
 pub mod pkce;
 pub mod server;
 

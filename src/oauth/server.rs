@@ -104,6 +104,9 @@ pub struct TokenResponse {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refresh_token: Option<String>,
     pub scope: String,
+    /// OpenID Connect sessions only (see `oidc.rs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id_token: Option<String>,
 }
 
 /// Everything that starts a session.
@@ -117,6 +120,8 @@ struct NewSession<'a> {
     /// Known in advance for authorization codes (so a reused code can revoke it).
     sid: Option<String>,
     code: Option<&'a str>,
+    /// What an OpenID Connect code carried (auth_time, nonce, claims).
+    oidc: Option<crate::store::OidcGrant>,
 }
 
 /// What the token endpoint needs from the running configuration besides the API.
@@ -412,6 +417,7 @@ impl AuthServer {
                 grant: GrantKind::ClientCredentials,
                 sid: None,
                 code: None,
+                oidc: None,
             },
             now,
         )
@@ -447,7 +453,7 @@ impl AuthServer {
         let scope = resolve_scope(
             req.scope.as_deref(),
             &client_scopes(client, policy.as_deref()),
-            Some(&user.scopes),
+            Some(&user_scopes(oauth, user)),
         )?;
         self.begin_session(
             NewSession {
@@ -459,6 +465,7 @@ impl AuthServer {
                 grant: GrantKind::Password,
                 sid: None,
                 code: None,
+                oidc: None,
             },
             now,
         )
@@ -545,6 +552,7 @@ impl AuthServer {
                 grant: GrantKind::AuthorizationCode,
                 sid: Some(grant.sid.clone()),
                 code: Some(code),
+                oidc: grant.oidc.clone().map(|grant| *grant),
             },
             now,
         )
@@ -601,7 +609,7 @@ impl AuthServer {
             &split_scope(&old.scope),
             req.scope.as_deref(),
             &client_scopes(client, policy.as_deref()),
-            user.map(|u| u.scopes.as_slice()),
+            user.map(|u| user_scopes(oauth, u)).as_deref(),
         )?;
         let scope_text = scope.join(" ");
         let new_token = secrets::random_token(OPAQUE_TOKEN_BYTES);
@@ -633,12 +641,14 @@ impl AuthServer {
         };
         session.scope = scope_text;
         let access = self.access_token(api, oauth, client, &session, user, now)?;
+        let id_token = self.id_token(api, client, &session, user, &access, now)?;
         let response = TokenResponse {
             access_token: access,
             token_type: "bearer",
             expires_in: oauth.access_token_ttl.as_secs(),
             refresh_token: Some(new_token),
             scope: session.scope.clone(),
+            id_token,
         };
         self.notifier.send(
             api,
@@ -728,6 +738,7 @@ impl AuthServer {
             grant,
             sid,
             code,
+            oidc,
         } = new;
         let with_refresh = grant != GrantKind::ClientCredentials && issues_refresh(oauth, client);
         let stateless = !with_refresh && grant != GrantKind::AuthorizationCode;
@@ -756,6 +767,7 @@ impl AuthServer {
             last_refresh_at: None,
             refresh_count: 0,
             expires_at: now + lifetime,
+            oidc,
         };
         if stateless {
             // Only a count per client: the token is valid without it, so a storage failure here
@@ -800,12 +812,14 @@ impl AuthServer {
         } else {
             None
         };
+        let id_token = self.id_token(api, client, &session, user, &access_token, now)?;
         let response = TokenResponse {
             access_token,
             token_type: "bearer",
             expires_in: oauth.access_token_ttl.as_secs(),
             refresh_token,
             scope: session.scope.clone(),
+            id_token,
         };
         self.notify_new(api, &session, &response, code);
         Ok(response)
@@ -1222,6 +1236,21 @@ pub fn split_scope(scope: &str) -> Vec<String> {
 }
 
 /// The client's scopes, narrowed by its policy's `scopes` when the policy sets them.
+/// The user's scopes as the scope rules see them on an OpenID Provider: the identity scopes are about
+/// the user, so every user may grant them (what they release is still limited by
+/// `oidc::identity_claims`).
+pub fn user_scopes(oauth: &OAuthConfig, user: &User) -> Vec<String> {
+    let mut scopes = user.scopes.clone();
+    if oauth.openid {
+        for s in crate::config::OIDC_SCOPES {
+            if !scopes.iter().any(|x| x == s) {
+                scopes.push(s.to_string());
+            }
+        }
+    }
+    scopes
+}
+
 pub fn client_scopes(client: &Client, policy: Option<&Policy>) -> Vec<String> {
     match policy.and_then(|p| p.scopes.as_ref()) {
         Some(allowed) => client

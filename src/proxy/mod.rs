@@ -180,6 +180,23 @@ async fn lifecycle(
         }
         return Err(GatewayError::NotFound);
     }
+    // OIDC Discovery §4 for an issuer with a path, in the RFC 8414 style.
+    if let Some(lp) = req
+        .uri()
+        .path()
+        .strip_prefix("/.well-known/openid-configuration/")
+    {
+        let lp = format!("/{}/", lp.trim_end_matches('/'));
+        if let Some(api) = runtime
+            .config
+            .apis
+            .iter()
+            .find(|a| a.listen_path == lp && a.oauth.as_ref().is_some_and(|o| o.openid))
+        {
+            return Ok(oauth::oidc_handlers::discovery_response(&gateway.auth, api));
+        }
+        return Err(GatewayError::NotFound);
+    }
 
     // 3. One canonical path (unreserved characters decoded), checked before routing; it is also
     // the path that is forwarded. The `Uri` clone is a reference count: the path may borrow from it
@@ -211,6 +228,7 @@ async fn lifecycle(
         && let Some(endpoint) = path
             .get(api.listen_path.len()..)
             .and_then(oauth::handlers::Endpoint::from_rest)
+            .filter(|endpoint| endpoint.served_by(api))
     {
         // Boxed: the OAuth handlers' futures (authorize with its login page, the token grants) are
         // several kilobytes, and hyper keeps one handler future per connection for as long as the

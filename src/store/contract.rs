@@ -29,8 +29,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::Barrier;
 
 use super::{
-    Attempt, AuthCode, CodeTake, GrantKind, Guess, PolicyWrite, RefreshToken, Release, Rotation,
-    Session, StatelessCount, Store, StoredClient, StoredPolicy, StoredQuota, StoredRateLimit,
+    Attempt, AuthCode, CodeTake, GrantKind, Guess, LoginSession, OidcGrant, PolicyWrite,
+    RefreshToken, Release, Rotation, Session, StatelessCount, Store, StoredClient, StoredPolicy,
+    StoredQuota, StoredRateLimit,
 };
 
 /// How many tasks race in the concurrency checks.
@@ -65,6 +66,7 @@ fn code(sid: &str, expires_at: u64) -> AuthCode {
         code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into()),
         sid: sid.into(),
         expires_at,
+        oidc: None,
     }
 }
 
@@ -80,6 +82,7 @@ fn session(sid: &str, api_id: &str, client_id: &str, created_at: u64, expires_at
         last_refresh_at: None,
         refresh_count: 0,
         expires_at,
+        oidc: None,
     }
 }
 
@@ -1221,6 +1224,208 @@ pub async fn ping_ok(store: Arc<dyn Store>) {
     store.ping().await.unwrap();
 }
 
+// --- OpenID Connect
+
+fn oidc_grant() -> OidcGrant {
+    OidcGrant {
+        auth_time: t0() - 30,
+        nonce: Some("n-0S6_WzA2Mj".into()),
+        claims: Some(
+            [
+                ("email".to_string(), serde_json::json!("a@example.com")),
+                ("name".to_string(), serde_json::json!("Alice \u{e9} \"A\"")),
+                ("email_verified".to_string(), serde_json::json!(true)),
+            ]
+            .into(),
+        ),
+    }
+}
+
+/// What an OIDC sign-in adds to a code and a session comes back unchanged: from the code, from the
+/// session, and from the session after a rotation rewrote it (Redis: in Lua).
+pub async fn oidc_grant_survives_code_session_and_rotation(store: Arc<dyn Store>) {
+    let now = t0();
+    let (sid, code_hash) = (uniq("sid"), uniq("code"));
+    let mut c = code(&sid, now + 60);
+    c.oidc = Some(Box::new(oidc_grant()));
+    store.put_code(&code_hash, &c).await.unwrap();
+    match store.take_code(&code_hash, now).await.unwrap() {
+        CodeTake::Fresh(taken) => assert_eq!(taken.oidc, Some(Box::new(oidc_grant()))),
+        other => panic!("expected Fresh, got {other:?}"),
+    }
+    let mut s = session(&sid, "api", "client", now, now + 3_600);
+    s.oidc = Some(oidc_grant());
+    store.put_session(&s, 100).await.unwrap();
+    let (rt1, rt2) = (uniq("rt"), uniq("rt"));
+    store
+        .put_refresh(&rt1, &refresh(&sid, 0, now, Some(now + 3_600)))
+        .await
+        .unwrap();
+    let rotated = store
+        .rotate_refresh(
+            &rt1,
+            &rt2,
+            &refresh(&sid, 1, now + 1, Some(now + 3_601)),
+            now + 1,
+        )
+        .await
+        .unwrap();
+    assert!(matches!(rotated, Rotation::Rotated(_)), "{rotated:?}");
+    let after = store.get_session(&sid).await.unwrap().expect("session");
+    assert_eq!(after.oidc, Some(oidc_grant()));
+    assert_eq!(after.refresh_count, 1);
+}
+
+fn login(api_id: &str, username: &str, auth_time: u64, ttl: u64) -> LoginSession {
+    LoginSession {
+        api_id: api_id.into(),
+        username: username.into(),
+        auth_time,
+        expires_at: auth_time + ttl,
+    }
+}
+
+/// A login session is found by its hash while live, not after its expiry, and not once ended.
+pub async fn login_session_put_get_end(store: Arc<dyn Store>) {
+    let now = t0();
+    let (user, h) = (uniq("user"), uniq("ls"));
+    assert_eq!(store.get_login_session(&h, now).await.unwrap(), None);
+    let s = login("api", &user, now, 3_600);
+    store.put_login_session(&h, &s, 10).await.unwrap();
+    assert_eq!(
+        store.get_login_session(&h, now).await.unwrap(),
+        Some(s.clone())
+    );
+    assert_eq!(
+        store.get_login_session(&h, now + 3_599).await.unwrap(),
+        Some(s)
+    );
+    assert_eq!(
+        store.get_login_session(&h, now + 3_600).await.unwrap(),
+        None
+    );
+    assert!(store.end_login_session(&h, now).await.unwrap());
+    assert_eq!(store.get_login_session(&h, now).await.unwrap(), None);
+    assert!(!store.end_login_session(&h, now).await.unwrap());
+    assert!(
+        store
+            .user_login_sessions(&user, now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A user's login sessions are listed oldest first and ended all at once; another user's stay.
+pub async fn login_sessions_per_user_listed_and_ended(store: Arc<dyn Store>) {
+    let now = t0();
+    let (alice, bob) = (uniq("alice"), uniq("bob"));
+    let (a1, a2, b1) = (uniq("ls"), uniq("ls"), uniq("ls"));
+    store
+        .put_login_session(&a1, &login("api", &alice, now, 600), 10)
+        .await
+        .unwrap();
+    store
+        .put_login_session(&a2, &login("other", &alice, now + 1, 600), 10)
+        .await
+        .unwrap();
+    store
+        .put_login_session(&b1, &login("api", &bob, now, 600), 10)
+        .await
+        .unwrap();
+    let listed = store.user_login_sessions(&alice, now + 1).await.unwrap();
+    let hashes: Vec<&str> = listed.iter().map(|(h, _)| h.as_str()).collect();
+    assert_eq!(hashes, vec![a1.as_str(), a2.as_str()]);
+    assert_eq!(listed[1].1.api_id, "other");
+    // Expired ones are neither listed nor counted.
+    assert_eq!(
+        store
+            .user_login_sessions(&alice, now + 600)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        store
+            .end_user_login_sessions(&alice, now + 1)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(store.get_login_session(&a1, now + 1).await.unwrap(), None);
+    assert_eq!(store.get_login_session(&a2, now + 1).await.unwrap(), None);
+    assert!(
+        store
+            .user_login_sessions(&alice, now + 1)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        store
+            .get_login_session(&b1, now + 1)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert_eq!(
+        store
+            .end_user_login_sessions(&alice, now + 1)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+/// One more login session than `max_per_user` forgets the oldest, also when many are stored at once.
+pub async fn login_sessions_per_user_are_bounded(store: Arc<dyn Store>) {
+    let now = t0();
+    let user = uniq("user");
+    let hashes: Vec<String> = (0..5).map(|_| uniq("ls")).collect();
+    for (i, h) in hashes.iter().enumerate() {
+        store
+            .put_login_session(h, &login("api", &user, now + i as u64, 600), 3)
+            .await
+            .unwrap();
+    }
+    let live = store.user_login_sessions(&user, now + 5).await.unwrap();
+    let live: Vec<&str> = live.iter().map(|(h, _)| h.as_str()).collect();
+    assert_eq!(
+        live,
+        hashes[2..].iter().map(String::as_str).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        store.get_login_session(&hashes[0], now + 5).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store.get_login_session(&hashes[1], now + 5).await.unwrap(),
+        None
+    );
+
+    let crowd = uniq("crowd");
+    let barrier = Arc::new(Barrier::new(RACERS));
+    let mut tasks = Vec::new();
+    for _ in 0..RACERS {
+        let (store, barrier, crowd) = (store.clone(), barrier.clone(), crowd.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            store
+                .put_login_session(&uniq("ls"), &login("api", &crowd, now, 600), 4)
+                .await
+                .unwrap();
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    assert_eq!(
+        store.user_login_sessions(&crowd, now).await.unwrap().len(),
+        4
+    );
+}
+
 // ------------------------------------------------------------------------------------------------
 // Running the suite
 
@@ -1267,6 +1472,10 @@ macro_rules! store_contract_tests {
             stateless_tokens_are_counted_per_client,
             sessions_per_user_are_capped,
             sessions_per_user_cap_holds_under_concurrency,
+            oidc_grant_survives_code_session_and_rotation,
+            login_session_put_get_end,
+            login_sessions_per_user_listed_and_ended,
+            login_sessions_per_user_are_bounded,
         );
     };
     (@tests ($factory:expr) $($name:ident),* $(,)?) => {

@@ -49,8 +49,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockW
 use async_trait::async_trait;
 
 use super::{
-    Attempt, AuthCode, CodeTake, Guess, PolicyWrite, RefreshToken, Release, Rotation, Session,
-    StatelessCount, Store, StoreResult, StoredClient, StoredPolicy,
+    Attempt, AuthCode, CodeTake, Guess, LoginSession, PolicyWrite, RefreshToken, Release, Rotation,
+    Session, StatelessCount, Store, StoreResult, StoredClient, StoredPolicy,
 };
 use crate::token::AccessClaims;
 
@@ -232,7 +232,11 @@ pub struct MemoryStore {
     /// Bumped by every policy write, under `state` (so a reader that sees the new epoch also sees
     /// the write).
     policy_epoch: AtomicU64,
+    /// Login sessions of the builtin login page (their own lock; see the file).
+    login_sessions: login_sessions::LoginSessions,
 }
+
+mod login_sessions;
 
 // Not derived: a derived `Debug` would dump every session, client secret hash and revocation into
 // whatever log line formats the store. Sizes are all a reader of a log needs.
@@ -855,6 +859,42 @@ impl Store for MemoryStore {
         Ok(())
     }
 
+    async fn put_login_session(
+        &self,
+        id_hash: &str,
+        session: &LoginSession,
+        max_per_user: u32,
+    ) -> StoreResult<()> {
+        // The session begins now: its auth_time is the caller's clock.
+        self.login_sessions
+            .put(id_hash, session, max_per_user, session.auth_time);
+        Ok(())
+    }
+
+    async fn get_login_session(
+        &self,
+        id_hash: &str,
+        now: u64,
+    ) -> StoreResult<Option<LoginSession>> {
+        Ok(self.login_sessions.get(id_hash, now))
+    }
+
+    async fn end_login_session(&self, id_hash: &str, now: u64) -> StoreResult<bool> {
+        Ok(self.login_sessions.end(id_hash, now))
+    }
+
+    async fn user_login_sessions(
+        &self,
+        username: &str,
+        now: u64,
+    ) -> StoreResult<Vec<(String, LoginSession)>> {
+        Ok(self.login_sessions.of_user(username, now))
+    }
+
+    async fn end_user_login_sessions(&self, username: &str, now: u64) -> StoreResult<u64> {
+        Ok(self.login_sessions.end_user(username, now))
+    }
+
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
     }
@@ -912,6 +952,7 @@ mod tests {
             code_challenge: None,
             sid: sid.into(),
             expires_at,
+            oidc: None,
         }
     }
 
@@ -927,6 +968,7 @@ mod tests {
             last_refresh_at: None,
             refresh_count: 0,
             expires_at,
+            oidc: None,
         }
     }
 

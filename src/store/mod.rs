@@ -86,6 +86,36 @@ pub struct AuthCode {
     /// can revoke what the first one issued.
     pub sid: String,
     pub expires_at: u64,
+    /// Present when the code's scope holds `openid` on an OpenID Provider (absent in older records).
+    /// Boxed: most codes have none, and `CodeTake` carries a code by value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<Box<OidcGrant>>,
+}
+
+/// What an OpenID Connect sign-in adds to a code, and then to the session it starts, so that ID
+/// tokens issued at the code exchange and at every refresh say the same thing (OIDC Core §12.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OidcGrant {
+    /// When the user last typed the password (`auth_time`).
+    pub auth_time: u64,
+    /// The authorization request's `nonce`, echoed in the ID token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nonce: Option<String>,
+    /// Identity claims given by an external identity provider (`authorize-client`'s `claims`);
+    /// `None`: the user's claims from users.yaml.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claims: Option<BTreeMap<String, serde_json::Value>>,
+}
+
+/// A browser signed in at the builtin login page (DESIGN §9c), stored under the SHA-256 of the
+/// random id in its cookie: the store never holds the cookie itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LoginSession {
+    pub api_id: String,
+    pub username: String,
+    /// When the user typed the password (OIDC `auth_time`).
+    pub auth_time: u64,
+    pub expires_at: u64,
 }
 
 /// What taking a code found.
@@ -116,6 +146,9 @@ pub struct Session {
     pub refresh_count: u32,
     /// When the session's last token can have expired; the store may forget it after that.
     pub expires_at: u64,
+    /// An OpenID Connect session (code grant with `openid`): what its refreshed ID tokens carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc: Option<OidcGrant>,
 }
 
 /// Stateless access tokens issued to one client (they are stored nowhere, so they are counted).
@@ -345,6 +378,30 @@ pub trait Store: Send + Sync + 'static {
     /// Ends a reserved attempt that was not a failure (see [`Release`]). Nothing happens to a counter
     /// whose window is over.
     async fn release_attempt(&self, guess: &Guess<'_>, how: Release, now: u64) -> StoreResult<()>;
+
+    // --- login sessions of the builtin login page (OpenID Connect, DESIGN §9c)
+    /// Stores a login session under `id_hash` (the SHA-256 of its cookie's id) until its
+    /// `expires_at`. A user has at most `max_per_user` live login sessions: storing one more forgets
+    /// the oldest in the same atomic step, so a script that signs in per call costs O(max) state.
+    async fn put_login_session(
+        &self,
+        id_hash: &str,
+        session: &LoginSession,
+        max_per_user: u32,
+    ) -> StoreResult<()>;
+    /// A live login session; `None` when unknown, ended or expired (`now >= expires_at`).
+    async fn get_login_session(&self, id_hash: &str, now: u64)
+    -> StoreResult<Option<LoginSession>>;
+    /// Ends one login session; returns whether it was live.
+    async fn end_login_session(&self, id_hash: &str, now: u64) -> StoreResult<bool>;
+    /// A user's live login sessions on every API as (id hash, session), oldest first.
+    async fn user_login_sessions(
+        &self,
+        username: &str,
+        now: u64,
+    ) -> StoreResult<Vec<(String, LoginSession)>>;
+    /// Ends every login session of a user; returns how many were live.
+    async fn end_user_login_sessions(&self, username: &str, now: u64) -> StoreResult<u64>;
 
     /// Whether the backend answers (for `/health`).
     async fn ping(&self) -> StoreResult<()>;

@@ -61,8 +61,8 @@ use super::memory::{
     Cutoff, ROTATED_NEVER_EXPIRING_KEEP_SECS, insert_cutoff, live_cutoff, prune_cutoffs,
 };
 use super::{
-    Attempt, AuthCode, CodeTake, Guess, PolicyWrite, RefreshToken, Release, Rotation, Session,
-    StatelessCount, Store, StoreError, StoreResult, StoredClient, StoredPolicy,
+    Attempt, AuthCode, CodeTake, Guess, LoginSession, PolicyWrite, RefreshToken, Release, Rotation,
+    Session, StatelessCount, Store, StoreError, StoreResult, StoredClient, StoredPolicy,
 };
 use crate::config::RedisConfig;
 use crate::redis::Backend;
@@ -71,6 +71,8 @@ use crate::token::AccessClaims;
 mod clients;
 mod failures;
 mod keys;
+/// Login sessions of the builtin login page (OpenID Connect).
+mod login_sessions;
 mod policies;
 mod revocation;
 mod scripts;
@@ -423,6 +425,39 @@ impl Store for RedisStore {
 
     async fn release_attempt(&self, guess: &Guess<'_>, how: Release, now: u64) -> StoreResult<()> {
         failures::release_attempt(self, guess, how, now).await
+    }
+
+    async fn put_login_session(
+        &self,
+        id_hash: &str,
+        session: &LoginSession,
+        max_per_user: u32,
+    ) -> StoreResult<()> {
+        self.login_put(id_hash, session, max_per_user).await
+    }
+
+    async fn get_login_session(
+        &self,
+        id_hash: &str,
+        now: u64,
+    ) -> StoreResult<Option<LoginSession>> {
+        self.login_get(id_hash, now).await
+    }
+
+    async fn end_login_session(&self, id_hash: &str, now: u64) -> StoreResult<bool> {
+        self.login_end(id_hash, now).await
+    }
+
+    async fn user_login_sessions(
+        &self,
+        username: &str,
+        now: u64,
+    ) -> StoreResult<Vec<(String, LoginSession)>> {
+        self.login_of_user(username, now).await
+    }
+
+    async fn end_user_login_sessions(&self, username: &str, now: u64) -> StoreResult<u64> {
+        self.login_end_user(username, now).await
     }
 
     async fn ping(&self) -> StoreResult<()> {

@@ -4,7 +4,7 @@
 
 use redis::Script;
 
-const LUA_COMMON: &str = include_str!("lua/common.lua");
+pub(super) const LUA_COMMON: &str = include_str!("lua/common.lua");
 const LUA_TAKE_CODE: &str = include_str!("lua/take_code.lua");
 const LUA_PUT_SESSION: &str = include_str!("lua/put_session.lua");
 const LUA_REVOKE_CLIENT: &str = include_str!("lua/revoke_client.lua");

@@ -77,6 +77,7 @@ fn session(sid: &str, now: u64) -> Session {
         last_refresh_at: None,
         refresh_count: 0,
         expires_at: now + 3_600,
+        oidc: None,
     }
 }
 
@@ -109,6 +110,7 @@ async fn exercise(store: &RedisStore, raw_code: &str, raw_tokens: [&str; 3], sec
                 code_challenge: None,
                 sid: sid.into(),
                 expires_at: now + 60,
+                oidc: None,
             },
         )
         .await
