@@ -1,0 +1,250 @@
+//! Who is calling: client authentication (secrets under the verification pool, identical attempts
+//! shared) and user login, both behind the guessing throttles (DESIGN §9a).
+
+use super::*;
+
+impl AuthServer {
+    /// Authenticates the caller of the token, revoke or introspect endpoint (RFC 6749 §2.3). Public
+    /// clients identify themselves with `client_id` alone. A presented secret is a guess: it reserves
+    /// an attempt per (client_id, address) and per address before anything checks it (DESIGN §9a),
+    /// and a throttled caller gets 429 `slow_down` like a throttled login.
+    pub async fn authenticate(
+        &self,
+        api: &ApiDef,
+        auth: &ClientAuth,
+        client_ip: &str,
+        now: u64,
+    ) -> Result<Client, OAuthError> {
+        // Nothing sent at all is answered like Basic, so the client learns how to authenticate.
+        let challenge = auth.via_basic || (auth.client_id.is_none() && auth.secret.is_none());
+        let fail = || OAuthError::invalid_client(challenge);
+        let client_id = auth.client_id.as_deref().ok_or_else(fail)?;
+        if !valid_client_id(client_id) {
+            // Cannot name a registered client, and must not become a storage key.
+            return Err(OAuthError {
+                description: format!(
+                    "client_id must be 1-{MAX_CLIENT_ID_CHARS} visible ASCII characters"
+                ),
+                ..fail()
+            });
+        }
+        let Some(secret) = &auth.secret else {
+            // Nothing to guess: a public client names itself; a confidential one must prove itself.
+            return match self.find_client(api, client_id).await? {
+                Some(client) if client.is_public() => Ok(client),
+                _ => Err(fail()),
+            };
+        };
+        let address = throttle_address(client_ip);
+        self.client_flights
+            .run(&[&api.id, client_id, secret, &address], || {
+                self.authenticate_secret(api, client_id, secret, &address, challenge, now)
+            })
+            .await
+    }
+
+    /// One guess at a client's secret: reserved before it is checked, released when it was right.
+    pub(super) async fn authenticate_secret(
+        &self,
+        api: &ApiDef,
+        client_id: &str,
+        secret: &str,
+        address: &str,
+        challenge: bool,
+        now: u64,
+    ) -> Result<Client, OAuthError> {
+        let fail = || OAuthError::invalid_client(challenge);
+        let scope = format!("client:{}", api.id);
+        let guess = Guess {
+            scope: &scope,
+            address,
+            subject: client_id,
+        };
+        if let Attempt::Throttled { retry_after_secs } = self.reserve(&guess, now).await? {
+            self.verifier
+                .stats
+                .throttled_clients
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(target: SECURITY_TARGET, security = "client_auth_throttled", api = %api.id, client = %client_id, address, "client authentication refused by the failure limit");
+            return Err(throttled(
+                "too many failed client authentications; try again later",
+                retry_after_secs,
+            ));
+        }
+        // From here on the attempt counts as a failure unless released below.
+        // An unknown client, or a public one pretending to have a secret, costs one argon2 check like a
+        // wrong secret does, so response times do not tell which client ids exist.
+        let client = self.find_client(api, client_id).await?;
+        let Some((client, phc)) = client.and_then(|c| c.secret_hash.clone().map(|phc| (c, phc)))
+        else {
+            return match self.verifier.verify(None, secret.to_owned()).await {
+                Ok(_) => {
+                    tracing::warn!(target: SECURITY_TARGET, security = "client_auth_failed", api = %api.id, client = %client_id, address, "client authentication failed: no confidential client with this id");
+                    Err(fail())
+                }
+                Err(Busy) => {
+                    self.release(&guess, Release::NotEvaluated, now).await;
+                    Err(busy())
+                }
+            };
+        };
+        let phc = &phc;
+        let verified = if self
+            .secret_cache
+            .verified_recently(&api.id, client_id, phc, secret)
+        {
+            true
+        } else {
+            match self
+                .verifier
+                .verify(Some(phc.clone()), secret.to_owned())
+                .await
+            {
+                Ok(true) => {
+                    self.secret_cache.remember(&api.id, client_id, phc, secret);
+                    true
+                }
+                Ok(false) => false,
+                Err(Busy) => {
+                    self.release(&guess, Release::NotEvaluated, now).await;
+                    return Err(busy());
+                }
+            }
+        };
+        if !verified {
+            tracing::warn!(target: SECURITY_TARGET, security = "client_auth_failed", api = %api.id, client = %client_id, address, "client authentication failed: wrong secret");
+            return Err(fail());
+        }
+        self.release(&guess, Release::Success, now).await;
+        Ok(client)
+    }
+
+    pub(super) async fn reserve(&self, guess: &Guess<'_>, now: u64) -> Result<Attempt, StoreError> {
+        // Never fail open: a storage error here refuses the attempt (503).
+        self.store
+            .reserve_attempt(guess, MAX_LOGIN_FAILURES, LOGIN_WINDOW_SECS, now)
+            .await
+    }
+
+    /// Gives back a reserved attempt that was not a failure. A storage error is only logged: the
+    /// secret was checked (or not at all), and the worst outcome is an attempt counted as a failure
+    /// until its window ends.
+    pub(super) async fn release(&self, guess: &Guess<'_>, how: Release, now: u64) {
+        if let Err(err) = self.store.release_attempt(guess, how, now).await {
+            tracing::warn!(error = %err, scope = guess.scope, "could not release a guessing attempt");
+        }
+    }
+
+    /// Checks a username and password with failure limits per (username, address) and per address
+    /// (also used by the login page). The attempt is reserved before the password is checked, so
+    /// parallel guesses are evaluated at most [`MAX_LOGIN_FAILURES`] times per window. Unknown users
+    /// cost the same argon2 work as known ones.
+    pub async fn login<'u>(
+        &self,
+        api: &ApiDef,
+        users: &'u [User],
+        username: &str,
+        password: &str,
+        client_ip: &str,
+        now: u64,
+    ) -> Result<&'u User, LoginError> {
+        if username.len() > MAX_USERNAME_BYTES {
+            return Err(LoginError::UsernameTooLong);
+        }
+        let scope = format!("login:{}", api.id);
+        let address = throttle_address(client_ip);
+        let guess = Guess {
+            scope: &scope,
+            address: &address,
+            subject: username,
+        };
+        let attempt = self.reserve(&guess, now).await.map_err(LoginError::Store)?;
+        if let Attempt::Throttled { retry_after_secs } = attempt {
+            self.verifier
+                .stats
+                .throttled_logins
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(target: SECURITY_TARGET, security = "login_throttled", api = %api.id, address = %address, "login refused by the failure limit");
+            return Err(LoginError::Throttled { retry_after_secs });
+        }
+        // From here on the attempt counts as a failure unless released below.
+        let user = users.iter().find(|u| u.username == username);
+        let phc = user.map(|u| u.password_hash.clone());
+        let verified = match self.verifier.verify(phc, password.to_string()).await {
+            Ok(verified) => verified,
+            Err(Busy) => {
+                self.release(&guess, Release::NotEvaluated, now).await;
+                return Err(LoginError::Busy);
+            }
+        };
+        match user {
+            Some(user) if verified && !user.disabled => {
+                self.release(&guess, Release::Success, now).await;
+                Ok(user)
+            }
+            _ => {
+                // Never the username: people type their password into that field.
+                tracing::warn!(target: SECURITY_TARGET, security = "login_failed", api = %api.id, address = %address, "login failed");
+                Err(LoginError::Invalid)
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+pub enum LoginError {
+    Invalid,
+    /// Too many failures from this address (for this user or any); the window ends in
+    /// `retry_after_secs`.
+    Throttled {
+        retry_after_secs: u64,
+    },
+    /// Longer than [`MAX_USERNAME_BYTES`]: refused before it is looked up or counted.
+    UsernameTooLong,
+    /// The verification pool is full (DESIGN §9a): 503, try again shortly.
+    Busy,
+    Store(StoreError),
+}
+
+/// 429 `slow_down` with `Retry-After`: a throttled login or client authentication.
+pub fn throttled(description: &str, retry_after_secs: u64) -> OAuthError {
+    OAuthError {
+        retry_after: Some(retry_after_secs.max(1)),
+        ..OAuthError::new(OAuthErrorCode::SlowDown, description)
+    }
+}
+
+/// 503 with `Retry-After`: every verification permit is taken and the queue is full.
+pub fn busy() -> OAuthError {
+    OAuthError {
+        retry_after: Some(secrets::BUSY_RETRY_AFTER_SECS),
+        ..OAuthError::new(
+            OAuthErrorCode::TemporarilyUnavailable,
+            "too many secret verifications at once; retry shortly",
+        )
+    }
+}
+
+/// DESIGN §4a: 1–128 visible ASCII characters (%x21–7E).
+pub(super) fn valid_client_id(id: &str) -> bool {
+    (1..=MAX_CLIENT_ID_CHARS).contains(&id.len()) && id.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}
+
+/// The address as the guessing throttles count it. IPv6 counts by its /64: one host usually holds a
+/// whole /64, so counting single addresses would give it 2^64 budgets. IPv4-mapped IPv6 counts as the
+/// IPv4 address.
+pub fn throttle_address(ip: &str) -> String {
+    match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) => match v6.to_ipv4_mapped() {
+            Some(v4) => v4.to_string(),
+            None => {
+                let net = u128::from(v6) & (u128::MAX << 64);
+                format!("{}/64", std::net::Ipv6Addr::from(net))
+            }
+        },
+        Ok(std::net::IpAddr::V4(v4)) => v4.to_string(),
+        // Always an address in practice (the peer or a parsed X-Forwarded-For hop); anything else
+        // is kept as it is, cut so it cannot make a large key.
+        Err(_) => ip.chars().take(64).collect(),
+    }
+}
