@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::sync::OnceLock;
-
 use bytes::Bytes;
 use common::oauth::*;
 use common::*;
@@ -15,21 +13,12 @@ use serde_json::{Value, json};
 const STATIC_SECRET: &str = "static-secret-0123456789";
 const ALICE_PASSWORD: &str = "alice-password";
 
-/// argon2 hashes made once per test binary (hashing is deliberately slow).
-fn hashes() -> &'static [String; 2] {
-    static HASHES: OnceLock<[String; 2]> = OnceLock::new();
-    HASHES.get_or_init(|| {
-        [STATIC_SECRET, ALICE_PASSWORD]
-            .map(|s| tollgate::oauth::secrets::hash_secret(s).expect("hash"))
-    })
-}
-
 /// `movies`: an OAuth API with every grant, scopes read/write and one static client; `books`: an OAuth
 /// API with client_credentials only; `open`: no oauth block. Policies: gold. User: alice.
 async fn gateway() -> (TestGateway, Upstream) {
     let upstream = Upstream::start().await;
     let config = ConfigDir::new("users: users.yaml\npolicies: policies.yaml\n");
-    let [static_hash, alice] = hashes();
+    let [static_hash, alice] = hashes([STATIC_SECRET, ALICE_PASSWORD]);
     config.write(
         "users.yaml",
         &format!("- username: alice\n  password_hash: \"{alice}\"\n  scopes: [read, write]\n"),

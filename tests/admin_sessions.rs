@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -19,15 +18,6 @@ const APP_SECRET: &str = "app-secret-0123456789";
 const SERVICE_SECRET: &str = "service-secret-0123456789";
 const ALICE_PASSWORD: &str = "alice-password";
 
-/// argon2 hashes made once per test binary (hashing is deliberately slow).
-fn hashes() -> &'static [String; 3] {
-    static HASHES: OnceLock<[String; 3]> = OnceLock::new();
-    HASHES.get_or_init(|| {
-        [APP_SECRET, SERVICE_SECRET, ALICE_PASSWORD]
-            .map(|s| tollgate::oauth::secrets::hash_secret(s).expect("hash"))
-    })
-}
-
 /// `movies`: an OAuth API with a quota of 10 a day per session and no rate limit of its own. Clients:
 /// `app` (password + refresh, policy `gold`, which sets a rate limit) and `service`
 /// (client_credentials, no policy). User: alice. `books` accepts `movies` tokens and has its own quota
@@ -35,7 +25,7 @@ fn hashes() -> &'static [String; 3] {
 async fn gateway() -> (TestGateway, Upstream) {
     let upstream = Upstream::start().await;
     let config = ConfigDir::new("users: users.yaml\npolicies: policies.yaml\n");
-    let [app, service, alice] = hashes();
+    let [app, service, alice] = hashes([APP_SECRET, SERVICE_SECRET, ALICE_PASSWORD]);
     config.write(
         "users.yaml",
         &format!("- username: alice\n  password_hash: \"{alice}\"\n  scopes: [read, write]\n"),

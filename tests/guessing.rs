@@ -7,7 +7,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 
 use bytes::Bytes;
 use common::oauth::*;
@@ -21,19 +20,11 @@ const ALICE_PASSWORD: &str = "alice-password";
 const LIMIT: usize = 5;
 const GUESSES: usize = 40;
 
-fn hashes() -> &'static [String; 2] {
-    static HASHES: OnceLock<[String; 2]> = OnceLock::new();
-    HASHES.get_or_init(|| {
-        [SERVICE_SECRET, ALICE_PASSWORD]
-            .map(|s| tollgate::oauth::secrets::hash_secret(s).expect("hash"))
-    })
-}
-
 /// An API with a confidential client (`service`) and a public one (`public-app`, so password
 /// guesses verify nothing but the password), and the user alice. `storage` is a gateway.yaml block.
 async fn gateway(storage: &str) -> (TestGateway, Upstream) {
     let upstream = Upstream::start().await;
-    let [service, alice] = hashes();
+    let [service, alice] = hashes([SERVICE_SECRET, ALICE_PASSWORD]);
     let config = ConfigDir::new(&format!("users: users.yaml\n{storage}"));
     config.write(
         "users.yaml",

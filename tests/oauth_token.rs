@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::sync::OnceLock;
-
 use base64::Engine as _;
 use bytes::Bytes;
 use common::oauth::*;
@@ -17,17 +15,8 @@ const APP_SECRET: &str = "app secret:with+specials";
 const OTHER_SECRET: &str = "other-secret-0123456789";
 const ALICE_PASSWORD: &str = "alice-password";
 
-/// argon2 hashes made once per test binary (hashing is deliberately slow).
-fn hashes() -> &'static [String; 4] {
-    static HASHES: OnceLock<[String; 4]> = OnceLock::new();
-    HASHES.get_or_init(|| {
-        [SERVICE_SECRET, APP_SECRET, OTHER_SECRET, ALICE_PASSWORD]
-            .map(|s| tollgate::oauth::secrets::hash_secret(s).expect("hash"))
-    })
-}
-
 fn movies_api(upstream: &str, oauth_extra: &str) -> String {
-    let [service, app, other, _] = hashes();
+    let [service, app, other] = hashes([SERVICE_SECRET, APP_SECRET, OTHER_SECRET]);
     format!(
         r#"listen_path: /movies/
 upstream: {{ url: "{upstream}" }}
@@ -69,7 +58,7 @@ oauth:
 async fn oauth_gateway(oauth_extra: &str) -> (TestGateway, Upstream) {
     let upstream = Upstream::start().await;
     let config = ConfigDir::new("users: users.yaml\n");
-    let alice = &hashes()[3];
+    let alice = hashed(ALICE_PASSWORD);
     config.write(
         "users.yaml",
         &format!(
@@ -83,7 +72,7 @@ async fn oauth_gateway(oauth_extra: &str) -> (TestGateway, Upstream) {
         &format!(
             "listen_path: /books/\nupstream: {{ url: \"{}\" }}\noauth:\n  grant_types: [client_credentials]\n  scopes: [read]\n  clients:\n    - client_id: service\n      secret_hash: \"{}\"\n      grant_types: [client_credentials]\n      scopes: [read]\n",
             upstream.url(),
-            hashes()[0]
+            hashed(SERVICE_SECRET)
         ),
     );
     (TestGateway::start(config).await, upstream)

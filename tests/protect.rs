@@ -6,7 +6,6 @@
 mod common;
 
 use std::path::Path;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,14 +22,6 @@ const SECRET: &str = "client-secret-0123456789";
 const ALICE_PASSWORD: &str = "alice-password";
 /// `public_url` of the harness's gateway.yaml: the base of every issuer.
 const PUBLIC_URL: &str = "http://127.0.0.1:8080";
-
-/// argon2 hashes made once per test binary (hashing is deliberately slow).
-fn hashes() -> &'static [String; 2] {
-    static HASHES: OnceLock<[String; 2]> = OnceLock::new();
-    HASHES.get_or_init(|| {
-        [SECRET, ALICE_PASSWORD].map(|s| tollgate::oauth::secrets::hash_secret(s).expect("hash"))
-    })
-}
 
 fn now() -> u64 {
     SystemTime::now()
@@ -72,7 +63,7 @@ impl ApiYaml {
     fn client_with_policy(mut self, client_id: &str, policy: &str) -> ApiYaml {
         self.clients.push(format!(
             "{{ client_id: {client_id}, secret_hash: \"{}\", grant_types: [client_credentials], scopes: [read, write], policy: {policy} }}",
-            hashes()[0]
+            hashed(SECRET)
         ));
         self
     }
@@ -85,7 +76,7 @@ impl ApiYaml {
     }
 
     fn build(&self, upstream: &str) -> String {
-        let secret = &hashes()[0];
+        let secret = hashed(SECRET);
         let auth = if self.auth.is_empty() {
             "{ type: oauth2 }".to_string()
         } else {
@@ -137,7 +128,7 @@ async fn start(apis: &[ApiYaml], policies: Option<&str>) -> Harness {
         "users.yaml",
         &format!(
             "- username: alice\n  password_hash: \"{}\"\n  scopes: [read, write]\n  claims: {{ email: alice@example.com }}\n",
-            hashes()[1]
+            hashed(ALICE_PASSWORD)
         ),
     );
     if let Some(policies) = policies {

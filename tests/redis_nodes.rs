@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::oauth::*;
@@ -19,15 +18,6 @@ const ALICE_PASSWORD: &str = "alice-password";
 /// RFC 7636 Appendix B.
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
-
-/// argon2 hashes made once per test binary (hashing is deliberately slow).
-fn hashes() -> &'static [String; 3] {
-    static HASHES: OnceLock<[String; 3]> = OnceLock::new();
-    HASHES.get_or_init(|| {
-        [APP_SECRET, SERVICE_SECRET, ALICE_PASSWORD]
-            .map(|s| tollgate::oauth::secrets::hash_secret(s).expect("hash"))
-    })
-}
 
 /// Two nodes, their Redis and their upstream.
 struct Nodes {
@@ -43,7 +33,7 @@ struct Nodes {
 /// - `portal`: the same with the built-in login page.
 /// - `metered`: accepts `movies` tokens, counts a quota of 4 a day and a rate limit per session.
 fn config(redis: &RedisServer, prefix: &str, upstream: &str, metered_limits: &str) -> ConfigDir {
-    let [app, service, alice] = hashes();
+    let [app, service, alice] = hashes([APP_SECRET, SERVICE_SECRET, ALICE_PASSWORD]);
     let config = ConfigDir::new(&format!(
         "users: users.yaml\n{}",
         redis.storage_yaml(prefix, "300ms")

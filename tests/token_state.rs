@@ -6,8 +6,6 @@
 
 mod common;
 
-use std::sync::OnceLock;
-
 use common::oauth::*;
 use common::*;
 use serde_json::{Value, json};
@@ -16,22 +14,13 @@ const APP_SECRET: &str = "app-secret-0123456789";
 const SERVICE_SECRET: &str = "service-secret-0123456789";
 const ALICE_PASSWORD: &str = "alice-password";
 
-/// argon2 hashes made once per test binary (hashing is deliberately slow).
-fn hashes() -> &'static [String; 3] {
-    static HASHES: OnceLock<[String; 3]> = OnceLock::new();
-    HASHES.get_or_init(|| {
-        [APP_SECRET, SERVICE_SECRET, ALICE_PASSWORD]
-            .map(|s| tollgate::oauth::secrets::hash_secret(s).expect("hash"))
-    })
-}
-
 /// `movies` with `oauth_extra` added to its `oauth` block. Clients: `app` (password + refresh),
 /// `service` and `batch` (client_credentials), `kiosk` (password only: its tokens are stateless).
 /// User: alice.
 async fn gateway(oauth_extra: &str) -> (TestGateway, Upstream) {
     let upstream = Upstream::start().await;
     let config = ConfigDir::new("users: users.yaml\n");
-    let [app, service, alice] = hashes();
+    let [app, service, alice] = hashes([APP_SECRET, SERVICE_SECRET, ALICE_PASSWORD]);
     config.write(
         "users.yaml",
         &format!("- username: alice\n  password_hash: \"{alice}\"\n  scopes: [read, write]\n"),

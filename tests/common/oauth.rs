@@ -2,6 +2,9 @@
 //! reading a JWT's claims.
 #![allow(dead_code)]
 
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
 use base64::Engine as _;
 use bytes::Bytes;
 use http::Request;
@@ -87,4 +90,27 @@ pub fn hidden_fields(html: &str) -> Vec<(String, String)> {
         fields.push((html_unescape(name), html_unescape(value)));
     }
     fields
+}
+
+/// The argon2id PHC string of each secret, made once per test binary and secret: hashing is
+/// deliberately slow, and every gateway a test file starts names the same few secrets.
+pub fn hashes<const N: usize>(secrets: [&'static str; N]) -> [&'static str; N] {
+    static HASHES: OnceLock<Mutex<HashMap<&'static str, &'static str>>> = OnceLock::new();
+    let mut cache = HASHES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    secrets.map(|secret| {
+        *cache.entry(secret).or_insert_with(|| {
+            let hash = tollgate::oauth::secrets::hash_secret(secret).expect("hash");
+            // Leaked on purpose: one short string per secret for the life of the test binary.
+            Box::leak(hash.into_boxed_str())
+        })
+    })
+}
+
+/// The argon2id PHC string of one secret (see [`hashes`]).
+pub fn hashed(secret: &'static str) -> &'static str {
+    let [hash] = hashes([secret]);
+    hash
 }
