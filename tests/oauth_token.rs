@@ -78,22 +78,6 @@ async fn oauth_gateway(oauth_extra: &str) -> (TestGateway, Upstream) {
     (TestGateway::start(config).await, upstream)
 }
 
-fn assert_no_store(response: &TestResponse) {
-    assert_eq!(
-        response.header("cache-control"),
-        Some("no-store"),
-        "{response:?}"
-    );
-    assert_eq!(response.header("pragma"), Some("no-cache"), "{response:?}");
-}
-
-fn assert_oauth_error(response: &TestResponse, status: u16, error: &str) {
-    assert_eq!(response.status, status, "{}", response.text());
-    assert_eq!(response.json()["error"], error, "{}", response.text());
-    assert!(response.json()["error_description"].is_string());
-    assert_no_store(response);
-}
-
 async fn password_grant(gw: &TestGateway, scope: Option<&str>) -> serde_json::Value {
     let mut pairs = vec![
         ("grant_type", "password"),
@@ -228,7 +212,12 @@ async fn wrong_secrets_are_invalid_client() {
         &[("grant_type", "client_credentials")],
     )
     .await;
-    assert_oauth_error(&response, 401, "invalid_client");
+    assert_oauth_error(
+        &response,
+        401,
+        "invalid_client",
+        Said::Exactly("client authentication failed"),
+    );
     assert!(
         response
             .header("www-authenticate")
@@ -246,7 +235,12 @@ async fn wrong_secrets_are_invalid_client() {
         ],
     )
     .await;
-    assert_oauth_error(&response, 401, "invalid_client");
+    assert_oauth_error(
+        &response,
+        401,
+        "invalid_client",
+        Said::Exactly("client authentication failed"),
+    );
 
     let response = post_form(
         &url,
@@ -254,11 +248,21 @@ async fn wrong_secrets_are_invalid_client() {
         &[("grant_type", "client_credentials")],
     )
     .await;
-    assert_oauth_error(&response, 401, "invalid_client");
+    assert_oauth_error(
+        &response,
+        401,
+        "invalid_client",
+        Said::Exactly("client authentication failed"),
+    );
 
     // Nothing at all: 401 with a Basic challenge.
     let response = post_form(&url, None, &[("grant_type", "client_credentials")]).await;
-    assert_oauth_error(&response, 401, "invalid_client");
+    assert_oauth_error(
+        &response,
+        401,
+        "invalid_client",
+        Said::Exactly("client authentication failed"),
+    );
     assert!(response.header("www-authenticate").is_some());
 }
 
@@ -272,7 +276,12 @@ async fn the_token_endpoint_refuses_malformed_requests() {
     assert_eq!(response.status, 405);
 
     let response = post_form(&url, Some(&service), &[]).await;
-    assert_oauth_error(&response, 400, "invalid_request");
+    assert_oauth_error(
+        &response,
+        400,
+        "invalid_request",
+        Said::Exactly("the grant_type parameter is missing"),
+    );
 
     let response = post_form(
         &url,
@@ -283,10 +292,20 @@ async fn the_token_endpoint_refuses_malformed_requests() {
         ],
     )
     .await;
-    assert_oauth_error(&response, 400, "invalid_request");
+    assert_oauth_error(
+        &response,
+        400,
+        "invalid_request",
+        Said::Exactly("the grant_type parameter is repeated"),
+    );
 
     let response = post_form(&url, Some(&service), &[("grant_type", "urn:nope")]).await;
-    assert_oauth_error(&response, 400, "unsupported_grant_type");
+    assert_oauth_error(
+        &response,
+        400,
+        "unsupported_grant_type",
+        Said::Exactly("unsupported grant_type 'urn:nope'"),
+    );
 
     let response = post_form(
         &url,
@@ -298,7 +317,12 @@ async fn the_token_endpoint_refuses_malformed_requests() {
         ],
     )
     .await;
-    assert_oauth_error(&response, 400, "unauthorized_client");
+    assert_oauth_error(
+        &response,
+        400,
+        "unauthorized_client",
+        Said::Exactly("the client may not use the grant type password"),
+    );
 
     let response = post_form(
         &url,
@@ -306,7 +330,12 @@ async fn the_token_endpoint_refuses_malformed_requests() {
         &[("grant_type", "client_credentials"), ("scope", "write")],
     )
     .await;
-    assert_oauth_error(&response, 400, "invalid_scope");
+    assert_oauth_error(
+        &response,
+        400,
+        "invalid_scope",
+        Said::Exactly("scope 'write' is not allowed for this client"),
+    );
 
     // Credentials in the query string.
     let response = post_form(
@@ -315,7 +344,12 @@ async fn the_token_endpoint_refuses_malformed_requests() {
         &[("grant_type", "client_credentials")],
     )
     .await;
-    assert_oauth_error(&response, 400, "invalid_request");
+    assert_oauth_error(
+        &response,
+        400,
+        "invalid_request",
+        Said::Exactly("client_id must be sent in the request body, not in the URL"),
+    );
 
     // Basic plus a different client_id in the body.
     let response = post_form(
@@ -324,7 +358,12 @@ async fn the_token_endpoint_refuses_malformed_requests() {
         &[("grant_type", "client_credentials"), ("client_id", "other")],
     )
     .await;
-    assert_oauth_error(&response, 400, "invalid_request");
+    assert_oauth_error(
+        &response,
+        400,
+        "invalid_request",
+        Said::Exactly("client_id in the body differs from HTTP Basic"),
+    );
     // Basic plus the same client_id is fine.
     let response = post_form(
         &url,
@@ -348,7 +387,12 @@ async fn the_token_endpoint_refuses_malformed_requests() {
         ],
     )
     .await;
-    assert_oauth_error(&response, 400, "unauthorized_client");
+    assert_oauth_error(
+        &response,
+        400,
+        "unauthorized_client",
+        Said::Exactly("the grant type password is not enabled for this API"),
+    );
 }
 
 #[tokio::test]
@@ -375,7 +419,12 @@ async fn password_grant_with_user_claims_and_narrowed_scope() {
         ],
     )
     .await;
-    assert_oauth_error(&wrong, 400, "invalid_grant");
+    assert_oauth_error(
+        &wrong,
+        400,
+        "invalid_grant",
+        Said::Exactly("invalid username or password"),
+    );
     let disabled = post_form(
         &url,
         Some(&basic("app", APP_SECRET)),
@@ -386,7 +435,12 @@ async fn password_grant_with_user_claims_and_narrowed_scope() {
         ],
     )
     .await;
-    assert_oauth_error(&disabled, 400, "invalid_grant");
+    assert_oauth_error(
+        &disabled,
+        400,
+        "invalid_grant",
+        Said::Exactly("invalid username or password"),
+    );
     // A public client identifies itself with client_id only.
     let public = post_form(
         &url,
@@ -469,8 +523,18 @@ async fn tag_flow_password_introspect_refresh_reuse_revoke() {
 
     // RT1 again: invalid_grant, and the whole session (RT2 and its access tokens) is revoked.
     let reuse = refresh(&gw, rt1).await;
-    assert_oauth_error(&reuse, 400, "invalid_grant");
-    assert_oauth_error(&refresh(&gw, rt2).await, 400, "invalid_grant");
+    assert_oauth_error(
+        &reuse,
+        400,
+        "invalid_grant",
+        Said::Exactly("the refresh token was already used"),
+    );
+    assert_oauth_error(
+        &refresh(&gw, rt2).await,
+        400,
+        "invalid_grant",
+        Said::Exactly("invalid refresh token"),
+    );
     assert_eq!(
         introspect(&gw, access2).await,
         serde_json::json!({"active": false})
@@ -502,7 +566,12 @@ async fn revoking_a_refresh_token_ends_the_session() {
         introspect(&gw, rt).await,
         serde_json::json!({"active": false})
     );
-    assert_oauth_error(&refresh(&gw, rt).await, 400, "invalid_grant");
+    assert_oauth_error(
+        &refresh(&gw, rt).await,
+        400,
+        "invalid_grant",
+        Said::Exactly("invalid refresh token"),
+    );
 }
 
 #[tokio::test]
@@ -532,11 +601,13 @@ async fn revoking_an_access_token_and_other_revocation_rules() {
         &post_form(&url, Some(&basic("app", APP_SECRET)), &[]).await,
         400,
         "invalid_request",
+        Said::Exactly("the token parameter is missing"),
     );
     assert_oauth_error(
         &post_form(&url, Some(&basic("app", "nope")), &[("token", access)]).await,
         401,
         "invalid_client",
+        Said::Exactly("client authentication failed"),
     );
 
     // The owner revokes it (with a wrong hint, which is only a hint).
@@ -608,6 +679,7 @@ async fn introspection_requires_a_confidential_caller() {
         &post_form(&url, Some(&basic("app", APP_SECRET)), &[]).await,
         400,
         "invalid_request",
+        Said::Exactly("the token parameter is missing"),
     );
     // Garbage, foreign (another API's token) → exactly {"active": false}.
     assert_eq!(
@@ -645,7 +717,12 @@ async fn refresh_rules_scope_other_client_and_limits() {
         &[("grant_type", "refresh_token"), ("refresh_token", &rt)],
     )
     .await;
-    assert_oauth_error(&r, 400, "invalid_grant");
+    assert_oauth_error(
+        &r,
+        400,
+        "invalid_grant",
+        Said::Exactly("the refresh token was issued to another client"),
+    );
     // Narrowing works and shows in the new access token; widening is invalid_scope.
     let narrowed = post_form(
         &url,
@@ -675,12 +752,22 @@ async fn refresh_rules_scope_other_client_and_limits() {
         ],
     )
     .await;
-    assert_oauth_error(&wider, 400, "invalid_scope");
+    assert_oauth_error(
+        &wider,
+        400,
+        "invalid_scope",
+        Said::Exactly("scope 'write' was not granted to this session"),
+    );
     // max_refreshes: 2 → the second refresh works, the third is refused.
     let third = refresh(&gw, &rt2).await;
     assert_eq!(third.status, 200, "{}", third.text());
     let rt3 = third.json()["refresh_token"].as_str().unwrap().to_string();
-    assert_oauth_error(&refresh(&gw, &rt3).await, 400, "invalid_grant");
+    assert_oauth_error(
+        &refresh(&gw, &rt3).await,
+        400,
+        "invalid_grant",
+        Said::Exactly("the refresh limit of this session is reached"),
+    );
 }
 
 #[tokio::test]
@@ -853,7 +940,12 @@ async fn a_second_redemption_revokes_what_the_first_issued() {
     assert_eq!(introspect(&gw, access).await["active"], true);
 
     let second = redeem(&gw, &code, Some(VERIFIER), "http://127.0.0.1:3000/cb").await;
-    assert_oauth_error(&second, 400, "invalid_grant");
+    assert_oauth_error(
+        &second,
+        400,
+        "invalid_grant",
+        Said::Exactly("the authorization code was already used"),
+    );
     assert_eq!(
         introspect(&gw, access).await,
         serde_json::json!({"active": false})
@@ -865,7 +957,12 @@ async fn a_second_redemption_revokes_what_the_first_issued() {
         &[("grant_type", "refresh_token"), ("refresh_token", rt)],
     )
     .await;
-    assert_oauth_error(&refreshed, 400, "invalid_grant");
+    assert_oauth_error(
+        &refreshed,
+        400,
+        "invalid_grant",
+        Said::Exactly("invalid refresh token"),
+    );
 }
 
 #[tokio::test]
@@ -880,18 +977,25 @@ async fn code_redemption_rules() {
         "http://127.0.0.1:3000/cb",
     )
     .await;
-    assert_oauth_error(&wrong, 400, "invalid_grant");
+    assert_oauth_error(
+        &wrong,
+        400,
+        "invalid_grant",
+        Said::Exactly("code_verifier does not match the code_challenge"),
+    );
     let code = code_for_web(&gw, CHALLENGE).await;
     assert_oauth_error(
         &redeem(&gw, &code, None, "http://127.0.0.1:3000/cb").await,
         400,
         "invalid_grant",
+        Said::Exactly("code_verifier is missing"),
     );
     let code = code_for_web(&gw, CHALLENGE).await;
     assert_oauth_error(
         &redeem(&gw, &code, Some("short"), "http://127.0.0.1:3000/cb").await,
         400,
         "invalid_request",
+        Said::Exactly("code_verifier must be 43-128 characters of [A-Za-z0-9-._~]"),
     );
     // Another redirect_uri.
     let code = code_for_web(&gw, CHALLENGE).await;
@@ -899,6 +1003,7 @@ async fn code_redemption_rules() {
         &redeem(&gw, &code, Some(VERIFIER), "http://127.0.0.1:3000/other").await,
         400,
         "invalid_grant",
+        Said::Exactly("redirect_uri does not match the authorization request"),
     );
     // Another client that may redeem codes, with the same redirect URI: only the code's owner check
     // stands between it and the tokens.
@@ -914,7 +1019,12 @@ async fn code_redemption_rules() {
         ],
     )
     .await;
-    assert_oauth_error(&other, 400, "invalid_grant");
+    assert_oauth_error(
+        &other,
+        400,
+        "invalid_grant",
+        Said::Exactly("the code was issued to another client"),
+    );
     // The RFC 7636 vector redeems.
     let code = code_for_web(&gw, CHALLENGE).await;
     assert_eq!(
@@ -934,6 +1044,7 @@ async fn an_expired_code_is_invalid_grant() {
         &redeem(&gw, &code, Some(VERIFIER), "http://127.0.0.1:3000/cb").await,
         400,
         "invalid_grant",
+        Said::Exactly("unknown or expired authorization code"),
     );
 }
 
@@ -958,13 +1069,11 @@ async fn a_verifier_for_a_code_without_a_challenge_is_refused() {
     };
     let code = code_without_challenge().await;
     let refused = redeem(&gw, &code, Some(VERIFIER), "http://127.0.0.1:3000/cb").await;
-    assert_oauth_error(&refused, 400, "invalid_grant");
-    assert!(
-        refused.json()["error_description"]
-            .as_str()
-            .is_some_and(|d| d.contains("no code_challenge")),
-        "{}",
-        refused.text()
+    assert_oauth_error(
+        &refused,
+        400,
+        "invalid_grant",
+        Said::Exactly("code_verifier sent but the authorization request had no code_challenge"),
     );
     let code = code_without_challenge().await;
     assert_eq!(
@@ -1002,5 +1111,10 @@ async fn expired_tokens_are_inactive_and_cannot_refresh() {
         introspect(&gw, refresh_token).await,
         serde_json::json!({"active": false})
     );
-    assert_oauth_error(&refresh(&gw, refresh_token).await, 400, "invalid_grant");
+    assert_oauth_error(
+        &refresh(&gw, refresh_token).await,
+        400,
+        "invalid_grant",
+        Said::Exactly("invalid refresh token"),
+    );
 }

@@ -114,3 +114,49 @@ pub fn hashed(secret: &'static str) -> &'static str {
     let [hash] = hashes([secret]);
     hash
 }
+
+/// What an OAuth error's `error_description` must say.
+#[derive(Debug, Clone, Copy)]
+pub enum Said<'a> {
+    /// This text and nothing else.
+    Exactly(&'a str),
+    /// Any text holding this fragment (where the rest varies, e.g. carries a generated value).
+    Containing(&'a str),
+}
+
+/// Every response of the token, revocation and introspection endpoints (RFC 6749 §5.1) is kept out
+/// of caches.
+#[track_caller]
+pub fn assert_no_store(response: &TestResponse) {
+    assert_eq!(
+        response.header("cache-control"),
+        Some("no-store"),
+        "{response:?}"
+    );
+    assert_eq!(response.header("pragma"), Some("no-cache"), "{response:?}");
+}
+
+/// An RFC 6749 §5.2 error: the status, the `error` code, the `error_description` (exactly or by a
+/// fragment), and `no-store`.
+#[track_caller]
+pub fn assert_oauth_error(
+    response: &TestResponse,
+    status: u16,
+    error: &str,
+    description: Said<'_>,
+) {
+    assert_eq!(response.status, status, "{}", response.text());
+    let body = response.json();
+    assert_eq!(body["error"], error, "{}", response.text());
+    let said = body["error_description"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error_description in {}", response.text()));
+    match description {
+        Said::Exactly(expected) => assert_eq!(said, expected, "{}", response.text()),
+        Said::Containing(fragment) => assert!(
+            said.contains(fragment),
+            "error_description {said:?} lacks {fragment:?}"
+        ),
+    }
+    assert_no_store(response);
+}
