@@ -160,3 +160,45 @@ pub fn assert_oauth_error(
     }
     assert_no_store(response);
 }
+
+/// POSTs a form to `path` on `gateway` over a connection whose local end is bound to `from` (any
+/// 127.0.0.0/8 address on Linux): the gateway sees `from` as the real peer, as it would see
+/// another machine. `headers` are added as they are (e.g. an `X-Forwarded-For` the client invents).
+pub async fn post_form_from(
+    gateway: std::net::SocketAddr,
+    from: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    pairs: &[(&str, &str)],
+) -> TestResponse {
+    use http_body_util::BodyExt;
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{from}:0").parse().expect("address"))
+        .expect("bind the client's address");
+    let stream = socket.connect(gateway).await.expect("connect");
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .expect("handshake");
+    tokio::spawn(connection);
+    let body = form_urlencoded::Serializer::new(String::new())
+        .extend_pairs(pairs)
+        .finish();
+    let mut request = Request::post(format!("http://{gateway}{path}"))
+        .header("host", gateway.to_string())
+        .header("content-type", "application/x-www-form-urlencoded");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let response = sender
+        .send_request(request.body(Full::new(Bytes::from(body))).expect("request"))
+        .await
+        .expect("response");
+    let (parts, body) = response.into_parts();
+    TestResponse {
+        status: parts.status,
+        headers: parts.headers,
+        body: body.collect().await.expect("body").to_bytes(),
+    }
+}
