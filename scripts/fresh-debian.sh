@@ -66,6 +66,8 @@ in_chroot() { # in_chroot ROOT COMMAND: a login-less root shell with a clean env
   local pip_env=()
   local var
   for var in $(compgen -e | grep '^PIP_' || true); do
+    # A local wheel folder of this machine is not in the chroot (pip warns on every call without it).
+    [ "$var" = PIP_FIND_LINKS ] && [ ! -e "$r${!var}" ] && continue
     pip_env+=("$var=${!var}")
   done
   nice -n 19 chroot "$r" /usr/bin/env -i HOME=/root LANG=C.UTF-8 TERM=dumb \
