@@ -1,5 +1,6 @@
-//! Client management through the admin API (DESIGN §6): create, list, read, replace, delete, rotate the
-//! secret, list and revoke sessions, and what each does to tokens at the OAuth endpoints and the proxy.
+//! Client management through the admin API (docs/design.md §6): create, list, read, replace,
+//! delete, rotate the secret, list and revoke sessions, and what each does to tokens at the OAuth
+//! endpoints and the proxy.
 
 mod common;
 
@@ -13,8 +14,8 @@ use serde_json::{Value, json};
 const STATIC_SECRET: &str = "static-secret-0123456789";
 const ALICE_PASSWORD: &str = "alice-password";
 
-/// `movies`: an OAuth API with every grant, scopes read/write and one static client; `books`: an OAuth
-/// API with client_credentials only; `open`: no oauth block. Policies: gold. User: alice.
+/// `movies`: an OAuth API with every grant, scopes read/write and one static client; `books`: an
+/// OAuth API with client_credentials only; `open`: no oauth block. Policies: gold. User: alice.
 async fn gateway() -> (TestGateway, Upstream) {
     let upstream = Upstream::start().await;
     let config = ConfigDir::new("users: users.yaml\npolicies: policies.yaml\n");
@@ -613,7 +614,7 @@ async fn sessions_are_listed_and_revoked_in_bulk() {
         .as_array()
         .cloned()
         .unwrap_or_default();
-    // The client_credentials token is stateless (DESIGN §9f): counted, not listed.
+    // The client_credentials token is stateless (docs/design.md §9f): counted, not listed.
     assert_eq!(sessions.len(), 1, "{}", listed.text());
     let stateless = &listed.json()["stateless"];
     assert_eq!(stateless["issued"], 1, "{}", listed.text());

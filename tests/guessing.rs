@@ -1,8 +1,9 @@
-//! Guessing secrets in parallel (DESIGN §9a): failed logins count per (username, address) and per
-//! address, failed client authentications per (client_id, address) and per address, and every attempt
-//! is reserved before the secret is verified, so N parallel guesses are evaluated at most the limit
-//! (5) times: on the memory store and on Redis. A flood from one address leaves the real client,
-//! elsewhere, served; names too long to be keys are refused before they reach the store.
+//! Guessing secrets in parallel (docs/design.md §9a): failed logins count per (username, address)
+//! and per address, failed client authentications per (client_id, address) and per address, and
+//! every attempt is reserved before the secret is verified, so N parallel guesses are evaluated at
+//! most the limit (5) times: on the memory store and on Redis. A flood from one address leaves the
+//! real client, elsewhere, served; names too long to be keys are refused before they reach the
+//! store.
 
 mod common;
 
@@ -262,8 +263,8 @@ async fn client_ids_spread_over_one_address_are_stopped_by_the_per_address_count
     assert_eq!(elsewhere.status, 200, "{}", elsewhere.text());
 }
 
-/// A client cannot pick the address its guesses count against: `X-Forwarded-For` from a peer that is
-/// not in `trusted_proxies` is ignored, and every guess counts against the real peer, whatever
+/// A client cannot pick the address its guesses count against: `X-Forwarded-For` from a peer that
+/// is not in `trusted_proxies` is ignored, and every guess counts against the real peer, whatever
 /// address each one claims.
 #[tokio::test]
 async fn forwarded_for_from_an_untrusted_peer_does_not_choose_the_throttled_address() {

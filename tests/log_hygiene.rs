@@ -1,7 +1,7 @@
-//! A refused request's credential never reaches the logs (SECURITY.md, token validation: "never
-//! appears in logs"): forged tokens in the header, the query and the cookie, a valid token refused
-//! for another reason, a wrong client secret, a wrong password, an unknown refresh token and a wrong
-//! admin secret. The gateway's lines are captured at TRACE, every level, through the test harness.
+//! A refused request's credential never reaches the logs (docs/security.md#credential-privacy):
+//! forged tokens in the header, the query and the cookie, a valid token refused for another reason,
+//! a wrong client secret, a wrong password, an unknown refresh token and a wrong admin secret. The
+//! gateway's lines are captured at TRACE, every level, through the test harness.
 
 mod common;
 
@@ -124,11 +124,19 @@ oauth:
     // The capture works: the refusals are there, as security events and access lines.
     for event in ["client_auth_failed", "login_failed"] {
         assert!(
-            logs.events().iter().any(|e| e["fields"]["security"] == event),
+            logs.events()
+                .iter()
+                .any(|e| e["fields"]["security"] == event),
             "no {event} event captured in {text}"
         );
     }
-    for path in ["/movies/a", "/movies/b", "/movies/c", "/movies/d", "/movies/e"] {
+    for path in [
+        "/movies/a",
+        "/movies/b",
+        "/movies/c",
+        "/movies/d",
+        "/movies/e",
+    ] {
         assert!(text.contains(path), "no line for {path} in {text}");
     }
     // And no credential is in them, at any level.
@@ -145,5 +153,8 @@ oauth:
     }
     // Not even a piece of a token: its signature (the part after the last dot) identifies it too.
     let signature = token.rsplit('.').next().unwrap();
-    assert!(!text.contains(signature), "a token's signature reached the logs");
+    assert!(
+        !text.contains(signature),
+        "a token's signature reached the logs"
+    );
 }

@@ -1,7 +1,7 @@
 //! The authorization endpoint over real sockets: redirect URI and client checks, PKCE, error
 //! redirects, the built-in login and consent form filled as a browser would, CSRF, escaping, login
 //! throttling, the redirect login mode and the Tyk-style external identity provider flow through the
-//! admin API's `authorize-client` (SECURITY.md "Authorization endpoint").
+//! admin API's `authorize-client` (docs/security.md#contract-authorization-endpoint).
 
 mod common;
 

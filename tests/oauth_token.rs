@@ -907,8 +907,8 @@ async fn parallel_redemptions_of_one_code_have_exactly_one_winner() {
     let gw = std::sync::Arc::new(gw);
     let code = code_for_web(&gw, CHALLENGE).await;
     // 16 authentications of one client at once, with its secret not yet verified: identical
-    // credentials in flight share one guessing attempt and one argon2 check (DESIGN §9a), so the
-    // client's own burst is never throttled. The race under test is the code's.
+    // credentials in flight share one guessing attempt and one argon2 check (docs/design.md §9a),
+    // so the client's own burst is never throttled. The race under test is the code's.
     let tasks: Vec<_> = (0..16)
         .map(|_| {
             let (gw, code) = (gw.clone(), code.clone());
@@ -1048,9 +1048,10 @@ async fn an_expired_code_is_invalid_grant() {
     );
 }
 
-/// RFC 9700 §2.1.1 (PKCE downgrade): a code issued without a challenge is refused when a verifier is
-/// presented at the token endpoint, so an attacker cannot strip the challenge from the request and keep
-/// the verifier; without a verifier the same kind of code redeems (`pkce: optional`, confidential client).
+/// RFC 9700 §2.1.1 (PKCE downgrade): a code issued without a challenge is refused when a verifier
+/// is presented at the token endpoint, so an attacker cannot strip the challenge from the request
+/// and keep the verifier; without a verifier the same kind of code redeems (`pkce: optional`,
+/// confidential client).
 #[tokio::test]
 async fn a_verifier_for_a_code_without_a_challenge_is_refused() {
     let (gw, _upstream) = oauth_gateway("  pkce: optional\n").await;
@@ -1095,7 +1096,8 @@ async fn expired_tokens_are_inactive_and_cannot_refresh() {
     let access = tokens["access_token"].as_str().expect("access_token");
     let refresh_token = tokens["refresh_token"].as_str().expect("refresh_token");
     assert_eq!(introspect(&gw, access).await["active"], true);
-    // exp = iat + 1 s, accepted until exp + 5 s (SECURITY.md: at most 5 s of skew).
+    // exp = iat + 1 s, accepted until exp + 5 s (docs/security.md#token-time-claims: at most 5 s of
+    // skew).
     tokio::time::sleep(std::time::Duration::from_millis(7_100)).await;
     assert_eq!(
         introspect(&gw, access).await,

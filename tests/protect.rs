@@ -1,7 +1,8 @@
-//! Protecting an API at the gateway (DESIGN §5, SECURITY.md "Token validation at the gateway"):
-//! token validation with tokens forged from the gateway's own signing key, credential sources and
-//! stripping, forward_claims, revocation, rate limits, quotas, policies and rejection metrics — over
-//! real sockets, with a real upstream that records what reached it.
+//! Protecting an API at the gateway (docs/design.md §5,
+//! docs/security.md#contract-token-validation-at-the-gateway): token validation with tokens forged
+//! from the gateway's own signing key, credential sources and stripping, forward_claims,
+//! revocation, rate limits, quotas, policies and rejection metrics — over real sockets, with a real
+//! upstream that records what reached it.
 
 mod common;
 
@@ -168,7 +169,7 @@ impl Forge {
         EncodingKey::from_ec_pem(self.pem.as_bytes()).expect("EC key")
     }
 
-    /// A claim set the gateway accepts at `api`: what it issues itself (DESIGN §4).
+    /// A claim set the gateway accepts at `api`: what it issues itself (docs/design.md §4).
     fn claims(&self, api: &str) -> Value {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
@@ -210,7 +211,8 @@ fn b64_json(value: &Value) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
 }
 
-/// `header.claims.signature` with the signature made by `key` under `alg`, whatever the header says.
+/// `header.claims.signature` with the signature made by `key` under `alg`, whatever the header
+/// says.
 fn sign_raw(header: &Value, claims: &Value, key: &EncodingKey, alg: Algorithm) -> String {
     let input = format!("{}.{}", b64_json(header), b64_json(claims));
     let signature = jsonwebtoken::crypto::sign(input.as_bytes(), key, alg).expect("sign");
@@ -1004,7 +1006,7 @@ async fn forward_claims_reach_the_upstream_and_client_copies_are_dropped() {
         assert_eq!(seen.headers.get_all(name).iter().count(), 1, "{name} once");
     }
 
-    // `Connection` naming one of our headers cannot remove it (SECURITY.md, HTTP).
+    // `Connection` naming one of our headers cannot remove it (docs/security.md#hop-by-hop).
     let response = get_with(
         &h.gw.url("/movies/me"),
         &[

@@ -1,7 +1,8 @@
-//! Several gateway nodes sharing one Redis (DESIGN §7, SECURITY.md "Faults"): two gateways started
-//! through the library on 127.0.0.1:0 with the same configuration, signing key and key prefix, and a
-//! `redis-server` the harness starts on a free port. Whatever one node issues, counts or revokes, the
-//! other sees; when Redis goes away, what needs it answers 503 and JWT validation goes on.
+//! Several gateway nodes sharing one Redis (docs/design.md §7, docs/security.md#contract-faults):
+//! two gateways started through the library on 127.0.0.1:0 with the same configuration, signing key
+//! and key prefix, and a `redis-server` the harness starts on a free port. Whatever one node
+//! issues, counts or revokes, the other sees; when Redis goes away, what needs it answers 503 and
+//! JWT validation goes on.
 
 mod common;
 
@@ -609,8 +610,8 @@ async fn limits_without_redis_follow_on_storage_error() {
     }
 }
 
-/// What the nodes leave in Redis: a TTL on every key but clients (and policies), and no token, code or
-/// secret in clear.
+/// What the nodes leave in Redis: a TTL on every key but clients (and policies), and no token, code
+/// or secret in clear.
 #[tokio::test]
 async fn redis_holds_no_secret_in_clear_and_nothing_without_ttl() {
     let redis = RedisServer::start();
@@ -675,9 +676,9 @@ async fn redis_holds_no_secret_in_clear_and_nothing_without_ttl() {
     }
 }
 
-/// Revoking every token of a client (a per-client cutoff, DESIGN §9f) on node A: node B refuses the
-/// client's stateless tokens within 100 ms, introspection there says inactive, a node started
-/// afterwards loads the cutoff, and a token issued after the revocation works everywhere.
+/// Revoking every token of a client (a per-client cutoff, docs/design.md §9f) on node A: node B
+/// refuses the client's stateless tokens within 100 ms, introspection there says inactive, a node
+/// started afterwards loads the cutoff, and a token issued after the revocation works everywhere.
 #[tokio::test]
 async fn revoking_every_token_of_a_client_on_one_node_is_refused_on_the_other_within_100ms() {
     let nodes = nodes().await;
@@ -765,8 +766,8 @@ async fn the_session_cap_is_shared_by_the_nodes() {
     assert_eq!(listed.json()["sessions"].as_array().map(Vec::len), Some(2));
 }
 
-/// A burst of client_credentials tokens leaves Redis as it found it but for counters (DESIGN §9f):
-/// no key per token.
+/// A burst of client_credentials tokens leaves Redis as it found it but for counters
+/// (docs/design.md §9f): no key per token.
 #[tokio::test]
 async fn a_burst_of_client_credentials_tokens_adds_no_redis_keys() {
     let redis = RedisServer::start();
@@ -796,7 +797,7 @@ async fn a_burst_of_client_credentials_tokens_adds_no_redis_keys() {
     };
     assert_eq!(names(&after), names(&before), "keys added by the burst");
     // Counters only: the API's count of stateless tokens and the caller's address in the guessing
-    // throttle (DESIGN §9a), each one key whatever the number of tokens.
+    // throttle (docs/design.md §9a), each one key whatever the number of tokens.
     assert_eq!(
         names(&after),
         vec![

@@ -1,8 +1,8 @@
-//! Token state that does not grow with traffic (DESIGN §9f), with the in-memory store over real
-//! sockets: stateless client_credentials tokens and their revocation (one token, or every token of a
-//! client by a per-client cutoff), the cap on sessions per user, and the per-client limit on the token
-//! endpoint. The same behaviours across two nodes on Redis are in `redis_nodes.rs`; memory per token
-//! is measured in `token_memory.rs`.
+//! Token state that does not grow with traffic (docs/design.md §9f), with the in-memory store over
+//! real sockets: stateless client_credentials tokens and their revocation (one token, or every
+//! token of a client by a per-client cutoff), the cap on sessions per user, and the per-client
+//! limit on the token endpoint. The same behaviours across two nodes on Redis are in
+//! `redis_nodes.rs`; memory per token is measured in `token_memory.rs`.
 
 mod common;
 
