@@ -23,12 +23,9 @@ const GUESSES: usize = 40;
 /// guesses verify nothing but the password), and the user alice. `storage` is a gateway.yaml block.
 async fn gateway(storage: &str) -> (TestGateway, Upstream) {
     let upstream = Upstream::start().await;
-    let [service, alice] = hashes([SERVICE_SECRET, ALICE_PASSWORD]);
+    let service = hashed(SERVICE_SECRET);
     let config = ConfigDir::new(&format!("users: users.yaml\n{storage}"));
-    config.write(
-        "users.yaml",
-        &format!("- username: alice\n  password_hash: \"{alice}\"\n  scopes: [read]\n"),
-    );
+    config.alice(ALICE_PASSWORD, "[read]");
     config.api(
         "movies",
         &format!(

@@ -21,11 +21,8 @@ async fn refused_credentials_never_reach_the_logs() {
     let logs = capture_logs();
     let upstream = Upstream::start().await;
     let config = ConfigDir::new("users: users.yaml\n");
-    let [svc, alice] = hashes([SECRET, ALICE_PASSWORD]);
-    config.write(
-        "users.yaml",
-        &format!("- username: alice\n  password_hash: \"{alice}\"\n  scopes: [read]\n"),
-    );
+    config.alice(ALICE_PASSWORD, "[read]");
+    let svc = hashed(SECRET);
     config.api(
         "movies",
         &format!(

@@ -17,6 +17,13 @@ async fn gateway_with(apis: &[(&str, String)], extra: &str) -> TestGateway {
     TestGateway::start(config).await
 }
 
+/// An open API at /movies/ whose upstream has its own `timeout`.
+fn api_with_timeout(upstream: &str, timeout: &str) -> String {
+    format!(
+        "listen_path: /movies/\nupstream: {{ url: \"{upstream}\", timeout: {timeout} }}\nauth: {{ type: none }}\n"
+    )
+}
+
 #[tokio::test]
 async fn requests_are_routed_by_listen_path_and_stripped() {
     let upstream = Upstream::start().await;
@@ -318,10 +325,7 @@ async fn upstream_connect_timeout_is_504_not_502() {
     let gw = gateway_with(
         &[(
             "movies",
-            format!(
-                "listen_path: /movies/\nupstream: {{ url: \"http://{}\", timeout: 60s }}\nauth: {{ type: none }}\n",
-                hole.addr
-            ),
+            api_with_timeout(&format!("http://{}", hole.addr), "60s"),
         )],
         "limits: { upstream_connect_timeout: 200ms }\n",
     )
@@ -348,13 +352,7 @@ async fn upstream_connect_timeout_is_504_not_502() {
 async fn upstream_that_hangs_is_504_after_the_timeout() {
     let upstream = Upstream::start().await;
     let gw = gateway_with(
-        &[(
-            "movies",
-            format!(
-                "listen_path: /movies/\nupstream: {{ url: \"{}\", timeout: 300ms }}\nauth: {{ type: none }}\n",
-                upstream.url()
-            ),
-        )],
+        &[("movies", api_with_timeout(&upstream.url(), "300ms"))],
         "",
     )
     .await;

@@ -62,6 +62,16 @@ impl ConfigDir {
         std::fs::write(path, content).expect("write config file");
     }
 
+    /// users.yaml with the one user `alice`: `password` (hashed once per test binary) and `scopes`
+    /// (a YAML list). gateway.yaml must name it (`users: users.yaml`).
+    pub fn alice(&self, password: &'static str, scopes: &str) {
+        let hash = oauth::hashed(password);
+        self.write(
+            "users.yaml",
+            &format!("- username: alice\n  password_hash: \"{hash}\"\n  scopes: {scopes}\n"),
+        );
+    }
+
     /// Writes `api-definitions/<id>.yaml`.
     pub fn api(&self, id: &str, yaml: &str) {
         self.write(&format!("api-definitions/{id}.yaml"), yaml);
