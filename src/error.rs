@@ -99,7 +99,7 @@ pub enum GatewayError {
 }
 
 /// Why an upstream request failed, as far as the gateway can tell: a refusal and a reset are 502, a
-/// connect timeout and a missing response head are 504 (DESIGN §5: "refused/unreachable" 502,
+/// connect timeout and a missing response head are 504 (docs/design.md §5: "refused/unreachable" 502,
 /// "timeout" 504; nginx answers a connect timeout with 504 too).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum UpstreamCause {

@@ -99,7 +99,7 @@ impl UpstreamClient {
         api: &str,
     ) -> Result<(Response<Body>, Duration), GatewayError> {
         let (req, client_body) = self.prepare(req)?;
-        self.attempt(req, uri, timeout, &client_body, (api, ()))
+        self.attempt(req, uri, timeout, &client_body, api, ())
             .await
             .map_err(|failure| failure.error)
     }
@@ -134,14 +134,16 @@ impl UpstreamClient {
     /// of the response body. `guard` lives as long as the response body (the target's in-flight
     /// count). On failure, says whether the upstream could not even be connected to, so that the
     /// caller knows no byte of the request left. `api` names the upstream in the log line and in the
-    /// client's error body (the API id, never the target's address: DESIGN §5 bodies are for clients).
+    /// client's error body (the API id, never the target's address: docs/design.md §5 bodies are for
+    /// clients).
     pub async fn attempt<G: Send + Sync + Unpin + 'static>(
         &self,
         mut req: Request<Body>,
         uri: Uri,
         timeout: Option<Duration>,
         client_body: &WaitProbe,
-        (api, guard): (&str, G),
+        api: &str,
+        guard: G,
     ) -> Result<(Response<Body>, Duration), Failure> {
         // For the warning below (a reference count, not a copy).
         let authority = uri.authority().cloned();

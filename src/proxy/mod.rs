@@ -422,7 +422,8 @@ async fn forward_to_targets(
                 uri,
                 timeout,
                 &client_body,
-                (&api.id, target.health.start()),
+                &api.id,
+                target.health.start(),
             )
             .await;
         observe(balancer, target, &result);
@@ -453,7 +454,8 @@ async fn forward_to_targets(
                 uri,
                 timeout,
                 &client_body,
-                (&api.id, target.health.start()),
+                &api.id,
+                target.health.start(),
             )
             .await;
         observe(balancer, target, &result);
@@ -529,7 +531,8 @@ async fn open_tunnel(
             uri,
             api.upstream.timeout,
             &client_body,
-            (&api.id, target.health.start()),
+            &api.id,
+            target.health.start(),
         )
         .await;
     observe(balancer, target, &result);
