@@ -3,7 +3,10 @@
 # the tests need on a machine that has only Rust (and the C compiler Rust links with). Not run by CI: it
 # needs root (debootstrap, chroot, mounts) and takes long (a build from nothing, every test).
 #
-#   usage: scripts/fresh-debian.sh [ROOT]        ROOT defaults to /work/deb12; it is made anew each run
+#   usage: scripts/fresh-debian.sh [--again] [ROOT]   ROOT defaults to /work/deb12; made anew each run
+#   --again: after a fix, keep ROOT as the last run left it (its packages, its build in /build), pull
+#            the new commits into its clone and run scripts/test.sh there again. Quicker (no build
+#            from nothing), but not a fresh check: the packages the last run installed are there.
 #
 # What the chroot gets, and nothing else:
 #   - `debootstrap --variant=minbase bookworm` (the size of a `debian:12` container image: no procps,
@@ -19,6 +22,11 @@
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/.." && pwd)
+again=false
+if [ "${1:-}" = --again ]; then
+  again=true
+  shift
+fi
 root=${1:-/work/deb12}
 base="$root.base"
 # This machine's Debian mirror (the deb822 sources file), overridable.
@@ -92,9 +100,14 @@ if [ ! -e "$base/.complete" ]; then
   touch "$base/.complete"
 fi
 
-echo "== a copy of the base system in $root"
-rm -rf "$root"
-cp -a "$base" "$root"
+if $again; then
+  [ -d "$root/build/tollgate" ] || { echo "fresh-debian.sh: no earlier run in $root" >&2; exit 2; }
+  echo "== again in $root (not fresh: what the last run installed is still there)"
+else
+  echo "== a copy of the base system in $root"
+  rm -rf "$root"
+  cp -a "$base" "$root"
+fi
 mount_system "$root"
 mkdir -p "$root/root/.cargo"
 cp -a "$cargo_home/bin" "$root/root/.cargo/"
@@ -107,11 +120,16 @@ if [ "$common_git" != "$repo/.git" ]; then
   mount_in "$root" --bind -o ro "$common_git" "$root$common_git"
 fi
 
-echo "== in the chroot: git clone $repo, then scripts/test.sh"
 start=$(date +%s)
 status=0
-in_chroot "$root" "git config --global --add safe.directory '*' && rm -rf /build && \
-  git clone -q '$repo' /build/tollgate && cd /build/tollgate && git log --oneline -1 && \
-  ./scripts/test.sh" || status=$?
+if $again; then
+  echo "== in the chroot: git pull in /build/tollgate, then scripts/test.sh"
+  fetch="cd /build/tollgate && git pull -q --ff-only"
+else
+  echo "== in the chroot: git clone $repo, then scripts/test.sh"
+  fetch="rm -rf /build && git clone -q '$repo' /build/tollgate && cd /build/tollgate"
+fi
+in_chroot "$root" "git config --global --add safe.directory '*' && $fetch && \
+  git log --oneline -1 && ./scripts/test.sh" || status=$?
 echo "== scripts/test.sh exited $status after $(($(date +%s) - start)) s"
 exit "$status"
