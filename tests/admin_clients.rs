@@ -1,9 +1,8 @@
-//! Client management through the admin API (DESIGN §6): create, list, read, replace, delete, rotate the
-//! secret, list and revoke sessions, and what each does to tokens at the OAuth endpoints and the proxy.
+//! Client management through the admin API (docs/design.md §6): create, list, read, replace,
+//! delete, rotate the secret, list and revoke sessions, and what each does to tokens at the OAuth
+//! endpoints and the proxy.
 
 mod common;
-
-use std::sync::OnceLock;
 
 use bytes::Bytes;
 use common::oauth::*;
@@ -15,20 +14,12 @@ use serde_json::{Value, json};
 const STATIC_SECRET: &str = "static-secret-0123456789";
 const ALICE_PASSWORD: &str = "alice-password";
 
-/// argon2 hashes made once per test binary (hashing is deliberately slow).
-fn hashes() -> &'static [String; 2] {
-    static HASHES: OnceLock<[String; 2]> = OnceLock::new();
-    HASHES.get_or_init(|| {
-        [STATIC_SECRET, ALICE_PASSWORD].map(|s| tollgate::secrets::hash_secret(s).expect("hash"))
-    })
-}
-
-/// `movies`: an OAuth API with every grant, scopes read/write and one static client; `books`: an OAuth
-/// API with client_credentials only; `open`: no oauth block. Policies: gold. User: alice.
+/// `movies`: an OAuth API with every grant, scopes read/write and one static client; `books`: an
+/// OAuth API with client_credentials only; `open`: no oauth block. Policies: gold. User: alice.
 async fn gateway() -> (TestGateway, Upstream) {
     let upstream = Upstream::start().await;
     let config = ConfigDir::new("users: users.yaml\npolicies: policies.yaml\n");
-    let [static_hash, alice] = hashes();
+    let [static_hash, alice] = hashes([STATIC_SECRET, ALICE_PASSWORD]);
     config.write(
         "users.yaml",
         &format!("- username: alice\n  password_hash: \"{alice}\"\n  scopes: [read, write]\n"),
@@ -623,7 +614,7 @@ async fn sessions_are_listed_and_revoked_in_bulk() {
         .as_array()
         .cloned()
         .unwrap_or_default();
-    // The client_credentials token is stateless (DESIGN §9f): counted, not listed.
+    // The client_credentials token is stateless (docs/design.md §9f): counted, not listed.
     assert_eq!(sessions.len(), 1, "{}", listed.text());
     let stateless = &listed.json()["stateless"];
     assert_eq!(stateless["issued"], 1, "{}", listed.text());

@@ -1,7 +1,8 @@
-//! Policies as data (DESIGN §6): `GET, POST /policies`, `GET, PUT, DELETE /policies/{id}`. A policy
-//! created or changed through the admin API applies to existing sessions on their next request: its rate
-//! limit, quota, scopes and API access. Every scenario runs over real sockets twice: with the in-memory
-//! store and with Redis (a real redis-server started by the harness, one key prefix per test).
+//! Policies as data (docs/design.md §6): `GET, POST /policies`, `GET, PUT, DELETE /policies/{id}`.
+//! A policy created or changed through the admin API applies to existing sessions on their next
+//! request: its rate limit, quota, scopes and API access. Every scenario runs over real sockets
+//! twice: with the in-memory store and with Redis (a real redis-server started by the harness, one
+//! key prefix per test).
 
 mod common;
 
@@ -207,8 +208,8 @@ fn ids(list: &Value) -> Vec<&str> {
 
 // --- scenarios, each run against both stores
 
-/// The scenario of the issue: a session exhausts its stored policy's rate limit, the operator raises
-/// the limit, and the session's very next request passes under the new limit.
+/// The scenario of the issue: a session exhausts its stored policy's rate limit, the operator
+/// raises the limit, and the session's very next request passes under the new limit.
 async fn raising_a_policy_rate_limit_lets_the_next_request_through(storage: Storage) {
     let (gw, upstream) = gateway(&storage).await;
     let gold = create_policy(
@@ -478,8 +479,8 @@ async fn invalid_policy_bodies_are_400_naming_the_field(storage: Storage) {
     );
 }
 
-/// policies.yaml policies are listed and readable, marked read-only, and refused for PUT and DELETE;
-/// stored ones are listed after them.
+/// policies.yaml policies are listed and readable, marked read-only, and refused for PUT and
+/// DELETE; stored ones are listed after them.
 async fn file_policies_are_listed_read_only_and_cannot_be_changed(storage: Storage) {
     let (gw, _upstream) = gateway(&storage).await;
     let listed = gw.admin_get("/policies").await;

@@ -1,10 +1,9 @@
-//! One session through the admin API (DESIGN §6): `GET /sessions/{sid}` shows the session with what
-//! is left of its rate limit and quota as the proxy path counted them; `DELETE /sessions/{sid}` revokes
-//! it. Over real sockets, with the in-memory store and limiter.
+//! One session through the admin API (docs/design.md §6): `GET /sessions/{sid}` shows the session
+//! with what is left of its rate limit and quota as the proxy path counted them; `DELETE
+//! /sessions/{sid}` revokes it. Over real sockets, with the in-memory store and limiter.
 
 mod common;
 
-use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
@@ -19,23 +18,14 @@ const APP_SECRET: &str = "app-secret-0123456789";
 const SERVICE_SECRET: &str = "service-secret-0123456789";
 const ALICE_PASSWORD: &str = "alice-password";
 
-/// argon2 hashes made once per test binary (hashing is deliberately slow).
-fn hashes() -> &'static [String; 3] {
-    static HASHES: OnceLock<[String; 3]> = OnceLock::new();
-    HASHES.get_or_init(|| {
-        [APP_SECRET, SERVICE_SECRET, ALICE_PASSWORD]
-            .map(|s| tollgate::secrets::hash_secret(s).expect("hash"))
-    })
-}
-
-/// `movies`: an OAuth API with a quota of 10 a day per session and no rate limit of its own. Clients:
-/// `app` (password + refresh, policy `gold`, which sets a rate limit) and `service`
-/// (client_credentials, no policy). User: alice. `books` accepts `movies` tokens and has its own quota
-/// of 5 a day.
+/// `movies`: an OAuth API with a quota of 10 a day per session and no rate limit of its own.
+/// Clients: `app` (password + refresh, policy `gold`, which sets a rate limit) and `service`
+/// (client_credentials, no policy). User: alice. `books` accepts `movies` tokens and has its own
+/// quota of 5 a day.
 async fn gateway() -> (TestGateway, Upstream) {
     let upstream = Upstream::start().await;
     let config = ConfigDir::new("users: users.yaml\npolicies: policies.yaml\n");
-    let [app, service, alice] = hashes();
+    let [app, service, alice] = hashes([APP_SECRET, SERVICE_SECRET, ALICE_PASSWORD]);
     config.write(
         "users.yaml",
         &format!("- username: alice\n  password_hash: \"{alice}\"\n  scopes: [read, write]\n"),
@@ -205,7 +195,8 @@ async fn session_lookup_shows_client_user_scopes_policy_and_refreshes() {
     assert!((before..=unix_now()).contains(&created), "{view}");
     assert!(view["expires_at"].as_u64().expect("expires_at") > created);
 
-    // The policy's rate limit replaces the API's (none); the API's quota applies (the policy sets none).
+    // The policy's rate limit replaces the API's (none); the API's quota applies (the policy sets
+    // none).
     let rate = &view["rate_limit"];
     assert_eq!(rate["rate"], 1000, "{view}");
     assert_eq!(rate["per_ms"], 1000, "{view}");
@@ -284,8 +275,8 @@ async fn session_lookup_shows_the_quota_the_proxy_path_counted() {
         Some((10 - N - 1).to_string().as_str())
     );
 
-    // A client_credentials token is stateless (DESIGN §9f): every token of the client shares one
-    // session id and so one budget. Fetching a new token does not reset the quota.
+    // A client_credentials token is stateless (docs/design.md §9f): every token of the client
+    // shares one session id and so one budget. Fetching a new token does not reset the quota.
     let other = service_token(&gw).await;
     assert_eq!(sid_claim(&other), sid);
     assert_eq!(proxied(&gw, &other).await.status, 200);

@@ -1,6 +1,6 @@
-//! The command line as an operator meets it (DESIGN §1, §9d): `--help` and `--version` on every
-//! command, usage errors that name the flag (exit 2), and each command's exit codes for success (0)
-//! and failure (1). Every test spawns the real binary.
+//! The command line as an operator meets it (docs/design.md §1, §9d): `--help` and `--version` on
+//! every command, usage errors that name the flag (exit 2), and each command's exit codes for
+//! success (0) and failure (1). Every test spawns the real binary.
 
 mod common;
 
@@ -16,7 +16,8 @@ fn tollgate(args: &[&str]) -> Output {
     tollgate_in(args, None, &[])
 }
 
-/// Runs the binary with `args`, in `dir` when given, with `TOLLGATE_CONFIG` removed unless set in `env`.
+/// Runs the binary with `args`, in `dir` when given, with `TOLLGATE_CONFIG` removed unless set in
+/// `env`.
 fn tollgate_in(args: &[&str], dir: Option<&Path>, env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_tollgate"));
     command

@@ -11,8 +11,9 @@ use common::*;
 const DASHBOARD: &str = include_str!("../deploy/grafana-dashboard.json");
 /// Rendered only once the Redis limiter has failed to count a request (tests/redis_nodes.rs sees it).
 const REDIS_ONLY: &str = "tollgate_limiter_storage_errors_total";
-/// Series of DESIGN §9b (load-balanced `upstream.targets`), charted ahead of the build that renders
-/// them: the panel stays empty until then. Once rendered, they are held to the same rule as the rest.
+/// Series of docs/design.md §9b (load-balanced `upstream.targets`), charted ahead of the build that
+/// renders them: the panel stays empty until then. Once rendered, they are held to the same rule as
+/// the rest.
 const NOT_YET_RENDERED: &[&str] = &["tollgate_upstream_target_healthy"];
 
 /// `tollgate_*` names in a PromQL expression, histogram series reduced to their metric.

@@ -1,19 +1,17 @@
-//! Guessing secrets in parallel (DESIGN §9a): failed logins count per (username, address) and per
-//! address, failed client authentications per (client_id, address) and per address, and every attempt
-//! is reserved before the secret is verified, so N parallel guesses are evaluated at most the limit
-//! (5) times: on the memory store and on Redis. A flood from one address leaves the real client,
-//! elsewhere, served; names too long to be keys are refused before they reach the store.
+//! Guessing secrets in parallel (docs/design.md §9a): failed logins count per (username, address)
+//! and per address, failed client authentications per (client_id, address) and per address, and
+//! every attempt is reserved before the secret is verified, so N parallel guesses are evaluated at
+//! most the limit (5) times: on the memory store and on Redis. A flood from one address leaves the
+//! real client, elsewhere, served; names too long to be keys are refused before they reach the
+//! store.
 
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::OnceLock;
 
-use bytes::Bytes;
 use common::oauth::*;
 use common::redis::{RedisServer, unique_prefix};
 use common::*;
-use http_body_util::{BodyExt, Full};
 
 const SERVICE_SECRET: &str = "service-secret-0123456789";
 const ALICE_PASSWORD: &str = "alice-password";
@@ -21,23 +19,13 @@ const ALICE_PASSWORD: &str = "alice-password";
 const LIMIT: usize = 5;
 const GUESSES: usize = 40;
 
-fn hashes() -> &'static [String; 2] {
-    static HASHES: OnceLock<[String; 2]> = OnceLock::new();
-    HASHES.get_or_init(|| {
-        [SERVICE_SECRET, ALICE_PASSWORD].map(|s| tollgate::secrets::hash_secret(s).expect("hash"))
-    })
-}
-
 /// An API with a confidential client (`service`) and a public one (`public-app`, so password
 /// guesses verify nothing but the password), and the user alice. `storage` is a gateway.yaml block.
 async fn gateway(storage: &str) -> (TestGateway, Upstream) {
     let upstream = Upstream::start().await;
-    let [service, alice] = hashes();
+    let service = hashed(SERVICE_SECRET);
     let config = ConfigDir::new(&format!("users: users.yaml\n{storage}"));
-    config.write(
-        "users.yaml",
-        &format!("- username: alice\n  password_hash: \"{alice}\"\n  scopes: [read]\n"),
-    );
+    config.alice(ALICE_PASSWORD, "[read]");
     config.api(
         "movies",
         &format!(
@@ -187,31 +175,135 @@ async fn parallel_client_secret_guesses_are_evaluated_at_most_the_limit_redis() 
 
 /// A client_credentials request over a connection whose local end is bound to `from`.
 async fn client_credentials_from(gateway: SocketAddr, from: &str, secret: &str) -> TestResponse {
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket
-        .bind(format!("{from}:0").parse().expect("address"))
-        .expect("bind the client's address");
-    let stream = socket.connect(gateway).await.expect("connect");
-    let (mut sender, connection) =
-        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-            .await
-            .expect("handshake");
-    tokio::spawn(connection);
-    let request = http::Request::post(format!("http://{gateway}/movies/oauth/token"))
-        .header("host", gateway.to_string())
-        .header("content-type", "application/x-www-form-urlencoded")
-        .header("authorization", basic("service", secret))
-        .body(Full::new(Bytes::from_static(
-            b"grant_type=client_credentials",
-        )))
-        .expect("request");
-    let response = sender.send_request(request).await.expect("response");
-    let (parts, body) = response.into_parts();
-    TestResponse {
-        status: parts.status,
-        headers: parts.headers,
-        body: body.collect().await.expect("body").to_bytes(),
+    let auth = basic("service", secret);
+    post_form_from(
+        gateway,
+        from,
+        "/movies/oauth/token",
+        &[("authorization", &auth)],
+        &[("grant_type", "client_credentials")],
+    )
+    .await
+}
+
+/// A password grant of the public client from the address `from`, with extra headers.
+async fn password_from(
+    gw: &TestGateway,
+    from: &str,
+    headers: &[(&str, &str)],
+    username: &str,
+    password: &str,
+) -> TestResponse {
+    post_form_from(
+        gw.addr,
+        from,
+        "/movies/oauth/token",
+        headers,
+        &[
+            ("grant_type", "password"),
+            ("client_id", "public-app"),
+            ("username", username),
+            ("password", password),
+        ],
+    )
+    .await
+}
+
+/// The per-address counter on its own: wrong passwords spread over LIMIT different usernames from
+/// one address are each a first failure for their (username, address), yet they use up the address,
+/// so even alice's right password from there is throttled (her own count is zero); from another
+/// address she is served.
+#[tokio::test]
+async fn guesses_spread_over_usernames_are_stopped_by_the_per_address_counter() {
+    let (gw, _upstream) = gateway("").await;
+    for i in 0..LIMIT {
+        let wrong = password_from(&gw, "127.0.0.3", &[], &format!("user-{i}"), "guess").await;
+        assert_oauth_error(
+            &wrong,
+            400,
+            "invalid_grant",
+            Said::Exactly("invalid username or password"),
+        );
     }
+    let throttled = password_from(&gw, "127.0.0.3", &[], "alice", ALICE_PASSWORD).await;
+    assert_eq!(throttled.status, 429, "{}", throttled.text());
+    assert!(throttled.header("retry-after").is_some());
+    let elsewhere = password_from(&gw, "127.0.0.4", &[], "alice", ALICE_PASSWORD).await;
+    assert_eq!(elsewhere.status, 200, "{}", elsewhere.text());
+}
+
+/// The same for client authentication: LIMIT unknown client ids from one address spend the address;
+/// the real client's right secret from there is throttled, from another address it is served.
+#[tokio::test]
+async fn client_ids_spread_over_one_address_are_stopped_by_the_per_address_counter() {
+    let (gw, _upstream) = gateway("").await;
+    for i in 0..LIMIT {
+        let auth = basic(&format!("client-{i}"), "guess");
+        let wrong = post_form_from(
+            gw.addr,
+            "127.0.0.5",
+            "/movies/oauth/token",
+            &[("authorization", &auth)],
+            &[("grant_type", "client_credentials")],
+        )
+        .await;
+        assert_oauth_error(
+            &wrong,
+            401,
+            "invalid_client",
+            Said::Exactly("client authentication failed"),
+        );
+    }
+    let throttled = client_credentials_from(gw.addr, "127.0.0.5", SERVICE_SECRET).await;
+    assert_eq!(throttled.status, 429, "{}", throttled.text());
+    let elsewhere = client_credentials_from(gw.addr, "127.0.0.6", SERVICE_SECRET).await;
+    assert_eq!(elsewhere.status, 200, "{}", elsewhere.text());
+}
+
+/// A client cannot pick the address its guesses count against: `X-Forwarded-For` from a peer that
+/// is not in `trusted_proxies` is ignored, and every guess counts against the real peer, whatever
+/// address each one claims.
+#[tokio::test]
+async fn forwarded_for_from_an_untrusted_peer_does_not_choose_the_throttled_address() {
+    let (gw, _upstream) = gateway("").await;
+    for i in 0..LIMIT {
+        let claimed = format!("198.51.100.{i}");
+        let wrong = password_from(
+            &gw,
+            "127.0.0.7",
+            &[("x-forwarded-for", &claimed)],
+            "alice",
+            "guess",
+        )
+        .await;
+        assert_eq!(wrong.status, 400, "{}", wrong.text());
+    }
+    let throttled = password_from(
+        &gw,
+        "127.0.0.7",
+        &[("x-forwarded-for", "198.51.100.99")],
+        "alice",
+        ALICE_PASSWORD,
+    )
+    .await;
+    assert_eq!(throttled.status, 429, "{}", throttled.text());
+}
+
+/// Behind a trusted proxy the address the proxy forwards is the one that counts: one client's
+/// guesses through the proxy throttle that client, not the proxy's other clients.
+#[tokio::test]
+async fn behind_a_trusted_proxy_the_forwarded_address_is_throttled() {
+    let (gw, _upstream) = gateway("trusted_proxies: [127.0.0.8/32]\n").await;
+    let attacker = [("x-forwarded-for", "198.51.100.1")];
+    for _ in 0..LIMIT {
+        let wrong = password_from(&gw, "127.0.0.8", &attacker, "alice", "guess").await;
+        assert_eq!(wrong.status, 400, "{}", wrong.text());
+    }
+    let throttled = password_from(&gw, "127.0.0.8", &attacker, "alice", ALICE_PASSWORD).await;
+    assert_eq!(throttled.status, 429, "{}", throttled.text());
+    let other = [("x-forwarded-for", "198.51.100.2")];
+    let served = password_from(&gw, "127.0.0.8", &other, "alice", ALICE_PASSWORD).await;
+    assert_eq!(served.status, 200, "{}", served.text());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -1,7 +1,8 @@
-//! Requests crafted to reach an upstream the way the gateway did not authorise (DESIGN §9a): paths
-//! that an upstream reads differently from a prefix match (`;` parameters, percent-encoding), headers
-//! that an upstream reads as the gateway's own (`X_User_Id`, `X-Real-IP`), and foreign Host names.
-//! Over real sockets, against a gateway started through the library and a recording upstream.
+//! Requests crafted to reach an upstream the way the gateway did not authorise (docs/design.md
+//! §9a): paths that an upstream reads differently from a prefix match (`;` parameters,
+//! percent-encoding), headers that an upstream reads as the gateway's own (`X_User_Id`,
+//! `X-Real-IP`), and foreign Host names. Over real sockets, against a gateway started through the
+//! library and a recording upstream.
 
 mod common;
 
@@ -148,8 +149,8 @@ async fn an_encoded_slash_or_dot_segment_is_never_decoded_into_structure() {
     let upstream = Upstream::start().await;
     let gw = nested_apis(&upstream, "", "").await;
 
-    // `%2F` stays encoded: it is refused (DESIGN §3), never turned into a separator that would
-    // make `/pub/admin/y` out of a path /pub/ matched.
+    // `%2F` stays encoded: it is refused (docs/design.md §3), never turned into a separator that
+    // would make `/pub/admin/y` out of a path /pub/ matched.
     for path in [
         "/pub/admin%2Fy",
         "/pub/admin%2fy",

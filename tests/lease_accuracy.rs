@@ -1,17 +1,18 @@
-//! Redis rate limits by leases (DESIGN §9e, docs/redis.md "Leases"): 2 and 4 gateway nodes started
-//! through the library on one `redis-server` the harness starts, one session driven hard through all
-//! of them, evenly or skewed 90/10. What docs/redis.md promises is what is asserted:
-//! - a quota is never exceeded across nodes, and once the leases have settled it was spent exactly;
-//! - over the run, the nodes together admit at most `rate × (run + lifetime) / per + rate` (exact GCRA
-//!   admits `rate × run / per + rate`: the burst plus the rate) and, while the demand stays above the
-//!   limit, at least `rate × run / per − 2 × nodes × lease`;
-//! - a busy session costs Redis at most 0.05 script calls per request.
+//! Redis rate limits by leases (docs/design.md §9e,
+//! docs/redis.md#rate-limits-and-quotas-by-leases): 2 and 4 gateway nodes started through the
+//! library on one `redis-server` the harness starts, one session driven hard through all of them,
+//! evenly or skewed 90/10. What docs/redis.md promises is what is asserted: - a quota is never
+//! exceeded across nodes, and once the leases have settled it was spent exactly; - over the run,
+//! the nodes together admit at most `rate × (run + lifetime) / per + rate` (exact GCRA   admits
+//! `rate × run / per + rate`: the burst plus the rate) and, while the demand stays above the  
+//! limit, at least `rate × run / per − 2 × nodes × lease`; - a busy session costs Redis at most
+//! 0.05 script calls per request.
 //!
-//! Counting admitted requests over a measured interval, never latency: the interval runs from before
-//! the first request is sent to after the last answer, so it contains every admission, and the bounds
-//! hold however slow the machine is. The short scenarios run with `cargo test`; the whole matrix (5, 50
-//! and 500 requests/s, quotas of 100 and 10,000, 2 and 4 nodes, even and 90/10) is
-//! `benches/load/lease-accuracy.sh` (`--ignored`), whose figures are in docs/benchmarks.md.
+//! Counting admitted requests over a measured interval, never latency: the interval runs from
+//! before the first request is sent to after the last answer, so it contains every admission, and
+//! the bounds hold however slow the machine is. The short scenarios run with `cargo test`; the
+//! whole matrix (5, 50 and 500 requests/s, quotas of 100 and 10,000, 2 and 4 nodes, even and 90/10)
+//! is `benches/load/lease-accuracy.sh` (`--ignored`), whose figures are in docs/benchmarks.md.
 
 mod common;
 
@@ -215,8 +216,8 @@ async fn rate_scenario(
 }
 
 /// One session with a quota of `max` an hour through `count` nodes: more than the quota is asked
-/// for, no more than `max` passes; once the nodes' unspent blocks have gone back (a lease lifetime),
-/// the rest of the quota is there to spend, to the unit, and Redis's counter says `max`.
+/// for, no more than `max` passes; once the nodes' unspent blocks have gone back (a lease
+/// lifetime), the rest of the quota is there to spend, to the unit, and Redis's counter says `max`.
 async fn quota_scenario(redis: &RedisServer, count: usize, max: u64, spread: Spread) -> Load {
     let nodes = nodes(
         redis,

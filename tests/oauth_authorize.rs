@@ -1,12 +1,11 @@
 //! The authorization endpoint over real sockets: redirect URI and client checks, PKCE, error
 //! redirects, the built-in login and consent form filled as a browser would, CSRF, escaping, login
 //! throttling, the redirect login mode and the Tyk-style external identity provider flow through the
-//! admin API's `authorize-client` (SECURITY.md "Authorization endpoint").
+//! admin API's `authorize-client` (docs/security.md#contract-authorization-endpoint).
 
 mod common;
 
 use std::collections::HashMap;
-use std::sync::OnceLock;
 
 use bytes::Bytes;
 use common::oauth::*;
@@ -22,16 +21,8 @@ const ISSUER: &str = "http://127.0.0.1:8080/movies";
 const VERIFIER: &str = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
 const CHALLENGE: &str = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
 
-/// argon2 hashes made once per test binary (hashing is deliberately slow).
-fn hashes() -> &'static [String; 2] {
-    static HASHES: OnceLock<[String; 2]> = OnceLock::new();
-    HASHES.get_or_init(|| {
-        [ALICE_PASSWORD, WEB_SECRET].map(|s| tollgate::secrets::hash_secret(s).expect("hash"))
-    })
-}
-
 fn clients_yaml() -> String {
-    let web = &hashes()[1];
+    let web = hashed(WEB_SECRET);
     format!(
         r#"  clients:
     - client_id: spa
@@ -57,7 +48,7 @@ fn clients_yaml() -> String {
 async fn gateway() -> (TestGateway, Upstream) {
     let upstream = Upstream::start().await;
     let config = ConfigDir::new("users: users.yaml\n");
-    let alice = &hashes()[0];
+    let alice = hashed(ALICE_PASSWORD);
     config.write(
         "users.yaml",
         &format!(

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::sync::OnceLock;
-
 use base64::Engine as _;
 use bytes::Bytes;
 use common::oauth::*;
@@ -17,17 +15,8 @@ const APP_SECRET: &str = "app secret:with+specials";
 const OTHER_SECRET: &str = "other-secret-0123456789";
 const ALICE_PASSWORD: &str = "alice-password";
 
-/// argon2 hashes made once per test binary (hashing is deliberately slow).
-fn hashes() -> &'static [String; 4] {
-    static HASHES: OnceLock<[String; 4]> = OnceLock::new();
-    HASHES.get_or_init(|| {
-        [SERVICE_SECRET, APP_SECRET, OTHER_SECRET, ALICE_PASSWORD]
-            .map(|s| tollgate::secrets::hash_secret(s).expect("hash"))
-    })
-}
-
 fn movies_api(upstream: &str, oauth_extra: &str) -> String {
-    let [service, app, other, _] = hashes();
+    let [service, app, other] = hashes([SERVICE_SECRET, APP_SECRET, OTHER_SECRET]);
     format!(
         r#"listen_path: /movies/
 upstream: {{ url: "{upstream}" }}
@@ -69,7 +58,7 @@ oauth:
 async fn oauth_gateway(oauth_extra: &str) -> (TestGateway, Upstream) {
     let upstream = Upstream::start().await;
     let config = ConfigDir::new("users: users.yaml\n");
-    let alice = &hashes()[3];
+    let alice = hashed(ALICE_PASSWORD);
     config.write(
         "users.yaml",
         &format!(
@@ -83,26 +72,10 @@ async fn oauth_gateway(oauth_extra: &str) -> (TestGateway, Upstream) {
         &format!(
             "listen_path: /books/\nupstream: {{ url: \"{}\" }}\noauth:\n  grant_types: [client_credentials]\n  scopes: [read]\n  clients:\n    - client_id: service\n      secret_hash: \"{}\"\n      grant_types: [client_credentials]\n      scopes: [read]\n",
             upstream.url(),
-            hashes()[0]
+            hashed(SERVICE_SECRET)
         ),
     );
     (TestGateway::start(config).await, upstream)
-}
-
-fn assert_no_store(response: &TestResponse) {
-    assert_eq!(
-        response.header("cache-control"),
-        Some("no-store"),
-        "{response:?}"
-    );
-    assert_eq!(response.header("pragma"), Some("no-cache"), "{response:?}");
-}
-
-fn assert_oauth_error(response: &TestResponse, status: u16, error: &str) {
-    assert_eq!(response.status, status, "{}", response.text());
-    assert_eq!(response.json()["error"], error, "{}", response.text());
-    assert!(response.json()["error_description"].is_string());
-    assert_no_store(response);
 }
 
 async fn password_grant(gw: &TestGateway, scope: Option<&str>) -> serde_json::Value {
@@ -239,7 +212,12 @@ async fn wrong_secrets_are_invalid_client() {
         &[("grant_type", "client_credentials")],
     )
     .await;
-    assert_oauth_error(&response, 401, "invalid_client");
+    assert_oauth_error(
+        &response,
+        401,
+        "invalid_client",
+        Said::Exactly("client authentication failed"),
+    );
     assert!(
         response
             .header("www-authenticate")
@@ -257,7 +235,12 @@ async fn wrong_secrets_are_invalid_client() {
         ],
     )
     .await;
-    assert_oauth_error(&response, 401, "invalid_client");
+    assert_oauth_error(
+        &response,
+        401,
+        "invalid_client",
+        Said::Exactly("client authentication failed"),
+    );
 
     let response = post_form(
         &url,
@@ -265,11 +248,21 @@ async fn wrong_secrets_are_invalid_client() {
         &[("grant_type", "client_credentials")],
     )
     .await;
-    assert_oauth_error(&response, 401, "invalid_client");
+    assert_oauth_error(
+        &response,
+        401,
+        "invalid_client",
+        Said::Exactly("client authentication failed"),
+    );
 
     // Nothing at all: 401 with a Basic challenge.
     let response = post_form(&url, None, &[("grant_type", "client_credentials")]).await;
-    assert_oauth_error(&response, 401, "invalid_client");
+    assert_oauth_error(
+        &response,
+        401,
+        "invalid_client",
+        Said::Exactly("client authentication failed"),
+    );
     assert!(response.header("www-authenticate").is_some());
 }
 
@@ -283,7 +276,12 @@ async fn the_token_endpoint_refuses_malformed_requests() {
     assert_eq!(response.status, 405);
 
     let response = post_form(&url, Some(&service), &[]).await;
-    assert_oauth_error(&response, 400, "invalid_request");
+    assert_oauth_error(
+        &response,
+        400,
+        "invalid_request",
+        Said::Exactly("the grant_type parameter is missing"),
+    );
 
     let response = post_form(
         &url,
@@ -294,10 +292,20 @@ async fn the_token_endpoint_refuses_malformed_requests() {
         ],
     )
     .await;
-    assert_oauth_error(&response, 400, "invalid_request");
+    assert_oauth_error(
+        &response,
+        400,
+        "invalid_request",
+        Said::Exactly("the grant_type parameter is repeated"),
+    );
 
     let response = post_form(&url, Some(&service), &[("grant_type", "urn:nope")]).await;
-    assert_oauth_error(&response, 400, "unsupported_grant_type");
+    assert_oauth_error(
+        &response,
+        400,
+        "unsupported_grant_type",
+        Said::Exactly("unsupported grant_type 'urn:nope'"),
+    );
 
     let response = post_form(
         &url,
@@ -309,7 +317,12 @@ async fn the_token_endpoint_refuses_malformed_requests() {
         ],
     )
     .await;
-    assert_oauth_error(&response, 400, "unauthorized_client");
+    assert_oauth_error(
+        &response,
+        400,
+        "unauthorized_client",
+        Said::Exactly("the client may not use the grant type password"),
+    );
 
     let response = post_form(
         &url,
@@ -317,7 +330,12 @@ async fn the_token_endpoint_refuses_malformed_requests() {
         &[("grant_type", "client_credentials"), ("scope", "write")],
     )
     .await;
-    assert_oauth_error(&response, 400, "invalid_scope");
+    assert_oauth_error(
+        &response,
+        400,
+        "invalid_scope",
+        Said::Exactly("scope 'write' is not allowed for this client"),
+    );
 
     // Credentials in the query string.
     let response = post_form(
@@ -326,7 +344,12 @@ async fn the_token_endpoint_refuses_malformed_requests() {
         &[("grant_type", "client_credentials")],
     )
     .await;
-    assert_oauth_error(&response, 400, "invalid_request");
+    assert_oauth_error(
+        &response,
+        400,
+        "invalid_request",
+        Said::Exactly("client_id must be sent in the request body, not in the URL"),
+    );
 
     // Basic plus a different client_id in the body.
     let response = post_form(
@@ -335,7 +358,12 @@ async fn the_token_endpoint_refuses_malformed_requests() {
         &[("grant_type", "client_credentials"), ("client_id", "other")],
     )
     .await;
-    assert_oauth_error(&response, 400, "invalid_request");
+    assert_oauth_error(
+        &response,
+        400,
+        "invalid_request",
+        Said::Exactly("client_id in the body differs from HTTP Basic"),
+    );
     // Basic plus the same client_id is fine.
     let response = post_form(
         &url,
@@ -359,7 +387,12 @@ async fn the_token_endpoint_refuses_malformed_requests() {
         ],
     )
     .await;
-    assert_oauth_error(&response, 400, "unauthorized_client");
+    assert_oauth_error(
+        &response,
+        400,
+        "unauthorized_client",
+        Said::Exactly("the grant type password is not enabled for this API"),
+    );
 }
 
 #[tokio::test]
@@ -386,7 +419,12 @@ async fn password_grant_with_user_claims_and_narrowed_scope() {
         ],
     )
     .await;
-    assert_oauth_error(&wrong, 400, "invalid_grant");
+    assert_oauth_error(
+        &wrong,
+        400,
+        "invalid_grant",
+        Said::Exactly("invalid username or password"),
+    );
     let disabled = post_form(
         &url,
         Some(&basic("app", APP_SECRET)),
@@ -397,7 +435,12 @@ async fn password_grant_with_user_claims_and_narrowed_scope() {
         ],
     )
     .await;
-    assert_oauth_error(&disabled, 400, "invalid_grant");
+    assert_oauth_error(
+        &disabled,
+        400,
+        "invalid_grant",
+        Said::Exactly("invalid username or password"),
+    );
     // A public client identifies itself with client_id only.
     let public = post_form(
         &url,
@@ -480,8 +523,18 @@ async fn tag_flow_password_introspect_refresh_reuse_revoke() {
 
     // RT1 again: invalid_grant, and the whole session (RT2 and its access tokens) is revoked.
     let reuse = refresh(&gw, rt1).await;
-    assert_oauth_error(&reuse, 400, "invalid_grant");
-    assert_oauth_error(&refresh(&gw, rt2).await, 400, "invalid_grant");
+    assert_oauth_error(
+        &reuse,
+        400,
+        "invalid_grant",
+        Said::Exactly("the refresh token was already used"),
+    );
+    assert_oauth_error(
+        &refresh(&gw, rt2).await,
+        400,
+        "invalid_grant",
+        Said::Exactly("invalid refresh token"),
+    );
     assert_eq!(
         introspect(&gw, access2).await,
         serde_json::json!({"active": false})
@@ -513,7 +566,12 @@ async fn revoking_a_refresh_token_ends_the_session() {
         introspect(&gw, rt).await,
         serde_json::json!({"active": false})
     );
-    assert_oauth_error(&refresh(&gw, rt).await, 400, "invalid_grant");
+    assert_oauth_error(
+        &refresh(&gw, rt).await,
+        400,
+        "invalid_grant",
+        Said::Exactly("invalid refresh token"),
+    );
 }
 
 #[tokio::test]
@@ -543,11 +601,13 @@ async fn revoking_an_access_token_and_other_revocation_rules() {
         &post_form(&url, Some(&basic("app", APP_SECRET)), &[]).await,
         400,
         "invalid_request",
+        Said::Exactly("the token parameter is missing"),
     );
     assert_oauth_error(
         &post_form(&url, Some(&basic("app", "nope")), &[("token", access)]).await,
         401,
         "invalid_client",
+        Said::Exactly("client authentication failed"),
     );
 
     // The owner revokes it (with a wrong hint, which is only a hint).
@@ -619,6 +679,7 @@ async fn introspection_requires_a_confidential_caller() {
         &post_form(&url, Some(&basic("app", APP_SECRET)), &[]).await,
         400,
         "invalid_request",
+        Said::Exactly("the token parameter is missing"),
     );
     // Garbage, foreign (another API's token) → exactly {"active": false}.
     assert_eq!(
@@ -656,7 +717,12 @@ async fn refresh_rules_scope_other_client_and_limits() {
         &[("grant_type", "refresh_token"), ("refresh_token", &rt)],
     )
     .await;
-    assert_oauth_error(&r, 400, "invalid_grant");
+    assert_oauth_error(
+        &r,
+        400,
+        "invalid_grant",
+        Said::Exactly("the refresh token was issued to another client"),
+    );
     // Narrowing works and shows in the new access token; widening is invalid_scope.
     let narrowed = post_form(
         &url,
@@ -686,12 +752,22 @@ async fn refresh_rules_scope_other_client_and_limits() {
         ],
     )
     .await;
-    assert_oauth_error(&wider, 400, "invalid_scope");
+    assert_oauth_error(
+        &wider,
+        400,
+        "invalid_scope",
+        Said::Exactly("scope 'write' was not granted to this session"),
+    );
     // max_refreshes: 2 → the second refresh works, the third is refused.
     let third = refresh(&gw, &rt2).await;
     assert_eq!(third.status, 200, "{}", third.text());
     let rt3 = third.json()["refresh_token"].as_str().unwrap().to_string();
-    assert_oauth_error(&refresh(&gw, &rt3).await, 400, "invalid_grant");
+    assert_oauth_error(
+        &refresh(&gw, &rt3).await,
+        400,
+        "invalid_grant",
+        Said::Exactly("the refresh limit of this session is reached"),
+    );
 }
 
 #[tokio::test]
@@ -831,8 +907,8 @@ async fn parallel_redemptions_of_one_code_have_exactly_one_winner() {
     let gw = std::sync::Arc::new(gw);
     let code = code_for_web(&gw, CHALLENGE).await;
     // 16 authentications of one client at once, with its secret not yet verified: identical
-    // credentials in flight share one guessing attempt and one argon2 check (DESIGN §9a), so the
-    // client's own burst is never throttled. The race under test is the code's.
+    // credentials in flight share one guessing attempt and one argon2 check (docs/design.md §9a),
+    // so the client's own burst is never throttled. The race under test is the code's.
     let tasks: Vec<_> = (0..16)
         .map(|_| {
             let (gw, code) = (gw.clone(), code.clone());
@@ -864,7 +940,12 @@ async fn a_second_redemption_revokes_what_the_first_issued() {
     assert_eq!(introspect(&gw, access).await["active"], true);
 
     let second = redeem(&gw, &code, Some(VERIFIER), "http://127.0.0.1:3000/cb").await;
-    assert_oauth_error(&second, 400, "invalid_grant");
+    assert_oauth_error(
+        &second,
+        400,
+        "invalid_grant",
+        Said::Exactly("the authorization code was already used"),
+    );
     assert_eq!(
         introspect(&gw, access).await,
         serde_json::json!({"active": false})
@@ -876,7 +957,12 @@ async fn a_second_redemption_revokes_what_the_first_issued() {
         &[("grant_type", "refresh_token"), ("refresh_token", rt)],
     )
     .await;
-    assert_oauth_error(&refreshed, 400, "invalid_grant");
+    assert_oauth_error(
+        &refreshed,
+        400,
+        "invalid_grant",
+        Said::Exactly("invalid refresh token"),
+    );
 }
 
 #[tokio::test]
@@ -891,18 +977,25 @@ async fn code_redemption_rules() {
         "http://127.0.0.1:3000/cb",
     )
     .await;
-    assert_oauth_error(&wrong, 400, "invalid_grant");
+    assert_oauth_error(
+        &wrong,
+        400,
+        "invalid_grant",
+        Said::Exactly("code_verifier does not match the code_challenge"),
+    );
     let code = code_for_web(&gw, CHALLENGE).await;
     assert_oauth_error(
         &redeem(&gw, &code, None, "http://127.0.0.1:3000/cb").await,
         400,
         "invalid_grant",
+        Said::Exactly("code_verifier is missing"),
     );
     let code = code_for_web(&gw, CHALLENGE).await;
     assert_oauth_error(
         &redeem(&gw, &code, Some("short"), "http://127.0.0.1:3000/cb").await,
         400,
         "invalid_request",
+        Said::Exactly("code_verifier must be 43-128 characters of [A-Za-z0-9-._~]"),
     );
     // Another redirect_uri.
     let code = code_for_web(&gw, CHALLENGE).await;
@@ -910,6 +1003,7 @@ async fn code_redemption_rules() {
         &redeem(&gw, &code, Some(VERIFIER), "http://127.0.0.1:3000/other").await,
         400,
         "invalid_grant",
+        Said::Exactly("redirect_uri does not match the authorization request"),
     );
     // Another client that may redeem codes, with the same redirect URI: only the code's owner check
     // stands between it and the tokens.
@@ -925,7 +1019,12 @@ async fn code_redemption_rules() {
         ],
     )
     .await;
-    assert_oauth_error(&other, 400, "invalid_grant");
+    assert_oauth_error(
+        &other,
+        400,
+        "invalid_grant",
+        Said::Exactly("the code was issued to another client"),
+    );
     // The RFC 7636 vector redeems.
     let code = code_for_web(&gw, CHALLENGE).await;
     assert_eq!(
@@ -945,12 +1044,14 @@ async fn an_expired_code_is_invalid_grant() {
         &redeem(&gw, &code, Some(VERIFIER), "http://127.0.0.1:3000/cb").await,
         400,
         "invalid_grant",
+        Said::Exactly("unknown or expired authorization code"),
     );
 }
 
-/// RFC 9700 §2.1.1 (PKCE downgrade): a code issued without a challenge is refused when a verifier is
-/// presented at the token endpoint, so an attacker cannot strip the challenge from the request and keep
-/// the verifier; without a verifier the same kind of code redeems (`pkce: optional`, confidential client).
+/// RFC 9700 §2.1.1 (PKCE downgrade): a code issued without a challenge is refused when a verifier
+/// is presented at the token endpoint, so an attacker cannot strip the challenge from the request
+/// and keep the verifier; without a verifier the same kind of code redeems (`pkce: optional`,
+/// confidential client).
 #[tokio::test]
 async fn a_verifier_for_a_code_without_a_challenge_is_refused() {
     let (gw, _upstream) = oauth_gateway("  pkce: optional\n").await;
@@ -969,13 +1070,11 @@ async fn a_verifier_for_a_code_without_a_challenge_is_refused() {
     };
     let code = code_without_challenge().await;
     let refused = redeem(&gw, &code, Some(VERIFIER), "http://127.0.0.1:3000/cb").await;
-    assert_oauth_error(&refused, 400, "invalid_grant");
-    assert!(
-        refused.json()["error_description"]
-            .as_str()
-            .is_some_and(|d| d.contains("no code_challenge")),
-        "{}",
-        refused.text()
+    assert_oauth_error(
+        &refused,
+        400,
+        "invalid_grant",
+        Said::Exactly("code_verifier sent but the authorization request had no code_challenge"),
     );
     let code = code_without_challenge().await;
     assert_eq!(
@@ -997,7 +1096,8 @@ async fn expired_tokens_are_inactive_and_cannot_refresh() {
     let access = tokens["access_token"].as_str().expect("access_token");
     let refresh_token = tokens["refresh_token"].as_str().expect("refresh_token");
     assert_eq!(introspect(&gw, access).await["active"], true);
-    // exp = iat + 1 s, accepted until exp + 5 s (SECURITY.md: at most 5 s of skew).
+    // exp = iat + 1 s, accepted until exp + 5 s (docs/security.md#token-time-claims: at most 5 s of
+    // skew).
     tokio::time::sleep(std::time::Duration::from_millis(7_100)).await;
     assert_eq!(
         introspect(&gw, access).await,
@@ -1013,5 +1113,10 @@ async fn expired_tokens_are_inactive_and_cannot_refresh() {
         introspect(&gw, refresh_token).await,
         serde_json::json!({"active": false})
     );
-    assert_oauth_error(&refresh(&gw, refresh_token).await, 400, "invalid_grant");
+    assert_oauth_error(
+        &refresh(&gw, refresh_token).await,
+        400,
+        "invalid_grant",
+        Said::Exactly("invalid refresh token"),
+    );
 }

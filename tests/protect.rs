@@ -1,12 +1,12 @@
-//! Protecting an API at the gateway (DESIGN §5, SECURITY.md "Token validation at the gateway"):
-//! token validation with tokens forged from the gateway's own signing key, credential sources and
-//! stripping, forward_claims, revocation, rate limits, quotas, policies and rejection metrics — over
-//! real sockets, with a real upstream that records what reached it.
+//! Protecting an API at the gateway (docs/design.md §5,
+//! docs/security.md#contract-token-validation-at-the-gateway): token validation with tokens forged
+//! from the gateway's own signing key, credential sources and stripping, forward_claims,
+//! revocation, rate limits, quotas, policies and rejection metrics — over real sockets, with a real
+//! upstream that records what reached it.
 
 mod common;
 
 use std::path::Path;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -23,14 +23,6 @@ const SECRET: &str = "client-secret-0123456789";
 const ALICE_PASSWORD: &str = "alice-password";
 /// `public_url` of the harness's gateway.yaml: the base of every issuer.
 const PUBLIC_URL: &str = "http://127.0.0.1:8080";
-
-/// argon2 hashes made once per test binary (hashing is deliberately slow).
-fn hashes() -> &'static [String; 2] {
-    static HASHES: OnceLock<[String; 2]> = OnceLock::new();
-    HASHES.get_or_init(|| {
-        [SECRET, ALICE_PASSWORD].map(|s| tollgate::secrets::hash_secret(s).expect("hash"))
-    })
-}
 
 fn now() -> u64 {
     SystemTime::now()
@@ -72,7 +64,7 @@ impl ApiYaml {
     fn client_with_policy(mut self, client_id: &str, policy: &str) -> ApiYaml {
         self.clients.push(format!(
             "{{ client_id: {client_id}, secret_hash: \"{}\", grant_types: [client_credentials], scopes: [read, write], policy: {policy} }}",
-            hashes()[0]
+            hashed(SECRET)
         ));
         self
     }
@@ -85,7 +77,7 @@ impl ApiYaml {
     }
 
     fn build(&self, upstream: &str) -> String {
-        let secret = &hashes()[0];
+        let secret = hashed(SECRET);
         let auth = if self.auth.is_empty() {
             "{ type: oauth2 }".to_string()
         } else {
@@ -137,7 +129,7 @@ async fn start(apis: &[ApiYaml], policies: Option<&str>) -> Harness {
         "users.yaml",
         &format!(
             "- username: alice\n  password_hash: \"{}\"\n  scopes: [read, write]\n  claims: {{ email: alice@example.com }}\n",
-            hashes()[1]
+            hashed(ALICE_PASSWORD)
         ),
     );
     if let Some(policies) = policies {
@@ -177,7 +169,7 @@ impl Forge {
         EncodingKey::from_ec_pem(self.pem.as_bytes()).expect("EC key")
     }
 
-    /// A claim set the gateway accepts at `api`: what it issues itself (DESIGN §4).
+    /// A claim set the gateway accepts at `api`: what it issues itself (docs/design.md §4).
     fn claims(&self, api: &str) -> Value {
         static SEQ: AtomicU64 = AtomicU64::new(0);
         let n = SEQ.fetch_add(1, Ordering::Relaxed);
@@ -219,7 +211,8 @@ fn b64_json(value: &Value) -> String {
     URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
 }
 
-/// `header.claims.signature` with the signature made by `key` under `alg`, whatever the header says.
+/// `header.claims.signature` with the signature made by `key` under `alg`, whatever the header
+/// says.
 fn sign_raw(header: &Value, claims: &Value, key: &EncodingKey, alg: Algorithm) -> String {
     let input = format!("{}.{}", b64_json(header), b64_json(claims));
     let signature = jsonwebtoken::crypto::sign(input.as_bytes(), key, alg).expect("sign");
@@ -1013,7 +1006,7 @@ async fn forward_claims_reach_the_upstream_and_client_copies_are_dropped() {
         assert_eq!(seen.headers.get_all(name).iter().count(), 1, "{name} once");
     }
 
-    // `Connection` naming one of our headers cannot remove it (SECURITY.md, HTTP).
+    // `Connection` naming one of our headers cannot remove it (docs/security.md#hop-by-hop).
     let response = get_with(
         &h.gw.url("/movies/me"),
         &[

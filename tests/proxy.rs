@@ -17,6 +17,13 @@ async fn gateway_with(apis: &[(&str, String)], extra: &str) -> TestGateway {
     TestGateway::start(config).await
 }
 
+/// An open API at /movies/ whose upstream has its own `timeout`.
+fn api_with_timeout(upstream: &str, timeout: &str) -> String {
+    format!(
+        "listen_path: /movies/\nupstream: {{ url: \"{upstream}\", timeout: {timeout} }}\nauth: {{ type: none }}\n"
+    )
+}
+
 #[tokio::test]
 async fn requests_are_routed_by_listen_path_and_stripped() {
     let upstream = Upstream::start().await;
@@ -278,35 +285,90 @@ async fn body_over_the_limit_is_413() {
 }
 
 #[tokio::test]
-async fn upstream_down_is_502() {
+async fn upstream_down_is_502_naming_the_api_not_the_address() {
+    let logs = logs::capture_logs();
     let dead = closed_port().await;
     let gw = gateway_with(
         &[("movies", open_api("/movies/", &format!("http://{dead}")))],
         "",
     )
     .await;
-    let response = get(&gw.url("/movies/x")).await;
+    let response = never_hangs("a refused upstream", get(&gw.url("/movies/x"))).await;
     assert_eq!(response.status, 502);
-    assert_eq!(response.json()["error"], "bad_gateway");
+    assert_eq!(
+        response.json(),
+        serde_json::json!({
+            "error": "bad_gateway",
+            "error_description": "the upstream of API `movies` refused the connection",
+        })
+    );
+    assert!(
+        !response.text().contains(&dead.port().to_string()),
+        "the upstream's address reached the client: {}",
+        response.text()
+    );
+    // The operator's log line names the API, the target and what happened.
+    let line = logs
+        .find("upstream request failed")
+        .unwrap_or_else(|| panic!("no upstream log line in {}", logs.text()));
+    assert_eq!(line["fields"]["api"], "movies", "{line}");
+    assert_eq!(line["fields"]["cause"], "refused", "{line}");
+    assert_eq!(line["fields"]["upstream"], dead.to_string(), "{line}");
 }
 
+/// A target that never completes the TCP handshake: past `limits.upstream_connect_timeout` the answer
+/// is 504, not the 502 of a refusal (and not a wait for `upstream.timeout`, set far longer here).
+#[tokio::test]
+async fn upstream_connect_timeout_is_504_not_502() {
+    let logs = logs::capture_logs();
+    let hole = BlackHole::start().await;
+    let gw = gateway_with(
+        &[(
+            "movies",
+            api_with_timeout(&format!("http://{}", hole.addr), "60s"),
+        )],
+        "limits: { upstream_connect_timeout: 200ms }\n",
+    )
+    .await;
+    let response = never_hangs("an upstream that never accepts", get(&gw.url("/movies/x"))).await;
+    assert_eq!(response.status, 504, "{}", response.text());
+    assert_eq!(
+        response.json(),
+        serde_json::json!({
+            "error": "gateway_timeout",
+            "error_description": "the upstream of API `movies` did not accept a connection in time",
+        })
+    );
+    let line = logs
+        .find("upstream request failed")
+        .unwrap_or_else(|| panic!("no upstream log line in {}", logs.text()));
+    assert_eq!(line["fields"]["api"], "movies", "{line}");
+    assert_eq!(line["fields"]["cause"], "connect_timeout", "{line}");
+}
+
+/// The upstream accepts the request and never answers: 504 after `upstream.timeout` (300 ms here),
+/// well before the upstream would answer (60 s) and before [`HANG`] calls it a hang.
 #[tokio::test]
 async fn upstream_that_hangs_is_504_after_the_timeout() {
     let upstream = Upstream::start().await;
     let gw = gateway_with(
-        &[(
-            "movies",
-            format!(
-                "listen_path: /movies/\nupstream: {{ url: \"{}\", timeout: 300ms }}\nauth: {{ type: none }}\n",
-                upstream.url()
-            ),
-        )],
+        &[("movies", api_with_timeout(&upstream.url(), "300ms"))],
         "",
     )
     .await;
-    let response = get_with(&gw.url("/movies/x"), &[("x-test-delay-ms", "5000")]).await;
+    let response = never_hangs(
+        "an upstream that never answers",
+        get_with(&gw.url("/movies/x"), &[("x-test-delay-ms", "60000")]),
+    )
+    .await;
     assert_eq!(response.status, 504);
-    assert_eq!(response.json()["error"], "gateway_timeout");
+    assert_eq!(
+        response.json(),
+        serde_json::json!({
+            "error": "gateway_timeout",
+            "error_description": "the upstream of API `movies` did not answer in time",
+        })
+    );
 }
 
 #[tokio::test]

@@ -1,9 +1,11 @@
-//! A flood of wrong client secrets from many addresses (DESIGN §9a `limits.secret_verifications`):
-//! argon2 verifications run under a fixed number of permits, so the memory they take stays bounded
-//! however many guesses arrive at once; callers beyond the permits and the 64-place queue get 503 at
-//! once, and the real client is served again as soon as the flood is over.
+//! A flood of wrong client secrets from many addresses (docs/design.md §9a
+//! `limits.secret_verifications`): argon2 verifications run under a fixed number of permits, so the
+//! memory they take stays bounded however many guesses arrive at once; callers beyond the permits
+//! and the 64-place queue get 503 at once, and the real client is served again as soon as the flood
+//! is over.
 //!
-//! In a file of its own so the test process's peak RSS (VmHWM) measures this flood and nothing else.
+//! In a file of its own so the test process's peak RSS (VmHWM) measures this flood and nothing
+//! else.
 
 mod common;
 
@@ -17,10 +19,10 @@ const SERVICE_SECRET: &str = "service-secret-0123456789";
 const FLOOD: usize = 400;
 /// Permits configured in the test: argon2 runs on one thread, holding 19 MiB while it runs.
 const PERMITS: usize = 1;
-/// The bound the flood must stay under: permits × argon2 memory (19 MiB), times the allocator's slack
-/// (glibc keeps up to about four argon2 buffers' worth resident per thread that ran argon2: measured
-/// 80 MiB per permit in this test), plus about 10 MiB for 400 connections, with room to spare.
-/// Without the pool the same flood raised the peak by 7.3 GiB.
+/// The bound the flood must stay under: permits × argon2 memory (19 MiB), times the allocator's
+/// slack (glibc keeps up to about four argon2 buffers' worth resident per thread that ran argon2:
+/// measured 80 MiB per permit in this test), plus about 10 MiB for 400 connections, with room to
+/// spare. Without the pool the same flood raised the peak by 7.3 GiB.
 const PEAK_INCREASE_LIMIT_KIB: u64 = 256 * 1024;
 
 fn service_hash() -> &'static str {

@@ -1,7 +1,7 @@
-//! Memory per client_credentials token with the in-memory store (DESIGN §9f): a burst of tokens must
-//! not grow the process. Its own test binary (one test), so that nothing else runs in the process
-//! while its resident size is read. Before stateless tokens each token left a session behind: about
-//! 425 bytes of RSS per token (docs/benchmarks.md).
+//! Memory per client_credentials token with the in-memory store (docs/design.md §9f): a burst of
+//! tokens must not grow the process. Its own test binary (one test), so that nothing else runs in
+//! the process while its resident size is read. Before stateless tokens each token left a session
+//! behind: about 425 bytes of RSS per token (docs/benchmarks.md).
 
 mod common;
 

@@ -1,12 +1,10 @@
-//! Token state that does not grow with traffic (DESIGN §9f), with the in-memory store over real
-//! sockets: stateless client_credentials tokens and their revocation (one token, or every token of a
-//! client by a per-client cutoff), the cap on sessions per user, and the per-client limit on the token
-//! endpoint. The same behaviours across two nodes on Redis are in `redis_nodes.rs`; memory per token
-//! is measured in `token_memory.rs`.
+//! Token state that does not grow with traffic (docs/design.md §9f), with the in-memory store over
+//! real sockets: stateless client_credentials tokens and their revocation (one token, or every
+//! token of a client by a per-client cutoff), the cap on sessions per user, and the per-client
+//! limit on the token endpoint. The same behaviours across two nodes on Redis are in
+//! `redis_nodes.rs`; memory per token is measured in `token_memory.rs`.
 
 mod common;
-
-use std::sync::OnceLock;
 
 use common::oauth::*;
 use common::*;
@@ -16,22 +14,13 @@ const APP_SECRET: &str = "app-secret-0123456789";
 const SERVICE_SECRET: &str = "service-secret-0123456789";
 const ALICE_PASSWORD: &str = "alice-password";
 
-/// argon2 hashes made once per test binary (hashing is deliberately slow).
-fn hashes() -> &'static [String; 3] {
-    static HASHES: OnceLock<[String; 3]> = OnceLock::new();
-    HASHES.get_or_init(|| {
-        [APP_SECRET, SERVICE_SECRET, ALICE_PASSWORD]
-            .map(|s| tollgate::secrets::hash_secret(s).expect("hash"))
-    })
-}
-
 /// `movies` with `oauth_extra` added to its `oauth` block. Clients: `app` (password + refresh),
 /// `service` and `batch` (client_credentials), `kiosk` (password only: its tokens are stateless).
 /// User: alice.
 async fn gateway(oauth_extra: &str) -> (TestGateway, Upstream) {
     let upstream = Upstream::start().await;
     let config = ConfigDir::new("users: users.yaml\n");
-    let [app, service, alice] = hashes();
+    let [app, service, alice] = hashes([APP_SECRET, SERVICE_SECRET, ALICE_PASSWORD]);
     config.write(
         "users.yaml",
         &format!("- username: alice\n  password_hash: \"{alice}\"\n  scopes: [read, write]\n"),

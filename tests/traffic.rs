@@ -1,4 +1,5 @@
-//! Traffic management over real sockets: several targets, balancing, health, retries (DESIGN §9b).
+//! Traffic management over real sockets: several targets, balancing, health, retries
+//! (docs/design.md §9b).
 
 mod common;
 

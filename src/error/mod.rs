@@ -38,10 +38,14 @@ pub enum GatewayError {
     /// The client stopped sending its request body for longer than `limits.body_read_timeout`.
     #[error("the request body was not received in time")]
     RequestTimeout,
-    #[error("the upstream could not be reached")]
-    BadGateway,
-    #[error("the upstream did not answer in time")]
-    GatewayTimeout,
+    /// The upstream refused the connection, could not be reached, or closed the connection before a
+    /// response head. The body names the API, never the target's address (that is in the log line).
+    #[error("the upstream of API `{api}` {}", cause.description())]
+    BadGateway { api: String, cause: UpstreamCause },
+    /// The upstream did not accept a connection within `limits.upstream_connect_timeout`, or sent no
+    /// response head within `upstream.timeout`.
+    #[error("the upstream of API `{api}` {}", cause.description())]
+    GatewayTimeout { api: String, cause: UpstreamCause },
     #[error("{description}")]
     Unavailable {
         description: &'static str,
@@ -126,6 +130,66 @@ impl From<FormError> for GatewayError {
     }
 }
 
+/// Why an upstream request failed, as far as the gateway can tell: a refusal and a reset are 502, a
+/// connect timeout and a missing response head are 504 (docs/design.md §5: "refused/unreachable" 502,
+/// "timeout" 504; nginx answers a connect timeout with 504 too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamCause {
+    /// Connection refused (nothing listens at the target).
+    Refused,
+    /// No connection within `limits.upstream_connect_timeout`.
+    ConnectTimeout,
+    /// Any other connect failure (unreachable network, DNS, TLS handshake).
+    Unreachable,
+    /// The connection was made and then failed before a response head.
+    Reset,
+    /// Connected, and no response head within `upstream.timeout`.
+    NoAnswer,
+}
+
+impl UpstreamCause {
+    /// From the upstream client's error: the io::Error kind at the bottom of the chain tells a refusal
+    /// from a connect timeout (hyper-util's connector reports its timeout as `TimedOut`).
+    pub fn of(err: &hyper_util::client::legacy::Error) -> UpstreamCause {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+        let mut kind = None;
+        while let Some(e) = source {
+            if let Some(io) = e.downcast_ref::<std::io::Error>() {
+                kind = Some(io.kind());
+            }
+            source = e.source();
+        }
+        match (err.is_connect(), kind) {
+            (true, Some(std::io::ErrorKind::ConnectionRefused)) => UpstreamCause::Refused,
+            (true, Some(std::io::ErrorKind::TimedOut)) => UpstreamCause::ConnectTimeout,
+            (true, _) => UpstreamCause::Unreachable,
+            (false, _) => UpstreamCause::Reset,
+        }
+    }
+
+    /// For the log line's `cause` field.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UpstreamCause::Refused => "refused",
+            UpstreamCause::ConnectTimeout => "connect_timeout",
+            UpstreamCause::Unreachable => "unreachable",
+            UpstreamCause::Reset => "reset",
+            UpstreamCause::NoAnswer => "no_answer",
+        }
+    }
+
+    /// The end of the client's `error_description`, after "the upstream of API `id` ".
+    fn description(self) -> &'static str {
+        match self {
+            UpstreamCause::Refused => "refused the connection",
+            UpstreamCause::ConnectTimeout => "did not accept a connection in time",
+            UpstreamCause::Unreachable => "could not be reached",
+            UpstreamCause::Reset => "closed the connection before answering",
+            UpstreamCause::NoAnswer => "did not answer in time",
+        }
+    }
+}
+
 impl GatewayError {
     pub fn status(&self) -> StatusCode {
         match self {
@@ -135,8 +199,8 @@ impl GatewayError {
             GatewayError::MisdirectedRequest => StatusCode::MISDIRECTED_REQUEST,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
-            GatewayError::BadGateway => StatusCode::BAD_GATEWAY,
-            GatewayError::GatewayTimeout => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::BadGateway { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::GatewayTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::AdminUnauthorized => StatusCode::UNAUTHORIZED,
             GatewayError::InvalidInput(_) => StatusCode::BAD_REQUEST,
@@ -164,8 +228,8 @@ impl GatewayError {
             GatewayError::MisdirectedRequest => "misdirected_request",
             GatewayError::PayloadTooLarge { .. } => "request_too_large",
             GatewayError::RequestTimeout => "request_timeout",
-            GatewayError::BadGateway => "bad_gateway",
-            GatewayError::GatewayTimeout => "gateway_timeout",
+            GatewayError::BadGateway { .. } => "bad_gateway",
+            GatewayError::GatewayTimeout { .. } => "gateway_timeout",
             GatewayError::Unavailable { .. } => "temporarily_unavailable",
             GatewayError::AdminUnauthorized => "unauthorized",
             GatewayError::InvalidInput(_) => "invalid_request",
@@ -378,8 +442,8 @@ mod tests {
                 GatewayError::MisdirectedRequest => "MisdirectedRequest",
                 GatewayError::PayloadTooLarge { .. } => "PayloadTooLarge",
                 GatewayError::RequestTimeout => "RequestTimeout",
-                GatewayError::BadGateway => "BadGateway",
-                GatewayError::GatewayTimeout => "GatewayTimeout",
+                GatewayError::BadGateway { .. } => "BadGateway",
+                GatewayError::GatewayTimeout { .. } => "GatewayTimeout",
                 GatewayError::Unavailable { .. } => "Unavailable",
                 GatewayError::AdminUnauthorized => "AdminUnauthorized",
                 GatewayError::InvalidInput(_) => "InvalidInput",
@@ -441,15 +505,48 @@ mod tests {
                 vec![("connection", "close")],
             ),
             (
-                GatewayError::BadGateway,
+                GatewayError::BadGateway {
+                    api: "movies".into(),
+                    cause: UpstreamCause::Refused,
+                },
                 502,
-                json!({"error": "bad_gateway", "error_description": "the upstream could not be reached"}),
+                json!({"error": "bad_gateway", "error_description": "the upstream of API `movies` refused the connection"}),
                 vec![],
             ),
             (
-                GatewayError::GatewayTimeout,
+                GatewayError::BadGateway {
+                    api: "movies".into(),
+                    cause: UpstreamCause::Unreachable,
+                },
+                502,
+                json!({"error": "bad_gateway", "error_description": "the upstream of API `movies` could not be reached"}),
+                vec![],
+            ),
+            (
+                GatewayError::BadGateway {
+                    api: "movies".into(),
+                    cause: UpstreamCause::Reset,
+                },
+                502,
+                json!({"error": "bad_gateway", "error_description": "the upstream of API `movies` closed the connection before answering"}),
+                vec![],
+            ),
+            (
+                GatewayError::GatewayTimeout {
+                    api: "movies".into(),
+                    cause: UpstreamCause::ConnectTimeout,
+                },
                 504,
-                json!({"error": "gateway_timeout", "error_description": "the upstream did not answer in time"}),
+                json!({"error": "gateway_timeout", "error_description": "the upstream of API `movies` did not accept a connection in time"}),
+                vec![],
+            ),
+            (
+                GatewayError::GatewayTimeout {
+                    api: "movies".into(),
+                    cause: UpstreamCause::NoAnswer,
+                },
+                504,
+                json!({"error": "gateway_timeout", "error_description": "the upstream of API `movies` did not answer in time"}),
                 vec![],
             ),
             (

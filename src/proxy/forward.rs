@@ -13,7 +13,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::{Limits, MockResponse};
-use crate::error::GatewayError;
+use crate::error::{GatewayError, UpstreamCause};
 use crate::http_util::{
     Body, BodyStalled, ReadTimeout, WaitProbe, body_error, caused_by, full, timed_body,
 };
@@ -96,9 +96,10 @@ impl UpstreamClient {
         req: Request<Incoming>,
         uri: Uri,
         timeout: Option<Duration>,
+        api: &str,
     ) -> Result<(Response<Body>, Duration), GatewayError> {
         let (req, client_body) = self.prepare(req)?;
-        self.attempt(req, uri, timeout, &client_body, ())
+        self.attempt(req, uri, timeout, &client_body, api, ())
             .await
             .map_err(|failure| failure.error)
     }
@@ -132,13 +133,16 @@ impl UpstreamClient {
     /// One attempt at one upstream: waits at most `timeout` for the response head and for each chunk
     /// of the response body. `guard` lives as long as the response body (the target's in-flight
     /// count). On failure, says whether the upstream could not even be connected to, so that the
-    /// caller knows no byte of the request left.
+    /// caller knows no byte of the request left. `api` names the upstream in the log line and in the
+    /// client's error body (the API id, never the target's address: docs/design.md §5 bodies are for
+    /// clients).
     pub async fn attempt<G: Send + Sync + Unpin + 'static>(
         &self,
         mut req: Request<Body>,
         uri: Uri,
         timeout: Option<Duration>,
         client_body: &WaitProbe,
+        api: &str,
         guard: G,
     ) -> Result<(Response<Body>, Duration), Failure> {
         // For the warning below (a reference count, not a copy).
@@ -156,7 +160,18 @@ impl UpstreamClient {
             Err(_) if client_body.waiting() => {
                 return Err(Failure::client(GatewayError::RequestTimeout));
             }
-            Err(_) => return Err(Failure::client(GatewayError::GatewayTimeout)),
+            Err(_) => {
+                tracing::warn!(
+                    api,
+                    upstream = %authority.as_ref().map(|a| a.as_str()).unwrap_or(""),
+                    ?timeout,
+                    "upstream sent no response head in time"
+                );
+                return Err(Failure::client(GatewayError::GatewayTimeout {
+                    api: api.to_owned(),
+                    cause: UpstreamCause::NoAnswer,
+                }));
+            }
             Ok(Err(err)) => {
                 // The client's body failed first (too large, stalled, reset): its fault, its answer.
                 if caused_by::<LengthLimitError>(&err) || caused_by::<BodyStalled>(&err) {
@@ -164,14 +179,22 @@ impl UpstreamClient {
                         body_error(&err, self.max_body_bytes).into(),
                     ));
                 }
+                let cause = UpstreamCause::of(&err);
                 tracing::warn!(
+                    api,
                     upstream = %authority.as_ref().map(|a| a.as_str()).unwrap_or(""),
-                    connect = err.is_connect(),
+                    cause = cause.as_str(),
                     error = %error_chain(&err),
                     "upstream request failed"
                 );
+                let api = api.to_owned();
                 return Err(Failure {
-                    error: GatewayError::BadGateway,
+                    error: match cause {
+                        UpstreamCause::ConnectTimeout => {
+                            GatewayError::GatewayTimeout { api, cause }
+                        }
+                        _ => GatewayError::BadGateway { api, cause },
+                    },
                     upstream: Some(if err.is_connect() {
                         UpstreamFault::Connect
                     } else {

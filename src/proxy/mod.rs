@@ -459,7 +459,14 @@ async fn forward_to_targets(
         // Nowhere else to go: the request as it is, without keeping anything for a second send.
         let result = target
             .client
-            .attempt(req, uri, timeout, &client_body, target.health.start())
+            .attempt(
+                req,
+                uri,
+                timeout,
+                &client_body,
+                &api.id,
+                target.health.start(),
+            )
             .await;
         observe(balancer, target, &result);
         return result.map_err(|failure| failure.error);
@@ -484,7 +491,14 @@ async fn forward_to_targets(
         }
         let result = target
             .client
-            .attempt(attempt, uri, timeout, &client_body, target.health.start())
+            .attempt(
+                attempt,
+                uri,
+                timeout,
+                &client_body,
+                &api.id,
+                target.health.start(),
+            )
             .await;
         observe(balancer, target, &result);
         let failure = match result {
@@ -559,6 +573,7 @@ async fn open_tunnel(
             uri,
             api.upstream.timeout,
             &client_body,
+            &api.id,
             target.health.start(),
         )
         .await;

@@ -62,6 +62,16 @@ impl ConfigDir {
         std::fs::write(path, content).expect("write config file");
     }
 
+    /// users.yaml with the one user `alice`: `password` (hashed once per test binary) and `scopes`
+    /// (a YAML list). gateway.yaml must name it (`users: users.yaml`).
+    pub fn alice(&self, password: &'static str, scopes: &str) {
+        let hash = oauth::hashed(password);
+        self.write(
+            "users.yaml",
+            &format!("- username: alice\n  password_hash: \"{hash}\"\n  scopes: {scopes}\n"),
+        );
+    }
+
     /// Writes `api-definitions/<id>.yaml`.
     pub fn api(&self, id: &str, yaml: &str) {
         self.write(&format!("api-definitions/{id}.yaml"), yaml);
@@ -475,6 +485,53 @@ where
     false
 }
 
+/// How long a "never a hang" test waits before it calls the wait a hang: far above anything the
+/// gateway's own bounds allow (they are set to fractions of a second in those tests), so a loaded
+/// CI machine never fails it by slowness, while a real hang fails instead of holding the suite.
+pub const HANG: Duration = Duration::from_secs(20);
+
+/// Awaits `future`, failing the test if it takes longer than [`HANG`].
+pub async fn never_hangs<F: std::future::Future>(what: &str, future: F) -> F::Output {
+    match tokio::time::timeout(HANG, future).await {
+        Ok(output) => output,
+        Err(_) => panic!("{what}: no answer within {HANG:?}, a hang"),
+    }
+}
+
+/// A listening socket that completes no further TCP handshake: its accept queue is full (backlog 0,
+/// filled by connections that are never accepted), so the kernel drops new SYNs and a connect to it
+/// waits until the connecting side gives up. Keep the value alive while it is needed.
+pub struct BlackHole {
+    pub addr: SocketAddr,
+    _listener: tokio::net::TcpListener,
+    _queued: Vec<TcpStream>,
+}
+
+impl BlackHole {
+    pub async fn start() -> BlackHole {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket.bind("127.0.0.1:0".parse().unwrap()).expect("bind");
+        let listener = socket.listen(0).expect("listen");
+        let addr = listener.local_addr().expect("addr");
+        let mut queued = Vec::new();
+        // Fill the queue: a connect that does not complete within a second found it full.
+        for _ in 0..16 {
+            match tokio::time::timeout(Duration::from_secs(1), TcpStream::connect(addr)).await {
+                Ok(Ok(stream)) => queued.push(stream),
+                Ok(Err(err)) => panic!("connect to the black hole: {err}"),
+                Err(_) => {
+                    return BlackHole {
+                        addr,
+                        _listener: listener,
+                        _queued: queued,
+                    };
+                }
+            }
+        }
+        panic!("the accept queue of {addr} never filled");
+    }
+}
+
 pub fn header_map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
     pairs
         .iter()
@@ -482,6 +539,7 @@ pub fn header_map(pairs: &[(&str, &str)]) -> HashMap<String, String> {
         .collect()
 }
 
+pub mod logs;
 pub mod oauth;
 pub mod redis;
 

@@ -361,7 +361,7 @@ impl RedisServer {
     }
 
     /// Keys under `prefix` without a TTL, dynamic clients (`<prefix>clients:*`) and stored policies
-    /// (`<prefix>policies`) aside (DESIGN §7): must be empty.
+    /// (`<prefix>policies`) aside (docs/design.md §7): must be empty.
     pub async fn keys_without_ttl(&self, prefix: &str) -> Vec<String> {
         let clients = format!("{prefix}clients:");
         let policies = format!("{prefix}policies");

@@ -240,7 +240,7 @@ def main():
         finally:
             proc.terminate()
             code = proc.wait(timeout=15)
-        # SIGTERM is a graceful shutdown: the gateway drains and exits 0 (DESIGN §1).
+        # SIGTERM is a graceful shutdown: the gateway drains and exits 0 (docs/design.md §1).
         check(code == 0, f"the gateway exited with {code} after SIGTERM")
     print("interop: all flows passed")
 
