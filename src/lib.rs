@@ -202,7 +202,7 @@ pub async fn run(
     // WebSocket tunnels are detached from their connections; they close at the latest
     // shutdown_grace after the signal, which started before the listeners drained.
     gateway.tunnels.drained(limits.shutdown_grace).await;
-    // Unused leased tokens and quota units go back to Redis for the other nodes (DESIGN §9e);
+    // Unused leased tokens and quota units go back to Redis for the other nodes (docs/design.md §9e);
     // bounded, so an unreachable Redis cannot hold the shutdown.
     let _ =
         tokio::time::timeout(std::time::Duration::from_secs(5), gateway.limiter.release()).await;

@@ -15,7 +15,7 @@ use tollgate::config::{Config, SigningAlgorithm};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The command line (DESIGN §1, §9d). `run` is the default: `tollgate` and `tollgate --config PATH`
+/// The command line (docs/design.md §1, §9d). `run` is the default: `tollgate` and `tollgate --config PATH`
 /// start the gateway as they always did.
 #[derive(Parser)]
 #[command(

@@ -16,7 +16,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError};
 
 /// Tokens handed to clients (refresh tokens, codes, client secrets, CSRF tokens) carry at least this
-/// many random bytes: 256 bits, as DESIGN §4 requires.
+/// many random bytes: 256 bits, as docs/design.md §4 requires.
 pub const MIN_TOKEN_BYTES: usize = 32;
 
 /// Salt length for argon2: 16 bytes is what the PHC string format recommends.
@@ -75,7 +75,7 @@ pub fn verify_dummy(secret: &str) {
     }
 }
 
-/// Callers that may wait for a verification permit (DESIGN §9a); the next one is turned away at once.
+/// Callers that may wait for a verification permit (docs/design.md §9a); the next one is turned away at once.
 pub const MAX_WAITING_VERIFICATIONS: usize = 64;
 
 /// Seconds a caller turned away by a full [`VerifierPool`] is told to wait (`Retry-After`).

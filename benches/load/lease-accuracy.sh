@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The long accuracy run of Redis rate limits by leases (DESIGN §9e, docs/redis.md "Leases"): every
+# The long accuracy run of Redis rate limits by leases (docs/design.md §9e, docs/redis.md "Leases"): every
 # scenario of tests/lease_accuracy.rs — 2 and 4 gateway nodes (through the library) on one
 # redis-server the harness starts, limits of 5, 50 and 500 requests/s (5 s each) and quotas of 100 and
 # 10,000, load spread evenly and skewed 90/10 — asserted against what docs/redis.md promises, with one

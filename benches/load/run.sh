@@ -810,7 +810,7 @@ scenario_token_issuance() {
 }
 
 # RFC 7662 introspection calls/s: wrk POSTs `token=<access token>` with the client's HTTP Basic
-# credentials (the caller must be a confidential client of the API, DESIGN §4) to /bench/oauth/introspect.
+# credentials (the caller must be a confidential client of the API, docs/design.md §4) to /bench/oauth/introspect.
 scenario_introspection() {
   local dir="$WORK/tollgate-introspect" token t
   write_tollgate_oauth_config "$dir" "  backend: memory"

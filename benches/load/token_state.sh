@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# State per issued token (DESIGN §9f; results in docs/benchmarks.md, "Token state"): a burst of
+# State per issued token (docs/design.md §9f; results in docs/benchmarks.md, "Token state"): a burst of
 # client_credentials tokens against the release binary, with the memory store and then with Redis.
 # Prints the gateway's RSS before and after (memory store) and Redis' key count and `used_memory`
 # before and after (Redis store), each divided by the tokens issued.

@@ -1,4 +1,4 @@
-//! OAuth clients through the admin API (DESIGN §6): `/apis/{api}/clients[/{id}[/rotate-secret|/sessions]]`.
+//! OAuth clients through the admin API (docs/design.md §6): `/apis/{api}/clients[/{id}[/rotate-secret|/sessions]]`.
 //!
 //! Two kinds of client share one namespace per API:
 //! - static clients from the API definition file: listed and readable here (`"read_only": true`), and
@@ -405,7 +405,7 @@ async fn sessions(
         .await
         .map_err(storage)?;
     let sessions: Vec<Value> = list.iter().map(session_view).collect();
-    // Stateless tokens (DESIGN §9f) are stored nowhere, so they cannot be listed one by one: the
+    // Stateless tokens (docs/design.md §9f) are stored nowhere, so they cannot be listed one by one: the
     // client's count stands for them, with the session id their rate limits count under and the
     // cutoff (tokens issued before `not_before` are refused) if the client's tokens were revoked.
     let now = now();

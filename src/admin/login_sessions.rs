@@ -1,4 +1,4 @@
-//! A user's login sessions of the builtin login page (OpenID Connect, DESIGN §9c):
+//! A user's login sessions of the builtin login page (OpenID Connect, docs/design.md §9c):
 //! `GET /users/{username}/login-sessions` lists them on every API, `DELETE` ends them all (the next
 //! authorization request of those browsers shows the password form again).
 

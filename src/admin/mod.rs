@@ -1,4 +1,4 @@
-//! The admin API (DESIGN §6): a separate listener, every route behind the admin secret.
+//! The admin API (docs/design.md §6): a separate listener, every route behind the admin secret.
 //!
 //! The routes are data ([`ROUTES`], in `routes.rs`): a request is matched against that table and
 //! nothing else, and tests hold the table, `docs/admin-openapi.json` (served at `/openapi.json`) and

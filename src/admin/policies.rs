@@ -1,4 +1,4 @@
-//! Policies through the admin API (DESIGN §6): `GET, POST /policies`, `GET, PUT, DELETE /policies/{id}`.
+//! Policies through the admin API (docs/design.md §6): `GET, POST /policies`, `GET, PUT, DELETE /policies/{id}`.
 //!
 //! Two sources share one id namespace:
 //! - policies.yaml: listed and readable here (`"read_only": true, "source": "file"`); PUT and DELETE

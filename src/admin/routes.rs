@@ -57,7 +57,7 @@ const fn route(method: Method, path: &'static str, handler: Handler) -> Route {
     }
 }
 
-/// Every route of the admin API, in the order of DESIGN §6.
+/// Every route of the admin API, in the order of docs/design.md §6.
 pub const ROUTES: &[Route] = &[
     route(Method::GET, "/health", Handler::Health),
     route(Method::GET, "/metrics", Handler::Metrics),

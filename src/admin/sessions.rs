@@ -1,4 +1,4 @@
-//! One session through the admin API (DESIGN §6): `GET /sessions/{sid}` shows it with what is left of
+//! One session through the admin API (docs/design.md §6): `GET /sessions/{sid}` shows it with what is left of
 //! its rate limit and quota; `DELETE /sessions/{sid}` revokes it.
 //!
 //! The limits are the ones the proxy path applies (lifecycle steps 10–11), resolved by the same
@@ -98,7 +98,7 @@ pub(super) async fn get(
     Ok(json_response(StatusCode::OK, &body))
 }
 
-/// A stateless session (DESIGN §9f) as far as it can be known without a record: the names its id
+/// A stateless session (docs/design.md §9f) as far as it can be known without a record: the names its id
 /// spells out, the client's count of stateless tokens, and an expiry after the latest one (which
 /// `created_at` holds here). `None` when the id is not a stateless one or names an unknown API.
 async fn stateless_session(

@@ -1,4 +1,4 @@
-//! Protecting APIs on the proxy path (DESIGN §5): find the credential, validate the token, check scopes.
+//! Protecting APIs on the proxy path (docs/design.md §5): find the credential, validate the token, check scopes.
 //!
 //! Validation runs on every proxied request, so it is built to cost a hash lookup for a token seen
 //! before: the signature and static claims of a token are verified once and cached; the parts that can
@@ -27,7 +27,7 @@ pub enum Source {
 }
 
 /// Finds the access token: header, then query, then cookie. The same credential in several places is
-/// refused (DESIGN §5: two different credentials → 400; SECURITY.md: the same token in two places → 400).
+/// refused (docs/design.md §5: two different credentials → 400; docs/security.md#token-challenges: the same token in two places → 400).
 /// The token is borrowed from the request where it can be (the header, the usual place), so the proxy
 /// path does not copy it.
 pub fn extract<'r, B>(

@@ -138,7 +138,7 @@ pub struct Limits {
     pub shutdown_grace: Duration,
     /// Concurrent client connections per listener; further ones wait in the accept backlog.
     pub max_connections: usize,
-    /// argon2 verifications that may run at once (DESIGN §9a); 0 = one per CPU core.
+    /// argon2 verifications that may run at once (docs/design.md §9a); 0 = one per CPU core.
     pub secret_verifications: usize,
     /// Longest wait between two reads of a request body (408 and close past it).
     pub body_read_timeout: Duration,
@@ -266,7 +266,7 @@ pub struct Upstream {
     pub timeout: Option<Duration>,
     pub balance: Balance,
     pub health_check: HealthCheck,
-    /// Further targets a request may be sent to after a connect error or reset (DESIGN §9b).
+    /// Further targets a request may be sent to after a connect error or reset (docs/design.md §9b).
     pub retries: u32,
     pub websockets: bool,
 }
@@ -466,12 +466,12 @@ pub struct OAuthConfig {
     pub scopes: Vec<String>,
     pub notifications: Option<Notifications>,
     pub clients: Vec<ClientDef>,
-    /// At least 1 (DESIGN §9f): a new session beyond it ends the user's oldest with the client.
+    /// At least 1 (docs/design.md §9f): a new session beyond it ends the user's oldest with the client.
     pub max_sessions_per_user: u32,
     /// Token requests per client, counted after the client authenticated (so nobody can spend
     /// another client's budget by naming it).
     pub token_rate_limit: Option<RateLimit>,
-    /// OpenID Provider (DESIGN §9c): `openid`, `profile` and `email` are in `scopes`.
+    /// OpenID Provider (docs/design.md §9c): `openid`, `profile` and `email` are in `scopes`.
     pub openid: bool,
     /// Lifetime of a builtin-login session cookie; zero: no login sessions.
     pub login_session: Duration,

@@ -1,4 +1,4 @@
-//! Serde mirrors of the YAML files (DESIGN §2, §3). No validation beyond types happens here: values
+//! Serde mirrors of the YAML files (docs/design.md §2, §3). No validation beyond types happens here: values
 //! that need checking stay strings so that conversion into the model can report every problem with
 //! its own message instead of serde stopping at the first.
 
@@ -85,7 +85,7 @@ pub struct RawRateLimit {
     pub per: RawDuration,
     #[serde(default = "default_on_storage_error")]
     pub on_storage_error: String,
-    /// Redis storage: one script call per request instead of local leases (DESIGN §9e).
+    /// Redis storage: one script call per request instead of local leases (docs/design.md §9e).
     #[serde(default)]
     pub exact: bool,
 }
@@ -297,7 +297,7 @@ pub struct RawUpstream {
     pub preserve_host: bool,
     #[serde(default)]
     pub timeout: Option<RawDuration>,
-    // Traffic management (DESIGN §9b).
+    // Traffic management (docs/design.md §9b).
     #[serde(default)]
     pub targets: Option<Vec<RawTarget>>,
     #[serde(default)]
@@ -464,7 +464,7 @@ pub struct RawOAuth {
     /// Token requests per client (GCRA); absent: no limit.
     #[serde(default)]
     pub token_rate_limit: Option<RawRateLimit>,
-    /// OpenID Connect (DESIGN §9c): ID tokens, userinfo, discovery, login sessions.
+    /// OpenID Connect (docs/design.md §9c): ID tokens, userinfo, discovery, login sessions.
     #[serde(default)]
     pub openid: bool,
     /// How long the builtin login page's session cookie keeps a browser signed in; `0s` = off.
@@ -669,7 +669,7 @@ fn default_pkce() -> String {
 fn default_login() -> RawLogin {
     RawLogin::Named("builtin".to_owned())
 }
-// Token lifetimes default to the values of the DESIGN example: short codes (RFC 6749 §4.1.2 asks
+// Token lifetimes default to the values of the example in docs/design.md: short codes (RFC 6749 §4.1.2 asks
 // for at most 10 minutes), half-hour access tokens, refresh tokens for a month.
 fn default_code_ttl() -> RawDuration {
     RawDuration::new("60s")

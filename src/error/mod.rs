@@ -2,7 +2,7 @@
 //!
 //! Every handler returns `Result<Response, GatewayError>`; nothing else builds error bodies. Each variant
 //! names one condition, and its status code, error code and headers are decided here, so the contract
-//! table of DESIGN §5 can be read off this file.
+//! table of docs/design.md §5 can be read off this file.
 //!
 //! `oauth.rs` holds the OAuth 2.0 error of RFC 6749 §5.2 (code, description), which the token,
 //! revocation and introspection endpoints answer with and the authorization endpoint redirects with.
@@ -426,7 +426,7 @@ mod tests {
         );
     }
 
-    /// The contract table (DESIGN §5, §6 and RFC 6749/6750), one row per variant: status, the exact
+    /// The contract table (docs/design.md §5, §6 and RFC 6749/6750), one row per variant: status, the exact
     /// JSON body, and the headers that go with it. `variant_name` has no wildcard arm, so a new variant
     /// does not compile until it has a row here.
     #[tokio::test]

@@ -283,7 +283,7 @@ fn generic_reason(path: &str) -> String {
         ),
         (
             "uptime_tests",
-            "uptime tests have no tollgate equivalent (active health checks come with upstream.targets, DESIGN §9b)",
+            "uptime tests have no tollgate equivalent (active health checks come with upstream.targets, docs/design.md §9b)",
         ),
         (
             "enable_ip_whitelisting",
@@ -579,7 +579,7 @@ fn convert_api(
         walk.drop(
             def,
             "CORS",
-            "CORS is not carried over yet: tollgate's `cors` block (DESIGN §9b) is not in this build; add it by hand after upgrading",
+            "CORS is not carried over yet: tollgate's `cors` block (docs/design.md §9b) is not in this build; add it by hand after upgrading",
         );
     } else {
         // Tyk keeps the settings of a switched-off CORS block; they configure nothing.
@@ -663,7 +663,7 @@ fn upstream(def: &Json, walk: &mut Walk, label: &str) -> Option<Mapping> {
         walk.note(
             "proxy.target_list",
             format!(
-                "load balancing over {} targets is not carried over yet: tollgate's upstream.targets (DESIGN §9b) is not in this build; the first target `{}` is used as upstream.url",
+                "load balancing over {} targets is not carried over yet: tollgate's upstream.targets (docs/design.md §9b) is not in this build; the first target `{}` is used as upstream.url",
                 targets.len(),
                 targets[0]
             ),

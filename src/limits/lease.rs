@@ -1,4 +1,4 @@
-//! The local side of Redis limits counted by leases (DESIGN §9e, docs/redis.md "Leases").
+//! The local side of Redis limits counted by leases (docs/design.md §9e, docs/redis.md "Leases").
 //!
 //! Per limiter key (a session, a session at one API, or a whole API), a node holds *batches*: GCRA
 //! tokens and quota units that Redis granted it in one script call. Requests spend them here, with no

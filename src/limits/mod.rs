@@ -2,7 +2,7 @@
 //! nodes with the same semantics.
 //!
 //! One call checks the rate limit and the quota of one key, so the Redis implementation needs at most
-//! one round trip per request (with `exact: true`), and with leases (DESIGN §9e, [`lease`]) a few a
+//! one round trip per request (with `exact: true`), and with leases (docs/design.md §9e, [`lease`]) a few a
 //! second per busy key. A refused request consumes nothing: an exhausted quota is refused before the
 //! rate limiter counts, GCRA only advances on success, and the quota is only counted once the rate
 //! limit has let the request through (Tyk #1876: a limiter that counts rejections never recovers under

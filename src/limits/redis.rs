@@ -1,6 +1,6 @@
 //! Rate limits and quotas counted in Redis, so that every gateway node draws on the same budget.
 //!
-//! Two ways to count (DESIGN §9e, docs/redis.md):
+//! Two ways to count (docs/design.md §9e, docs/redis.md):
 //! - **Leases** (the default): a node takes a batch of GCRA tokens and quota units from Redis in one
 //!   script call and spends them locally ([`super::lease`]), renewing in the background and giving
 //!   back what is unused when a batch expires and at shutdown. A busy key costs a few calls a second
@@ -87,7 +87,7 @@ end
 return {0, remaining(after), math.ceil(after - now), 0, used, window}
 "#;
 
-/// A lease (DESIGN §9e). KEYS: TAT, quota counter. ARGV: 'lease', rate (0: none), period of the
+/// A lease (docs/design.md §9e). KEYS: TAT, quota counter. ARGV: 'lease', rate (0: none), period of the
 /// rate in µs, tokens wanted, quota max (-1: none), quota period in ms, units wanted.
 /// Grants up to the tokens and units wanted (at least one of each wanted, else refuses), with the
 /// same checks in the same order as `LUA_LIMIT`: the quota first, then the rate; nothing written on a

@@ -100,7 +100,7 @@ impl ApiMetrics {
     }
 }
 
-/// Why the gateway itself refused a request (DESIGN §6 `/metrics`).
+/// Why the gateway itself refused a request (docs/design.md §6 `/metrics`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Rejection {
     NoCredential,

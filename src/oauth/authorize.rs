@@ -43,7 +43,7 @@ use crate::secrets;
 
 /// How long a login form stays valid.
 pub const CSRF_TTL_SECS: u64 = 10 * 60;
-/// Bytes of randomness in a code (DESIGN §4: at least 256 bits).
+/// Bytes of randomness in a code (docs/design.md §4: at least 256 bits).
 const CODE_BYTES: usize = 32;
 /// Bytes of randomness in a session id.
 const SID_BYTES: usize = 16;
@@ -163,7 +163,7 @@ impl AuthorizeParams {
         self.repeated.iter().any(|n| n == name)
     }
 
-    /// The `client_id` worth looking up: present, not repeated, syntactically a client id (DESIGN §4a).
+    /// The `client_id` worth looking up: present, not repeated, syntactically a client id (docs/design.md §4a).
     pub fn lookup_client_id(&self) -> Option<&str> {
         let id = self.client_id.as_deref()?;
         let well_formed =
@@ -965,7 +965,7 @@ struct AuthorizeClientRequest {
     claims: Option<std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
-/// `POST /apis/{api}/oauth/authorize-client` (DESIGN §6): the identity provider of a `login: redirect`
+/// `POST /apis/{api}/oauth/authorize-client` (docs/design.md §6): the identity provider of a `login: redirect`
 /// API has signed `username` in and approved the request; validate it as the authorization endpoint
 /// does, then answer `{code, redirect_to}` with the complete redirect for the user's browser.
 pub async fn authorize_client(

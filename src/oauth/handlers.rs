@@ -1,4 +1,4 @@
-//! HTTP handlers of the OAuth endpoints (DESIGN §4): parse the request, call the flow, shape the answer.
+//! HTTP handlers of the OAuth endpoints (docs/design.md §4): parse the request, call the flow, shape the answer.
 //! No OAuth rule lives here; they are all in `server.rs` (and `authorize.rs` for the authorize endpoint).
 
 use std::collections::HashMap;

@@ -1,4 +1,4 @@
-//! The builtin login page's session (DESIGN §9c): after a password sign-in on an OpenID Provider, the
+//! The builtin login page's session (docs/design.md §9c): after a password sign-in on an OpenID Provider, the
 //! browser gets a cookie holding 256 random bits; the store keeps the session (user, `auth_time`,
 //! expiry) under the SHA-256 of that id, never the id itself. A later authorization request of the
 //! same browser may then skip the password form ([`next_step`] decides).

@@ -1,4 +1,4 @@
-//! OpenID Connect (DESIGN §9c; OIDC Core 1.0, Discovery 1.0, RP-Initiated Logout 1.0), free of HTTP:
+//! OpenID Connect (docs/design.md §9c; OIDC Core 1.0, Discovery 1.0, RP-Initiated Logout 1.0), free of HTTP:
 //! the identity scopes, the OIDC parameters of an authorization request, ID-token claims, the
 //! userinfo claims and the discovery document. The HTTP side is in `oidc_handlers.rs`; the login
 //! session cookie in `login_session.rs`.

@@ -1,4 +1,4 @@
-//! HTTP side of OpenID Connect (DESIGN §9c): userinfo, discovery, RP-initiated logout, and the
+//! HTTP side of OpenID Connect (docs/design.md §9c): userinfo, discovery, RP-initiated logout, and the
 //! login-session steps of the builtin authorization page. The rules are in `oidc.rs` and
 //! `login_session.rs`; these handlers parse, call and shape the answer.
 
@@ -103,7 +103,7 @@ pub async fn userinfo(
         return Err(invalid("the token's user does not exist or is disabled"));
     };
     // An external identity provider's claims live with the session; users.yaml's otherwise.
-    // A stateless token's session is stored nowhere (DESIGN §9f).
+    // A stateless token's session is stored nowhere (docs/design.md §9f).
     let session = if crate::token::sid::parse_stateless_sid(&claims.sid).is_some() {
         None
     } else {

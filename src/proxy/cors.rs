@@ -1,4 +1,4 @@
-//! CORS for an API with a `cors` block (DESIGN §9b): the gateway answers browsers' preflights itself,
+//! CORS for an API with a `cors` block (docs/design.md §9b): the gateway answers browsers' preflights itself,
 //! before the OAuth endpoints, credentials and limits (a preflight never carries credentials), and
 //! sets the CORS headers of every answer of the API, its OAuth endpoints and its errors included.
 //!

@@ -1,4 +1,4 @@
-//! WebSocket tunnels (DESIGN §9b, `upstream.websockets`): an HTTP/1.1 `Upgrade: websocket` request goes
+//! WebSocket tunnels (docs/design.md §9b, `upstream.websockets`): an HTTP/1.1 `Upgrade: websocket` request goes
 //! through the whole lifecycle like any other (authenticated, scope-checked, rate-limited, its
 //! credential stripped); when the upstream answers 101, the two connections are joined and bytes are
 //! relayed both ways until either side closes, nothing moves for `limits.tunnel_idle_timeout`, or the

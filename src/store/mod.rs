@@ -29,7 +29,7 @@ use crate::token::AccessClaims;
 
 pub use crate::error::storage::{StoreError, StoreResult};
 
-/// One guess at a secret, as the guessing throttles count it (DESIGN §9a): per (subject, address)
+/// One guess at a secret, as the guessing throttles count it (docs/design.md §9a): per (subject, address)
 /// and per address, within one scope.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Guess<'a> {
@@ -107,7 +107,7 @@ pub struct OidcGrant {
     pub claims: Option<BTreeMap<String, serde_json::Value>>,
 }
 
-/// A browser signed in at the builtin login page (DESIGN §9c), stored under the SHA-256 of the
+/// A browser signed in at the builtin login page (docs/design.md §9c), stored under the SHA-256 of the
 /// random id in its cookie: the store never holds the cookie itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LoginSession {
@@ -330,7 +330,7 @@ pub trait Store: Send + Sync + 'static {
     /// it runs on every proxied request.
     fn access_revoked(&self, claims: &AccessClaims, now: u64) -> bool;
 
-    // --- stateless tokens (DESIGN §9f): nothing is stored per token, only a count per client
+    // --- stateless tokens (docs/design.md §9f): nothing is stored per token, only a count per client
     /// Counts one stateless access token issued to the client.
     async fn count_stateless(&self, api_id: &str, client_id: &str, now: u64) -> StoreResult<()>;
     /// What [`Store::count_stateless`] counted for the client (zero when nothing).
@@ -379,7 +379,7 @@ pub trait Store: Send + Sync + 'static {
     /// whose window is over.
     async fn release_attempt(&self, guess: &Guess<'_>, how: Release, now: u64) -> StoreResult<()>;
 
-    // --- login sessions of the builtin login page (OpenID Connect, DESIGN §9c)
+    // --- login sessions of the builtin login page (OpenID Connect, docs/design.md §9c)
     /// Stores a login session under `id_hash` (the SHA-256 of its cookie's id) until its
     /// `expires_at`. A user has at most `max_per_user` live login sessions: storing one more forgets
     /// the oldest in the same atomic step, so a script that signs in per call costs O(max) state.

@@ -13,10 +13,10 @@ use serde_json::{Map, Value};
 use super::keys::KeySet;
 
 pub use super::ACCESS_TOKEN_TYP;
-/// Accepted clock skew (SECURITY.md: at most 5 s).
+/// Accepted clock skew (docs/security.md#token-time-claims: at most 5 s).
 pub const LEEWAY_SECS: u64 = 5;
 
-/// The claims of an access token (DESIGN §4), plus the user's and the client's extra claims.
+/// The claims of an access token (docs/design.md §4), plus the user's and the client's extra claims.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AccessClaims {
     pub iss: String,

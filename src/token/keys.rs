@@ -1,6 +1,6 @@
 //! Signing keys for access tokens, and the JWKS that publishes their public halves.
 //!
-//! One current key signs; previous keys (DESIGN §2 `signing.previous_keys`) are only published and
+//! One current key signs; previous keys (docs/design.md §2 `signing.previous_keys`) are only published and
 //! accepted, so tokens signed before a rotation stay valid until they expire. Keys are PKCS#8 PEM
 //! files. The algorithm is read from the key itself, never trusted from a token: the gateway looks a
 //! token's `kid` up in [`KeySet`] and verifies with that key's own algorithm (RFC 8725 §3.1).

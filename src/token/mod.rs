@@ -39,7 +39,7 @@ impl Tokens {
         }
     }
 
-    /// `public_url` + listen path without its trailing `/` (DESIGN §4).
+    /// `public_url` + listen path without its trailing `/` (docs/design.md §4).
     pub fn issuer(&self, listen_path: &str) -> String {
         format!("{}{}", self.public_url, listen_path.trim_end_matches('/'))
     }

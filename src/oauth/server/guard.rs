@@ -1,12 +1,12 @@
 //! Who is calling: client authentication (secrets under the verification pool, identical attempts
-//! shared) and user login, both behind the guessing throttles (DESIGN §9a).
+//! shared) and user login, both behind the guessing throttles (docs/design.md §9a).
 
 use super::*;
 
 impl AuthServer {
     /// Authenticates the caller of the token, revoke or introspect endpoint (RFC 6749 §2.3). Public
     /// clients identify themselves with `client_id` alone. A presented secret is a guess: it reserves
-    /// an attempt per (client_id, address) and per address before anything checks it (DESIGN §9a),
+    /// an attempt per (client_id, address) and per address before anything checks it (docs/design.md §9a),
     /// and a throttled caller gets 429 `slow_down` like a throttled login.
     pub async fn authenticate(
         &self,
@@ -201,7 +201,7 @@ pub enum LoginError {
     },
     /// Longer than [`MAX_USERNAME_BYTES`]: refused before it is looked up or counted.
     UsernameTooLong,
-    /// The verification pool is full (DESIGN §9a): 503, try again shortly.
+    /// The verification pool is full (docs/design.md §9a): 503, try again shortly.
     Busy,
     Store(StoreError),
 }
@@ -225,7 +225,7 @@ pub fn busy() -> OAuthError {
     }
 }
 
-/// DESIGN §4a: 1–128 visible ASCII characters (%x21–7E).
+/// docs/design.md §4a: 1–128 visible ASCII characters (%x21–7E).
 pub(super) fn valid_client_id(id: &str) -> bool {
     (1..=MAX_CLIENT_ID_CHARS).contains(&id.len()) && id.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }

@@ -35,15 +35,15 @@ use crate::token::jwt::{self, AccessClaims, TokenError};
 use crate::token::keys::KeySet;
 
 /// Failed logins allowed per (username, address) and per address within [`LOGIN_WINDOW_SECS`]; the
-/// same for failed client authentications per (client_id, address) and per address (DESIGN §9a).
+/// same for failed client authentications per (client_id, address) and per address (docs/design.md §9a).
 pub const MAX_LOGIN_FAILURES: u32 = 5;
 pub const LOGIN_WINDOW_SECS: u64 = 15 * 60;
 /// Longest username looked up or counted: a name becomes part of a storage key, so an unbounded one
-/// would let a caller write keys of any size. Client ids are bounded by DESIGN §4a (128 characters).
+/// would let a caller write keys of any size. Client ids are bounded by docs/design.md §4a (128 characters).
 pub const MAX_USERNAME_BYTES: usize = 256;
-/// DESIGN §4a: client ids are 1–128 visible ASCII characters.
+/// docs/design.md §4a: client ids are 1–128 visible ASCII characters.
 const MAX_CLIENT_ID_CHARS: usize = 128;
-/// Bytes of randomness in refresh tokens and codes (DESIGN §4: at least 256 bits).
+/// Bytes of randomness in refresh tokens and codes (docs/design.md §4: at least 256 bits).
 const OPAQUE_TOKEN_BYTES: usize = 32;
 /// How long a session is kept when its refresh tokens never expire.
 const NEVER_EXPIRES_SECS: u64 = 10 * 365 * 24 * 3600;
@@ -167,7 +167,7 @@ impl AuthServer {
         }
     }
 
-    /// `public_url` + listen path without its trailing `/` (DESIGN §4).
+    /// `public_url` + listen path without its trailing `/` (docs/design.md §4).
     pub fn issuer(&self, api: &ApiDef) -> String {
         self.tokens.issuer(&api.listen_path)
     }
@@ -463,7 +463,7 @@ impl AuthServer {
         }
         // The session keeps what it was granted only while the grant still stands: the user must
         // still exist and be enabled, and the scopes are narrowed to what the client, its policy and
-        // the user may have *now* (DESIGN §9a). Checked before rotation so that a refused refresh
+        // the user may have *now* (docs/design.md §9a). Checked before rotation so that a refused refresh
         // leaves nothing half-done; a session whose user is gone is ended.
         let user = match old.username.as_deref() {
             None => None,
@@ -593,7 +593,7 @@ impl AuthServer {
     /// Begins a session (one grant) and issues its first tokens: an access token, and a refresh token
     /// unless the grant is client_credentials (RFC 6749 §4.4.3) or the API and client do not allow one.
     ///
-    /// A grant without a refresh token, other than an authorization code, stores nothing (DESIGN
+    /// A grant without a refresh token, other than an authorization code, stores nothing (docs/design.md
     /// §9f): the JWT is the whole state, so a client that fetches a token per call costs no memory.
     /// Its `sid` is derived from (API, client, user), so rate limits and quotas, which count per
     /// session, count per client (and user) for such tokens: fetching a new token does not reset

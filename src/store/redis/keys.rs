@@ -61,7 +61,7 @@ impl Keys {
         format!("{}clients:{api_id}", self.prefix)
     }
 
-    /// One hash of every stored policy (field: id, value: JSON), without a TTL (DESIGN §7).
+    /// One hash of every stored policy (field: id, value: JSON), without a TTL (docs/design.md §7).
     pub(super) fn policies(&self) -> String {
         format!("{}policies", self.prefix)
     }

@@ -206,7 +206,7 @@ async fn exercise(store: &RedisStore, raw_code: &str, raw_tokens: [&str; 3], sec
         .unwrap();
 }
 
-/// Every key has a TTL except the dynamic clients and the stored policies (DESIGN §7), and every
+/// Every key has a TTL except the dynamic clients and the stored policies (docs/design.md §7), and every
 /// TTL is bounded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_key_but_clients_and_policies_has_a_ttl() {
