@@ -114,6 +114,9 @@ pub async fn run(
         Some(files) => Some(server::tls::acceptor(files)?),
         None => None,
     };
+    for warning in config.warnings() {
+        tracing::warn!(problem = %warning, "configuration loads, but check this");
+    }
     let signing = config.gateway.signing.clone();
     // Loading may generate a key (RSA generation takes a while): keep it off the async workers.
     let keys = tokio::task::spawn_blocking(move || token::keys::KeySet::load(&signing))

@@ -173,6 +173,9 @@ fn check(path: PathBuf) -> Result<(), String> {
     if !problems.is_empty() {
         return Err(problems.join("\n"));
     }
+    for warning in config.warnings() {
+        eprintln!("warning: {warning}");
+    }
     println!(
         "ok: {} apis, {} clients",
         config.api_count(),

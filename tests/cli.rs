@@ -367,3 +367,43 @@ fn completions_exit_0_with_a_script_for_each_shell() {
         );
     }
 }
+
+/// An OpenID Provider signing with the default ES256 key loads, and `check` still exits 0, but it
+/// says why strict relying parties will refuse it (OpenID Connect Discovery requires RS256), naming
+/// the file, the field and the API; with RS256 it says nothing.
+#[test]
+fn check_warns_when_an_openid_provider_cannot_sign_with_rs256() {
+    let config = valid_config();
+    config.api(
+        "login",
+        "listen_path: /login/\nupstream: { url: \"http://127.0.0.1:9\" }\nauth: { type: oauth2 }\n\
+         oauth:\n  openid: true\n  grant_types: [authorization_code]\n  scopes: [read]\n",
+    );
+    let path = config.gateway_yaml();
+    let path = path.to_str().unwrap();
+    let out = tollgate(&["check", "--config", path]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.starts_with("warning: "), "{err}");
+    assert!(
+        err.contains("gateway.yaml: signing.algorithm: ES256"),
+        "{err}"
+    );
+    assert!(err.contains("API `login`"), "{err}");
+    assert!(err.contains("set signing.algorithm: RS256"), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line per OpenID API: {err}");
+
+    let gateway = std::fs::read_to_string(config.gateway_yaml()).unwrap();
+    let rs256 = gateway.replace(
+        "signing: { key_file",
+        "signing: { algorithm: RS256, key_file",
+    );
+    assert_ne!(
+        rs256, gateway,
+        "the test config has a signing block to change"
+    );
+    std::fs::write(config.gateway_yaml(), rs256).unwrap();
+    let out = tollgate(&["check", "--config", path]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stderr(&out), "", "RS256 needs no warning");
+}

@@ -58,6 +58,30 @@ impl Config {
         self.runtime.api_count()
     }
 
+    /// Settings that load but that most likely do not do what was meant, one line each naming the file
+    /// and field: `tollgate check` prints them (and still exits 0), `run` logs them at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let alg = self.gateway.signing.algorithm;
+        if alg == super::SigningAlgorithm::Rs256 {
+            return Vec::new();
+        }
+        self.runtime
+            .apis
+            .iter()
+            .filter(|api| api.oauth.as_ref().is_some_and(|o| o.openid))
+            .map(|api| {
+                format!(
+                    "{}: signing.algorithm: {} signs the ID tokens of API `{}` (oauth.openid), but \
+                     OpenID Connect Discovery 1.0 §3 requires an OpenID Provider to support RS256 and \
+                     strict relying parties (Authlib) refuse one that does not; set signing.algorithm: RS256",
+                    self.source.display(),
+                    alg.as_str(),
+                    api.id
+                )
+            })
+            .collect()
+    }
+
     /// Static clients across all APIs (for `tollgate check`'s `ok: N apis, M clients`).
     pub fn client_count(&self) -> usize {
         self.runtime.client_count()
