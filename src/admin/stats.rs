@@ -3,8 +3,9 @@
 
 use serde_json::{Value, json};
 
+use crate::clock::now as unix_now;
 use crate::error::GatewayError;
-use crate::metrics::recent::{MAX_WINDOW_SECS, SLOT_SECS, parse_window, unix_now};
+use crate::metrics::recent::{MAX_WINDOW_SECS, SLOT_SECS, parse_window};
 use crate::proxy::gateway::Gateway;
 
 /// `GET /stats[?window=15m]`: every API of the running configuration (in config order), then the

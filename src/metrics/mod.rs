@@ -168,7 +168,7 @@ impl Metrics {
 
     pub fn reject(&self, api: &str, why: Rejection) {
         if matches!(why, Rejection::RateLimit | Rejection::Quota) {
-            self.api(api).recent.refused(recent::unix_now());
+            self.api(api).recent.refused(crate::clock::now());
         }
         if let Ok(mut rejections) = self.rejections.lock() {
             *rejections.entry((api.to_string(), why)).or_default() += 1;

@@ -16,7 +16,7 @@
 //! Time is a parameter (UNIX seconds), so the tests drive it without sleeping.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
@@ -78,14 +78,6 @@ impl Default for Recent {
             slots: (0..SLOTS).map(|_| Slot::default()).collect(),
         }
     }
-}
-
-/// The UNIX time in seconds, as the proxy records it.
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl Recent {

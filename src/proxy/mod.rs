@@ -107,9 +107,7 @@ pub async fn handle(
         .unwrap_or(&gateway.metrics.unrouted);
     metrics.count(status);
     metrics.latency.observe(latency);
-    metrics
-        .recent
-        .record(crate::metrics::recent::unix_now(), status, latency);
+    metrics.recent.record(crate::clock::now(), status, latency);
     if let Some(upstream) = outcome.upstream_latency {
         metrics.upstream_latency.observe(upstream);
     }

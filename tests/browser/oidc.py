@@ -17,7 +17,6 @@ import http.server
 import json
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,37 +27,15 @@ import urllib.request
 
 from playwright.sync_api import sync_playwright
 
-ROOT = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+import harness
+from harness import CHROMIUM, FLAGS, ROOT, free_port, hash_secret
+
 SCREENSHOTS = os.path.join(ROOT, "target", "screenshots")
 PASSWORD = "browser-alice-password"
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 
 
 def check(condition, detail):
-    """Like assert, but never compiled away (python -O drops assert statements)."""
-    if not condition:
-        raise SystemExit(f"browser OIDC check failed: {detail}")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def hash_secret(binary, secret):
-    out = subprocess.run([binary, "hash-secret"], input=secret.encode(), capture_output=True, check=True)
-    return out.stdout.decode().strip()
+    harness.check(condition, detail, "browser OIDC check")
 
 
 def serve_callback(port):

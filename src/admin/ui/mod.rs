@@ -29,21 +29,19 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::Value;
 
-use crate::http_util::{Body, full, read_body};
+use crate::http_util::{Body, MAX_FORM_BYTES, full, read_body};
 use crate::oauth::login_page::{escape, html_response};
 use crate::proxy::gateway::Gateway;
 use crate::secrets::secret_eq;
 use crate::server::ConnInfo;
 
-use crate::metrics::recent::unix_now;
+use crate::clock::now as unix_now;
 use session::{Live, Sessions, Throttle};
 
 /// The session cookie's name.
 pub const COOKIE: &str = "tollgate_ui";
 /// Script and style from this origin only: no inline code at all, so an injected tag does nothing.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
-/// Forms are small; anything larger is refused before it is parsed.
-const MAX_FORM_BYTES: usize = 64 * 1024;
 /// A sign-in form field longer than this is not the secret (it bounds the comparison too).
 const MAX_SECRET_CHARS: usize = 1024;
 
