@@ -80,15 +80,25 @@ pub enum RunError {
     KeyTask,
 }
 
+/// What [`run_with`] takes besides the configuration: things a test may replace.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// The clock the in-process rate limiter counts periods on (`storage: memory`). A test passes
+    /// [`clock::Clock::manual`] and advances it instead of sleeping through a period. The Redis
+    /// limiter counts on Redis's clock and does not use it.
+    pub clock: clock::Clock,
+}
+
 /// Opens the configured store and the rate limiter that goes with it (Redis: counted in the same
 /// Redis, over the same connection).
 async fn open_storage(
     config: &config::StorageConfig,
+    clock: clock::Clock,
 ) -> Result<(Arc<dyn store::Store>, Arc<dyn limits::Limiter>), RunError> {
     match config {
         config::StorageConfig::Memory => Ok((
             Arc::new(store::memory::MemoryStore::new()),
-            Arc::new(limits::memory::MemoryLimiter::new()),
+            Arc::new(limits::memory::MemoryLimiter::with_clock(clock)),
         )),
         config::StorageConfig::Redis(redis) => {
             let store = store::redis::RedisStore::connect(redis).await?;
@@ -108,6 +118,16 @@ pub async fn run(
     listeners: Listeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RunError> {
+    run_with(config, listeners, shutdown, RunOptions::default()).await
+}
+
+/// [`run`], with [`RunOptions`].
+pub async fn run_with(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    options: RunOptions,
+) -> Result<(), RunError> {
     // Several parts of rustls need a process-wide provider; installing twice is harmless.
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let tls = match &config.gateway.tls {
@@ -122,7 +142,7 @@ pub async fn run(
     let keys = tokio::task::spawn_blocking(move || token::keys::KeySet::load(&signing))
         .await
         .map_err(|_| RunError::KeyTask)??;
-    let (store, limiter) = open_storage(&config.gateway.storage).await?;
+    let (store, limiter) = open_storage(&config.gateway.storage, options.clock).await?;
     let auth = oauth::AuthServer::new(
         keys,
         store,

@@ -16,6 +16,7 @@ use common::oauth::*;
 use common::*;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
+use tollgate::clock::{Clock, ManualClock};
 use tollgate::config::SigningAlgorithm;
 use tollgate::token::keys::{SigningKey, generate_pkcs8_pem, write_private_key};
 
@@ -112,6 +113,8 @@ struct Harness {
     gw: TestGateway,
     upstream: Upstream,
     forge: Forge,
+    /// The rate limiter's clock: it stands still until a test advances it past a period.
+    clock: ManualClock,
 }
 
 /// Starts a gateway serving `apis` in front of one recording upstream. Its signing key is generated
@@ -138,10 +141,15 @@ async fn start(apis: &[ApiYaml], policies: Option<&str>) -> Harness {
     for api in apis {
         config.api(api.id, &api.build(&upstream.url()));
     }
+    let (limiter_clock, clock) = Clock::manual();
+    let options = tollgate::RunOptions {
+        clock: limiter_clock,
+    };
     Harness {
-        gw: TestGateway::start(config).await,
+        gw: TestGateway::start_with(config, options).await,
         upstream,
         forge,
+        clock,
     }
 }
 
@@ -1068,7 +1076,7 @@ async fn the_session_rate_limit_refuses_the_third_request_and_recovers_after_the
         "the refused request did not reach the upstream"
     );
 
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    h.clock.advance(Duration::from_secs(1));
     assert_passes(&call(&h.gw, "/movies/", &token).await, "after the period");
 }
 
@@ -1160,10 +1168,10 @@ async fn rate_limit_refusals_do_not_count_against_the_quota() {
         assert_limited(&response, 1);
         assert_eq!(response.json()["error_description"], "rate limit exceeded");
     }
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    h.clock.advance(Duration::from_secs(1));
     // Had the three refusals been counted, the quota would be spent.
     assert_passes(&call(&h.gw, "/movies/", &token).await, "2nd: quota 2 of 2");
-    tokio::time::sleep(Duration::from_millis(1100)).await;
+    h.clock.advance(Duration::from_secs(1));
     let response = call(&h.gw, "/movies/", &token).await;
     assert_limited(&response, 2);
     assert_eq!(response.json()["error_description"], "quota exceeded");

@@ -1,23 +1,36 @@
 //! In-process limiter: governor's GCRA for rates, a fixed window per key for quotas.
+//!
+//! Rates count periods on a [`Clock`] (the system's monotonic clock in production, a manual one in
+//! tests); quotas count on the `now_secs` the caller passes.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use governor::clock::{Clock, DefaultClock};
 use governor::middleware::StateInformationMiddleware;
+use governor::nanos::Nanos;
 use governor::state::keyed::DefaultKeyedStateStore;
 use governor::{Quota as GcraQuota, RateLimiter};
 
 use super::{Decision, Headroom, Limiter, Refused};
+use crate::clock::Clock;
 use crate::config::{Quota, RateLimit};
 use crate::store::StoreResult;
 
 type KeyedGcra =
-    RateLimiter<String, DefaultKeyedStateStore<String>, DefaultClock, StateInformationMiddleware>;
+    RateLimiter<String, DefaultKeyedStateStore<String>, Clock, StateInformationMiddleware>;
+
+/// governor reads our clock as nanoseconds since the clock's origin.
+impl governor::clock::Clock for Clock {
+    type Instant = Nanos;
+
+    fn now(&self) -> Nanos {
+        Nanos::from(self.elapsed())
+    }
+}
 
 /// Prune idle keys every this many checks so the maps do not grow with every session ever seen.
 const PRUNE_EVERY: u64 = 100_000;
@@ -28,16 +41,25 @@ pub struct MemoryLimiter {
     rates: Mutex<HashMap<(u32, Duration), Arc<KeyedGcra>>>,
     /// key → (window start, count).
     quotas: Mutex<HashMap<String, (u64, u64)>>,
-    /// key → (remaining burst after the last check, when). governor cannot be read without counting,
-    /// so this is what `peek` reports from, adding what has been replenished since.
-    last_rate: Mutex<HashMap<String, (u32, Instant)>>,
+    /// key → (remaining burst after the last check, when on `clock`). governor cannot be read
+    /// without counting, so this is what `peek` reports from, adding what has been replenished since.
+    last_rate: Mutex<HashMap<String, (u32, Duration)>>,
     checks: AtomicU64,
-    clock: DefaultClock,
+    clock: Clock,
 }
 
 impl MemoryLimiter {
+    /// A limiter on the system's clock.
     pub fn new() -> MemoryLimiter {
         MemoryLimiter::default()
+    }
+
+    /// A limiter whose rate periods pass on `clock` (a test's [`Clock::manual`]).
+    pub fn with_clock(clock: Clock) -> MemoryLimiter {
+        MemoryLimiter {
+            clock,
+            ..MemoryLimiter::default()
+        }
     }
 
     fn gcra(&self, rate: &RateLimit) -> Option<Arc<KeyedGcra>> {
@@ -48,8 +70,11 @@ impl MemoryLimiter {
         let burst = NonZeroU32::new(rate.rate)?;
         // `rate` requests per `per`, all of them usable at once: emission interval per/rate, burst rate.
         let quota = GcraQuota::with_period(rate.per / rate.rate)?.allow_burst(burst);
-        let limiter =
-            Arc::new(RateLimiter::keyed(quota).with_middleware::<StateInformationMiddleware>());
+        let limiter = Arc::new(KeyedGcra::new(
+            quota,
+            DefaultKeyedStateStore::default(),
+            self.clock.clone(),
+        ));
         rates.insert((rate.rate, rate.per), limiter.clone());
         Some(limiter)
     }
@@ -68,7 +93,7 @@ impl MemoryLimiter {
                 let remaining = snapshot.remaining_burst_capacity();
                 if let Ok(mut last) = self.last_rate.lock() {
                     // Update in place: the key is only copied the first time it is seen.
-                    let seen = (remaining, Instant::now());
+                    let seen = (remaining, self.clock.elapsed());
                     match last.get_mut(key) {
                         Some(entry) => *entry = seen,
                         None => {
@@ -83,7 +108,10 @@ impl MemoryLimiter {
                     reset_secs: ceil_secs(interval * used),
                 })
             }
-            Err(not_until) => Err(ceil_secs(not_until.wait_time_from(self.clock.now())).max(1)),
+            Err(not_until) => Err(ceil_secs(
+                not_until.wait_time_from(governor::clock::Clock::now(&self.clock)),
+            )
+            .max(1)),
         }
     }
 
@@ -134,7 +162,8 @@ impl MemoryLimiter {
             }
         }
         if let Ok(mut last) = self.last_rate.lock() {
-            last.retain(|_, (_, at)| at.elapsed() < Duration::from_secs(24 * 3600));
+            let elapsed = self.clock.elapsed();
+            last.retain(|_, (_, at)| elapsed.saturating_sub(*at) < Duration::from_secs(24 * 3600));
         }
         if let Ok(mut quotas) = self.quotas.lock() {
             // A window that ended is equivalent to no entry.
@@ -214,7 +243,8 @@ impl Limiter for MemoryLimiter {
             let last = self.last_rate.lock().ok().and_then(|m| m.get(key).copied());
             let remaining = match last {
                 Some((remaining, at)) if !interval.is_zero() => {
-                    let replenished = at.elapsed().as_nanos() / interval.as_nanos().max(1);
+                    let since = self.clock.elapsed().saturating_sub(at);
+                    let replenished = since.as_nanos() / interval.as_nanos().max(1);
                     u64::from(remaining)
                         .saturating_add(u64::try_from(replenished).unwrap_or(u64::MAX))
                         .min(u64::from(rate.rate))
@@ -244,8 +274,8 @@ impl Limiter for MemoryLimiter {
 
 #[cfg(test)]
 mod contract_tests {
-    crate::limiter_contract_tests!(async {
-        std::sync::Arc::new(super::MemoryLimiter::new())
+    crate::limiter_contract_tests!(manual_clock: |clock| async move {
+        std::sync::Arc::new(super::MemoryLimiter::with_clock(clock))
             as std::sync::Arc<dyn crate::limits::Limiter>
     });
 }

@@ -126,7 +126,21 @@ impl TestGateway {
             .unwrap_or_else(|e| panic!("gateway did not start: {e}"))
     }
 
+    /// Starts with `options`, e.g. a manual clock for the rate limiter.
+    pub async fn start_with(config: ConfigDir, options: tollgate::RunOptions) -> TestGateway {
+        Self::try_start_with(config, options)
+            .await
+            .unwrap_or_else(|e| panic!("gateway did not start: {e}"))
+    }
+
     pub async fn try_start(config: ConfigDir) -> Result<TestGateway, String> {
+        Self::try_start_with(config, tollgate::RunOptions::default()).await
+    }
+
+    pub async fn try_start_with(
+        config: ConfigDir,
+        options: tollgate::RunOptions,
+    ) -> Result<TestGateway, String> {
         init_test_log();
         let loaded = tollgate::Config::load(&config.gateway_yaml()).map_err(|e| e.to_string())?;
         let listeners = tollgate::Listeners {
@@ -142,9 +156,14 @@ impl TestGateway {
         let addr = listeners.proxy_addr().map_err(|e| e.to_string())?;
         let admin = listeners.admin_addr().ok_or("no admin address")?;
         let (tx, rx) = oneshot::channel::<()>();
-        let handle = tokio::spawn(tollgate::run(loaded, listeners, async move {
-            let _ = rx.await;
-        }));
+        let handle = tokio::spawn(tollgate::run_with(
+            loaded,
+            listeners,
+            async move {
+                let _ = rx.await;
+            },
+            options,
+        ));
         Ok(TestGateway {
             addr,
             admin,
