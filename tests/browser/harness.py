@@ -68,9 +68,9 @@ def serve_page(html, port):
     return serve(Handler, port)
 
 
-def start_tollgate(binary, folder, gateway_yaml, apis, health_url):
+def start_tollgate(binary, folder, gateway_yaml, apis, health_url, context=None):
     """Writes gateway.yaml and api-definitions/<id>.yaml into `folder`, starts the binary on it and
-    waits (at most 10 s) until `health_url` answers 200."""
+    waits (at most 10 s) until `health_url` answers 200 (over HTTPS: verified with the SSL `context`)."""
     with open(os.path.join(folder, "gateway.yaml"), "w") as f:
         f.write(gateway_yaml)
     os.makedirs(os.path.join(folder, "api-definitions"), exist_ok=True)
@@ -80,7 +80,7 @@ def start_tollgate(binary, folder, gateway_yaml, apis, health_url):
     proc = subprocess.Popen([binary, "run", "--config", os.path.join(folder, "gateway.yaml")])
     for _ in range(200):
         try:
-            with urllib.request.urlopen(health_url, timeout=1) as r:
+            with urllib.request.urlopen(health_url, timeout=1, context=context) as r:
                 if r.status == 200:
                     return proc
         except OSError:
@@ -93,8 +93,13 @@ def start_tollgate(binary, folder, gateway_yaml, apis, health_url):
 
 
 def stop(proc):
+    """SIGTERM, then the exit status (killed after 15 s: the status then says so, -9)."""
     proc.terminate()
-    proc.wait(timeout=15)
+    try:
+        return proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait()
 
 
 def launch(playwright):

@@ -7,15 +7,9 @@ requests-oauthlib, unmodified, and verifies every access token with PyJWT's JWKS
 usage: clients.py PATH_TO_TOLLGATE_BINARY
 """
 
-import html.parser
-import json
 import os
-import socket
 import ssl
-import subprocess
 import sys
-import tempfile
-import time
 import urllib.parse
 
 import jwt
@@ -24,68 +18,19 @@ from authlib.integrations.requests_client import OAuth2Session
 from oauthlib.oauth2 import BackendApplicationClient, LegacyApplicationClient
 from requests_oauthlib import OAuth2Session as RequestsOAuth2Session
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from harness import CA, check, gateway, hash_secret, sign_in  # noqa: E402
+
 SERVICE_SECRET = "interop-service-secret"
 APP_SECRET = "interop-app-secret"
 ALICE_PASSWORD = "interop-alice-password"
+# Registered for the clients; the flow stops at the redirect, so nothing listens there.
 REDIRECT = "http://127.0.0.1:9876/callback"
-# The gateway serves HTTPS with the test certificate; clients trust it like any private CA.
-FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "fixtures")
-CA = os.path.join(FIXTURES, "tls-cert.pem")
-os.environ["REQUESTS_CA_BUNDLE"] = CA
 
 
-def check(condition, detail):
-    """Like assert, but never compiled away (python -O / PYTHONOPTIMIZE drop assert statements)."""
-    if not condition:
-        raise SystemExit(f"interop check failed: {detail}")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def hash_secret(binary, secret):
-    out = subprocess.run([binary, "hash-secret"], input=secret.encode(), capture_output=True, check=True)
-    return out.stdout.decode().strip()
-
-
-class FormParser(html.parser.HTMLParser):
-    """Collects the inputs of the first form, as a browser would submit them."""
-
-    def __init__(self):
-        super().__init__()
-        self.action = None
-        self.fields = {}
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if tag == "form" and self.action is None:
-            self.action = attrs.get("action")
-        if tag == "input" and attrs.get("name") and attrs.get("type") in ("hidden", None, "text"):
-            self.fields[attrs["name"]] = attrs.get("value", "")
-
-
-def start(binary, folder):
-    port, admin = free_port(), free_port()
-    base = f"https://127.0.0.1:{port}"
-    with open(os.path.join(folder, "gateway.yaml"), "w") as f:
-        f.write(
-            f"listen: 127.0.0.1:{port}\npublic_url: {base}\nusers: users.yaml\n"
-            f'tls: {{ cert: "{os.path.join(FIXTURES, "tls-cert.pem")}", key: "{os.path.join(FIXTURES, "tls-key.pem")}" }}\n'
-            f"admin: {{ listen: 127.0.0.1:{admin}, secret: interop-admin-secret-0123 }}\n"
-            "signing: { key_file: keys/signing.pem, generate: true }\nlog: { level: warn }\n"
-        )
-    with open(os.path.join(folder, "users.yaml"), "w") as f:
-        f.write(
-            f'- username: alice\n  password_hash: "{hash_secret(binary, ALICE_PASSWORD)}"\n'
-            "  scopes: [read, write]\n  claims: { email: alice@example.com }\n"
-        )
-    os.makedirs(os.path.join(folder, "api-definitions"))
-    with open(os.path.join(folder, "api-definitions", "movies.yaml"), "w") as f:
-        f.write(
-            f"""listen_path: /movies/
+def apis(binary):
+    return {
+        "movies": f"""listen_path: /movies/
 upstream:
   mock: {{ status: 200, headers: {{ content-type: application/json }}, body: '{{"movies":[]}}' }}
 auth: {{ type: oauth2 }}
@@ -107,17 +52,14 @@ oauth:
       grant_types: [authorization_code, refresh_token]
       scopes: [read]
 """
-        )
-    proc = subprocess.Popen([binary, "run", "--config", os.path.join(folder, "gateway.yaml")])
-    for _ in range(200):
-        try:
-            if requests.get(f"{base}/health", timeout=1).status_code == 200:
-                return proc, base
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("tollgate did not start")
+    }
+
+
+def users(binary):
+    return (
+        f'- username: alice\n  password_hash: "{hash_secret(binary, ALICE_PASSWORD)}"\n'
+        "  scopes: [read, write]\n  claims: { email: alice@example.com }\n"
+    )
 
 
 def verify(base, token, expected_sub):
@@ -152,17 +94,7 @@ def authorization_code_pkce(base, client_id, client_secret):
     )
     verifier = "v" * 20 + os.urandom(24).hex()
     url, state = session.create_authorization_url(f"{base}/movies/oauth/authorize", code_verifier=verifier)
-    browser = requests.Session()
-    page = browser.get(url, timeout=5)
-    check(page.status_code == 200, (page.status_code, page.text))
-    form = FormParser()
-    form.feed(page.text)
-    fields = dict(form.fields)
-    fields.update({"username": "alice", "password": ALICE_PASSWORD, "action": "allow"})
-    action = urllib.parse.urljoin(page.url, form.action or page.url)
-    answer = browser.post(action, data=fields, allow_redirects=False, timeout=5)
-    check(answer.status_code == 303, (answer.status_code, answer.text))
-    location = answer.headers["Location"]
+    location = sign_in(url, ALICE_PASSWORD)
     query = urllib.parse.parse_qs(urllib.parse.urlparse(location).query)
     check(query["state"] == [state], query)
     check(query["iss"] == [f"{base}/movies"], query)
@@ -175,73 +107,66 @@ def authorization_code_pkce(base, client_id, client_secret):
 
 def main():
     binary = sys.argv[1]
-    with tempfile.TemporaryDirectory() as folder:
-        proc, base = start(binary, folder)
-        try:
-            token_url = f"{base}/movies/oauth/token"
-            meta = requests.get(f"{base}/.well-known/oauth-authorization-server/movies", timeout=5).json()
-            check(meta["token_endpoint"] == token_url, meta)
+    with gateway(binary, users(binary), apis(binary)) as base:
+        token_url = f"{base}/movies/oauth/token"
+        meta = requests.get(f"{base}/.well-known/oauth-authorization-server/movies", timeout=5).json()
+        check(meta["token_endpoint"] == token_url, meta)
 
-            # Authlib: client credentials (HTTP Basic).
-            cc = OAuth2Session("service", SERVICE_SECRET, scope="read")
-            token = cc.fetch_token(token_url, grant_type="client_credentials")
-            verify(base, token["access_token"], "service")
-            print("ok  authlib client_credentials")
+        # Authlib: client credentials (HTTP Basic).
+        cc = OAuth2Session("service", SERVICE_SECRET, scope="read")
+        token = cc.fetch_token(token_url, grant_type="client_credentials")
+        verify(base, token["access_token"], "service")
+        print("ok  authlib client_credentials")
 
-            # requests-oauthlib: client credentials (BackendApplicationClient).
-            backend = RequestsOAuth2Session(client=BackendApplicationClient(client_id="service"))
-            token = backend.fetch_token(token_url, client_id="service", client_secret=SERVICE_SECRET)
-            verify(base, token["access_token"], "service")
-            print("ok  requests-oauthlib client_credentials")
+        # requests-oauthlib: client credentials (BackendApplicationClient).
+        backend = RequestsOAuth2Session(client=BackendApplicationClient(client_id="service"))
+        token = backend.fetch_token(token_url, client_id="service", client_secret=SERVICE_SECRET)
+        verify(base, token["access_token"], "service")
+        print("ok  requests-oauthlib client_credentials")
 
-            # Authlib: password, then refresh (rotation: the old refresh token stops working).
-            pw = OAuth2Session("app", APP_SECRET, scope="read write")
-            token = pw.fetch_token(token_url, username="alice", password=ALICE_PASSWORD)
-            verify(base, token["access_token"], "alice")
-            old_refresh = token["refresh_token"]
-            refreshed = pw.refresh_token(token_url, refresh_token=old_refresh)
-            check(refreshed["refresh_token"] != old_refresh, 'refreshed["refresh_token"] != old_refresh')
-            verify(base, refreshed["access_token"], "alice")
-            reuse = requests.post(
-                token_url,
-                data={"grant_type": "refresh_token", "refresh_token": old_refresh},
-                auth=("app", APP_SECRET),
-                timeout=5,
-            )
-            check(reuse.status_code == 400 and reuse.json()["error"] == "invalid_grant", reuse.text)
-            print("ok  authlib password + refresh (+ reuse refused)")
+        # Authlib: password, then refresh (rotation: the old refresh token stops working).
+        pw = OAuth2Session("app", APP_SECRET, scope="read write")
+        token = pw.fetch_token(token_url, username="alice", password=ALICE_PASSWORD)
+        verify(base, token["access_token"], "alice")
+        old_refresh = token["refresh_token"]
+        refreshed = pw.refresh_token(token_url, refresh_token=old_refresh)
+        check(refreshed["refresh_token"] != old_refresh, 'refreshed["refresh_token"] != old_refresh')
+        verify(base, refreshed["access_token"], "alice")
+        reuse = requests.post(
+            token_url,
+            data={"grant_type": "refresh_token", "refresh_token": old_refresh},
+            auth=("app", APP_SECRET),
+            timeout=5,
+        )
+        check(reuse.status_code == 400 and reuse.json()["error"] == "invalid_grant", reuse.text)
+        print("ok  authlib password + refresh (+ reuse refused)")
 
-            # requests-oauthlib: password (LegacyApplicationClient).
-            legacy = RequestsOAuth2Session(client=LegacyApplicationClient(client_id="app"))
-            token = legacy.fetch_token(
-                token_url, username="alice", password=ALICE_PASSWORD, client_id="app", client_secret=APP_SECRET
-            )
-            verify(base, token["access_token"], "alice")
-            print("ok  requests-oauthlib password")
+        # requests-oauthlib: password (LegacyApplicationClient).
+        legacy = RequestsOAuth2Session(client=LegacyApplicationClient(client_id="app"))
+        token = legacy.fetch_token(
+            token_url, username="alice", password=ALICE_PASSWORD, client_id="app", client_secret=APP_SECRET
+        )
+        verify(base, token["access_token"], "alice")
+        print("ok  requests-oauthlib password")
 
-            # Authlib: authorization code + PKCE, confidential and public clients, then refresh.
-            session, token = authorization_code_pkce(base, "app", APP_SECRET)
-            refreshed = session.refresh_token(token_url, refresh_token=token["refresh_token"])
-            verify(base, refreshed["access_token"], "alice")
-            authorization_code_pkce(base, "spa", None)
-            print("ok  authlib authorization_code + PKCE (confidential and public) + refresh")
+        # Authlib: authorization code + PKCE, confidential and public clients, then refresh.
+        session, token = authorization_code_pkce(base, "app", APP_SECRET)
+        refreshed = session.refresh_token(token_url, refresh_token=token["refresh_token"])
+        verify(base, refreshed["access_token"], "alice")
+        authorization_code_pkce(base, "spa", None)
+        print("ok  authlib authorization_code + PKCE (confidential and public) + refresh")
 
-            # Revocation and introspection (RFC 7009 / 7662) with Authlib's helpers.
-            revoked = session.revoke_token(f"{base}/movies/oauth/revoke", token=refreshed["refresh_token"])
-            check(revoked.status_code == 200, (revoked.status_code, revoked.text))
-            intro = requests.post(
-                f"{base}/movies/oauth/introspect",
-                data={"token": refreshed["access_token"]},
-                auth=("service", SERVICE_SECRET),
-                timeout=5,
-            ).json()
-            check(intro == {"active": False}, intro)
-            print("ok  authlib revoke → introspect inactive")
-        finally:
-            proc.terminate()
-            code = proc.wait(timeout=15)
-        # SIGTERM is a graceful shutdown: the gateway drains and exits 0 (docs/design.md §1).
-        check(code == 0, f"the gateway exited with {code} after SIGTERM")
+        # Revocation and introspection (RFC 7009 / 7662) with Authlib's helpers.
+        revoked = session.revoke_token(f"{base}/movies/oauth/revoke", token=refreshed["refresh_token"])
+        check(revoked.status_code == 200, (revoked.status_code, revoked.text))
+        intro = requests.post(
+            f"{base}/movies/oauth/introspect",
+            data={"token": refreshed["access_token"]},
+            auth=("service", SERVICE_SECRET),
+            timeout=5,
+        ).json()
+        check(intro == {"active": False}, intro)
+        print("ok  authlib revoke → introspect inactive")
     print("interop: all flows passed")
 
 

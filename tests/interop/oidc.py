@@ -12,10 +12,7 @@ usage: oidc.py PATH_TO_TOLLGATE_BINARY
 """
 
 import os
-import subprocess
 import sys
-import tempfile
-import time
 import urllib.parse
 
 import requests
@@ -26,9 +23,7 @@ from authlib.oidc.core import CodeIDToken, UserInfo
 from authlib.oidc.discovery import OpenIDProviderMetadata
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from clients import CA, FIXTURES, FormParser, check, free_port, hash_secret  # noqa: E402
-
-os.environ["REQUESTS_CA_BUNDLE"] = CA
+from harness import check, gateway, hash_secret, sign_in  # noqa: E402
 
 # Authlib 1.6+ raises joserfc's claim errors from its OIDC claim classes, older releases its own.
 try:
@@ -43,31 +38,17 @@ BAD_SIGNATURE = jose_errors.BadSignatureError
 
 class NonceReplayed(Exception):
     """The RP's own refusal: this nonce was accepted before."""
+
+
 RP_SECRET = "interop-rp-secret-0123"
 ALICE_PASSWORD = "interop-alice-password"
+# Registered for the clients; the flow stops at the redirect, so nothing listens there.
 REDIRECT = "http://127.0.0.1:9877/callback"
 
 
-def start(binary, folder):
-    port, admin = free_port(), free_port()
-    base = f"https://127.0.0.1:{port}"
-    with open(os.path.join(folder, "gateway.yaml"), "w") as f:
-        f.write(
-            f"listen: 127.0.0.1:{port}\npublic_url: {base}\nusers: users.yaml\n"
-            f'tls: {{ cert: "{os.path.join(FIXTURES, "tls-cert.pem")}", key: "{os.path.join(FIXTURES, "tls-key.pem")}" }}\n'
-            f"admin: {{ listen: 127.0.0.1:{admin}, secret: interop-admin-secret-0123 }}\n"
-            # OpenID Connect Discovery 1.0 §3: RS256 MUST be among the ID-token algorithms.
-            "signing: { algorithm: RS256, key_file: keys/signing.pem, generate: true }\nlog: { level: warn }\n"
-        )
-    with open(os.path.join(folder, "users.yaml"), "w") as f:
-        f.write(
-            f'- username: alice\n  password_hash: "{hash_secret(binary, ALICE_PASSWORD)}"\n'
-            "  scopes: [read]\n  claims: { email: alice@example.com, email_verified: true, name: Alice Liddell }\n"
-        )
-    os.makedirs(os.path.join(folder, "api-definitions"))
-    with open(os.path.join(folder, "api-definitions", "movies.yaml"), "w") as f:
-        f.write(
-            f"""listen_path: /movies/
+def apis(binary):
+    return {
+        "movies": f"""listen_path: /movies/
 upstream:
   mock: {{ status: 200, headers: {{ content-type: application/json }}, body: '{{"movies":[]}}' }}
 auth: {{ type: oauth2 }}
@@ -86,17 +67,18 @@ oauth:
       grant_types: [authorization_code]
       scopes: [openid, profile, email]
 """
-        )
-    proc = subprocess.Popen([binary, "run", "--config", os.path.join(folder, "gateway.yaml")])
-    for _ in range(200):
-        try:
-            if requests.get(f"{base}/health", timeout=1).status_code == 200:
-                return proc, base
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.05)
-    proc.kill()
-    raise SystemExit("tollgate did not start")
+    }
+
+
+def users(binary):
+    return (
+        f'- username: alice\n  password_hash: "{hash_secret(binary, ALICE_PASSWORD)}"\n'
+        "  scopes: [read]\n  claims: { email: alice@example.com, email_verified: true, name: Alice Liddell }\n"
+    )
+
+
+# OpenID Connect Discovery 1.0 §3: RS256 MUST be among the ID-token algorithms.
+SIGNING = "{ algorithm: RS256, key_file: keys/signing.pem, generate: true }"
 
 
 class RelyingParty:
@@ -170,22 +152,8 @@ class RelyingParty:
 
 
 def browser_for(password):
-    """A user at a browser: loads the authorization URL, fills the login form, returns the redirect."""
-
-    def browse(url):
-        browser = requests.Session()
-        page = browser.get(url, timeout=5)
-        check(page.status_code == 200, (page.status_code, page.text))
-        form = FormParser()
-        form.feed(page.text)
-        fields = dict(form.fields)
-        fields.update({"username": "alice", "password": password, "action": "allow"})
-        action = urllib.parse.urljoin(page.url, form.action or page.url)
-        answer = browser.post(action, data=fields, allow_redirects=False, timeout=5)
-        check(answer.status_code == 303, (answer.status_code, answer.text))
-        return answer.headers["Location"]
-
-    return browse
+    """A user at a browser who signs in with `password` (see harness.sign_in)."""
+    return lambda url: sign_in(url, password)
 
 
 def refused(call, error, what):
@@ -201,71 +169,65 @@ def refused(call, error, what):
 
 def main():
     binary = sys.argv[1]
-    with tempfile.TemporaryDirectory() as folder:
-        proc, base = start(binary, folder)
-        try:
-            issuer = f"{base}/movies"
-            rp = RelyingParty(issuer, "rp", RP_SECRET)
-            check(rp.metadata["userinfo_endpoint"] == f"{issuer}/oauth/userinfo", rp.metadata)
-            check("S256" in rp.metadata["code_challenge_methods_supported"], rp.metadata)
-            # The RFC 8414 document at the well-known path under /.well-known agrees.
-            rfc8414 = requests.get(f"{base}/.well-known/oauth-authorization-server/movies", timeout=5).json()
-            check(rfc8414["issuer"] == issuer and rfc8414["token_endpoint"] == rp.metadata["token_endpoint"], rfc8414)
-            print("ok  discovery from the issuer (Authlib OpenIDProviderMetadata.validate)")
+    with gateway(binary, users(binary), apis(binary), signing=SIGNING) as base:
+        issuer = f"{base}/movies"
+        rp = RelyingParty(issuer, "rp", RP_SECRET)
+        check(rp.metadata["userinfo_endpoint"] == f"{issuer}/oauth/userinfo", rp.metadata)
+        check("S256" in rp.metadata["code_challenge_methods_supported"], rp.metadata)
+        # The RFC 8414 document at the well-known path under /.well-known agrees.
+        rfc8414 = requests.get(f"{base}/.well-known/oauth-authorization-server/movies", timeout=5).json()
+        check(rfc8414["issuer"] == issuer and rfc8414["token_endpoint"] == rp.metadata["token_endpoint"], rfc8414)
+        print("ok  discovery from the issuer (Authlib OpenIDProviderMetadata.validate)")
 
-            session, token, nonce = rp.sign_in(browser_for(ALICE_PASSWORD))
-            claims = rp.validate(token["id_token"], nonce, token["access_token"])
-            check(claims["sub"] == "alice", claims)
-            check(claims["email"] == "alice@example.com" and claims["email_verified"] is True, claims)
-            check(claims["name"] == "Alice Liddell", claims)
-            check("auth_time" in claims and "at_hash" in claims, claims)
-            print("ok  code flow + PKCE + nonce; ID token valid per CodeIDToken (signature, iss, aud, nonce, at_hash)")
+        session, token, nonce = rp.sign_in(browser_for(ALICE_PASSWORD))
+        claims = rp.validate(token["id_token"], nonce, token["access_token"])
+        check(claims["sub"] == "alice", claims)
+        check(claims["email"] == "alice@example.com" and claims["email_verified"] is True, claims)
+        check(claims["name"] == "Alice Liddell", claims)
+        check("auth_time" in claims and "at_hash" in claims, claims)
+        print("ok  code flow + PKCE + nonce; ID token valid per CodeIDToken (signature, iss, aud, nonce, at_hash)")
 
-            info = rp.userinfo(session)
-            check(info["sub"] == claims["sub"], (info, claims))
-            check(info["email"] == "alice@example.com", info)
-            print("ok  userinfo (sub matches the ID token)")
+        info = rp.userinfo(session)
+        check(info["sub"] == claims["sub"], (info, claims))
+        check(info["email"] == "alice@example.com", info)
+        print("ok  userinfo (sub matches the ID token)")
 
-            # Refusals the RP must make.
-            refused(lambda: rp.validate(token["id_token"], nonce, token["access_token"]),
-                    NonceReplayed, "a replayed nonce")
-            refused(lambda: rp.validate(token["id_token"], "another-nonce", token["access_token"]),
-                    CLAIM_ERRORS, "an ID token with another nonce")
-            refused(lambda: rp.validate(token["id_token"], nonce, token["access_token"] + "x"),
-                    CLAIM_ERRORS, "at_hash of another access token")
-            head, payload, signature = token["id_token"].split(".")
-            tampered = ".".join([head, payload, ("A" if signature[0] != "A" else "B") + signature[1:]])
-            refused(lambda: rp.validate(tampered, nonce, token["access_token"]), BAD_SIGNATURE,
-                    "a tampered signature")
-            # An ID token issued to another client (aud = other), presented to this RP.
-            other = RelyingParty(issuer, "other", None)
-            _, other_token, other_nonce = other.sign_in(browser_for(ALICE_PASSWORD))
-            other.validate(other_token["id_token"], other_nonce, other_token["access_token"])
-            refused(lambda: rp.validate(other_token["id_token"], other_nonce, other_token["access_token"]),
-                    CLAIM_ERRORS, "an ID token whose aud is another client")
-            print("ok  refused by the RP: replayed nonce, other nonce, wrong at_hash, tampered signature, other aud")
+        # Refusals the RP must make.
+        refused(lambda: rp.validate(token["id_token"], nonce, token["access_token"]),
+                NonceReplayed, "a replayed nonce")
+        refused(lambda: rp.validate(token["id_token"], "another-nonce", token["access_token"]),
+                CLAIM_ERRORS, "an ID token with another nonce")
+        refused(lambda: rp.validate(token["id_token"], nonce, token["access_token"] + "x"),
+                CLAIM_ERRORS, "at_hash of another access token")
+        head, payload, signature = token["id_token"].split(".")
+        tampered = ".".join([head, payload, ("A" if signature[0] != "A" else "B") + signature[1:]])
+        refused(lambda: rp.validate(tampered, nonce, token["access_token"]), BAD_SIGNATURE,
+                "a tampered signature")
+        # An ID token issued to another client (aud = other), presented to this RP.
+        other = RelyingParty(issuer, "other", None)
+        _, other_token, other_nonce = other.sign_in(browser_for(ALICE_PASSWORD))
+        other.validate(other_token["id_token"], other_nonce, other_token["access_token"])
+        refused(lambda: rp.validate(other_token["id_token"], other_nonce, other_token["access_token"]),
+                CLAIM_ERRORS, "an ID token whose aud is another client")
+        print("ok  refused by the RP: replayed nonce, other nonce, wrong at_hash, tampered signature, other aud")
 
-            # A refresh gives a new ID token for the same sign-in (same auth_time and nonce).
-            refreshed = session.refresh_token(rp.metadata["token_endpoint"], refresh_token=token["refresh_token"])
-            again = JsonWebToken(["RS256"]).decode(
-                refreshed["id_token"], rp.jwks, claims_cls=CodeIDToken,
-                claims_options={"iss": {"values": [issuer]}, "aud": {"values": ["rp"]}},
-                claims_params={"nonce": nonce, "client_id": "rp", "access_token": refreshed["access_token"]},
-            )
-            again.validate(leeway=5)
-            check(again["auth_time"] == claims["auth_time"], (again, claims))
-            print("ok  refresh: a new ID token, same auth_time and nonce")
+        # A refresh gives a new ID token for the same sign-in (same auth_time and nonce).
+        refreshed = session.refresh_token(rp.metadata["token_endpoint"], refresh_token=token["refresh_token"])
+        again = JsonWebToken(["RS256"]).decode(
+            refreshed["id_token"], rp.jwks, claims_cls=CodeIDToken,
+            claims_options={"iss": {"values": [issuer]}, "aud": {"values": ["rp"]}},
+            claims_params={"nonce": nonce, "client_id": "rp", "access_token": refreshed["access_token"]},
+        )
+        again.validate(leeway=5)
+        check(again["auth_time"] == claims["auth_time"], (again, claims))
+        print("ok  refresh: a new ID token, same auth_time and nonce")
 
-            # userinfo without a token, with a bad one: RFC 6750 challenges.
-            bare = requests.get(rp.metadata["userinfo_endpoint"], timeout=5)
-            check(bare.status_code == 401 and bare.headers.get("WWW-Authenticate", "").startswith("Bearer"), bare.headers)
-            bad = requests.get(rp.metadata["userinfo_endpoint"], headers={"Authorization": "Bearer nope"}, timeout=5)
-            check(bad.status_code == 401 and 'error="invalid_token"' in bad.headers.get("WWW-Authenticate", ""), bad.headers)
-            print("ok  userinfo refuses a missing or bad token")
-        finally:
-            proc.terminate()
-            code = proc.wait(timeout=15)
-        check(code == 0, f"the gateway exited with {code} after SIGTERM")
+        # userinfo without a token, with a bad one: RFC 6750 challenges.
+        bare = requests.get(rp.metadata["userinfo_endpoint"], timeout=5)
+        check(bare.status_code == 401 and bare.headers.get("WWW-Authenticate", "").startswith("Bearer"), bare.headers)
+        bad = requests.get(rp.metadata["userinfo_endpoint"], headers={"Authorization": "Bearer nope"}, timeout=5)
+        check(bad.status_code == 401 and 'error="invalid_token"' in bad.headers.get("WWW-Authenticate", ""), bad.headers)
+        print("ok  userinfo refuses a missing or bad token")
     print("oidc interop: all checks passed")
 
 
