@@ -13,15 +13,15 @@ use serde_json::Value;
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
-/// `movies` (OAuth, client_credentials) and `open` (no auth), both on a real upstream; a stored
-/// policy can be made through the UI.
+/// `movies` (OAuth, client_credentials and refresh_token) and `open` (no auth), both on a real
+/// upstream; a stored policy can be made through the UI.
 async fn gateway(extra: &str) -> (TestGateway, Upstream) {
     let upstream = Upstream::start().await;
     let config = ConfigDir::new(extra);
     config.api(
         "movies",
         &format!(
-            "listen_path: /movies/\nupstream: {{ url: \"{}\" }}\noauth:\n  grant_types: [client_credentials]\n  scopes: [read]\n",
+            "listen_path: /movies/\nupstream: {{ url: \"{}\" }}\noauth:\n  grant_types: [client_credentials, refresh_token]\n  scopes: [read]\n",
             upstream.url()
         ),
     );
@@ -57,6 +57,22 @@ async fn ui(
         None => Bytes::new(),
     };
     send(req.body(Full::new(body)).unwrap()).await
+}
+
+/// A signed-in POST whose body and content type are given as they are.
+async fn post_raw(
+    gw: &TestGateway,
+    path: &str,
+    cookie: &str,
+    content_type: &str,
+    body: String,
+) -> TestResponse {
+    let req = Request::post(gw.admin_url(path))
+        .header("cookie", cookie)
+        .header("content-type", content_type)
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    send(req).await
 }
 
 /// Signs in; returns the `name=value` cookie to send back.
@@ -396,7 +412,7 @@ async fn the_ui_creates_rotates_and_deletes_clients_through_the_admin_api() {
             ("csrf_token", token.as_str()),
             ("api", "movies"),
             ("client_id", "ui-app"),
-            ("grant_types", "client_credentials"),
+            ("grant_types.client_credentials", "true"),
             ("scopes", "read"),
         ]),
         &[],
@@ -434,13 +450,19 @@ async fn the_ui_creates_rotates_and_deletes_clients_through_the_admin_api() {
         Some(&[
             ("csrf_token", token.as_str()),
             ("api", "movies"),
-            ("grant_types", "telepathy"),
+            ("grant_types.client_credentials", "true"),
+            ("scopes", "telepathy"),
         ]),
         &[],
     )
     .await;
     assert_eq!(bad.status, 400);
-    assert!(bad.text().contains("grant_types"), "{}", bad.text());
+    assert!(
+        bad.text()
+            .contains("scopes[0]: scope `telepathy` is not in oauth.scopes"),
+        "{}",
+        bad.text()
+    );
     let unknown = ui(
         &gw,
         "POST",
@@ -449,7 +471,7 @@ async fn the_ui_creates_rotates_and_deletes_clients_through_the_admin_api() {
         Some(&[
             ("csrf_token", token.as_str()),
             ("api", "no<such>api"),
-            ("grant_types", "client_credentials"),
+            ("grant_types.client_credentials", "true"),
         ]),
         &[],
     )
@@ -509,6 +531,147 @@ async fn the_ui_creates_rotates_and_deletes_clients_through_the_admin_api() {
         gw.admin_get("/apis/movies/clients/ui-app").await.status,
         404
     );
+}
+
+/// The name and value of the checkbox labelled `label` on a page: what a browser sends when it is ticked.
+fn checkbox(html: &str, label: &str) -> (String, String) {
+    let end = html
+        .find(&format!("> {label}</label>"))
+        .unwrap_or_else(|| panic!("a checkbox labelled {label}: {html}"));
+    let input = &html[html[..end].rfind("<input").unwrap()..end];
+    assert!(input.contains("type=\"checkbox\""), "{input}");
+    let attr = |name: &str| {
+        let start = input.find(&format!(" {name}=\"")).unwrap() + name.len() + 3;
+        let len = input[start..].find('"').unwrap();
+        html_unescape(&input[start..start + len])
+    };
+    (attr("name"), attr("value"))
+}
+
+/// The UI reads a form as a browser sends it, a group of ticked checkboxes included, and nothing
+/// else: a body of another content type, a field sent twice, a body over the bound are answered with
+/// the UI's error page, and nothing changes.
+#[tokio::test]
+async fn the_ui_takes_browser_forms_and_refuses_other_bodies() {
+    let (gw, _up) = gateway("").await;
+    let cookie = sign_in(&gw).await;
+    let page = ui(
+        &gw,
+        "GET",
+        "/ui/clients?api=movies",
+        Some(&cookie),
+        None,
+        &[],
+    )
+    .await
+    .text();
+    let token = csrf(&page);
+    let (cc_name, cc_value) = checkbox(&page, "client_credentials");
+    let (rt_name, rt_value) = checkbox(&page, "refresh_token");
+    let origin = format!("http://{}", gw.admin);
+    let created = ui(
+        &gw,
+        "POST",
+        "/ui/clients/create",
+        Some(&cookie),
+        Some(&[
+            ("csrf_token", token.as_str()),
+            ("api", "movies"),
+            ("client_id", "two-grants"),
+            (cc_name.as_str(), cc_value.as_str()),
+            (rt_name.as_str(), rt_value.as_str()),
+            ("redirect_uris", ""),
+            ("scopes", "read"),
+            ("policy", ""),
+        ]),
+        &[
+            ("origin", origin.as_str()),
+            ("sec-fetch-site", "same-origin"),
+        ],
+    )
+    .await;
+    assert_eq!(created.status, 200, "{}", created.text());
+    let stored = gw.admin_get("/apis/movies/clients/two-grants").await.json();
+    assert_eq!(
+        stored["grant_types"],
+        serde_json::json!(["client_credentials", "refresh_token"]),
+        "both ticked boxes reached the admin API"
+    );
+
+    let policy = format!("csrf_token={token}&id=p1&rate=5&per=1s");
+    let big = format!("{policy}&description={}", "y".repeat(70 * 1024));
+    for (content_type, body, status, says) in [
+        (
+            "text/plain",
+            policy.clone(),
+            415,
+            "application/x-www-form-urlencoded",
+        ),
+        (
+            "application/json",
+            policy.clone(),
+            415,
+            "application/x-www-form-urlencoded",
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            format!("{policy}&id=p2"),
+            400,
+            "the id parameter is repeated",
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            format!("{policy}&csrf_token={token}"),
+            400,
+            "the csrf_token parameter is repeated",
+        ),
+        (
+            "application/x-www-form-urlencoded",
+            big,
+            413,
+            "exceeds the limit of 65536 bytes",
+        ),
+    ] {
+        let response = post_raw(&gw, "/ui/policies/save", &cookie, content_type, body).await;
+        let what = format!("{content_type} {status}");
+        assert_eq!(response.status, status, "{what}: {}", response.text());
+        assert_security_headers(&response);
+        assert_eq!(
+            response.header("content-type"),
+            Some("text/html; charset=utf-8"),
+            "{what}"
+        );
+        assert!(
+            response.text().contains(says),
+            "{what}: {}",
+            response.text()
+        );
+    }
+    for id in ["p1", "p2"] {
+        assert_eq!(gw.admin_get(&format!("/policies/{id}")).await.status, 404);
+    }
+    // The sign-in form too: its secret in another content type does not sign in.
+    let response = post_raw(
+        &gw,
+        "/ui/login",
+        "",
+        "text/plain",
+        format!("secret={ADMIN_SECRET}"),
+    )
+    .await;
+    assert_eq!(response.status, 415);
+    assert!(response.header("set-cookie").is_none());
+    // The same form, as a browser sends it: accepted.
+    let response = post_raw(
+        &gw,
+        "/ui/policies/save",
+        &cookie,
+        "application/x-www-form-urlencoded",
+        policy,
+    )
+    .await;
+    assert_eq!(response.status, 303, "{}", response.text());
+    assert_eq!(gw.admin_get("/policies/p1").await.status, 200);
 }
 
 /// The text of the page's `<output id="client-secret">`.

@@ -173,7 +173,8 @@ fn create_form(live: &Live, api_id: &str) -> String {
     for grant in GRANTS {
         let _ = writeln!(
             grants,
-            "<label class=\"check\"><input type=\"checkbox\" name=\"grant_types\" value=\"{grant}\"{}> {grant}</label>",
+            "<label class=\"check\"><input type=\"checkbox\" name=\"{}\" value=\"true\"{}> {grant}</label>",
+            grant_field(grant),
             if grant == "client_credentials" {
                 " checked"
             } else {
@@ -205,6 +206,11 @@ fn done_notice(query: &Query) -> Option<Notice> {
     Some(Notice::Done(text.to_owned()))
 }
 
+/// A grant's checkbox: one name per box, since a posted form never repeats a name.
+fn grant_field(grant: &str) -> String {
+    format!("grant_types.{grant}")
+}
+
 fn api_of(form: &Form) -> String {
     form.text("api").unwrap_or("").to_owned()
 }
@@ -219,7 +225,11 @@ pub(super) async fn create(gateway: &Gateway, live: &Live, form: &Form) -> Respo
     if let Some(id) = form.text("client_id") {
         body.insert("client_id".into(), json!(id));
     }
-    body.insert("grant_types".into(), json!(form.all("grant_types")));
+    let grants: Vec<&str> = GRANTS
+        .into_iter()
+        .filter(|grant| form.get(&grant_field(grant)) == Some("true"))
+        .collect();
+    body.insert("grant_types".into(), json!(grants));
     let redirect_uris: Vec<&str> = form
         .get("redirect_uris")
         .unwrap_or("")

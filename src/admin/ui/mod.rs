@@ -29,7 +29,7 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use serde_json::Value;
 
-use crate::http_util::{Body, MAX_FORM_BYTES, full, read_body};
+use crate::http_util::{self, Body, FormError, full};
 use crate::oauth::login_page::{escape, html_response};
 use crate::proxy::gateway::Gateway;
 use crate::secrets::secret_eq;
@@ -272,7 +272,8 @@ fn sign_in_page(status: StatusCode, error: Option<&str>) -> Response<Body> {
 
 // --- reading requests
 
-/// A urlencoded form; a name may repeat (checkboxes).
+/// A urlencoded form or query string. A posted form never repeats a name ([`read_form`]: each of
+/// the UI's checkboxes has a name of its own); in a query string the first of a repeated name counts.
 pub(super) struct Form {
     pairs: Vec<(String, String)>,
 }
@@ -289,14 +290,6 @@ impl Form {
     pub(super) fn text(&self, name: &str) -> Option<&str> {
         self.get(name).map(str::trim).filter(|v| !v.is_empty())
     }
-
-    pub(super) fn all(&self, name: &str) -> Vec<&str> {
-        self.pairs
-            .iter()
-            .filter(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-            .collect()
-    }
 }
 
 pub(super) type Query = Form;
@@ -311,22 +304,35 @@ impl Form {
     }
 }
 
+/// Reads a posted form the way every form of the gateway is read ([`http_util::read_form`]): the
+/// urlencoded content type only (what a browser sends for the UI's forms), at most
+/// `http_util::MAX_FORM_BYTES`, no name twice (which value would count is ambiguous, so neither
+/// does). A refusal is the UI's error page: 415, 400, or the body's own status (413, 408).
 async fn read_form(gateway: &Gateway, req: Request<Incoming>) -> Result<Form, Response<Body>> {
     let timeout = gateway.runtime().config.limits.body_read_timeout;
-    match read_body(req, MAX_FORM_BYTES, timeout).await {
-        Ok((_, bytes)) => Ok(Form {
-            pairs: form_urlencoded::parse(&bytes)
-                .map(|(n, v)| (n.into_owned(), v.into_owned()))
-                .collect(),
-        }),
-        Err(err) => {
-            let err = crate::error::GatewayError::from(err);
-            Err(page_response(
-                err.status(),
-                message_page("Request refused", &err.to_string()),
-            ))
+    let err = match http_util::read_form(req, timeout).await {
+        Ok((_, fields)) => {
+            return Ok(Form {
+                pairs: fields.into_iter().collect(),
+            });
         }
-    }
+        Err(err) => err,
+    };
+    let (status, message) = match err {
+        FormError::NotAForm => (
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Forms are sent as application/x-www-form-urlencoded.".to_owned(),
+        ),
+        FormError::Repeated(_) => (StatusCode::BAD_REQUEST, err.description()),
+        FormError::Body(body) => {
+            let err = crate::error::GatewayError::from(body);
+            (err.status(), err.to_string())
+        }
+    };
+    Err(page_response(
+        status,
+        message_page("Request refused", &message),
+    ))
 }
 
 // --- calling the admin API
