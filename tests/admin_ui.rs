@@ -59,6 +59,21 @@ async fn ui(
     send(req.body(Full::new(body)).unwrap()).await
 }
 
+/// A signed-in GET.
+async fn ui_get(gw: &TestGateway, cookie: &str, path: &str) -> TestResponse {
+    ui(gw, "GET", path, Some(cookie), None, &[]).await
+}
+
+/// A signed-in form POST, as a browser on the page would send it.
+async fn ui_post(
+    gw: &TestGateway,
+    cookie: &str,
+    path: &str,
+    form: &[(&str, &str)],
+) -> TestResponse {
+    ui(gw, "POST", path, Some(cookie), Some(form), &[]).await
+}
+
 /// A signed-in POST whose body and content type are given as they are.
 async fn post_raw(
     gw: &TestGateway,
@@ -75,17 +90,22 @@ async fn post_raw(
     send(req).await
 }
 
-/// Signs in; returns the `name=value` cookie to send back.
-async fn sign_in(gw: &TestGateway) -> String {
-    let response = ui(
+/// The sign-in form, sent with `secret`.
+async fn post_secret(gw: &TestGateway, secret: &str) -> TestResponse {
+    ui(
         gw,
         "POST",
         "/ui/login",
         None,
-        Some(&[("secret", ADMIN_SECRET)]),
+        Some(&[("secret", secret)]),
         &[],
     )
-    .await;
+    .await
+}
+
+/// Signs in; returns the `name=value` cookie to send back.
+async fn sign_in(gw: &TestGateway) -> String {
+    let response = post_secret(gw, ADMIN_SECRET).await;
     assert_eq!(response.status, 303, "{}", response.text());
     assert_eq!(response.header("location"), Some("/ui/"));
     let set = response.header("set-cookie").expect("a session cookie");
@@ -120,15 +140,7 @@ async fn sign_in_sets_a_strict_http_only_cookie_scoped_to_the_ui() {
     assert!(html.contains("name=\"viewport\""));
     assert!(!html.contains("style=\"") && !html.contains("<script>"));
 
-    let response = ui(
-        &gw,
-        "POST",
-        "/ui/login",
-        None,
-        Some(&[("secret", ADMIN_SECRET)]),
-        &[],
-    )
-    .await;
+    let response = post_secret(&gw, ADMIN_SECRET).await;
     assert_eq!(response.status, 303);
     assert_security_headers(&response);
     let set = response.header("set-cookie").unwrap();
@@ -144,13 +156,13 @@ async fn sign_in_sets_a_strict_http_only_cookie_scoped_to_the_ui() {
 
     // The cookie opens the pages; the overview lists both APIs.
     let cookie = format!("{name}={value}");
-    let overview = ui(&gw, "GET", "/ui/", Some(&cookie), None, &[]).await;
+    let overview = ui_get(&gw, &cookie, "/ui/").await;
     assert_eq!(overview.status, 200);
     assert_security_headers(&overview);
     let html = overview.text();
     assert!(html.contains("data-api=\"movies\"") && html.contains("data-api=\"open\""));
     // Signed in, the sign-in page sends to the overview.
-    let again = ui(&gw, "GET", "/ui/login", Some(&cookie), None, &[]).await;
+    let again = ui_get(&gw, &cookie, "/ui/login").await;
     assert_eq!(again.status, 303);
     assert_eq!(again.header("location"), Some("/ui/"));
 }
@@ -159,29 +171,13 @@ async fn sign_in_sets_a_strict_http_only_cookie_scoped_to_the_ui() {
 async fn a_wrong_secret_is_refused_and_failures_are_throttled() {
     let (gw, _up) = gateway("").await;
     for _ in 0..5 {
-        let response = ui(
-            &gw,
-            "POST",
-            "/ui/login",
-            None,
-            Some(&[("secret", "wrong-secret-0123456789")]),
-            &[],
-        )
-        .await;
+        let response = post_secret(&gw, "wrong-secret-0123456789").await;
         assert_eq!(response.status, 401);
         assert!(response.header("set-cookie").is_none());
         assert!(response.text().contains("That is not the admin secret."));
     }
     // Now even the right secret waits: the throttle is checked before the secret.
-    let response = ui(
-        &gw,
-        "POST",
-        "/ui/login",
-        None,
-        Some(&[("secret", ADMIN_SECRET)]),
-        &[],
-    )
-    .await;
+    let response = post_secret(&gw, ADMIN_SECRET).await;
     assert_eq!(response.status, 429);
     assert!(response.header("retry-after").is_some());
     assert!(response.header("set-cookie").is_none());
@@ -194,15 +190,7 @@ async fn a_wrong_secret_is_refused_and_failures_are_throttled() {
     }
     // A form larger than the bound is refused before it is parsed.
     let big = "y".repeat(70 * 1024);
-    let response = ui(
-        &gw2,
-        "POST",
-        "/ui/login",
-        None,
-        Some(&[("secret", big.as_str())]),
-        &[],
-    )
-    .await;
+    let response = post_secret(&gw2, &big).await;
     assert_eq!(response.status, 413);
 }
 
@@ -250,20 +238,18 @@ async fn signed_out_pages_redirect_to_sign_in() {
     assert_eq!(css.header("x-content-type-options"), Some("nosniff"));
 
     // Sign-out ends the session on the server: the old cookie no longer opens anything.
-    let overview = ui(&gw, "GET", "/ui/", Some(&cookie), None, &[]).await;
+    let overview = ui_get(&gw, &cookie, "/ui/").await;
     let token = csrf(&overview.text());
-    let out = ui(
+    let out = ui_post(
         &gw,
-        "POST",
+        &cookie,
         "/ui/logout",
-        Some(&cookie),
-        Some(&[("csrf_token", token.as_str())]),
-        &[],
+        &[("csrf_token", token.as_str())],
     )
     .await;
     assert_eq!(out.status, 303);
     assert!(out.header("set-cookie").unwrap().contains("Max-Age=0"));
-    let after = ui(&gw, "GET", "/ui/", Some(&cookie), None, &[]).await;
+    let after = ui_get(&gw, &cookie, "/ui/").await;
     assert_eq!(after.status, 303);
 }
 
@@ -272,13 +258,9 @@ async fn changes_without_the_sessions_csrf_token_or_from_another_site_are_refuse
     let (gw, _up) = gateway("").await;
     let cookie = sign_in(&gw).await;
     let other = sign_in(&gw).await;
-    let page = ui(&gw, "GET", "/ui/policies", Some(&cookie), None, &[]).await;
+    let page = ui_get(&gw, &cookie, "/ui/policies").await;
     let token = csrf(&page.text());
-    let other_token = csrf(
-        &ui(&gw, "GET", "/ui/policies", Some(&other), None, &[])
-            .await
-            .text(),
-    );
+    let other_token = csrf(&ui_get(&gw, &other, "/ui/policies").await.text());
     assert_ne!(token, other_token);
     let policy = |t: &'static str| {
         vec![
@@ -355,12 +337,7 @@ async fn a_session_ends_after_its_idle_timeout() {
     // (injected time), this checks the configured value reaches the running UI.
     let (gw, _up) = gateway("").await;
     let cookie = sign_in(&gw).await;
-    assert_eq!(
-        ui(&gw, "GET", "/ui/", Some(&cookie), None, &[])
-            .await
-            .status,
-        200
-    );
+    assert_eq!(ui_get(&gw, &cookie, "/ui/").await.status, 200);
     drop(gw);
     let (gw, _up) = {
         let upstream = Upstream::start().await;
@@ -376,14 +353,9 @@ async fn a_session_ends_after_its_idle_timeout() {
         (TestGateway::start(config).await, upstream)
     };
     let cookie = sign_in(&gw).await;
-    assert_eq!(
-        ui(&gw, "GET", "/ui/", Some(&cookie), None, &[])
-            .await
-            .status,
-        200
-    );
+    assert_eq!(ui_get(&gw, &cookie, "/ui/").await.status, 200);
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
-    let response = ui(&gw, "GET", "/ui/", Some(&cookie), None, &[]).await;
+    let response = ui_get(&gw, &cookie, "/ui/").await;
     assert_eq!(response.status, 303);
     assert_eq!(response.header("location"), Some("/ui/login"));
 }
@@ -392,68 +364,43 @@ async fn a_session_ends_after_its_idle_timeout() {
 async fn the_ui_creates_rotates_and_deletes_clients_through_the_admin_api() {
     let (gw, _up) = gateway("").await;
     let cookie = sign_in(&gw).await;
-    let page = ui(
-        &gw,
-        "GET",
-        "/ui/clients?api=movies",
-        Some(&cookie),
-        None,
-        &[],
-    )
-    .await;
+    let page = ui_get(&gw, &cookie, "/ui/clients?api=movies").await;
     assert_eq!(page.status, 200);
     let token = csrf(&page.text());
-    let created = ui(
+    let created = ui_post(
         &gw,
-        "POST",
+        &cookie,
         "/ui/clients/create",
-        Some(&cookie),
-        Some(&[
+        &[
             ("csrf_token", token.as_str()),
             ("api", "movies"),
             ("client_id", "ui-app"),
             ("grant_types.client_credentials", "true"),
             ("scopes", "read"),
-        ]),
-        &[],
+        ],
     )
     .await;
     assert_eq!(created.status, 200, "{}", created.text());
     let secret = output(&created.text());
     assert_eq!(secret.len(), 43);
-    let token_response = post_form(
-        &gw.url("/movies/oauth/token"),
-        Some(&basic("ui-app", &secret)),
-        &[("grant_type", "client_credentials")],
-    )
-    .await;
+    let token_response = grant(&gw, "ui-app", &secret).await;
     assert_eq!(token_response.status, 200);
     // Shown once: the list does not show it again.
-    let list = ui(
-        &gw,
-        "GET",
-        "/ui/clients?api=movies",
-        Some(&cookie),
-        None,
-        &[],
-    )
-    .await;
+    let list = ui_get(&gw, &cookie, "/ui/clients?api=movies").await;
     assert!(list.text().contains("data-client=\"ui-app\""));
     assert!(!list.text().contains(&secret));
 
     // Bad input: the admin API's message, naming the field, on the page, with its status.
-    let bad = ui(
+    let bad = ui_post(
         &gw,
-        "POST",
+        &cookie,
         "/ui/clients/create",
-        Some(&cookie),
-        Some(&[
+        &[
             ("csrf_token", token.as_str()),
             ("api", "movies"),
             ("grant_types.client_credentials", "true"),
             ("scopes", "telepathy"),
-        ]),
-        &[],
+        ],
     )
     .await;
     assert_eq!(bad.status, 400);
@@ -463,17 +410,15 @@ async fn the_ui_creates_rotates_and_deletes_clients_through_the_admin_api() {
         "{}",
         bad.text()
     );
-    let unknown = ui(
+    let unknown = ui_post(
         &gw,
-        "POST",
+        &cookie,
         "/ui/clients/create",
-        Some(&cookie),
-        Some(&[
+        &[
             ("csrf_token", token.as_str()),
             ("api", "no<such>api"),
             ("grant_types.client_credentials", "true"),
-        ]),
-        &[],
+        ],
     )
     .await;
     assert_eq!(unknown.status, 404);
@@ -485,43 +430,20 @@ async fn the_ui_creates_rotates_and_deletes_clients_through_the_admin_api() {
         unknown.text()
     );
 
-    let rotated = ui(
-        &gw,
-        "POST",
-        "/ui/clients/rotate",
-        Some(&cookie),
-        Some(&[
-            ("csrf_token", token.as_str()),
-            ("api", "movies"),
-            ("client_id", "ui-app"),
-        ]),
-        &[],
-    )
-    .await;
+    // The buttons of the client's row post these.
+    let ui_app = [
+        ("csrf_token", token.as_str()),
+        ("api", "movies"),
+        ("client_id", "ui-app"),
+    ];
+    let rotated = ui_post(&gw, &cookie, "/ui/clients/rotate", &ui_app).await;
     assert_eq!(rotated.status, 200);
     let new_secret = output(&rotated.text());
     assert_ne!(new_secret, secret);
-    let old = post_form(
-        &gw.url("/movies/oauth/token"),
-        Some(&basic("ui-app", &secret)),
-        &[("grant_type", "client_credentials")],
-    )
-    .await;
+    let old = grant(&gw, "ui-app", &secret).await;
     assert_eq!(old.status, 401);
 
-    let deleted = ui(
-        &gw,
-        "POST",
-        "/ui/clients/delete",
-        Some(&cookie),
-        Some(&[
-            ("csrf_token", token.as_str()),
-            ("api", "movies"),
-            ("client_id", "ui-app"),
-        ]),
-        &[],
-    )
-    .await;
+    let deleted = ui_post(&gw, &cookie, "/ui/clients/delete", &ui_app).await;
     assert_eq!(deleted.status, 303);
     assert_eq!(
         deleted.header("location"),
@@ -531,6 +453,56 @@ async fn the_ui_creates_rotates_and_deletes_clients_through_the_admin_api() {
         gw.admin_get("/apis/movies/clients/ui-app").await.status,
         404
     );
+}
+
+/// A change the admin API refuses is shown on the page the form was on, with the API's status and
+/// message and the list's fields kept; one it makes goes back to that list with a notice.
+#[tokio::test]
+async fn changes_answer_on_the_page_they_came_from() {
+    let (gw, _up) = gateway("").await;
+    let cookie = sign_in(&gw).await;
+    let token = csrf(&ui_get(&gw, &cookie, "/ui/sessions").await.text());
+    let list = [
+        ("csrf_token", token.as_str()),
+        ("api", "movies"),
+        ("client", "some-client"),
+        ("user", "alice"),
+    ];
+    let mut unknown = list.to_vec();
+    unknown.push(("sid", "nope"));
+    let refused = ui_post(&gw, &cookie, "/ui/sessions/revoke", &unknown).await;
+    assert_eq!(refused.status, 404, "{}", refused.text());
+    let html = refused.text();
+    assert!(html.contains("no session `nope`"), "{html}");
+    assert!(html.contains("value=\"some-client\""), "{html}");
+    assert!(html.contains("value=\"alice\""), "{html}");
+
+    let revoked = ui_post(&gw, &cookie, "/ui/sessions/revoke-client", &list).await;
+    assert_eq!(revoked.status, 303, "{}", revoked.text());
+    assert_eq!(
+        revoked.header("location"),
+        Some("/ui/sessions?api=movies&client=some-client&user=alice&done=revoked-client")
+    );
+
+    let gone = ui_post(
+        &gw,
+        &cookie,
+        "/ui/policies/delete",
+        &[("csrf_token", token.as_str()), ("id", "nope")],
+    )
+    .await;
+    assert_eq!(gone.status, 404, "{}", gone.text());
+    assert!(gone.text().contains("New policy"), "{}", gone.text());
+}
+
+/// A client_credentials grant at movies with this client's secret.
+async fn grant(gw: &TestGateway, client_id: &str, secret: &str) -> TestResponse {
+    post_form(
+        &gw.url("/movies/oauth/token"),
+        Some(&basic(client_id, secret)),
+        &[("grant_type", "client_credentials")],
+    )
+    .await
 }
 
 /// The name and value of the checkbox labelled `label` on a page: what a browser sends when it is ticked.
@@ -555,16 +527,7 @@ fn checkbox(html: &str, label: &str) -> (String, String) {
 async fn the_ui_takes_browser_forms_and_refuses_other_bodies() {
     let (gw, _up) = gateway("").await;
     let cookie = sign_in(&gw).await;
-    let page = ui(
-        &gw,
-        "GET",
-        "/ui/clients?api=movies",
-        Some(&cookie),
-        None,
-        &[],
-    )
-    .await
-    .text();
+    let page = ui_get(&gw, &cookie, "/ui/clients?api=movies").await.text();
     let token = csrf(&page);
     let (cc_name, cc_value) = checkbox(&page, "client_credentials");
     let (rt_name, rt_value) = checkbox(&page, "refresh_token");
@@ -750,9 +713,7 @@ async fn stats_count_each_api_over_the_window() {
 
     // The overview shows the same counts.
     let cookie = sign_in(&gw).await;
-    let html = ui(&gw, "GET", "/ui/", Some(&cookie), None, &[])
-        .await
-        .text();
+    let html = ui_get(&gw, &cookie, "/ui/").await.text();
     let section = &html[html.find("data-api=\"open\"").unwrap()..];
     assert!(
         section.contains("<dd data-stat=\"requests\">3</dd>"),
@@ -772,7 +733,7 @@ async fn the_pages_render_for_a_signed_in_admin() {
         ("/ui/sessions?api=movies&client=nobody", "No live session."),
         ("/ui/policies", "New policy"),
     ] {
-        let response = ui(&gw, "GET", path, Some(&cookie), None, &[]).await;
+        let response = ui_get(&gw, &cookie, path).await;
         assert_eq!(response.status, 200, "{path}: {}", response.text());
         assert_security_headers(&response);
         assert!(
@@ -782,33 +743,12 @@ async fn the_pages_render_for_a_signed_in_admin() {
         );
     }
     // Unknown ids: the admin API's 404, shown on the page.
-    let response = ui(
-        &gw,
-        "GET",
-        "/ui/sessions?sid=nope",
-        Some(&cookie),
-        None,
-        &[],
-    )
-    .await;
+    let response = ui_get(&gw, &cookie, "/ui/sessions?sid=nope").await;
     assert_eq!(response.status, 404);
     assert!(response.text().contains("no session `nope`"));
-    let response = ui(
-        &gw,
-        "GET",
-        "/ui/policies/edit?id=nope",
-        Some(&cookie),
-        None,
-        &[],
-    )
-    .await;
+    let response = ui_get(&gw, &cookie, "/ui/policies/edit?id=nope").await;
     assert_eq!(response.status, 404);
-    assert_eq!(
-        ui(&gw, "GET", "/ui/nope", Some(&cookie), None, &[])
-            .await
-            .status,
-        404
-    );
+    assert_eq!(ui_get(&gw, &cookie, "/ui/nope").await.status, 404);
 }
 
 #[tokio::test]

@@ -11,7 +11,8 @@ use crate::proxy::gateway::Gateway;
 
 use super::session::Live;
 use super::{
-    Form, Nav, Notice, Query, api, cell, csrf_field, layout, page_response, q, redirect, seg,
+    Answer, Form, Nav, Notice, Query, api, cell, csrf_field, layout, page_response, q, redirect,
+    seg,
 };
 
 const GRANTS: [&str; 4] = [
@@ -255,31 +256,12 @@ pub(super) async fn create(gateway: &Gateway, live: &Live, form: &Form) -> Respo
         Some(&Value::Object(body)),
     )
     .await;
-    let query = back_query(&api_id);
     if !answer.ok() {
-        return page(
-            gateway,
-            live,
-            &query,
-            Some((answer.status, Notice::Error(answer.error()), None)),
-        )
-        .await;
+        return refused(gateway, live, &api_id, &answer).await;
     }
-    let client_id = answer.body["client_id"].as_str().unwrap_or("").to_owned();
-    let revealed = answer.body["client_secret"]
-        .as_str()
-        .map(|secret| Revealed {
-            client_id: client_id.clone(),
-            secret: secret.to_owned(),
-        });
+    let client_id = answer.body["client_id"].as_str().unwrap_or("");
     let notice = Notice::Done(format!("Client {client_id} created."));
-    page(
-        gateway,
-        live,
-        &query,
-        Some((StatusCode::OK, notice, revealed)),
-    )
-    .await
+    done(gateway, live, &api_id, notice, revealed(&answer, client_id)).await
 }
 
 pub(super) async fn rotate(gateway: &Gateway, live: &Live, form: &Form) -> Response<Body> {
@@ -296,32 +278,13 @@ pub(super) async fn rotate(gateway: &Gateway, live: &Live, form: &Form) -> Respo
         None,
     )
     .await;
-    let query = back_query(&api_id);
     if !answer.ok() {
-        return page(
-            gateway,
-            live,
-            &query,
-            Some((answer.status, Notice::Error(answer.error()), None)),
-        )
-        .await;
+        return refused(gateway, live, &api_id, &answer).await;
     }
-    let revealed = answer.body["client_secret"]
-        .as_str()
-        .map(|secret| Revealed {
-            client_id: client_id.to_owned(),
-            secret: secret.to_owned(),
-        });
     let notice = Notice::Done(format!(
         "New secret for {client_id}: the old one no longer works."
     ));
-    page(
-        gateway,
-        live,
-        &query,
-        Some((StatusCode::OK, notice, revealed)),
-    )
-    .await
+    done(gateway, live, &api_id, notice, revealed(&answer, client_id)).await
 }
 
 pub(super) async fn delete(gateway: &Gateway, live: &Live, form: &Form) -> Response<Body> {
@@ -335,14 +298,47 @@ pub(super) async fn delete(gateway: &Gateway, live: &Live, form: &Form) -> Respo
     )
     .await;
     if !answer.ok() {
-        let query = back_query(&api_id);
-        return page(
-            gateway,
-            live,
-            &query,
-            Some((answer.status, Notice::Error(answer.error()), None)),
-        )
-        .await;
+        return refused(gateway, live, &api_id, &answer).await;
     }
     redirect(&format!("/ui/clients?api={}&done=deleted", q(&api_id)))
+}
+
+/// The admin API refused a change: its message and status, on the clients page of the API.
+async fn refused(gateway: &Gateway, live: &Live, api_id: &str, answer: &Answer) -> Response<Body> {
+    let notice = Notice::Error(answer.error());
+    page(
+        gateway,
+        live,
+        &back_query(api_id),
+        Some((answer.status, notice, None)),
+    )
+    .await
+}
+
+/// A change that answers with a secret: the clients page of the API, showing it once. (Not a
+/// redirect: the secret must not travel in a URL.)
+async fn done(
+    gateway: &Gateway,
+    live: &Live,
+    api_id: &str,
+    notice: Notice,
+    revealed: Option<Revealed>,
+) -> Response<Body> {
+    page(
+        gateway,
+        live,
+        &back_query(api_id),
+        Some((StatusCode::OK, notice, revealed)),
+    )
+    .await
+}
+
+/// The secret in the admin API's answer, for `client_id`.
+fn revealed(answer: &Answer, client_id: &str) -> Option<Revealed> {
+    answer.body["client_secret"]
+        .as_str()
+        .map(|secret| Revealed {
+            client_id: client_id.to_owned(),
+            secret: secret.to_owned(),
+        })
 }

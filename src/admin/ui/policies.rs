@@ -11,7 +11,8 @@ use crate::proxy::gateway::Gateway;
 
 use super::session::Live;
 use super::{
-    Form, Nav, Notice, Query, api, cell, csrf_field, layout, page_response, q, redirect, seg,
+    Answer, Form, Nav, Notice, Query, api, cell, csrf_field, layout, page_response, q, redirect,
+    seg,
 };
 
 pub(super) async fn page(
@@ -169,13 +170,7 @@ pub(super) async fn edit_page(gateway: &Gateway, live: &Live, query: &Query) -> 
     )
     .await;
     if !answer.ok() {
-        return page(
-            gateway,
-            live,
-            &Query::parse(None),
-            Some((answer.status, Notice::Error(answer.error()))),
-        )
-        .await;
+        return refused(gateway, live, &answer).await;
     }
     edit_response(live, StatusCode::OK, &answer.body, None)
 }
@@ -270,20 +265,14 @@ pub(super) async fn save(gateway: &Gateway, live: &Live, form: &Form) -> Respons
             if editing { "saved" } else { "created" }
         ));
     }
-    let notice = Notice::Error(answer.error());
     if editing {
         // The form again, with what was typed, so nothing is lost to a typo.
         let mut shown = doc;
         shown["id"] = json!(id);
+        let notice = Notice::Error(answer.error());
         return edit_response(live, answer.status, &shown, Some(notice));
     }
-    page(
-        gateway,
-        live,
-        &Query::parse(None),
-        Some((answer.status, notice)),
-    )
-    .await
+    refused(gateway, live, &answer).await
 }
 
 pub(super) async fn delete(gateway: &Gateway, live: &Live, form: &Form) -> Response<Body> {
@@ -296,15 +285,15 @@ pub(super) async fn delete(gateway: &Gateway, live: &Live, form: &Form) -> Respo
     );
     let answer = api(gateway, Method::DELETE, &path, None).await;
     if !answer.ok() {
-        return page(
-            gateway,
-            live,
-            &Query::parse(None),
-            Some((answer.status, Notice::Error(answer.error()))),
-        )
-        .await;
+        return refused(gateway, live, &answer).await;
     }
     redirect("/ui/policies?done=deleted")
+}
+
+/// The admin API refused: its message and status, on the list of policies.
+async fn refused(gateway: &Gateway, live: &Live, answer: &Answer) -> Response<Body> {
+    let outcome = Some((answer.status, Notice::Error(answer.error())));
+    page(gateway, live, &Query::parse(None), outcome).await
 }
 
 fn done_notice(query: &Query) -> Option<Notice> {

@@ -213,61 +213,45 @@ fn done_notice(query: &Query) -> Option<Notice> {
     Some(Notice::Done(text.to_owned()))
 }
 
-/// Where to go back to after a change: the list the form was on.
-fn back_to(form: &Form, done: &str) -> String {
+/// The list a change's form was on, as a query string: where the page goes back to.
+fn list_query(form: &Form) -> String {
     format!(
-        "/ui/sessions?api={}&client={}&user={}&done={done}",
-        q(form.get("api").unwrap_or("")),
-        q(form.get("client").unwrap_or("")),
-        q(form.get("user").unwrap_or(""))
-    )
-}
-
-fn failed(
-    form: &Form,
-    status: StatusCode,
-    message: String,
-) -> (Query, Option<(StatusCode, Notice)>) {
-    let query = Query::parse(Some(&format!(
         "api={}&client={}&user={}",
         q(form.get("api").unwrap_or("")),
         q(form.get("client").unwrap_or("")),
         q(form.get("user").unwrap_or(""))
-    )));
-    (query, Some((status, Notice::Error(message))))
+    )
+}
+
+/// A change to sessions through the admin API (`DELETE path`): back to the list the form was on,
+/// with the `done` notice, or that list with the API's refusal.
+async fn change(
+    gateway: &Gateway,
+    live: &Live,
+    form: &Form,
+    path: &str,
+    done: &str,
+) -> Response<Body> {
+    let answer = api(gateway, Method::DELETE, path, None).await;
+    if !answer.ok() {
+        let query = Query::parse(Some(&list_query(form)));
+        let outcome = Some((answer.status, Notice::Error(answer.error())));
+        return page(gateway, live, &query, outcome).await;
+    }
+    redirect(&format!("/ui/sessions?{}&done={done}", list_query(form)))
 }
 
 pub(super) async fn revoke(gateway: &Gateway, live: &Live, form: &Form) -> Response<Body> {
     let sid = form.get("sid").unwrap_or("");
-    let answer = api(
-        gateway,
-        Method::DELETE,
-        &format!("/sessions/{}", seg(sid)),
-        None,
-    )
-    .await;
-    if !answer.ok() {
-        let (query, outcome) = failed(form, answer.status, answer.error());
-        return page(gateway, live, &query, outcome).await;
-    }
-    redirect(&back_to(form, "revoked"))
+    let path = format!("/sessions/{}", seg(sid));
+    change(gateway, live, form, &path, "revoked").await
 }
 
 pub(super) async fn revoke_client(gateway: &Gateway, live: &Live, form: &Form) -> Response<Body> {
     let api_id = form.get("api").unwrap_or("");
     let client = form.get("client").unwrap_or("");
-    let answer = api(
-        gateway,
-        Method::DELETE,
-        &format!("/apis/{}/clients/{}/sessions", seg(api_id), seg(client)),
-        None,
-    )
-    .await;
-    if !answer.ok() {
-        let (query, outcome) = failed(form, answer.status, answer.error());
-        return page(gateway, live, &query, outcome).await;
-    }
-    redirect(&back_to(form, "revoked-client"))
+    let path = format!("/apis/{}/clients/{}/sessions", seg(api_id), seg(client));
+    change(gateway, live, form, &path, "revoked-client").await
 }
 
 #[cfg(test)]
