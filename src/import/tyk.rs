@@ -827,27 +827,13 @@ fn ignore_auth_settings(walk: &mut Walk) {
     ] {
         walk.ignore(path);
     }
-    for path in [
-        "jwt_signing_method",
-        "jwt_source",
-        "jwt_identity_base_field",
-        "jwt_client_base_field",
-        "jwt_policy_field_name",
-        "jwt_default_policies",
-        "jwt_issued_at_validation_skew",
-        "jwt_expires_at_validation_skew",
-        "jwt_not_before_validation_skew",
-        "jwt_skip_kid",
-        "jwt_scope_to_policy_mapping",
-        "jwt_scope_claim_name",
-        "hmac_allowed_clock_skew",
-        "hmac_allowed_algorithms",
-        "openid_options",
-        "basic_auth",
-        "strip_auth_data",
-    ] {
-        walk.ignore(path);
+    // Every auth mode's own top-level settings, and one that belongs to all of them.
+    for (_, settings) in MODE_SETTINGS {
+        for path in *settings {
+            walk.ignore(path);
+        }
     }
+    walk.ignore("strip_auth_data");
 }
 
 /// Header, query parameter and cookie of the token, from a Tyk auth config object at `path`.
@@ -1356,6 +1342,25 @@ mod tests {
             "session_lifetime": 0, "tags": [], "domain": "", "CORS": {"enable": false, "allowed_origins": ["*"]},
             "custom_middleware": {"pre": [], "post": [], "driver": ""},
             "global_rate_limit": {"rate": 0, "per": 0}
+        }));
+        assert_eq!(c.apis.len(), 1);
+        assert!(c.dropped.is_empty(), "{:?}", c.dropped);
+    }
+
+    /// Tyk writes every auth mode's settings into each definition; on a keyless API they configure
+    /// nothing, so they are not reported.
+    #[test]
+    fn a_keyless_apis_auth_settings_are_not_reported() {
+        let c = one(json!({
+            "name": "A", "api_id": "a", "use_keyless": true,
+            "proxy": {"listen_path": "/a/", "target_url": "http://u:1"},
+            "auth": {"auth_header_name": "Authorization"},
+            "auth_configs": {"authToken": {"auth_header_name": "Authorization"}},
+            "jwt_signing_method": "rsa", "jwt_source": "abc", "jwt_skip_kid": true,
+            "jwt_scope_to_policy_mapping": {"read": "p"},
+            "hmac_allowed_clock_skew": -1, "hmac_allowed_algorithms": ["hmac-sha256"],
+            "basic_auth": {"disable_caching": true}, "openid_options": {"providers": [{"issuer": "x"}]},
+            "strip_auth_data": true
         }));
         assert_eq!(c.apis.len(), 1);
         assert!(c.dropped.is_empty(), "{:?}", c.dropped);
