@@ -175,6 +175,58 @@ async fn a_client_credentials_token_costs_one_redis_round_trip() {
     );
 }
 
+/// The introspection endpoint authenticates its caller the same way: with a cached secret, one round
+/// trip (the admission, nothing to release; it was two), and an access token is checked locally.
+#[tokio::test]
+async fn introspection_with_a_cached_secret_costs_one_redis_round_trip() {
+    let redis = RedisServer::start();
+    let upstream = Upstream::start().await;
+    let prefix = unique_prefix();
+    let gw = TestGateway::start(config(&redis, &prefix, &upstream.url())).await;
+    let auth = basic("service", SERVICE_SECRET);
+    let issued = post_form(
+        &gw.url("/movies/oauth/token"),
+        Some(&auth),
+        &[("grant_type", "client_credentials")],
+    )
+    .await;
+    assert_eq!(issued.status, 200, "{}", issued.text());
+    let token = issued.json()["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string();
+    let introspect = async || {
+        let answer = post_form(
+            &gw.url("/movies/oauth/introspect"),
+            Some(&auth),
+            &[("token", &token)],
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert_eq!(answer.json()["active"], true);
+    };
+    let mut monitor = Monitor::start(&redis).await;
+    // The first call from the cache loads the admission's script.
+    introspect().await;
+    monitor.until_marker("warm").await;
+
+    const CALLS: usize = 50;
+    for _ in 0..CALLS {
+        introspect().await;
+    }
+    let seen = monitor.until_marker("calls").await;
+    eprintln!(
+        "{CALLS} introspections: {} round trips, {} commands",
+        seen.round_trips, seen.commands
+    );
+    assert!(
+        seen.round_trips <= CALLS,
+        "{} round trips to Redis for {CALLS} introspections: {:?}",
+        seen.round_trips,
+        summary(&seen.names)
+    );
+}
+
 /// Command names with their counts, in order of first appearance.
 fn summary(names: &[String]) -> Vec<(String, usize)> {
     let mut counts: Vec<(String, usize)> = Vec::new();
