@@ -12,7 +12,16 @@ pub(super) enum Proof {
     /// not been asked yet. Nothing may be answered before [`AuthServer::admit`] has (a throttled
     /// caller gets 429 whether its guess is right or not), else the cache would answer guesses
     /// without limit.
-    Cached { scope: String, address: String },
+    Cached(Unadmitted),
+}
+
+/// A right guess (from the verified-secret cache) the guessing throttle has not admitted yet: where
+/// it counts.
+pub(super) struct Unadmitted {
+    /// `client:<api id>`.
+    scope: String,
+    /// The caller's address as the throttle counts it.
+    address: String,
 }
 
 impl AuthServer {
@@ -29,9 +38,11 @@ impl AuthServer {
         client_ip: &str,
         now: u64,
     ) -> Result<Client, OAuthError> {
-        let (client, proof) = self.identify(api, auth, client_ip, now).await?;
-        if let Proof::Cached { scope, address } = &proof {
-            self.admit(api, &client, scope, address, None, now).await?;
+        let (client, proof, _) = self
+            .identify(api, auth, client_ip, now, async |_: &Client| ())
+            .await?;
+        if let Proof::Cached(unadmitted) = &proof {
+            self.admit(api, &client, unadmitted, None, now).await?;
         }
         Ok(client)
     }
@@ -40,13 +51,19 @@ impl AuthServer {
     /// verified-secret cache ([`Proof::Cached`]), which the caller must get from
     /// [`AuthServer::admit`] before it answers anything: so the token endpoint can ask for the
     /// admission and the count of the token it issues in one store call.
-    pub(super) async fn identify(
+    ///
+    /// `prepare` runs on the client named, when it exists and a secret was presented, *before*
+    /// anything looks at the secret: work the caller wants done ahead of the admission runs for
+    /// right and wrong guesses alike, so a throttled caller's answer takes no longer because its
+    /// guess was right. Its result comes back with the client (`None`: not run).
+    pub(super) async fn identify<T>(
         &self,
         api: &ApiDef,
         auth: &ClientAuth,
         client_ip: &str,
         now: u64,
-    ) -> Result<(Client, Proof), OAuthError> {
+        prepare: impl AsyncFnOnce(&Client) -> T,
+    ) -> Result<(Client, Proof, Option<T>), OAuthError> {
         // Nothing sent at all is answered like Basic, so the client learns how to authenticate.
         let challenge = auth.via_basic || (auth.client_id.is_none() && auth.secret.is_none());
         let fail = || OAuthError::invalid_client(challenge);
@@ -63,7 +80,7 @@ impl AuthServer {
         let Some(secret) = &auth.secret else {
             // Nothing to guess: a public client names itself; a confidential one must prove itself.
             return match self.find_client(api, client_id).await? {
-                Some(client) if client.is_public() => Ok((client, Proof::Settled)),
+                Some(client) if client.is_public() => Ok((client, Proof::Settled, None)),
                 _ => Err(fail()),
             };
         };
@@ -72,6 +89,10 @@ impl AuthServer {
         // cache. Whatever it finds, the next step is one call to the throttle (admit on a cache hit,
         // reserve otherwise), which answers a throttled caller alike.
         let found = self.find_client(api, client_id).await?;
+        let prepared = match &found {
+            Some(client) => Some(prepare(client).await),
+            None => None,
+        };
         if let Some(client) = &found
             && let Some(phc) = &client.secret_hash
             && self
@@ -79,7 +100,8 @@ impl AuthServer {
                 .verified_recently(&api.id, client_id, phc, secret)
         {
             let scope = format!("client:{}", api.id);
-            return Ok((client.clone(), Proof::Cached { scope, address }));
+            let unadmitted = Unadmitted { scope, address };
+            return Ok((client.clone(), Proof::Cached(unadmitted), prepared));
         }
         let client = self
             .client_flights
@@ -87,7 +109,7 @@ impl AuthServer {
                 self.authenticate_secret(api, found, client_id, secret, &address, challenge, now)
             })
             .await?;
-        Ok((client, Proof::Settled))
+        Ok((client, Proof::Settled, prepared))
     }
 
     /// Asks the guessing throttle about a secret found in the verified-secret cache (so right):
@@ -97,11 +119,11 @@ impl AuthServer {
         &self,
         api: &ApiDef,
         client: &Client,
-        scope: &str,
-        address: &str,
+        unadmitted: &Unadmitted,
         issued: Option<StatelessIssue<'_>>,
         now: u64,
     ) -> Result<(), OAuthError> {
+        let Unadmitted { scope, address } = unadmitted;
         let guess = Guess {
             scope,
             address,

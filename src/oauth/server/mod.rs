@@ -22,8 +22,8 @@ mod guard;
 mod introspection;
 mod scope;
 
-use guard::Proof;
 pub use guard::{LoginError, busy, throttle_address, throttled};
+use guard::{Proof, Unadmitted};
 pub use scope::{client_scopes, refreshed_scope, resolve_scope, split_scope, user_scopes};
 
 use super::clients::{Client, ClientAuth, SecretCache, SharedFlights, static_client};
@@ -114,6 +114,15 @@ pub struct TokenResponse {
     /// OpenID Connect sessions only (see `oidc.rs`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub id_token: Option<String>,
+}
+
+/// A client_credentials token as it would be issued, worked out before the caller's secret is known
+/// to be right (see [`AuthServer::plan_client_credentials`]).
+struct Plan {
+    /// Its `iat` (see [`AuthServer::issue_time`]).
+    issued_at: u64,
+    /// Its scope, or why the request is refused.
+    granted: Result<Vec<String>, OAuthError>,
 }
 
 /// Everything that starts a session.
@@ -216,14 +225,25 @@ impl AuthServer {
                 format!("unsupported grant_type '{}'", req.grant_type),
             )
         })?;
-        let (client, proof) = self.identify(api, &req.client, &req.client_ip, now).await?;
-        if let Proof::Cached { scope, address } = &proof {
-            if issues_at_once(oauth, dir, grant, &client) {
+        // A client_credentials token that may be issued with one store call is worked out before
+        // the secret is looked at (see `identify`): for a right guess and a wrong one alike.
+        let plan = async |client: &Client| match issues_at_once(oauth, dir, grant, client) {
+            true => Some(
+                self.plan_client_credentials(api, oauth, dir, client, &req, now)
+                    .await,
+            ),
+            false => None,
+        };
+        let (client, proof, plan) = self
+            .identify(api, &req.client, &req.client_ip, now, plan)
+            .await?;
+        if let Proof::Cached(unadmitted) = &proof {
+            if let Some(Some(plan)) = plan {
                 return self
-                    .client_credentials_at_once(api, oauth, dir, &client, &req, scope, address, now)
+                    .client_credentials_at_once(api, oauth, &client, plan, unadmitted, now)
                     .await;
             }
-            self.admit(api, &client, scope, address, None, now).await?;
+            self.admit(api, &client, unadmitted, None, now).await?;
         }
         grant_allowed(oauth, &client, grant)?;
         // Counted only once the client has proved who it is: nobody can spend another client's
@@ -308,34 +328,48 @@ impl AuthServer {
         )
     }
 
-    /// The client_credentials grant for a secret found in the verified-secret cache, with one store
-    /// call: the guessing throttle's admission and the token's count together (where the normal path
-    /// takes three: reserve, release, count). Whatever can refuse the request is decided first,
-    /// without I/O (see [`issues_at_once`]), and answered only once the throttle has admitted the
-    /// caller; a refused request is not counted.
-    #[allow(clippy::too_many_arguments)]
-    async fn client_credentials_at_once(
+    /// What a client_credentials token of `client` would be, worked out without I/O (see
+    /// [`issues_at_once`]) and before the secret is known to be right.
+    async fn plan_client_credentials(
         &self,
         api: &ApiDef,
         oauth: &OAuthConfig,
         dir: &Directory<'_>,
         client: &Client,
         req: &TokenRequest,
-        scope: &str,
-        address: &str,
         now: u64,
-    ) -> Result<TokenResponse, OAuthError> {
-        let issued_at = self.issue_time(&api.id, &client.client_id, now);
+    ) -> Plan {
         let granted = match grant_allowed(oauth, client, GrantType::ClientCredentials) {
             Ok(()) => self.client_credentials_scope(dir, client, req).await,
             Err(err) => Err(err),
         };
+        Plan {
+            issued_at: self.issue_time(&api.id, &client.client_id, now),
+            granted,
+        }
+    }
+
+    /// The client_credentials grant for a secret found in the verified-secret cache, with one store
+    /// call: the guessing throttle's admission and the token's count together (where the normal path
+    /// takes three: reserve, release, count). The `plan` was worked out before the secret was looked
+    /// at; whatever refuses the request is answered only once the throttle has admitted the caller,
+    /// and a refused request is not counted.
+    async fn client_credentials_at_once(
+        &self,
+        api: &ApiDef,
+        oauth: &OAuthConfig,
+        client: &Client,
+        plan: Plan,
+        unadmitted: &Unadmitted,
+        now: u64,
+    ) -> Result<TokenResponse, OAuthError> {
+        let Plan { issued_at, granted } = plan;
         let issued = granted.is_ok().then_some(StatelessIssue {
             api_id: &api.id,
             client_id: &client.client_id,
             issued_at,
         });
-        self.admit(api, client, scope, address, issued, now).await?;
+        self.admit(api, client, unadmitted, issued, now).await?;
         let granted = granted?;
         wait_until(issued_at, now).await;
         self.begin_session(
@@ -840,10 +874,11 @@ fn grant_allowed(oauth: &OAuthConfig, client: &Client, grant: GrantType) -> Resu
 
 /// Whether a client_credentials request whose secret came from the verified-secret cache can be
 /// admitted and counted in one store call ([`AuthServer::client_credentials_at_once`]). What can
-/// refuse such a request is decided *before* the throttle answers, so it must be decided without
-/// I/O: a throttled caller must not wait longer because its guess was right. Hence not with
-/// `oauth.token_rate_limit` (the limiter is a call of its own, made for admitted callers only), nor
-/// for a client whose policy is stored rather than in policies.yaml (reading it may be a call).
+/// refuse such a request is decided *before* the throttle answers (for every guess, right or wrong,
+/// see `identify`), so it must be decided without I/O: reads or waits there would come before the
+/// throttle's answer to every caller. Hence not with `oauth.token_rate_limit` (the limiter is a call
+/// of its own, and spends the client's budget: made for admitted callers only), nor for a client
+/// whose policy is stored rather than in policies.yaml (reading it may be a call).
 fn issues_at_once(
     oauth: &OAuthConfig,
     dir: &Directory<'_>,
