@@ -227,12 +227,14 @@ impl AuthServer {
         })?;
         // A client_credentials token that may be issued with one store call is worked out before
         // the secret is looked at (see `identify`): for a right guess and a wrong one alike.
-        let plan = async |client: &Client| match issues_at_once(oauth, dir, grant, client) {
-            true => Some(
+        let plan = async |client: &Client| {
+            if !issues_at_once(oauth, dir, grant, client) {
+                return None;
+            }
+            Some(
                 self.plan_client_credentials(api, oauth, dir, client, &req, now)
                     .await,
-            ),
-            false => None,
+            )
         };
         let (client, proof, plan) = self
             .identify(api, &req.client, &req.client_ip, now, plan)
