@@ -173,6 +173,84 @@ async fn parallel_client_secret_guesses_are_evaluated_at_most_the_limit_redis() 
     parallel_client_secret_guesses(&redis_storage(&redis, &unique_prefix())).await;
 }
 
+/// Stateless tokens counted for `service` (admin API).
+async fn issued(gw: &TestGateway) -> u64 {
+    let listed = gw.admin_get("/apis/movies/clients/service/sessions").await;
+    listed.json()["stateless"]["issued"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no stateless count in {}", listed.text()))
+}
+
+/// A secret the gateway verified before (the verified-secret cache spares argon2 for it, and takes
+/// the one-call path to the store) is refused like any guess while its address is throttled: at the
+/// token endpoint whatever the request would otherwise get (a token, or `invalid_scope`), and at
+/// introspection; nothing is counted. Otherwise the cache would tell a throttled caller which guess
+/// is right. Before, and from another address, it is served; a request refused for its scope is
+/// not counted as a token.
+async fn cached_secret_while_throttled(storage: &str) {
+    let (gw, _upstream) = gateway(storage).await;
+    let from = "127.0.0.9";
+    let auth = basic("service", SERVICE_SECRET);
+    let post = |path: &'static str, form: &'static [(&'static str, &'static str)]| {
+        let auth = auth.clone();
+        let addr = gw.addr;
+        async move { post_form_from(addr, from, path, &[("authorization", &auth)], form).await }
+    };
+    const TOKEN: &[(&str, &str)] = &[("grant_type", "client_credentials")];
+    const WIDE: &[(&str, &str)] = &[("grant_type", "client_credentials"), ("scope", "admin")];
+    const INTROSPECT: &[(&str, &str)] = &[("token", "not-a-token")];
+    // Verified once with argon2, then served from the cache.
+    for _ in 0..2 {
+        let served = post("/movies/oauth/token", TOKEN).await;
+        assert_eq!(served.status, 200, "{}", served.text());
+    }
+    let verified = verifications(&gw).await;
+    let wide = post("/movies/oauth/token", WIDE).await;
+    assert_eq!(wide.status, 400, "{}", wide.text());
+    assert_eq!(wide.json()["error"], "invalid_scope");
+    assert_eq!(issued(&gw).await, 2, "a refused request counted as a token");
+    for i in 0..LIMIT {
+        let wrong = client_credentials_from(gw.addr, from, &format!("wrong-{i}")).await;
+        assert_eq!(wrong.status, 401, "{}", wrong.text());
+    }
+    for (path, form) in [
+        ("/movies/oauth/token", TOKEN),
+        ("/movies/oauth/token", WIDE),
+        ("/movies/oauth/introspect", INTROSPECT),
+    ] {
+        let throttled = post(path, form).await;
+        assert_oauth_error(
+            &throttled,
+            429,
+            "slow_down",
+            Said::Exactly("too many failed client authentications; try again later"),
+        );
+        assert!(throttled.header("retry-after").is_some());
+    }
+    assert_eq!(
+        issued(&gw).await,
+        2,
+        "a throttled request counted as a token"
+    );
+    assert_eq!(verifications(&gw).await, verified + LIMIT as u64);
+    let elsewhere = client_credentials_from(gw.addr, "127.0.0.10", SERVICE_SECRET).await;
+    assert_eq!(elsewhere.status, 200, "{}", elsewhere.text());
+    assert_eq!(issued(&gw).await, 3);
+    assert_eq!(verifications(&gw).await, verified + LIMIT as u64);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_cached_secret_is_refused_while_its_address_is_throttled_memory() {
+    cached_secret_while_throttled("").await;
+}
+
+#[tokio::test]
+async fn a_cached_secret_is_refused_while_its_address_is_throttled_redis() {
+    let redis = RedisServer::shared();
+    cached_secret_while_throttled(&redis_storage(&redis, &unique_prefix())).await;
+}
+
 /// A client_credentials request over a connection whose local end is bound to `from`.
 async fn client_credentials_from(gateway: SocketAddr, from: &str, secret: &str) -> TestResponse {
     let auth = basic("service", secret);

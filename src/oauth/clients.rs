@@ -138,8 +138,9 @@ impl SecretCache {
         out
     }
 
-    /// Whether `secret` verified against the client's argon2id hash recently. The caller reserves a
-    /// guessing attempt first: a hit answers "right secret", so it is as much a verification as argon2.
+    /// Whether `secret` verified against the client's argon2id hash recently. A hit answers "right
+    /// secret", so it is as much a verification as argon2: the caller answers nothing before the
+    /// guessing throttle has admitted the attempt (`Store::admit_attempt`).
     pub fn verified_recently(
         &self,
         api_id: &str,

@@ -29,9 +29,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::Barrier;
 
 use super::{
-    Attempt, AuthCode, CodeTake, GrantKind, Guess, LoginSession, OidcGrant, PolicyWrite,
-    RefreshToken, Release, Rotation, Session, StatelessCount, Store, StoredClient, StoredPolicy,
-    StoredQuota, StoredRateLimit,
+    Admission, Attempt, AuthCode, CodeTake, GrantKind, Guess, LoginSession, OidcGrant, PolicyWrite,
+    RefreshToken, Release, Rotation, Session, StatelessCount, StatelessIssue, Store, StoredClient,
+    StoredPolicy, StoredQuota, StoredRateLimit,
 };
 
 /// How many tasks race in the concurrency checks.
@@ -1217,6 +1217,207 @@ pub async fn attempts_release(store: Arc<dyn Store>) {
     assert_eq!(reserve(&store, &nobody, 1, now).await, Attempt::Reserved);
 }
 
+/// `admit_attempt` with the suite's window (60 s).
+async fn admit(
+    store: &Arc<dyn Store>,
+    g: &Guess<'_>,
+    limit: u32,
+    now: u64,
+    issued: Option<StatelessIssue<'_>>,
+) -> Admission {
+    store
+        .admit_attempt(g, limit, 60, now, issued)
+        .await
+        .unwrap()
+}
+
+/// An admission is refused exactly when a reservation would be (a full counter per address, or per
+/// subject and address, in its window), with the same wait; a refusal counts nothing: neither an
+/// attempt nor the token.
+pub async fn attempts_admitted_unless_a_reservation_would_be_refused(store: Arc<dyn Store>) {
+    let now = t0();
+    let scope = uniq("client:api");
+    let api = uniq("api");
+    let issued = |client_id| {
+        Some(StatelessIssue {
+            api_id: &api,
+            client_id,
+            issued_at: now + 10,
+        })
+    };
+    // alice at 10.0.0.1 is at her limit of 2 (the address at 2 of 3).
+    let alice = guess(&scope, "10.0.0.1", "alice");
+    reserve(&store, &alice, 3, now).await;
+    reserve(&store, &alice, 2, now).await;
+    assert_eq!(
+        admit(&store, &alice, 2, now + 10, issued("alice")).await,
+        Admission::Throttled {
+            retry_after_secs: 50
+        }
+    );
+    // A reservation gets the same answer: the refused admission counted nothing.
+    assert_eq!(
+        reserve(&store, &alice, 2, now + 10).await,
+        Attempt::Throttled {
+            retry_after_secs: 50
+        }
+    );
+    // The address is full for every subject, one never seen before too.
+    let bob = guess(&scope, "10.0.0.1", "bob");
+    reserve(&store, &bob, 3, now + 5).await;
+    assert_eq!(
+        admit(&store, &bob, 3, now + 20, issued("bob")).await,
+        Admission::Throttled {
+            retry_after_secs: 40
+        }
+    );
+    let carol = guess(&scope, "10.0.0.1", "carol");
+    assert_eq!(
+        admit(&store, &carol, 3, now + 20, issued("carol")).await,
+        Admission::Throttled {
+            retry_after_secs: 40
+        }
+    );
+    for client_id in ["alice", "bob", "carol"] {
+        assert_eq!(
+            store.stateless_count(&api, client_id).await.unwrap(),
+            StatelessCount::default(),
+            "{client_id}: a refused admission counts no token"
+        );
+    }
+    // alice from another address, and everyone once the window is over: admitted.
+    let elsewhere = guess(&scope, "10.0.0.2", "alice");
+    assert_eq!(
+        admit(&store, &elsewhere, 2, now + 20, None).await,
+        Admission::Admitted
+    );
+    assert_eq!(
+        admit(&store, &alice, 2, now + 60, None).await,
+        Admission::Admitted
+    );
+}
+
+/// An admitted attempt leaves both counters as a reservation released as a success does: the
+/// address's count as it was (a new window, with nothing in it, when none was live), the subject's
+/// counter forgotten. Checked by running the same story through both in two scopes and probing both
+/// alike.
+pub async fn attempts_admitted_leave_the_counters_as_a_released_success(store: Arc<dyn Store>) {
+    let now = t0();
+    let mut answers: Vec<Vec<Attempt>> = Vec::new();
+    for admitted in [false, true] {
+        let scope = uniq("client:api");
+        let success = async |g: &Guess<'_>, at: u64| {
+            if admitted {
+                assert_eq!(admit(&store, g, 5, at, None).await, Admission::Admitted);
+            } else {
+                assert_eq!(reserve(&store, g, 5, at).await, Attempt::Reserved);
+                store
+                    .release_attempt(g, Release::Success, at)
+                    .await
+                    .unwrap();
+            }
+        };
+        let from = |subject| guess(&scope, "10.0.0.1", subject);
+        let mut seen = Vec::new();
+        // A failure of bob, then two of alice: the address at 3 until now + 60, alice at 2 until
+        // now + 110.
+        reserve(&store, &from("bob"), 5, now).await;
+        reserve(&store, &from("alice"), 5, now + 50).await;
+        reserve(&store, &from("alice"), 5, now + 50).await;
+        // A success within the address's window leaves it at 3: one more of 4, then refused.
+        success(&from("carol"), now + 55).await;
+        seen.push(reserve(&store, &from("carol"), 4, now + 56).await);
+        seen.push(reserve(&store, &from("bob"), 4, now + 56).await);
+        // alice's success after the address's window: alice starts over (her 2 would refuse a limit
+        // of 2 until now + 110), and the address begins a new window, empty, ending at now + 130.
+        success(&from("alice"), now + 70).await;
+        seen.push(reserve(&store, &from("alice"), 2, now + 71).await);
+        seen.push(reserve(&store, &from("dave"), 3, now + 71).await);
+        seen.push(reserve(&store, &from("dave"), 3, now + 71).await);
+        seen.push(reserve(&store, &from("erin"), 3, now + 71).await);
+        answers.push(seen);
+    }
+    let expected = vec![
+        Attempt::Reserved,
+        Attempt::Throttled {
+            retry_after_secs: 4,
+        },
+        Attempt::Reserved,
+        Attempt::Reserved,
+        Attempt::Reserved,
+        Attempt::Throttled {
+            retry_after_secs: 59,
+        },
+    ];
+    assert_eq!(answers[0], expected, "reserve + release(success)");
+    assert_eq!(answers[1], expected, "admit");
+}
+
+/// An admission counts the token it is given, as `count_stateless` would, and only that one; many
+/// at once count each one.
+pub async fn attempts_admitted_count_their_token(store: Arc<dyn Store>) {
+    let now = t0();
+    let scope = Arc::new(uniq("client:api"));
+    let api = Arc::new(uniq("api"));
+    let g = guess(&scope, "10.0.0.1", "svc");
+    let issued = |at| {
+        Some(StatelessIssue {
+            api_id: &api,
+            client_id: "svc",
+            issued_at: at,
+        })
+    };
+    assert_eq!(
+        admit(&store, &g, 5, now, issued(now)).await,
+        Admission::Admitted
+    );
+    assert_eq!(
+        admit(&store, &g, 5, now + 1, None).await,
+        Admission::Admitted
+    );
+    assert_eq!(
+        admit(&store, &g, 5, now + 1, issued(now + 2)).await,
+        Admission::Admitted
+    );
+    assert_eq!(
+        store.stateless_count(&api, "svc").await.unwrap(),
+        StatelessCount {
+            issued: 2,
+            last_issued_at: Some(now + 2),
+        }
+    );
+    assert_eq!(
+        store.stateless_count(&api, "other").await.unwrap().issued,
+        0
+    );
+    let barrier = Arc::new(Barrier::new(RACERS));
+    let mut tasks = Vec::new();
+    for _ in 0..RACERS {
+        let (store, scope, api, barrier) =
+            (store.clone(), scope.clone(), api.clone(), barrier.clone());
+        tasks.push(tokio::spawn(async move {
+            barrier.wait().await;
+            let g = guess(&scope, "10.0.0.1", "svc");
+            let issued = StatelessIssue {
+                api_id: &api,
+                client_id: "svc",
+                issued_at: now + 3,
+            };
+            store
+                .admit_attempt(&g, 5, 60, now + 3, Some(issued))
+                .await
+                .unwrap()
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap(), Admission::Admitted);
+    }
+    assert_eq!(
+        store.stateless_count(&api, "svc").await.unwrap().issued,
+        2 + RACERS as u64
+    );
+}
+
 // ------------------------------------------------------------------------------------------------
 // Health
 
@@ -1466,6 +1667,9 @@ macro_rules! store_contract_tests {
             attempts_count_per_address_and_per_subject_and_address,
             attempts_parallel_reservations_never_exceed_the_limit,
             attempts_release,
+            attempts_admitted_unless_a_reservation_would_be_refused,
+            attempts_admitted_leave_the_counters_as_a_released_success,
+            attempts_admitted_count_their_token,
             ping_ok,
             client_cutoff_until_and_never_back,
             access_revoked_sees_sessions_tokens_and_cutoffs,

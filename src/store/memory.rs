@@ -49,8 +49,9 @@ use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockW
 use async_trait::async_trait;
 
 use super::{
-    Attempt, AuthCode, CodeTake, Guess, LoginSession, PolicyWrite, RefreshToken, Release, Rotation,
-    Session, StatelessCount, Store, StoreResult, StoredClient, StoredPolicy,
+    Admission, Attempt, AuthCode, CodeTake, Guess, LoginSession, PolicyWrite, RefreshToken,
+    Release, Rotation, Session, StatelessCount, StatelessIssue, Store, StoreResult, StoredClient,
+    StoredPolicy,
 };
 use crate::token::AccessClaims;
 
@@ -403,6 +404,31 @@ fn observe(state: &mut State, now: u64) {
     state.latest_now = state.latest_now.max(now);
 }
 
+/// One more stateless token of the client (see [`Store::count_stateless`]), under the `state` guard.
+fn count_stateless_locked(state: &mut State, api_id: &str, client_id: &str, now: u64) {
+    // Looked up before inserting so that the common case allocates nothing.
+    if let Some(count) = state
+        .stateless
+        .get_mut(api_id)
+        .and_then(|per_api| per_api.get_mut(client_id))
+    {
+        count.issued = count.issued.saturating_add(1);
+        count.last_issued_at = Some(now);
+        return;
+    }
+    state
+        .stateless
+        .entry(api_id.to_string())
+        .or_default()
+        .insert(
+            client_id.to_string(),
+            StatelessCount {
+                issued: 1,
+                last_issued_at: Some(now),
+            },
+        );
+}
+
 #[async_trait]
 impl Store for MemoryStore {
     async fn put_code(&self, code_hash: &str, code: &AuthCode) -> StoreResult<()> {
@@ -687,27 +713,7 @@ impl Store for MemoryStore {
     async fn count_stateless(&self, api_id: &str, client_id: &str, now: u64) -> StoreResult<()> {
         let mut state = self.state();
         observe(&mut state, now);
-        // Looked up before inserting so that the common case allocates nothing.
-        if let Some(count) = state
-            .stateless
-            .get_mut(api_id)
-            .and_then(|per_api| per_api.get_mut(client_id))
-        {
-            count.issued = count.issued.saturating_add(1);
-            count.last_issued_at = Some(now);
-            return Ok(());
-        }
-        state
-            .stateless
-            .entry(api_id.to_string())
-            .or_default()
-            .insert(
-                client_id.to_string(),
-                StatelessCount {
-                    issued: 1,
-                    last_issued_at: Some(now),
-                },
-            );
+        count_stateless_locked(&mut state, api_id, client_id, now);
         Ok(())
     }
 
@@ -857,6 +863,54 @@ impl Store for MemoryStore {
             }
         }
         Ok(())
+    }
+
+    async fn admit_attempt(
+        &self,
+        guess: &Guess<'_>,
+        limit: u32,
+        window_secs: u64,
+        now: u64,
+        issued: Option<StatelessIssue<'_>>,
+    ) -> StoreResult<Admission> {
+        let (address, subject) = (guess.address_key(), guess.subject_key());
+        // One lock around the check, the counters and the count, as in `reserve_attempt`.
+        let mut state = self.state();
+        observe(&mut state, now);
+        let wait = [&address, &subject]
+            .into_iter()
+            .filter_map(|key| state.failures.get(key))
+            .filter(|window| now < window.ends_at && window.count >= limit)
+            .map(|window| window.ends_at - now)
+            .max();
+        if let Some(retry_after_secs) = wait {
+            return Ok(Admission::Throttled { retry_after_secs });
+        }
+        // What a reservation and its release as a success leave: a live window of the address keeps
+        // its count (+1 - 1); without one, a window begins with nothing counted in it.
+        let live = state
+            .failures
+            .get(&address)
+            .is_some_and(|window| now < window.ends_at);
+        if !live {
+            let fresh = FailureWindow {
+                count: 0,
+                ends_at: now.saturating_add(window_secs),
+            };
+            state.failures.insert(address, fresh);
+        }
+        state.failures.remove(&subject);
+        if let Some(issued) = issued {
+            observe(&mut state, issued.issued_at);
+            count_stateless_locked(
+                &mut state,
+                issued.api_id,
+                issued.client_id,
+                issued.issued_at,
+            );
+        }
+        self.after_write(&mut state);
+        Ok(Admission::Admitted)
     }
 
     async fn put_login_session(

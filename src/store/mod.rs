@@ -3,7 +3,8 @@
 //! Two implementations: `memory` (one process, the default) and `redis` (several nodes). Both pass the
 //! same contract suite (`contract.rs`). Every operation that must be atomic is one call here, so the
 //! callers (the OAuth flows) never read-modify-write: taking a code, rotating a refresh token with reuse
-//! detection, revoking a session (which also kills its refresh tokens), reserving a guess at a secret.
+//! detection, revoking a session (which also kills its refresh tokens), reserving a guess at a secret,
+//! admitting a guess known to be right together with the token it earns.
 //!
 //! Secrets never reach the store in clear: codes and refresh tokens are keyed by their SHA-256, client
 //! secrets are argon2id PHC strings.
@@ -70,6 +71,26 @@ pub enum Release {
     Success,
     /// The secret was never checked (the verification pool was full): both counters get it back.
     NotEvaluated,
+}
+
+/// The answer to [`Store::admit_attempt`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Go ahead: the counters already read as after a successful attempt (nothing to release).
+    Admitted,
+    /// A counter is at its limit, exactly as [`Store::reserve_attempt`] would have found it: nothing
+    /// was counted (neither the attempt nor the token); its window ends in `retry_after_secs`.
+    Throttled { retry_after_secs: u64 },
+}
+
+/// A stateless access token counted in the same step as its caller's admission (see
+/// [`Store::admit_attempt`]), as [`Store::count_stateless`] would count it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatelessIssue<'a> {
+    pub api_id: &'a str,
+    pub client_id: &'a str,
+    /// The token's `iat` (the count's `last_issued_at`).
+    pub issued_at: u64,
 }
 
 /// An authorization code between the authorize and the token request, keyed by the code's hash.
@@ -378,6 +399,26 @@ pub trait Store: Send + Sync + 'static {
     /// Ends a reserved attempt that was not a failure (see [`Release`]). Nothing happens to a counter
     /// whose window is over.
     async fn release_attempt(&self, guess: &Guess<'_>, how: Release, now: u64) -> StoreResult<()>;
+    /// An attempt whose secret is already known to be right (it matched a secret verified before, in
+    /// the token endpoint's verified-secret cache), admitted or refused in one atomic step: refused
+    /// exactly when [`Store::reserve_attempt`] would refuse it, counting nothing; admitted, both
+    /// counters end as a reservation released with [`Release::Success`] leaves them (the address's
+    /// count unchanged, the subject's counter gone), and `issued`, if given, is counted as
+    /// [`Store::count_stateless`] counts it. No reservation is left behind, so there is nothing to
+    /// release.
+    ///
+    /// Why one call: a client_credentials token costs one round trip to Redis instead of three
+    /// (reserve, release, count). Redis Cluster: two, since the count's key lives in another hash
+    /// slot than the counters; there a failure of the count is logged, not returned, as the token
+    /// endpoint treats a failed [`Store::count_stateless`].
+    async fn admit_attempt(
+        &self,
+        guess: &Guess<'_>,
+        limit: u32,
+        window_secs: u64,
+        now: u64,
+        issued: Option<StatelessIssue<'_>>,
+    ) -> StoreResult<Admission>;
 
     // --- login sessions of the builtin login page (OpenID Connect, docs/design.md §9c)
     /// Stores a login session under `id_hash` (the SHA-256 of its cookie's id) until its

@@ -3,11 +3,34 @@
 
 use super::*;
 
+/// How a caller at the token, revoke or introspect endpoint proved who it is.
+pub(super) enum Proof {
+    /// Nothing is left to ask the guessing throttle: a public client (no secret, nothing to guess),
+    /// or a secret that was reserved, verified and released.
+    Settled,
+    /// The secret matched the verified-secret cache, so it is right, but the guessing throttle has
+    /// not been asked yet. Nothing may be answered before [`AuthServer::admit`] has (a throttled
+    /// caller gets 429 whether its guess is right or not), else the cache would answer guesses
+    /// without limit.
+    Cached(Unadmitted),
+}
+
+/// A right guess (from the verified-secret cache) the guessing throttle has not admitted yet: where
+/// it counts.
+pub(super) struct Unadmitted {
+    /// `client:<api id>`.
+    scope: String,
+    /// The caller's address as the throttle counts it.
+    address: String,
+}
+
 impl AuthServer {
     /// Authenticates the caller of the token, revoke or introspect endpoint (RFC 6749 §2.3). Public
     /// clients identify themselves with `client_id` alone. A presented secret is a guess: it reserves
-    /// an attempt per (client_id, address) and per address before anything checks it (docs/design.md §9a),
-    /// and a throttled caller gets 429 `slow_down` like a throttled login.
+    /// an attempt per (client_id, address) and per address before argon2 checks it (docs/design.md §9a),
+    /// and a throttled caller gets 429 `slow_down` like a throttled login. A secret that verified
+    /// recently (the verified-secret cache) is right: it is admitted or refused by the same counters
+    /// in one store call, with nothing to release.
     pub async fn authenticate(
         &self,
         api: &ApiDef,
@@ -15,6 +38,32 @@ impl AuthServer {
         client_ip: &str,
         now: u64,
     ) -> Result<Client, OAuthError> {
+        let (client, proof, _) = self
+            .identify(api, auth, client_ip, now, async |_: &Client| ())
+            .await?;
+        if let Proof::Cached(unadmitted) = &proof {
+            self.admit(api, &client, unadmitted, None, now).await?;
+        }
+        Ok(client)
+    }
+
+    /// [`AuthServer::authenticate`] up to the guessing throttle's answer for a secret found in the
+    /// verified-secret cache ([`Proof::Cached`]), which the caller must get from
+    /// [`AuthServer::admit`] before it answers anything: so the token endpoint can ask for the
+    /// admission and the count of the token it issues in one store call.
+    ///
+    /// `prepare` runs on the client named, when it exists and a secret was presented, *before*
+    /// anything looks at the secret: work the caller wants done ahead of the admission runs for
+    /// right and wrong guesses alike, so a throttled caller's answer takes no longer because its
+    /// guess was right. Its result comes back with the client (`None`: not run).
+    pub(super) async fn identify<T>(
+        &self,
+        api: &ApiDef,
+        auth: &ClientAuth,
+        client_ip: &str,
+        now: u64,
+        prepare: impl AsyncFnOnce(&Client) -> T,
+    ) -> Result<(Client, Proof, Option<T>), OAuthError> {
         // Nothing sent at all is answered like Basic, so the client learns how to authenticate.
         let challenge = auth.via_basic || (auth.client_id.is_none() && auth.secret.is_none());
         let fail = || OAuthError::invalid_client(challenge);
@@ -31,22 +80,94 @@ impl AuthServer {
         let Some(secret) = &auth.secret else {
             // Nothing to guess: a public client names itself; a confidential one must prove itself.
             return match self.find_client(api, client_id).await? {
-                Some(client) if client.is_public() => Ok(client),
+                Some(client) if client.is_public() => Ok((client, Proof::Settled, None)),
                 _ => Err(fail()),
             };
         };
         let address = throttle_address(client_ip);
-        self.client_flights
+        // Looked up before the throttle is asked, since its stored hash keys the verified-secret
+        // cache. Whatever it finds, the next step is one call to the throttle (admit on a cache hit,
+        // reserve otherwise), which answers a throttled caller alike.
+        let found = self.find_client(api, client_id).await?;
+        let prepared = match &found {
+            Some(client) => Some(prepare(client).await),
+            None => None,
+        };
+        if let Some(client) = &found
+            && let Some(phc) = &client.secret_hash
+            && self
+                .secret_cache
+                .verified_recently(&api.id, client_id, phc, secret)
+        {
+            let scope = format!("client:{}", api.id);
+            let unadmitted = Unadmitted { scope, address };
+            return Ok((client.clone(), Proof::Cached(unadmitted), prepared));
+        }
+        let client = self
+            .client_flights
             .run(&[&api.id, client_id, secret, &address], || {
-                self.authenticate_secret(api, client_id, secret, &address, challenge, now)
+                self.authenticate_secret(api, found, client_id, secret, &address, challenge, now)
             })
-            .await
+            .await?;
+        Ok((client, Proof::Settled, prepared))
+    }
+
+    /// Asks the guessing throttle about a secret found in the verified-secret cache (so right):
+    /// refused as a reservation would be (429), admitted without leaving anything to release, and
+    /// `issued` counted in the same store call.
+    pub(super) async fn admit(
+        &self,
+        api: &ApiDef,
+        client: &Client,
+        unadmitted: &Unadmitted,
+        issued: Option<StatelessIssue<'_>>,
+        now: u64,
+    ) -> Result<(), OAuthError> {
+        let Unadmitted { scope, address } = unadmitted;
+        let guess = Guess {
+            scope,
+            address,
+            subject: &client.client_id,
+        };
+        // Never fail open: a storage error refuses the attempt (503), as in `reserve`.
+        match self
+            .store
+            .admit_attempt(&guess, MAX_LOGIN_FAILURES, LOGIN_WINDOW_SECS, now, issued)
+            .await?
+        {
+            Admission::Admitted => Ok(()),
+            Admission::Throttled { retry_after_secs } => {
+                Err(self.client_throttled(api, &client.client_id, address, retry_after_secs))
+            }
+        }
+    }
+
+    /// The 429 of a throttled client authentication, counted and logged.
+    fn client_throttled(
+        &self,
+        api: &ApiDef,
+        client_id: &str,
+        address: &str,
+        retry_after_secs: u64,
+    ) -> OAuthError {
+        self.verifier
+            .stats
+            .throttled_clients
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::warn!(target: SECURITY_TARGET, security = "client_auth_throttled", api = %api.id, client = %client_id, address, "client authentication refused by the failure limit");
+        throttled(
+            "too many failed client authentications; try again later",
+            retry_after_secs,
+        )
     }
 
     /// One guess at a client's secret: reserved before it is checked, released when it was right.
+    /// `found` is the client looked up by `client_id` (`None`: no such client).
+    #[allow(clippy::too_many_arguments)]
     pub(super) async fn authenticate_secret(
         &self,
         api: &ApiDef,
+        found: Option<Client>,
         client_id: &str,
         secret: &str,
         address: &str,
@@ -61,21 +182,12 @@ impl AuthServer {
             subject: client_id,
         };
         if let Attempt::Throttled { retry_after_secs } = self.reserve(&guess, now).await? {
-            self.verifier
-                .stats
-                .throttled_clients
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!(target: SECURITY_TARGET, security = "client_auth_throttled", api = %api.id, client = %client_id, address, "client authentication refused by the failure limit");
-            return Err(throttled(
-                "too many failed client authentications; try again later",
-                retry_after_secs,
-            ));
+            return Err(self.client_throttled(api, client_id, address, retry_after_secs));
         }
         // From here on the attempt counts as a failure unless released below.
         // An unknown client, or a public one pretending to have a secret, costs one argon2 check like a
         // wrong secret does, so response times do not tell which client ids exist.
-        let client = self.find_client(api, client_id).await?;
-        let Some((client, phc)) = client.and_then(|c| c.secret_hash.clone().map(|phc| (c, phc)))
+        let Some((client, phc)) = found.and_then(|c| c.secret_hash.clone().map(|phc| (c, phc)))
         else {
             return match self.verifier.verify(None, secret.to_owned()).await {
                 Ok(_) => {
@@ -89,6 +201,7 @@ impl AuthServer {
             };
         };
         let phc = &phc;
+        // A concurrent authentication from another address may have verified it meanwhile.
         let verified = if self
             .secret_cache
             .verified_recently(&api.id, client_id, phc, secret)

@@ -14,8 +14,8 @@ use crate::limits::{Limiter, Refused};
 use crate::logging::SECURITY_TARGET;
 use crate::policy::{self, Resolved, StoredPolicies};
 use crate::store::{
-    Attempt, CodeTake, GrantKind, Guess, RefreshToken, Release, Rotation, Session, Store,
-    StoreError,
+    Admission, Attempt, CodeTake, GrantKind, Guess, RefreshToken, Release, Rotation, Session,
+    StatelessIssue, Store, StoreError,
 };
 
 mod guard;
@@ -23,6 +23,7 @@ mod introspection;
 mod scope;
 
 pub use guard::{LoginError, busy, throttle_address, throttled};
+use guard::{Proof, Unadmitted};
 pub use scope::{client_scopes, refreshed_scope, resolve_scope, split_scope, user_scopes};
 
 use super::clients::{Client, ClientAuth, SecretCache, SharedFlights, static_client};
@@ -115,6 +116,15 @@ pub struct TokenResponse {
     pub id_token: Option<String>,
 }
 
+/// A client_credentials token as it would be issued, worked out before the caller's secret is known
+/// to be right (see [`AuthServer::plan_client_credentials`]).
+struct Plan {
+    /// Its `iat` (see [`AuthServer::issue_time`]).
+    issued_at: u64,
+    /// Its scope, or why the request is refused.
+    granted: Result<Vec<String>, OAuthError>,
+}
+
 /// Everything that starts a session.
 struct NewSession<'a> {
     api: &'a ApiDef,
@@ -128,6 +138,8 @@ struct NewSession<'a> {
     code: Option<&'a str>,
     /// What an OpenID Connect code carried (auth_time, nonce, claims).
     oidc: Option<crate::store::OidcGrant>,
+    /// A stateless token already counted with its caller's admission (`Store::admit_attempt`).
+    counted: bool,
 }
 
 /// What the token endpoint needs from the running configuration besides the API.
@@ -213,21 +225,29 @@ impl AuthServer {
                 format!("unsupported grant_type '{}'", req.grant_type),
             )
         })?;
-        let client = self
-            .authenticate(api, &req.client, &req.client_ip, now)
+        // A client_credentials token that may be issued with one store call is worked out before
+        // the secret is looked at (see `identify`): for a right guess and a wrong one alike.
+        let plan = async |client: &Client| {
+            if !issues_at_once(oauth, dir, grant, client) {
+                return None;
+            }
+            Some(
+                self.plan_client_credentials(api, oauth, dir, client, &req, now)
+                    .await,
+            )
+        };
+        let (client, proof, plan) = self
+            .identify(api, &req.client, &req.client_ip, now, plan)
             .await?;
-        if !oauth.grant_types.contains(&grant) {
-            return Err(OAuthError::unauthorized_client(format!(
-                "the grant type {} is not enabled for this API",
-                grant.as_str()
-            )));
+        if let Proof::Cached(unadmitted) = &proof {
+            if let Some(Some(plan)) = plan {
+                return self
+                    .client_credentials_at_once(api, oauth, &client, plan, unadmitted, now)
+                    .await;
+            }
+            self.admit(api, &client, unadmitted, None, now).await?;
         }
-        if !client.allows(grant) {
-            return Err(OAuthError::unauthorized_client(format!(
-                "the client may not use the grant type {}",
-                grant.as_str()
-            )));
-        }
+        grant_allowed(oauth, &client, grant)?;
         // Counted only once the client has proved who it is: nobody can spend another client's
         // budget by naming it.
         if let Some(limit) = &oauth.token_rate_limit {
@@ -271,17 +291,7 @@ impl AuthServer {
         req: &TokenRequest,
         now: u64,
     ) -> Result<TokenResponse, OAuthError> {
-        if client.is_public() {
-            return Err(OAuthError::unauthorized_client(
-                "public clients cannot use client_credentials",
-            ));
-        }
-        let policy = self.client_policy(dir.policies, client).await?;
-        let scope = resolve_scope(
-            req.scope.as_deref(),
-            &client_scopes(client, policy.as_deref()),
-            None,
-        )?;
+        let scope = self.client_credentials_scope(dir, client, req).await?;
         self.begin_session(
             NewSession {
                 api,
@@ -293,8 +303,91 @@ impl AuthServer {
                 sid: None,
                 code: None,
                 oidc: None,
+                counted: false,
             },
             now,
+        )
+        .await
+    }
+
+    /// What a client_credentials token of `client` may carry, or why it gets none.
+    async fn client_credentials_scope(
+        &self,
+        dir: &Directory<'_>,
+        client: &Client,
+        req: &TokenRequest,
+    ) -> Result<Vec<String>, OAuthError> {
+        if client.is_public() {
+            return Err(OAuthError::unauthorized_client(
+                "public clients cannot use client_credentials",
+            ));
+        }
+        let policy = self.client_policy(dir.policies, client).await?;
+        resolve_scope(
+            req.scope.as_deref(),
+            &client_scopes(client, policy.as_deref()),
+            None,
+        )
+    }
+
+    /// What a client_credentials token of `client` would be, worked out without I/O (see
+    /// [`issues_at_once`]) and before the secret is known to be right.
+    async fn plan_client_credentials(
+        &self,
+        api: &ApiDef,
+        oauth: &OAuthConfig,
+        dir: &Directory<'_>,
+        client: &Client,
+        req: &TokenRequest,
+        now: u64,
+    ) -> Plan {
+        let granted = match grant_allowed(oauth, client, GrantType::ClientCredentials) {
+            Ok(()) => self.client_credentials_scope(dir, client, req).await,
+            Err(err) => Err(err),
+        };
+        Plan {
+            issued_at: self.issue_time(&api.id, &client.client_id, now),
+            granted,
+        }
+    }
+
+    /// The client_credentials grant for a secret found in the verified-secret cache, with one store
+    /// call: the guessing throttle's admission and the token's count together (where the normal path
+    /// takes three: reserve, release, count). The `plan` was worked out before the secret was looked
+    /// at; whatever refuses the request is answered only once the throttle has admitted the caller,
+    /// and a refused request is not counted.
+    async fn client_credentials_at_once(
+        &self,
+        api: &ApiDef,
+        oauth: &OAuthConfig,
+        client: &Client,
+        plan: Plan,
+        unadmitted: &Unadmitted,
+        now: u64,
+    ) -> Result<TokenResponse, OAuthError> {
+        let Plan { issued_at, granted } = plan;
+        let issued = granted.is_ok().then_some(StatelessIssue {
+            api_id: &api.id,
+            client_id: &client.client_id,
+            issued_at,
+        });
+        self.admit(api, client, unadmitted, issued, now).await?;
+        let granted = granted?;
+        wait_until(issued_at, now).await;
+        self.begin_session(
+            NewSession {
+                api,
+                oauth,
+                client,
+                user: None,
+                scope: granted,
+                grant: GrantKind::ClientCredentials,
+                sid: None,
+                code: None,
+                oidc: None,
+                counted: true,
+            },
+            issued_at,
         )
         .await
     }
@@ -341,6 +434,7 @@ impl AuthServer {
                 sid: None,
                 code: None,
                 oidc: None,
+                counted: false,
             },
             now,
         )
@@ -428,6 +522,7 @@ impl AuthServer {
                 sid: Some(grant.sid.clone()),
                 code: Some(code),
                 oidc: grant.oidc.clone().map(|grant| *grant),
+                counted: false,
             },
             now,
         )
@@ -575,19 +670,18 @@ impl AuthServer {
     /// refused with the tokens it was meant to replace: such a request waits for the next second
     /// (at most one; only right after a revocation of this client).
     async fn after_cutoff(&self, api_id: &str, client_id: &str, now: u64) -> u64 {
-        let Some(cutoff) = self.store.client_cutoff(api_id, client_id, now) else {
-            return now;
-        };
-        if cutoff < now {
-            return now;
+        let issued_at = self.issue_time(api_id, client_id, now);
+        wait_until(issued_at, now).await;
+        issued_at
+    }
+
+    /// When a token requested at `now` is issued: `now`, or the second after a client-wide
+    /// revocation of this same second (see [`AuthServer::after_cutoff`]). Local, no I/O.
+    fn issue_time(&self, api_id: &str, client_id: &str, now: u64) -> u64 {
+        match self.store.client_cutoff(api_id, client_id, now) {
+            Some(cutoff) if cutoff >= now => cutoff.saturating_add(1),
+            _ => now,
         }
-        let next = UNIX_EPOCH + Duration::from_secs(cutoff.saturating_add(1));
-        let wait = next
-            .duration_since(SystemTime::now())
-            .unwrap_or_default()
-            .min(Duration::from_secs(1));
-        tokio::time::sleep(wait).await;
-        cutoff.saturating_add(1)
     }
 
     /// Begins a session (one grant) and issues its first tokens: an access token, and a refresh token
@@ -614,6 +708,7 @@ impl AuthServer {
             sid,
             code,
             oidc,
+            counted,
         } = new;
         let with_refresh = grant != GrantKind::ClientCredentials && issues_refresh(oauth, client);
         let stateless = !with_refresh && grant != GrantKind::AuthorizationCode;
@@ -647,10 +742,11 @@ impl AuthServer {
         if stateless {
             // Only a count per client: the token is valid without it, so a storage failure here
             // costs a missed count, not the token.
-            if let Err(err) = self
-                .store
-                .count_stateless(&api.id, &client.client_id, now)
-                .await
+            if !counted
+                && let Err(err) = self
+                    .store
+                    .count_stateless(&api.id, &client.client_id, now)
+                    .await
             {
                 tracing::warn!(error = %err, api = %api.id, client = %client.client_id, "could not count a stateless token");
             }
@@ -759,6 +855,58 @@ impl AuthServer {
             },
         );
     }
+}
+
+/// Whether the API and the client allow `grant` (RFC 6749 §5.2 `unauthorized_client` otherwise).
+fn grant_allowed(oauth: &OAuthConfig, client: &Client, grant: GrantType) -> Result<(), OAuthError> {
+    if !oauth.grant_types.contains(&grant) {
+        return Err(OAuthError::unauthorized_client(format!(
+            "the grant type {} is not enabled for this API",
+            grant.as_str()
+        )));
+    }
+    if !client.allows(grant) {
+        return Err(OAuthError::unauthorized_client(format!(
+            "the client may not use the grant type {}",
+            grant.as_str()
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a client_credentials request whose secret came from the verified-secret cache can be
+/// admitted and counted in one store call ([`AuthServer::client_credentials_at_once`]). What can
+/// refuse such a request is decided *before* the throttle answers (for every guess, right or wrong,
+/// see `identify`), so it must be decided without I/O: reads or waits there would come before the
+/// throttle's answer to every caller. Hence not with `oauth.token_rate_limit` (the limiter is a call
+/// of its own, and spends the client's budget: made for admitted callers only), nor for a client
+/// whose policy is stored rather than in policies.yaml (reading it may be a call).
+fn issues_at_once(
+    oauth: &OAuthConfig,
+    dir: &Directory<'_>,
+    grant: GrantType,
+    client: &Client,
+) -> bool {
+    grant == GrantType::ClientCredentials
+        && oauth.token_rate_limit.is_none()
+        && client
+            .policy
+            .as_deref()
+            .is_none_or(|id| id.is_empty() || dir.policies.iter().any(|p| p.id == id))
+}
+
+/// Waits until the wall clock reaches `issued_at` when that is later than `now` (see
+/// [`AuthServer::after_cutoff`]): at most a second.
+async fn wait_until(issued_at: u64, now: u64) {
+    if issued_at <= now {
+        return;
+    }
+    let next = UNIX_EPOCH + Duration::from_secs(issued_at);
+    let wait = next
+        .duration_since(SystemTime::now())
+        .unwrap_or_default()
+        .min(Duration::from_secs(1));
+    tokio::time::sleep(wait).await;
 }
 
 fn oauth_of(api: &ApiDef) -> Result<&OAuthConfig, OAuthError> {

@@ -61,8 +61,9 @@ use super::memory::{
     Cutoff, ROTATED_NEVER_EXPIRING_KEEP_SECS, insert_cutoff, live_cutoff, prune_cutoffs,
 };
 use super::{
-    Attempt, AuthCode, CodeTake, Guess, LoginSession, PolicyWrite, RefreshToken, Release, Rotation,
-    Session, StatelessCount, Store, StoreError, StoreResult, StoredClient, StoredPolicy,
+    Admission, Attempt, AuthCode, CodeTake, Guess, LoginSession, PolicyWrite, RefreshToken,
+    Release, Rotation, Session, StatelessCount, StatelessIssue, Store, StoreError, StoreResult,
+    StoredClient, StoredPolicy,
 };
 use crate::config::RedisConfig;
 use crate::redis::Backend;
@@ -425,6 +426,17 @@ impl Store for RedisStore {
 
     async fn release_attempt(&self, guess: &Guess<'_>, how: Release, now: u64) -> StoreResult<()> {
         failures::release_attempt(self, guess, how, now).await
+    }
+
+    async fn admit_attempt(
+        &self,
+        guess: &Guess<'_>,
+        limit: u32,
+        window_secs: u64,
+        now: u64,
+        issued: Option<StatelessIssue<'_>>,
+    ) -> StoreResult<Admission> {
+        failures::admit_attempt(self, guess, limit, window_secs, now, issued).await
     }
 
     async fn put_login_session(

@@ -14,6 +14,7 @@ const LUA_REVOKE_SESSION: &str = include_str!("lua/revoke_session.lua");
 const LUA_REVOKE_JTI: &str = include_str!("lua/revoke_jti.lua");
 const LUA_RESERVE_ATTEMPT: &str = include_str!("lua/reserve_attempt.lua");
 const LUA_RELEASE_ATTEMPT: &str = include_str!("lua/release_attempt.lua");
+const LUA_ADMIT_ATTEMPT: &str = include_str!("lua/admit_attempt.lua");
 const LUA_CLIENT: &str = include_str!("lua/client.lua");
 const LUA_POLICY: &str = include_str!("lua/policy.lua");
 
@@ -29,6 +30,7 @@ pub(super) struct Scripts {
     pub(super) revoke_client: Script,
     pub(super) reserve_attempt: Script,
     pub(super) release_attempt: Script,
+    pub(super) admit_attempt: Script,
 }
 
 impl Scripts {
@@ -46,6 +48,7 @@ impl Scripts {
             revoke_client: script(LUA_REVOKE_CLIENT),
             reserve_attempt: script(LUA_RESERVE_ATTEMPT),
             release_attempt: script(LUA_RELEASE_ATTEMPT),
+            admit_attempt: script(LUA_ADMIT_ATTEMPT),
         }
     }
 }
