@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering:
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
-use http::{HeaderMap, Request};
+use http::{HeaderMap, HeaderValue, Request};
 use tokio::sync::watch;
 
 use crate::config::{ActiveCheck, Balance, Cidr, HashOn, PassiveCheck, TargetDef, Upstream};
@@ -38,6 +38,8 @@ pub struct Target {
     pub name: String,
     pub client: UpstreamClient,
     pub health: Arc<TargetHealth>,
+    /// The `Host` header for this target (its URL's authority), made once instead of per request.
+    pub host: Option<HeaderValue>,
 }
 
 enum Strategy {
@@ -172,6 +174,10 @@ impl Balancer {
                     health
                 });
                 Target {
+                    host: def
+                        .uri
+                        .authority()
+                        .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
                     def: def.clone(),
                     name,
                     client: shared.new_pool(),

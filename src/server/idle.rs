@@ -11,41 +11,71 @@
 //! request starts when hyper hands it to the service and ends when its response body is dropped
 //! (fully sent, or abandoned by a client that went away). When the count has stayed at 0 for
 //! `idle_timeout` the connection is asked to shut down gracefully: HTTP/1 closes at once (no request
-//! is in progress), HTTP/2 sends GOAWAY. The count lives in a `watch` channel so the connection task
-//! sleeps until it changes instead of polling.
+//! is in progress), HTTP/2 sends GOAWAY.
+//!
+//! The count and the time the last request ended are two atomics that nobody is woken for: a request
+//! costs two atomic adds and one clock read. Only the connection's idle timer looks at them, when it
+//! fires, and sets itself again for the moment the connection could next be idle. (A `watch` channel
+//! that woke the connection's task on every request start and end, and a timer set anew after each,
+//! cost about 3,400 instructions per request: docs/benchmarks.md.)
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::body::{Body as HttpBody, Frame, SizeHint};
-use tokio::sync::watch;
+use tokio::time::Instant;
 
 use crate::http_util::{Body, BoxError};
 
-/// Requests in progress on one connection.
-#[derive(Clone)]
-pub struct InFlight(Arc<watch::Sender<usize>>);
+/// Requests in progress on one connection, and when the last one ended.
+pub struct Activity {
+    in_flight: AtomicUsize,
+    /// Microseconds after `opened` at which the last request ended (0: none has yet).
+    last_end_micros: AtomicU64,
+    opened: Instant,
+}
 
-impl InFlight {
-    pub fn new() -> (InFlight, watch::Receiver<usize>) {
-        let (tx, rx) = watch::channel(0);
-        (InFlight(Arc::new(tx)), rx)
+impl Activity {
+    pub fn new() -> Arc<Activity> {
+        Arc::new(Activity {
+            in_flight: AtomicUsize::new(0),
+            last_end_micros: AtomicU64::new(0),
+            opened: Instant::now(),
+        })
     }
 
     /// Counts a request until the returned guard is dropped.
-    pub fn start(&self) -> RequestGuard {
-        self.0.send_modify(|n| *n += 1);
-        RequestGuard(self.0.clone())
+    pub fn start(self: &Arc<Self>) -> RequestGuard {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        RequestGuard(self.clone())
+    }
+
+    /// Since when no request has been in progress; `None` while one is.
+    fn idle_since(&self) -> Option<Instant> {
+        // Acquire pairs with the guard's Release: a count of 0 comes with the end time of the request
+        // that brought it there.
+        if self.in_flight.load(Ordering::Acquire) > 0 {
+            return None;
+        }
+        let micros = self.last_end_micros.load(Ordering::Relaxed);
+        Some(self.opened + Duration::from_micros(micros))
     }
 }
 
-pub struct RequestGuard(Arc<watch::Sender<usize>>);
+pub struct RequestGuard(Arc<Activity>);
 
 impl Drop for RequestGuard {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
+        let activity = &self.0;
+        let micros = u64::try_from(activity.opened.elapsed().as_micros()).unwrap_or(u64::MAX);
+        // `fetch_max`: with requests ending on several threads (HTTP/2), the latest end wins.
+        activity
+            .last_end_micros
+            .fetch_max(micros, Ordering::Relaxed);
+        activity.in_flight.fetch_sub(1, Ordering::Release);
     }
 }
 
@@ -84,19 +114,24 @@ impl HttpBody for TrackedBody {
     }
 }
 
-/// Completes once no request has been in progress for `timeout` without a break. Never completes if
-/// the counting side is gone (the connection is finishing anyway).
-pub async fn idle_for(requests: &mut watch::Receiver<usize>, timeout: Duration) {
+/// Completes once no request has been in progress for `timeout` without a break, counted from now at
+/// the earliest. One timer, set again only when it fires too early.
+pub async fn idle_for(activity: &Activity, timeout: Duration) {
+    let started = Instant::now();
+    let mut deadline = started + timeout;
     loop {
-        if requests.wait_for(|n| *n == 0).await.is_err() {
-            return std::future::pending().await;
-        }
-        match tokio::time::timeout(timeout, requests.changed()).await {
-            // Nothing changed for the whole period, and the count was 0 at its start.
-            Err(_) => return,
-            // A request came (and maybe went): start over.
-            Ok(Ok(())) => continue,
-            Ok(Err(_)) => return std::future::pending().await,
+        tokio::time::sleep_until(deadline).await;
+        let now = Instant::now();
+        match activity.idle_since() {
+            // Busy: the earliest it can be idle long enough is a whole period from now.
+            None => deadline = now + timeout,
+            Some(since) => {
+                let due = since.max(started) + timeout;
+                if due <= now {
+                    return;
+                }
+                deadline = due;
+            }
         }
     }
 }
@@ -107,16 +142,31 @@ mod tests {
 
     #[tokio::test]
     async fn idle_only_after_a_period_without_requests() {
-        let (in_flight, mut rx) = InFlight::new();
-        let guard = in_flight.start();
+        let activity = Activity::new();
+        let guard = activity.start();
         let period = Duration::from_millis(20);
-        let idle = tokio::time::timeout(Duration::from_millis(300), idle_for(&mut rx, period));
+        let idle = tokio::time::timeout(Duration::from_millis(300), idle_for(&activity, period));
         assert!(idle.await.is_err(), "idle while a request was in progress");
         drop(guard);
-        let idle = tokio::time::timeout(Duration::from_secs(10), idle_for(&mut rx, period));
+        let idle = tokio::time::timeout(Duration::from_secs(10), idle_for(&activity, period));
         assert!(
             idle.await.is_ok(),
             "never idle after the last request ended"
+        );
+    }
+
+    #[test]
+    fn a_request_that_ends_moves_the_idle_start() {
+        let activity = Activity::new();
+        assert_eq!(activity.idle_since(), Some(activity.opened));
+        let guard = activity.start();
+        assert_eq!(activity.idle_since(), None, "a request is in progress");
+        std::thread::sleep(Duration::from_millis(2));
+        drop(guard);
+        let since = activity.idle_since().expect("no request in progress");
+        assert!(
+            since > activity.opened,
+            "the end of the request is when idleness starts"
         );
     }
 }

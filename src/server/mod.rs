@@ -7,6 +7,7 @@
 //!
 //! May import: `config`, `http_util`. Knows nothing of routes: `lib.rs` hands it a handler per listener.
 
+mod gate;
 mod idle;
 mod per_ip;
 pub mod tls;
@@ -27,7 +28,8 @@ use tokio::sync::{Semaphore, watch};
 use tokio_rustls::TlsAcceptor;
 
 use crate::http_util::Body;
-use idle::{InFlight, TrackedBody, idle_for};
+use gate::Gated;
+use idle::{Activity, TrackedBody, idle_for};
 use per_ip::PerIp;
 
 /// What a handler knows about the connection a request came on.
@@ -124,13 +126,12 @@ pub async fn serve<H, Fut>(
         let handler = handler.clone();
         let builder = builder.clone();
         let tls = tls.clone();
-        let shutdown = shutdown.clone();
-        let mut closing = closing.clone();
+        let stop = Stop {
+            shutdown: shutdown.clone(),
+            force: closing.clone(),
+        };
         tokio::spawn(async move {
-            tokio::select! {
-                _ = serve_connection(stream, peer, tls, builder, limits, handler, shutdown) => {}
-                _ = stopped(&mut closing) => {}
-            }
+            serve_connection(stream, peer, tls, builder, limits, handler, stop).await;
             drop(slot);
             drop(permit);
         });
@@ -187,7 +188,7 @@ async fn serve_connection<H, Fut>(
     builder: Arc<auto::Builder<TokioExecutor>>,
     limits: ServerLimits,
     handler: H,
-    shutdown: watch::Receiver<bool>,
+    mut stop: Stop,
 ) where
     H: Fn(Request<Incoming>, ConnInfo) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
@@ -196,10 +197,11 @@ async fn serve_connection<H, Fut>(
         peer,
         tls: tls.is_some(),
     };
-    let (in_flight, requests) = InFlight::new();
+    let activity = Activity::new();
+    let counted = activity.clone();
     let service = service_fn(move |req: Request<Incoming>| {
         // Counted from here until hyper drops the response body (see `idle`).
-        let guard = in_flight.start();
+        let guard = counted.start();
         let response = handler(req, info);
         async move {
             let response = response.await.map(|body| TrackedBody::new(body, guard));
@@ -207,7 +209,7 @@ async fn serve_connection<H, Fut>(
         }
     });
     let idle = Idle {
-        requests,
+        activity,
         timeout: limits.idle_timeout,
     };
     match tls {
@@ -217,8 +219,10 @@ async fn serve_connection<H, Fut>(
             // of its largest branch: inline, every plain-HTTP connection would pay for TLS.
             Box::pin(async move {
                 // A client that never finishes the handshake is cut off like one that never sends headers.
-                let handshake =
-                    tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)).await;
+                let handshake = tokio::select! {
+                    handshake = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)) => handshake,
+                    _ = stopped(&mut stop.force) => return,
+                };
                 let stream = match handshake {
                     Ok(Ok(stream)) => stream,
                     Ok(Err(err)) => {
@@ -240,7 +244,7 @@ async fn serve_connection<H, Fut>(
                 };
                 drive(
                     builder.serve_connection_with_upgrades(TokioIo::new(stream), service),
-                    shutdown,
+                    stop,
                     idle,
                 )
                 .await;
@@ -251,13 +255,17 @@ async fn serve_connection<H, Fut>(
             // The auto builder sniffs the first bytes to tell HTTP/1 from HTTP/2 prior knowledge, and
             // hyper's header timer only starts after that; bound the wait for the first byte here.
             let mut first = [0u8; 1];
-            match tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first)).await {
+            let peeked = tokio::select! {
+                peeked = tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first)) => peeked,
+                _ = stopped(&mut stop.force) => return,
+            };
+            match peeked {
                 Ok(Ok(n)) if n > 0 => {}
                 _ => return,
             }
             drive(
                 builder.serve_connection_with_upgrades(TokioIo::new(stream), service),
-                shutdown,
+                stop,
                 idle,
             )
             .await;
@@ -265,43 +273,92 @@ async fn serve_connection<H, Fut>(
     }
 }
 
+/// The two signals every connection watches: the gateway is shutting down (finish the request in
+/// flight, then close), and the shutdown grace period is over (drop the connection now).
+struct Stop {
+    shutdown: watch::Receiver<bool>,
+    force: watch::Receiver<bool>,
+}
+
 /// What `drive` needs to close a connection nobody uses.
 struct Idle {
-    requests: watch::Receiver<usize>,
+    activity: Arc<Activity>,
     timeout: Duration,
 }
 
+/// Why `drive` stopped serving a connection as usual.
+enum Signal {
+    Shutdown,
+    Idle,
+    Force,
+}
+
 /// Runs one connection; on shutdown asks it to finish the request in flight and close; when no request
-/// was in progress for `idle_timeout`, asks it to close (HTTP/2: GOAWAY) and drops it if it lingers.
-async fn drive<C>(conn: C, mut shutdown: watch::Receiver<bool>, mut idle: Idle)
+/// was in progress for `idle_timeout`, asks it to close (HTTP/2: GOAWAY) and drops it if it lingers;
+/// at the end of the shutdown grace period drops it. The signals are watched through [`Gated`]
+/// futures, so the connection's many wake-ups per request do not poll them.
+async fn drive<C>(conn: C, mut stop: Stop, idle: Idle)
 where
     C: GracefulConnection,
 {
     let mut conn = std::pin::pin!(conn);
-    tokio::select! {
-        result = conn.as_mut() => {
-            if let Err(err) = result {
-                tracing::debug!(error = %err, "connection ended with an error");
+    let signal = {
+        let signals = Gated::new(async {
+            tokio::select! {
+                _ = stopped(&mut stop.force) => Signal::Force,
+                _ = stopped(&mut stop.shutdown) => Signal::Shutdown,
+                _ = idle_for(&idle.activity, idle.timeout) => Signal::Idle,
             }
-            return;
+        });
+        match race(conn.as_mut(), signals).await {
+            Ok(result) => {
+                if let Err(err) = result {
+                    tracing::debug!(error = %err, "connection ended with an error");
+                }
+                return;
+            }
+            Err(signal) => signal,
         }
-        _ = stopped(&mut shutdown) => {}
-        _ = idle_for(&mut idle.requests, idle.timeout) => {
+    };
+    let result = match signal {
+        Signal::Force => return,
+        Signal::Shutdown => {
+            conn.as_mut().start_graceful_shutdown();
+            race(conn.as_mut(), Gated::new(stopped(&mut stop.force))).await
+        }
+        Signal::Idle => {
             tracing::debug!("closing an idle connection");
             conn.as_mut().start_graceful_shutdown();
             // A request that crossed the GOAWAY is served; a client that only lingers is dropped.
             let grace = IDLE_CLOSE_GRACE.min(idle.timeout);
-            tokio::select! {
-                _ = conn.as_mut() => {}
-                _ = idle_for(&mut idle.requests, grace) => {}
-            }
-            return;
+            let lingering = Gated::new(async {
+                tokio::select! {
+                    _ = stopped(&mut stop.force) => {}
+                    _ = idle_for(&idle.activity, grace) => {}
+                }
+            });
+            race(conn.as_mut(), lingering).await
         }
-    }
-    conn.as_mut().start_graceful_shutdown();
-    if let Err(err) = conn.await {
+    };
+    if let Ok(Err(err)) = result {
         tracing::debug!(error = %err, "connection ended with an error during shutdown");
     }
+}
+
+/// Polls `signal` first (one atomic swap when it is [`Gated`] and was not woken), then the connection.
+async fn race<C, S>(mut conn: std::pin::Pin<&mut C>, signal: S) -> Result<C::Output, S::Output>
+where
+    C: Future,
+    S: Future,
+{
+    let mut signal = std::pin::pin!(signal);
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(why) = signal.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Err(why));
+        }
+        conn.as_mut().poll(cx).map(Ok)
+    })
+    .await
 }
 
 /// The two connection types hyper-util gives us, seen through the one operation shutdown needs.
