@@ -413,21 +413,25 @@ async fn an_idle_h2c_connection_gets_goaway_and_is_closed() {
 #[tokio::test]
 async fn a_head_over_max_header_bytes_gets_431() {
     let (gw, upstream) = movies_gateway("max_header_bytes: 16384").await;
-    let big = format!(
-        "GET /movies/a HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
-        "a".repeat(20_000)
-    );
-    let answer = raw_exchange(gw.addr, big.as_bytes(), HANG).await;
-    assert_eq!(statuses(&answer).first(), Some(&431), "{answer}");
+    // A head that starts like HTTP/2's preface (`P`, as in POST) is read further before hyper knows
+    // the protocol (server/mod.rs): the limit holds on both kinds.
+    for method in ["GET", "POST"] {
+        let big = format!(
+            "{method} /movies/a HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            "a".repeat(20_000)
+        );
+        let answer = raw_exchange(gw.addr, big.as_bytes(), HANG).await;
+        assert_eq!(statuses(&answer).first(), Some(&431), "{method}: {answer}");
 
-    // Just under the limit is fine.
-    let fits = format!(
-        "GET /movies/a HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nConnection: close\r\n\r\n",
-        "a".repeat(12_000)
-    );
-    let answer = raw_exchange(gw.addr, fits.as_bytes(), HANG).await;
-    assert_eq!(statuses(&answer), vec![200], "{answer}");
-    assert_eq!(upstream.count(), 1);
+        // Just under the limit is fine.
+        let fits = format!(
+            "{method} /movies/a HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            "a".repeat(12_000)
+        );
+        let answer = raw_exchange(gw.addr, fits.as_bytes(), HANG).await;
+        assert_eq!(statuses(&answer), vec![200], "{method}: {answer}");
+    }
+    assert_eq!(upstream.count(), 2);
 }
 
 #[tokio::test]
@@ -440,19 +444,23 @@ async fn more_than_100_header_fields_get_431() {
         "listen_path: /hello/\nupstream:\n  mock: { status: 200, body: hi }\nauth: { type: none }\n",
     );
     let gw = TestGateway::start(config).await;
-    let head = |fields: usize| {
-        let mut head = String::from("GET /hello/a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
-        for i in 0..fields {
-            head.push_str(&format!("X-Field-{i}: v\r\n"));
-        }
-        head + "\r\n"
-    };
-    // Host and Connection plus 99 more: 101 fields.
-    let answer = raw_exchange(gw.addr, head(99).as_bytes(), HANG).await;
-    assert_eq!(statuses(&answer).first(), Some(&431), "{answer}");
-    // Exactly 100 is allowed.
-    let answer = raw_exchange(gw.addr, head(98).as_bytes(), HANG).await;
-    assert_eq!(statuses(&answer), vec![200], "{answer}");
+    // Both kinds of first byte, as above.
+    for method in ["GET", "POST"] {
+        let head = |fields: usize| {
+            let mut head =
+                format!("{method} /hello/a HTTP/1.1\r\nHost: x\r\nConnection: close\r\n");
+            for i in 0..fields {
+                head.push_str(&format!("X-Field-{i}: v\r\n"));
+            }
+            head + "\r\n"
+        };
+        // Host and Connection plus 99 more: 101 fields.
+        let answer = raw_exchange(gw.addr, head(99).as_bytes(), HANG).await;
+        assert_eq!(statuses(&answer).first(), Some(&431), "{method}: {answer}");
+        // Exactly 100 is allowed.
+        let answer = raw_exchange(gw.addr, head(98).as_bytes(), HANG).await;
+        assert_eq!(statuses(&answer), vec![200], "{method}: {answer}");
+    }
 }
 
 #[tokio::test]

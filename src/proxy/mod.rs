@@ -762,9 +762,6 @@ fn rewrite_request_headers(
     let xff = headers::forwarded_for(req.headers(), conn.peer.ip(), trusted);
     let headers = req.headers_mut();
     headers::strip_hop_by_hop(headers);
-    // Room for the four headers set below: hyper sizes the map to the headers it parsed, and growing
-    // it (a rehash of every entry) cost more than the inserts themselves (docs/benchmarks.md).
-    headers.reserve(4);
     // An untrusted peer's claims about earlier hops are gone already (`drop_spoofable`), so what
     // is left of X-Forwarded-Proto/-Host came from a trusted proxy.
     headers.insert(&X_FORWARDED_FOR, xff);
