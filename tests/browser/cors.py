@@ -55,7 +55,7 @@ async function step(name, out, call) {
             remaining: r.headers.get("X-RateLimit-Remaining")};
   });
   document.getElementById("result").textContent = JSON.stringify(out, null, 2);
-  window.result = out;
+  window.corsResult = out;
 })();
 </script>
 </body></html>
@@ -111,8 +111,10 @@ def visit(browser, page_url, name):
     page = browser.new_page()
     try:
         page.goto(page_url, timeout=15000)
-        page.wait_for_function("window.result !== undefined", timeout=15000)
-        result = page.evaluate("window.result")
+        # Not `window.result`: the page's `<pre id="result">` is a named property of `window`, so that
+        # name is defined (as the element) before the script has finished its two calls.
+        page.wait_for_function("window.corsResult !== undefined", timeout=15000)
+        result = page.evaluate("window.corsResult")
         os.makedirs(SCREENSHOTS, exist_ok=True)
         page.screenshot(path=os.path.join(SCREENSHOTS, f"cors-{name}.png"))
         return result
