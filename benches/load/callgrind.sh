@@ -18,6 +18,8 @@ set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 LIB="$HERE/benchlib.py"
+# shellcheck source=benches/load/lib.sh
+. "$HERE/lib.sh"
 DURATION="${DURATION:-10s}"
 CONNECTIONS="${CONNECTIONS:-8}"
 TARGETS="${TARGETS:-floor tollgate}"
@@ -43,70 +45,15 @@ cleanup() {
 trap cleanup EXIT
 mkdir -p "$OUT_DIR"
 
-# The upstream: nginx `return 200` with a 200-byte body, as in run.sh.
-UPSTREAM_PORT="$(python3 "$LIB" freeport)"
-mkdir -p "$WORK/upstream/tmp"
-cat >"$WORK/upstream/nginx.conf" <<EOF
-daemon off;
-worker_processes 1;
-pid $WORK/upstream/nginx.pid;
-error_log $WORK/upstream/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/upstream/tmp/body;
-    proxy_temp_path $WORK/upstream/tmp/proxy;
-    fastcgi_temp_path $WORK/upstream/tmp/fastcgi;
-    uwsgi_temp_path $WORK/upstream/tmp/uwsgi;
-    scgi_temp_path $WORK/upstream/tmp/scgi;
-    keepalive_requests 10000000;
-    server {
-        listen 127.0.0.1:$UPSTREAM_PORT;
-        location / { default_type text/plain; return 200 "$(python3 -c 'print("u" * 199)')\n"; }
-    }
-}
-EOF
-"$(command -v nginx || echo /usr/sbin/nginx)" -p "$WORK/upstream/" -e "$WORK/upstream/error.log" \
-  -c "$WORK/upstream/nginx.conf" >/dev/null 2>&1 &
-PIDS+=($!)
-python3 "$LIB" wait-http "http://127.0.0.1:$UPSTREAM_PORT/" >/dev/null
-
-tollgate_config() { # tollgate_config DIR PORT
-  mkdir -p "$1/api-definitions" "$1/keys"
-  cat >"$1/gateway.yaml" <<EOF
-listen: 127.0.0.1:$2
-api_definitions: api-definitions
-storage: { backend: memory }
-signing: { algorithm: ES256, key_file: keys/signing.pem, generate: true }
-log: { level: warn, format: text }
-limits: { max_connections_per_ip: 100000 }
-EOF
-  cat >"$1/api-definitions/bench.yaml" <<EOF
-id: bench
-listen_path: /bench/
-strip_listen_path: true
-upstream: { url: "http://127.0.0.1:$UPSTREAM_PORT" }
-auth: { type: none }
-EOF
-}
+start_upstream
 
 printf '| target | requests | instructions (Ir) | Ir per request | ÷ floor |\n|---|---|---|---|---|\n' >"$OUT_DIR/summary.md"
 FLOOR_IR=""
 for target in $TARGETS; do
   port="$(python3 "$LIB" freeport)"
-  case "$target" in
-    floor) cmd=("$FLOOR_BIN" "127.0.0.1:$port" "127.0.0.1:$UPSTREAM_PORT" /bench) ;;
-    tollgate | baseline)
-      bin="$TOLLGATE_BIN"
-      [ "$target" = baseline ] && bin="$BASELINE_BIN"
-      [ -x "$bin" ] || { echo "error: no binary for $target" >&2; exit 1; }
-      tollgate_config "$WORK/$target" "$port"
-      cmd=("$bin" run --config "$WORK/$target/gateway.yaml")
-      ;;
-    *) echo "error: unknown target $target" >&2; exit 1 ;;
-  esac
+  target_command "$target" "$port" || exit 1
   out="$WORK/$target.callgrind"
-  valgrind --tool=callgrind --instr-atstart=no --vgdb=yes --callgrind-out-file="$out" "${cmd[@]}" \
+  valgrind --tool=callgrind --instr-atstart=no --vgdb=yes --callgrind-out-file="$out" "${TARGET_CMD[@]}" \
     >"$WORK/$target.log" 2>&1 &
   pid=$!
   PIDS+=("$pid")

@@ -16,6 +16,8 @@ set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 LIB="$HERE/benchlib.py"
+# shellcheck source=benches/load/lib.sh
+. "$HERE/lib.sh"
 RATE="${RATE:-5000}"
 WORKERS="${WORKERS:-50}"
 DURATION="${DURATION:-20s}"
@@ -42,69 +44,15 @@ cleanup() {
 }
 trap cleanup EXIT
 
-UPSTREAM_PORT="$(python3 "$LIB" freeport)"
-mkdir -p "$WORK/upstream/tmp"
-cat >"$WORK/upstream/nginx.conf" <<CONF
-daemon off;
-worker_processes 1;
-pid $WORK/upstream/nginx.pid;
-error_log $WORK/upstream/error.log warn;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path $WORK/upstream/tmp/body;
-    proxy_temp_path $WORK/upstream/tmp/proxy;
-    fastcgi_temp_path $WORK/upstream/tmp/fastcgi;
-    uwsgi_temp_path $WORK/upstream/tmp/uwsgi;
-    scgi_temp_path $WORK/upstream/tmp/scgi;
-    keepalive_requests 10000000;
-    server {
-        listen 127.0.0.1:$UPSTREAM_PORT;
-        location / { default_type text/plain; return 200 "$(python3 -c 'print("u" * 199)')\n"; }
-    }
-}
-CONF
-taskset -c "$LOAD_CORE" "$(command -v nginx || echo /usr/sbin/nginx)" -p "$WORK/upstream/" \
-  -e "$WORK/upstream/error.log" -c "$WORK/upstream/nginx.conf" >/dev/null 2>&1 &
-PIDS+=($!)
-python3 "$LIB" wait-http "http://127.0.0.1:$UPSTREAM_PORT/" >/dev/null
-
-tollgate_config() { # tollgate_config DIR PORT
-  mkdir -p "$1/api-definitions" "$1/keys"
-  cat >"$1/gateway.yaml" <<CONF
-listen: 127.0.0.1:$2
-api_definitions: api-definitions
-storage: { backend: memory }
-signing: { algorithm: ES256, key_file: keys/signing.pem, generate: true }
-log: { level: warn, format: text }
-limits: { max_connections_per_ip: 100000 }
-CONF
-  cat >"$1/api-definitions/bench.yaml" <<CONF
-id: bench
-listen_path: /bench/
-strip_listen_path: true
-upstream: { url: "http://127.0.0.1:$UPSTREAM_PORT" }
-auth: { type: none }
-CONF
-}
+start_upstream "$LOAD_CORE"
 
 per_worker="$(awk -v r="$RATE" -v w="$WORKERS" 'BEGIN { printf "%.2f", r / w }')"
 echo "Latency at $RATE requests/s ($WORKERS hey workers at $per_worker/s each), $DURATION, keep-alive:"
 printf '\n| target | requests/s | p10 | p50 | p90 | p99 | slowest | non-200 |\n|---|---|---|---|---|---|---|---|\n'
 for target in $TARGETS; do
   port="$(python3 "$LIB" freeport)"
-  case "$target" in
-    floor) cmd=("$FLOOR_BIN" "127.0.0.1:$port" "127.0.0.1:$UPSTREAM_PORT" /bench) ;;
-    tollgate | baseline)
-      bin="$TOLLGATE_BIN"
-      [ "$target" = baseline ] && bin="$BASELINE_BIN"
-      [ -x "$bin" ] || { echo "error: no binary for $target" >&2; exit 1; }
-      tollgate_config "$WORK/$target" "$port"
-      cmd=("$bin" run --config "$WORK/$target/gateway.yaml")
-      ;;
-    *) echo "error: unknown target $target" >&2; exit 1 ;;
-  esac
-  taskset -c "$PROXY_CORE" "${cmd[@]}" >"$WORK/$target.log" 2>&1 &
+  target_command "$target" "$port" || exit 1
+  taskset -c "$PROXY_CORE" "${TARGET_CMD[@]}" >"$WORK/$target.log" 2>&1 &
   pid=$!
   PIDS+=("$pid")
   python3 "$LIB" wait-http "http://127.0.0.1:$port/bench/" 60 >/dev/null || { cat "$WORK/$target.log" >&2; exit 1; }
