@@ -39,14 +39,21 @@ pub struct BodyStalled(pub Duration);
 pin_project_lite::pin_project! {
     /// Bounds every wait for the next frame of `inner` to `timeout`; past it the body yields
     /// [`BodyStalled`]. The clock runs only while the reader is waiting: it starts when a frame is asked
-    /// for and stops when one arrives, so a slow reader (a client with backpressure, a hyper client
-    /// waiting for the upstream to accept bytes) never counts against the writer, and a trickle of one
-    /// byte every `timeout - ε` goes through: this bounds stalls, not the total time.
+    /// for and does not come at once, and stops when one arrives, so a slow reader (a client with
+    /// backpressure, a hyper client waiting for the upstream to accept bytes) never counts against the
+    /// writer, and a trickle of one byte every `timeout - ε` goes through: this bounds stalls, not the
+    /// total time.
+    ///
+    /// The timer is made at the first wait, not before: most bodies never wait (a `GET`'s is empty, a
+    /// small answer is often there at the first ask), and a tokio timer costs a clock read, a handle
+    /// clone, and a lock each to enter and leave the timer wheel. Once made it stays registered between
+    /// waits, where moving its deadline later is one atomic operation. It is boxed so that the upstream
+    /// call can hand over the timer that bounded its wait for the answer's head
+    /// ([`ReadTimeout::with_timer`]): one timer per request for both waits.
     pub struct ReadTimeout<B> {
         #[pin]
         inner: B,
-        #[pin]
-        sleep: tokio::time::Sleep,
+        sleep: Option<Pin<Box<tokio::time::Sleep>>>,
         timeout: Duration,
         waiting: bool,
         // Mirrors `waiting` for an observer elsewhere (see `ReadTimeout::observed`).
@@ -68,10 +75,22 @@ impl<B> ReadTimeout<B> {
     pub fn new(inner: B, timeout: Duration) -> ReadTimeout<B> {
         ReadTimeout {
             inner,
-            sleep: tokio::time::sleep(timeout),
+            sleep: None,
             timeout,
             waiting: false,
             probe: None,
+        }
+    }
+
+    /// The same, reusing `timer` (whatever its deadline: it is set anew at the first wait).
+    pub fn with_timer(
+        inner: B,
+        timeout: Duration,
+        timer: Pin<Box<tokio::time::Sleep>>,
+    ) -> ReadTimeout<B> {
+        ReadTimeout {
+            sleep: Some(timer),
+            ..ReadTimeout::new(inner, timeout)
         }
     }
 
@@ -97,25 +116,30 @@ where
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let mut this = self.project();
+        let this = self.project();
+        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
+            if *this.waiting {
+                *this.waiting = false;
+                if let Some(probe) = this.probe {
+                    probe.store(false, Ordering::Relaxed);
+                }
+            }
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
         if !*this.waiting {
-            let deadline = tokio::time::Instant::now() + *this.timeout;
-            this.sleep.as_mut().reset(deadline);
             *this.waiting = true;
             if let Some(probe) = this.probe {
                 probe.store(true, Ordering::Relaxed);
             }
-        }
-        if let Poll::Ready(frame) = this.inner.poll_frame(cx) {
-            *this.waiting = false;
-            if let Some(probe) = this.probe {
-                probe.store(false, Ordering::Relaxed);
+            let deadline = tokio::time::Instant::now() + *this.timeout;
+            match this.sleep {
+                Some(sleep) => sleep.as_mut().reset(deadline),
+                None => *this.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
             }
-            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
         }
-        match this.sleep.poll(cx) {
-            Poll::Ready(()) => Poll::Ready(Some(Err(BodyStalled(*this.timeout).into()))),
-            Poll::Pending => Poll::Pending,
+        match this.sleep.as_mut().map(|sleep| sleep.as_mut().poll(cx)) {
+            Some(Poll::Ready(())) => Poll::Ready(Some(Err(BodyStalled(*this.timeout).into()))),
+            _ => Poll::Pending,
         }
     }
 

@@ -1,5 +1,8 @@
 //! Forwarding to an upstream: pooled keep-alive client, streamed bodies both ways, timeouts.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderValue};
@@ -152,7 +155,20 @@ impl UpstreamClient {
         *req.version_mut() = Version::HTTP_11;
         let started = Instant::now();
         let timeout = timeout.unwrap_or(self.default_timeout);
-        let result = tokio::time::timeout(timeout, self.client.request(req)).await;
+        // One timer bounds the wait for the head and then, handed to the body, every wait for the
+        // body's next chunk (`ReadTimeout::with_timer`): entering tokio's timer wheel once a request
+        // instead of twice. Boxed, so it can move into the body while registered.
+        let mut timer = Box::pin(tokio::time::sleep_until(
+            tokio::time::Instant::from_std(started) + timeout,
+        ));
+        let mut request = self.client.request(req);
+        let result = std::future::poll_fn(|cx| {
+            if let Poll::Ready(result) = Pin::new(&mut request).poll(cx) {
+                return Poll::Ready(Ok(result));
+            }
+            timer.as_mut().poll(cx).map(Err)
+        })
+        .await;
         let upstream_latency = started.elapsed();
         let response = match result {
             // Out of time while waiting for the client's next body bytes: the client stalled (the two
@@ -210,7 +226,7 @@ impl UpstreamClient {
         // client's response (HTTP/1: connection closed; h2: RST_STREAM) instead of pretending it ended
         // cleanly. The same bound as the head applies to every wait for the next chunk.
         let body = Guarded {
-            inner: ReadTimeout::new(body, timeout),
+            inner: ReadTimeout::with_timer(body, timeout, timer),
             _guard: guard,
         }
         .boxed();

@@ -62,9 +62,6 @@ impl ServerLimits {
     }
 }
 
-/// Request head fields beyond this many → 431 (hyper's default, set explicitly because it is a
-/// documented limit).
-const MAX_HEADER_FIELDS: usize = 100;
 
 /// After GOAWAY on an idle HTTP/2 connection, how long the client may take to see it before the
 /// connection is dropped. h2's graceful close waits for the client to acknowledge a PING, which a
@@ -164,15 +161,18 @@ fn connection_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper only enforces the header read timeout when it has a timer. It also starts that timer when
     // a keep-alive connection begins waiting for its next request, so it bounds HTTP/1 idleness too.
-    // The read buffer is what bounds an HTTP/1 head: a head that does not fit gets 431 (so does one
-    // with more than MAX_HEADER_FIELDS fields). hyper refuses a buffer under 8 KiB, which the config
-    // loader enforces.
+    // The read buffer is what bounds an HTTP/1 head: a head that does not fit gets 431. hyper refuses
+    // a buffer under 8 KiB, which the config loader enforces. A head with more than 100 fields gets
+    // 431 too: that is hyper's own limit (`DEFAULT_MAX_HEADERS`), documented as ours and held by
+    // `tests/hostile_connections.rs`. It is deliberately not passed to `max_headers`: given any value,
+    // even 100, hyper sizes its parse arrays at run time and fills 2 × 100 slots for every request
+    // head (≈ 1,700 instructions a request; docs/benchmarks.md), where its default uses fixed,
+    // uninitialised arrays.
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
-        .max_buf_size(limits.max_header_bytes.max(8 * 1024))
-        .max_headers(MAX_HEADER_FIELDS);
+        .max_buf_size(limits.max_header_bytes.max(8 * 1024));
     builder
         .http2()
         .timer(TokioTimer::new())
