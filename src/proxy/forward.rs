@@ -139,15 +139,20 @@ impl UpstreamClient {
     /// caller knows no byte of the request left. `api` names the upstream in the log line and in the
     /// client's error body (the API id, never the target's address: docs/design.md §5 bodies are for
     /// clients).
-    pub async fn attempt<G: Send + Sync + Unpin + 'static>(
-        &self,
+    ///
+    /// Not an `async fn`: the request is handed to the client before the future is made, so the
+    /// future holds only what the wait needs (about 150 bytes, not the 860 an `async fn` keeping
+    /// the moved-from request and URI took). Every caller's future, and hyper's per-request copy of
+    /// the whole handler future, is that much smaller (docs/benchmarks.md).
+    pub fn attempt<'a, G: Send + Sync + Unpin + 'static>(
+        &'a self,
         mut req: Request<Body>,
         uri: Uri,
         timeout: Option<Duration>,
-        client_body: &WaitProbe,
-        api: &str,
+        client_body: &'a WaitProbe,
+        api: &'a str,
         guard: G,
-    ) -> Result<(Response<Body>, Duration), Failure> {
+    ) -> impl Future<Output = Result<(Response<Body>, Duration), Failure>> + Send + 'a {
         // For the warning below (a reference count, not a copy).
         let authority = uri.authority().cloned();
         *req.uri_mut() = uri;
@@ -162,75 +167,77 @@ impl UpstreamClient {
             tokio::time::Instant::from_std(started) + timeout,
         ));
         let mut request = self.client.request(req);
-        let result = std::future::poll_fn(|cx| {
-            if let Poll::Ready(result) = Pin::new(&mut request).poll(cx) {
-                return Poll::Ready(Ok(result));
-            }
-            timer.as_mut().poll(cx).map(Err)
-        })
-        .await;
-        let upstream_latency = started.elapsed();
-        let response = match result {
-            // Out of time while waiting for the client's next body bytes: the client stalled (the two
-            // timeouts are equal by default and this one started first).
-            Err(_) if client_body.waiting() => {
-                return Err(Failure::client(GatewayError::RequestTimeout));
-            }
-            Err(_) => {
-                tracing::warn!(
-                    api,
-                    upstream = %authority.as_ref().map(|a| a.as_str()).unwrap_or(""),
-                    ?timeout,
-                    "upstream sent no response head in time"
-                );
-                return Err(Failure::client(GatewayError::GatewayTimeout {
-                    api: api.to_owned(),
-                    cause: UpstreamCause::NoAnswer,
-                }));
-            }
-            Ok(Err(err)) => {
-                // The client's body failed first (too large, stalled, reset): its fault, its answer.
-                if caused_by::<LengthLimitError>(&err) || caused_by::<BodyStalled>(&err) {
-                    return Err(Failure::client(
-                        body_error(&err, self.max_body_bytes).into(),
-                    ));
+        async move {
+            let result = std::future::poll_fn(|cx| {
+                if let Poll::Ready(result) = Pin::new(&mut request).poll(cx) {
+                    return Poll::Ready(Ok(result));
                 }
-                let cause = UpstreamCause::of(&err);
-                tracing::warn!(
-                    api,
-                    upstream = %authority.as_ref().map(|a| a.as_str()).unwrap_or(""),
-                    cause = cause.as_str(),
-                    error = %error_chain(&err),
-                    "upstream request failed"
-                );
-                let api = api.to_owned();
-                return Err(Failure {
-                    error: match cause {
-                        UpstreamCause::ConnectTimeout => {
-                            GatewayError::GatewayTimeout { api, cause }
-                        }
-                        _ => GatewayError::BadGateway { api, cause },
-                    },
-                    upstream: Some(if err.is_connect() {
-                        UpstreamFault::Connect
-                    } else {
-                        UpstreamFault::Reset
-                    }),
-                });
+                timer.as_mut().poll(cx).map(Err)
+            })
+            .await;
+            let upstream_latency = started.elapsed();
+            let response = match result {
+                // Out of time while waiting for the client's next body bytes: the client stalled (the two
+                // timeouts are equal by default and this one started first).
+                Err(_) if client_body.waiting() => {
+                    return Err(Failure::client(GatewayError::RequestTimeout));
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        api,
+                        upstream = %authority.as_ref().map(|a| a.as_str()).unwrap_or(""),
+                        ?timeout,
+                        "upstream sent no response head in time"
+                    );
+                    return Err(Failure::client(GatewayError::GatewayTimeout {
+                        api: api.to_owned(),
+                        cause: UpstreamCause::NoAnswer,
+                    }));
+                }
+                Ok(Err(err)) => {
+                    // The client's body failed first (too large, stalled, reset): its fault, its answer.
+                    if caused_by::<LengthLimitError>(&err) || caused_by::<BodyStalled>(&err) {
+                        return Err(Failure::client(
+                            body_error(&err, self.max_body_bytes).into(),
+                        ));
+                    }
+                    let cause = UpstreamCause::of(&err);
+                    tracing::warn!(
+                        api,
+                        upstream = %authority.as_ref().map(|a| a.as_str()).unwrap_or(""),
+                        cause = cause.as_str(),
+                        error = %error_chain(&err),
+                        "upstream request failed"
+                    );
+                    let api = api.to_owned();
+                    return Err(Failure {
+                        error: match cause {
+                            UpstreamCause::ConnectTimeout => {
+                                GatewayError::GatewayTimeout { api, cause }
+                            }
+                            _ => GatewayError::BadGateway { api, cause },
+                        },
+                        upstream: Some(if err.is_connect() {
+                            UpstreamFault::Connect
+                        } else {
+                            UpstreamFault::Reset
+                        }),
+                    });
+                }
+                Ok(Ok(response)) => response,
+            };
+            let (mut parts, body) = response.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            // An upstream reset or stall mid-body surfaces as a body error, which makes hyper abort the
+            // client's response (HTTP/1: connection closed; h2: RST_STREAM) instead of pretending it ended
+            // cleanly. The same bound as the head applies to every wait for the next chunk.
+            let body = Guarded {
+                inner: ReadTimeout::with_timer(body, timeout, timer),
+                _guard: guard,
             }
-            Ok(Ok(response)) => response,
-        };
-        let (mut parts, body) = response.into_parts();
-        strip_hop_by_hop(&mut parts.headers);
-        // An upstream reset or stall mid-body surfaces as a body error, which makes hyper abort the
-        // client's response (HTTP/1: connection closed; h2: RST_STREAM) instead of pretending it ended
-        // cleanly. The same bound as the head applies to every wait for the next chunk.
-        let body = Guarded {
-            inner: ReadTimeout::with_timer(body, timeout, timer),
-            _guard: guard,
+            .boxed();
+            Ok((Response::from_parts(parts, body), upstream_latency))
         }
-        .boxed();
-        Ok((Response::from_parts(parts, body), upstream_latency))
     }
 }
 

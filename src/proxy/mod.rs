@@ -33,7 +33,7 @@ use tracing::Instrument;
 use crate::auth;
 use crate::config::{ApiDef, AuthType, UpstreamTarget};
 use crate::error::GatewayError;
-use crate::http_util::Body;
+use crate::http_util::{Body, WaitProbe};
 use crate::limits;
 use crate::metrics::Rejection;
 use crate::oauth;
@@ -64,9 +64,14 @@ pub async fn handle(
     let origin = req.headers().get(header::ORIGIN).cloned();
 
     let mut outcome = Outcome::default();
-    let result = lifecycle(&gateway, &runtime, req, conn, &request_id, &mut outcome)
-        .instrument(span.clone())
-        .await;
+    // Boxed: hyper moves the handler's future by value once or twice per request, and the lifecycle's
+    // state is most of it (two kilobytes). Inline, every one of those moves copies it; boxed, it is
+    // copied once into its allocation (docs/benchmarks.md: fewer instructions than the moves cost).
+    let result = Box::pin(
+        lifecycle(&gateway, &runtime, req, conn, &request_id, &mut outcome)
+            .instrument(span.clone()),
+    )
+    .await;
     let mut response = match result {
         Ok(response) => response,
         Err(err) => {
@@ -427,20 +432,11 @@ async fn forward_to_targets(
     claim: Option<&[u8]>,
 ) -> Result<(Response<Body>, Duration), GatewayError> {
     let key = balancer.hash_key(&req, conn.peer.ip(), &runtime.config.trusted_proxies, claim);
-    let mut index = balancer
+    let index = balancer
         .pick(key, 0)
         .ok_or_else(|| no_healthy_target(api, balancer))?;
     let target = &balancer.targets[index];
-    let upstream_uri = |target: &upstream::Target, query: Option<&str>| {
-        let upstream_path = path::upstream_path(
-            path,
-            &api.listen_path,
-            api.strip_listen_path,
-            &target.def.path_prefix,
-        );
-        forward::upstream_uri(&target.def.uri, &upstream_path, query)
-    };
-    let mut uri = upstream_uri(target, req.uri().query())?;
+    let uri = target_uri(api, path, target, req.uri().query())?;
     let preserve_host = api.upstream.preserve_host;
     let req = rewrite_request_headers(
         req,
@@ -469,7 +465,36 @@ async fn forward_to_targets(
         observe(balancer, target, &result);
         return result.map_err(|failure| failure.error);
     }
+    // Boxed: the loop's state (the request head kept for each attempt, the shared body) would
+    // otherwise grow every request's future, retries or not, and hyper copies that future once per
+    // request.
+    Box::pin(forward_with_retries(
+        api,
+        balancer,
+        key,
+        index,
+        req,
+        uri,
+        client_body,
+        path,
+    ))
+    .await
+}
 
+/// Step 12 when another target may be tried: see [`forward_to_targets`].
+#[allow(clippy::too_many_arguments)]
+async fn forward_with_retries(
+    api: &ApiDef,
+    balancer: &upstream::Balancer,
+    key: u64,
+    mut index: usize,
+    req: Request<Body>,
+    mut uri: http::Uri,
+    client_body: WaitProbe,
+    path: &str,
+) -> Result<(Response<Body>, Duration), GatewayError> {
+    let preserve_host = api.upstream.preserve_host;
+    let timeout = api.upstream.timeout;
     let idempotent = is_idempotent(req.method());
     let (head, body) = req.into_parts();
     let mut body = forward::Replayable::new(body);
@@ -513,9 +538,25 @@ async fn forward_to_targets(
         };
         retries_left -= 1;
         index = next;
-        uri = upstream_uri(&balancer.targets[index], head.uri.query())?;
+        uri = target_uri(api, path, &balancer.targets[index], head.uri.query())?;
         tracing::info!(api = %api.id, from = %target.name, to = %balancer.targets[index].name, "retrying on another upstream target");
     }
+}
+
+/// The URI of `path` (the canonical path routed to `api`) at `target`.
+fn target_uri(
+    api: &ApiDef,
+    path: &str,
+    target: &upstream::Target,
+    query: Option<&str>,
+) -> Result<http::Uri, GatewayError> {
+    let upstream_path = path::upstream_path(
+        path,
+        &api.listen_path,
+        api.strip_listen_path,
+        &target.def.path_prefix,
+    );
+    forward::upstream_uri(&target.def.uri, &upstream_path, query)
 }
 
 /// Step 12 for a WebSocket upgrade: one attempt at a healthy target with `Connection: upgrade` and

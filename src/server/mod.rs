@@ -62,7 +62,6 @@ impl ServerLimits {
     }
 }
 
-
 /// After GOAWAY on an idle HTTP/2 connection, how long the client may take to see it before the
 /// connection is dropped. h2's graceful close waits for the client to acknowledge a PING, which a
 /// hostile client never does; no request was in progress, so nothing is lost by cutting it.
