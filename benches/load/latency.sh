@@ -1,16 +1,16 @@
 #!/usr/bin/env bash
 # Latency at a fixed rate, target by target in front of the same upstream nginx: the floor
 # (benches/load/floor_proxy.rs), tollgate (auth none, memory store) and optionally a baseline build.
-# Uses `hey` from Debian (`apt-get install hey`) for machines without `oha` (run.sh's latency step
-# uses oha when it is installed). hey has no latency correction and reports up to p99, so read its
-# figures as a comparison between targets in one run, not as absolute tails.
+# Uses `oha` when it is installed (`cargo install oha`: latency correction, percentiles to p99.9) and
+# `hey` from Debian (`apt-get install hey`) otherwise. hey has no latency correction and reports up
+# to p99, so read its figures as a comparison between targets in one run, not as absolute tails.
 #
 #   benches/load/latency.sh                                      targets: floor tollgate
 #   TARGETS="floor baseline tollgate" BASELINE_BIN=/tmp/tollgate-old benches/load/latency.sh
 #
 # Environment: RATE [5000] requests/s in all, WORKERS [50] (hey -c; each sends RATE/WORKERS per s),
 # DURATION [20s], PROXY_CORE [0] and LOAD_CORE [1] (taskset: the proxy alone on one core, the upstream
-# and hey on the other).
+# and the load tool on the other), TOOL [oha when installed, else hey].
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -28,9 +28,10 @@ TOLLGATE_BIN="${TOLLGATE_BIN:-$ROOT/target/release/tollgate}"
 FLOOR_BIN="${FLOOR_BIN:-$ROOT/target/release/examples/floor_proxy}"
 BASELINE_BIN="${BASELINE_BIN:-}"
 
-for tool in hey nginx taskset; do
+TOOL="${TOOL:-$(command -v oha >/dev/null 2>&1 && echo oha || echo hey)}"
+for tool in "$TOOL" nginx taskset; do
   command -v "$tool" >/dev/null 2>&1 || [ -x "/usr/sbin/$tool" ] ||
-    { echo "error: $tool is not installed (apt-get install hey nginx-light util-linux)" >&2; exit 1; }
+    { echo "error: $tool is not installed (cargo install oha, or apt-get install hey nginx-light util-linux)" >&2; exit 1; }
 done
 
 WORK="$(mktemp -d /tmp/tollgate-latency.XXXXXX)"
@@ -47,8 +48,13 @@ trap cleanup EXIT
 start_upstream "$LOAD_CORE"
 
 per_worker="$(awk -v r="$RATE" -v w="$WORKERS" 'BEGIN { printf "%.2f", r / w }')"
-echo "Latency at $RATE requests/s ($WORKERS hey workers at $per_worker/s each), $DURATION, keep-alive:"
-printf '\n| target | requests/s | p10 | p50 | p90 | p99 | slowest | non-200 |\n|---|---|---|---|---|---|---|---|\n'
+if [ "$TOOL" = oha ]; then
+  echo "Latency at $RATE requests/s (oha, $WORKERS connections, latency correction), $DURATION, keep-alive:"
+else
+  echo "Latency at $RATE requests/s ($WORKERS hey workers at $per_worker/s each), $DURATION, keep-alive:"
+  printf '\n| target | requests/s | p10 | p50 | p90 | p99 | slowest | non-200 |\n|---|---|---|---|---|---|---|---|\n'
+fi
+OHA_FILES=()
 for target in $TARGETS; do
   port="$(python3 "$LIB" freeport)"
   target_command "$target" "$port" || exit 1
@@ -56,10 +62,19 @@ for target in $TARGETS; do
   pid=$!
   PIDS+=("$pid")
   python3 "$LIB" wait-http "http://127.0.0.1:$port/bench/" 60 >/dev/null || { cat "$WORK/$target.log" >&2; exit 1; }
-  taskset -c "$LOAD_CORE" hey -z 3s -c "$WORKERS" -q "$per_worker" "http://127.0.0.1:$port/bench/" >/dev/null # warm-up
-  taskset -c "$LOAD_CORE" hey -z "$DURATION" -c "$WORKERS" -q "$per_worker" "http://127.0.0.1:$port/bench/" >"$WORK/$target.hey"
+  url="http://127.0.0.1:$port/bench/"
+  if [ "$TOOL" = oha ]; then
+    taskset -c "$LOAD_CORE" oha --no-tui -z 3s -c "$WORKERS" -q "$RATE" "$url" >/dev/null 2>&1 # warm-up
+    taskset -c "$LOAD_CORE" oha --no-tui -z "$DURATION" -c "$WORKERS" -q "$RATE" --latency-correction "$url" \
+      >"$WORK/$target.oha" 2>&1
+    OHA_FILES+=("$target=$WORK/$target.oha")
+  else
+    taskset -c "$LOAD_CORE" hey -z 3s -c "$WORKERS" -q "$per_worker" "$url" >/dev/null # warm-up
+    taskset -c "$LOAD_CORE" hey -z "$DURATION" -c "$WORKERS" -q "$per_worker" "$url" >"$WORK/$target.hey"
+  fi
   kill -TERM "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
+  [ "$TOOL" = oha ] && continue
   # hey prints seconds; the table shows milliseconds.
   awk -v target="$target" '
     /Requests\/sec:/ { rps = $2 }
@@ -70,3 +85,6 @@ for target in $TARGETS; do
     END { printf "| %s | %.0f | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %.2f ms | %d |\n", target, rps, p10, p50, p90, p99, slowest, bad }
   ' "$WORK/$target.hey"
 done
+# The first target is the reference of the "added" columns (the floor, by default).
+[ "$TOOL" = oha ] && python3 "$LIB" latency-table "${OHA_FILES[@]}"
+exit 0
