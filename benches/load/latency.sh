@@ -7,6 +7,7 @@
 #
 #   benches/load/latency.sh                                      targets: floor tollgate
 #   TARGETS="floor baseline tollgate" BASELINE_BIN=/tmp/tollgate-old benches/load/latency.sh
+#   TARGETS="floor tollgate floor tollgate" benches/load/latency.sh   alternated: one row per run
 #
 # Environment: RATE [5000] requests/s in all, WORKERS [50] (hey -c; each sends RATE/WORKERS per s),
 # DURATION [20s], PROXY_CORE [0] and LOAD_CORE [1] (taskset: the proxy alone on one core, the upstream
@@ -55,7 +56,9 @@ else
   printf '\n| target | requests/s | p10 | p50 | p90 | p99 | slowest | non-200 |\n|---|---|---|---|---|---|---|---|\n'
 fi
 OHA_FILES=()
+run=0
 for target in $TARGETS; do
+  run=$((run + 1))
   port="$(python3 "$LIB" freeport)"
   target_command "$target" "$port" || exit 1
   taskset -c "$PROXY_CORE" "${TARGET_CMD[@]}" >"$WORK/$target.log" 2>&1 &
@@ -66,8 +69,8 @@ for target in $TARGETS; do
   if [ "$TOOL" = oha ]; then
     taskset -c "$LOAD_CORE" oha --no-tui -z 3s -c "$WORKERS" -q "$RATE" "$url" >/dev/null 2>&1 # warm-up
     taskset -c "$LOAD_CORE" oha --no-tui -z "$DURATION" -c "$WORKERS" -q "$RATE" --latency-correction "$url" \
-      >"$WORK/$target.oha" 2>&1
-    OHA_FILES+=("$target=$WORK/$target.oha")
+      >"$WORK/$run.oha" 2>&1
+    OHA_FILES+=("$target=$WORK/$run.oha")
   else
     taskset -c "$LOAD_CORE" hey -z 3s -c "$WORKERS" -q "$per_worker" "$url" >/dev/null # warm-up
     taskset -c "$LOAD_CORE" hey -z "$DURATION" -c "$WORKERS" -q "$per_worker" "$url" >"$WORK/$target.hey"
