@@ -582,6 +582,14 @@ impl AuthServer {
             user.map(|u| user_scopes(oauth, u)).as_deref(),
         )?;
         let scope_text = scope.join(" ");
+        // Read before the rotation, not after: once this request has rotated the token, a parallel
+        // request presenting the same token is a reuse and revokes the session; reading it afterwards
+        // would then fail the one request that won (SECURITY.md: N parallel refreshes → exactly one
+        // succeeds). A session revoked in between makes the rotation itself Invalid.
+        let mut session = match self.store.get_session(&old.sid).await? {
+            Some(session) => session,
+            None => return Err(OAuthError::invalid_grant("the session has ended")),
+        };
         let new_token = secrets::random_token(OPAQUE_TOKEN_BYTES);
         let new_hash = secrets::sha256_hex(new_token.as_bytes());
         let new_record = RefreshToken {
@@ -605,10 +613,6 @@ impl AuthServer {
             }
             Rotation::Invalid => return Err(OAuthError::invalid_grant("invalid refresh token")),
         }
-        let mut session = match self.store.get_session(&old.sid).await? {
-            Some(session) => session,
-            None => return Err(OAuthError::invalid_grant("the session has ended")),
-        };
         session.scope = scope_text;
         let access = self.access_token(api, oauth, client, &session, user, now)?;
         let id_token = self.id_token(api, client, &session, user, &access, now)?;
