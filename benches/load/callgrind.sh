@@ -8,11 +8,13 @@
 #
 #   benches/load/callgrind.sh                     targets: floor tollgate
 #   TARGETS="tollgate baseline" BASELINE_BIN=/tmp/tollgate-old benches/load/callgrind.sh
+#   SCENARIO=jwt_memory benches/load/callgrind.sh   an ES256 token, session rate limit and quota (memory)
 #
 # Needs a release build with symbols for readable profiles:
 #   CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release --bin tollgate --example floor_proxy
-# Environment: DURATION [10s] (wrk under callgrind: ~1,000 requests/s), CONNECTIONS [8], OUT_DIR
-# [target/bench-load/callgrind-<timestamp>] (the callgrind files and the top functions of each target).
+# Environment: SCENARIO [plain] (or jwt_memory, as in run.sh), DURATION [10s] (wrk under callgrind:
+# ~1,000 requests/s), CONNECTIONS [8], OUT_DIR [target/bench-load/callgrind-<timestamp>] (the callgrind
+# files and the top functions of each target).
 set -euo pipefail
 
 HERE="$(cd "$(dirname "$0")" && pwd)"
@@ -52,18 +54,20 @@ FLOOR_IR=""
 for target in $TARGETS; do
   port="$(python3 "$LIB" freeport)"
   target_command "$target" "$port" || exit 1
+  AUTH_HEADER=()
+  [ "$target" = floor ] || bench_token "${TARGET_CMD[0]}" "$WORK/$target" || { echo "error: no token from $target" >&2; exit 1; }
   out="$WORK/$target.callgrind"
   valgrind --tool=callgrind --instr-atstart=no --vgdb=yes --callgrind-out-file="$out" "${TARGET_CMD[@]}" \
     >"$WORK/$target.log" 2>&1 &
   pid=$!
   PIDS+=("$pid")
-  python3 "$LIB" wait-http "http://127.0.0.1:$port/bench/" 120 >/dev/null || {
+  python3 "$LIB" wait-http "$(ready_url "$target" "$port")" 120 >/dev/null || {
     cat "$WORK/$target.log" >&2
     exit 1
   }
-  wrk -t1 -c"$CONNECTIONS" -d3s "http://127.0.0.1:$port/bench/" >/dev/null # warm-up, not counted
+  wrk -t1 -c"$CONNECTIONS" -d3s "${AUTH_HEADER[@]}" "http://127.0.0.1:$port/bench/" >/dev/null # warm-up, not counted
   callgrind_control -i on "$pid" >/dev/null
-  wrk -t1 -c"$CONNECTIONS" -d"$DURATION" "http://127.0.0.1:$port/bench/" >"$WORK/$target.wrk"
+  wrk -t1 -c"$CONNECTIONS" -d"$DURATION" "${AUTH_HEADER[@]}" "http://127.0.0.1:$port/bench/" >"$WORK/$target.wrk"
   callgrind_control -i off "$pid" >/dev/null
   callgrind_control -d "$pid" >/dev/null
   kill -TERM "$pid" 2>/dev/null || true

@@ -36,11 +36,14 @@ CONF
   python3 "$LIB" wait-http "http://127.0.0.1:$UPSTREAM_PORT/" >/dev/null
 }
 
-# tollgate on the plain path (auth none, memory store, one API at /bench/ → the upstream).
+# tollgate on the plain path (auth none, memory store, one API at /bench/ → the upstream), or with
+# SCENARIO=jwt_memory as run.sh's jwt_memory: an ES256 token required, a session rate limit and a quota
+# that never refuse (the client secret is BENCH_SECRET, hashed once per script run).
 tollgate_config() { # tollgate_config DIR PORT
   mkdir -p "$1/api-definitions" "$1/keys"
   cat >"$1/gateway.yaml" <<CONF
 listen: 127.0.0.1:$2
+public_url: http://tollgate.bench
 api_definitions: api-definitions
 storage: { backend: memory }
 signing: { algorithm: ES256, key_file: keys/signing.pem, generate: true }
@@ -52,8 +55,45 @@ id: bench
 listen_path: /bench/
 strip_listen_path: true
 upstream: { url: "http://127.0.0.1:$UPSTREAM_PORT" }
-auth: { type: none }
 CONF
+  if [ "${SCENARIO:-plain}" = jwt_memory ]; then
+    [ -n "${BENCH_SECRET_HASH:-}" ] ||
+      BENCH_SECRET_HASH="$(printf '%s' "$BENCH_SECRET" | "$TOLLGATE_BIN" hash-secret)" || return 1
+    cat >>"$1/api-definitions/bench.yaml" <<CONF
+auth: { type: oauth2, required_scopes: [read] }
+oauth:
+  grant_types: [client_credentials]
+  access_token: { ttl: 12h }
+  scopes: [read]
+  clients:
+    - { client_id: bench-client, secret_hash: "$BENCH_SECRET_HASH", grant_types: [client_credentials], scopes: [read] }
+rate_limit: { rate: 100000000, per: 1s }
+quota: { max: 1000000000000, period: 30d }
+CONF
+  else
+    echo "auth: { type: none }" >>"$1/api-definitions/bench.yaml"
+  fi
+}
+BENCH_SECRET="bench-secret-$RANDOM$RANDOM"
+
+# With SCENARIO=jwt_memory: the header that carries a token for the API in DIR, in the array AUTH_HEADER
+# (empty otherwise). The token comes from a run of BIN outside the profiler (the same config and signing
+# key, so the profiled process accepts it; the argon2 check of the secret is not profiled).
+bench_token() { # bench_token BIN DIR
+  AUTH_HEADER=()
+  [ "${SCENARIO:-plain}" = jwt_memory ] || return 0
+  local port pid token
+  port="$(python3 "$LIB" freeport)"
+  sed "s/^listen: .*/listen: 127.0.0.1:$port/" "$2/gateway.yaml" >"$2/token-run.yaml"
+  "$1" run --config "$2/token-run.yaml" >"$2/token-run.log" 2>&1 &
+  pid=$!
+  python3 "$LIB" wait-http "$(ready_url tollgate "$port")" >/dev/null ||
+    { cat "$2/token-run.log" >&2; kill "$pid"; return 1; }
+  token="$(curl -sS -u "bench-client:$BENCH_SECRET" -d grant_type=client_credentials \
+    "http://127.0.0.1:$port/bench/oauth/token" | python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  [ -n "$token" ] || return 1
+  AUTH_HEADER=(-H "Authorization: Bearer $token")
 }
 
 # The command that runs TARGET (floor, tollgate or baseline) on PORT, in the array TARGET_CMD.
@@ -71,4 +111,13 @@ target_command() { # target_command TARGET PORT
       ;;
     *) echo "error: unknown target $1" >&2; return 1 ;;
   esac
+}
+
+# A URL of TARGET on PORT that answers 200 once it is up (with SCENARIO=jwt_memory, /bench/ needs a token).
+ready_url() { # ready_url TARGET PORT
+  if [ "$1" != floor ] && [ "${SCENARIO:-plain}" = jwt_memory ]; then
+    echo "http://127.0.0.1:$2/bench/.well-known/oauth-authorization-server"
+  else
+    echo "http://127.0.0.1:$2/bench/"
+  fi
 }
