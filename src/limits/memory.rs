@@ -126,7 +126,12 @@ impl MemoryLimiter {
         let Ok(mut quotas) = self.quotas.lock() else {
             return Err(1);
         };
-        if !count && !quotas.contains_key(key) {
+        // One lookup by reference when the key is known (every request but the first of a window's
+        // key): no copy of the key and no second hash.
+        if let Some(entry) = quotas.get_mut(key) {
+            return quota_step(entry, quota.max, period, now, count);
+        }
+        if !count {
             // A look from the admin API must not start a window; the first counted request does.
             return Ok(Headroom {
                 limit: quota.max,
@@ -135,21 +140,7 @@ impl MemoryLimiter {
             });
         }
         let entry = quotas.entry(key.to_string()).or_insert((now, 0));
-        if now >= entry.0 + period {
-            *entry = (now, 0);
-        }
-        let reset_secs = (entry.0 + period).saturating_sub(now);
-        if entry.1 >= quota.max {
-            return Err(reset_secs.max(1));
-        }
-        if count {
-            entry.1 += 1;
-        }
-        Ok(Headroom {
-            limit: quota.max,
-            remaining: quota.max - entry.1,
-            reset_secs,
-        })
+        quota_step(entry, quota.max, period, now, count)
     }
 
     fn prune(&self, now: u64) {
@@ -270,6 +261,32 @@ impl Limiter for MemoryLimiter {
         }
         Ok(decision)
     }
+}
+
+/// One quota window `(start, used)` at `now`: restarted when `period` has passed, refused when `max`
+/// is used up, counted when `count`.
+fn quota_step(
+    entry: &mut (u64, u64),
+    max: u64,
+    period: u64,
+    now: u64,
+    count: bool,
+) -> Result<Headroom, u64> {
+    if now >= entry.0 + period {
+        *entry = (now, 0);
+    }
+    let reset_secs = (entry.0 + period).saturating_sub(now);
+    if entry.1 >= max {
+        return Err(reset_secs.max(1));
+    }
+    if count {
+        entry.1 += 1;
+    }
+    Ok(Headroom {
+        limit: max,
+        remaining: max - entry.1,
+        reset_secs,
+    })
 }
 
 #[cfg(test)]
