@@ -274,6 +274,24 @@ pub fn parse_pairs(bytes: &[u8]) -> Result<HashMap<String, String>, FormError> {
     Ok(form)
 }
 
+static X_RATELIMIT_LIMIT: http::HeaderName = http::HeaderName::from_static("x-ratelimit-limit");
+static X_RATELIMIT_REMAINING: http::HeaderName =
+    http::HeaderName::from_static("x-ratelimit-remaining");
+static X_RATELIMIT_RESET: http::HeaderName = http::HeaderName::from_static("x-ratelimit-reset");
+
+/// `X-RateLimit-Limit`, `-Remaining` and `-Reset`, on a success and on a `429` alike. The names are
+/// constants: given as strings, each would be parsed, validated and copied on every response.
+pub fn set_rate_limit_headers(
+    headers: &mut http::HeaderMap,
+    limit: u64,
+    remaining: u64,
+    reset_secs: u64,
+) {
+    headers.insert(&X_RATELIMIT_LIMIT, limit.into());
+    headers.insert(&X_RATELIMIT_REMAINING, remaining.into());
+    headers.insert(&X_RATELIMIT_RESET, reset_secs.into());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -411,6 +411,45 @@ async fn an_idle_h2c_connection_gets_goaway_and_is_closed() {
 }
 
 #[tokio::test]
+async fn an_h2c_connection_that_never_sends_a_request_is_closed_after_header_read_timeout() {
+    // idle_timeout is long: only the first-request bound can close this connection in time.
+    let (gw, _upstream) = movies_gateway("idle_timeout: 60s, header_read_timeout: 300ms").await;
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    stream.write_all(H2_PREFACE).await.unwrap();
+    stream.write_all(H2_EMPTY_SETTINGS).await.unwrap();
+    let frames = read_until_closed(&mut stream, HANG)
+        .await
+        .expect("an HTTP/2 connection without a request held its slot past header_read_timeout");
+    const GOAWAY: u8 = 7;
+    assert!(
+        frame_types(&frames).contains(&GOAWAY),
+        "closed without GOAWAY: frame types {:?}",
+        frame_types(&frames)
+    );
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_waiting_for_its_next_head_is_closed_after_header_read_timeout() {
+    let (gw, _upstream) = movies_gateway("idle_timeout: 60s, header_read_timeout: 300ms").await;
+    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
+    stream
+        .write_all(b"GET /movies/a HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_head(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // Half of the next head, then nothing.
+    stream
+        .write_all(b"GET /movies/b HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    assert!(
+        read_until_closed(&mut stream, HANG).await.is_some(),
+        "a half-sent second head held the connection past header_read_timeout"
+    );
+}
+
+#[tokio::test]
 async fn a_head_over_max_header_bytes_gets_431() {
     let (gw, upstream) = movies_gateway("max_header_bytes: 16384").await;
     // A head that starts like HTTP/2's preface (`P`, as in POST) is read further before hyper knows

@@ -347,9 +347,7 @@ impl GatewayError {
                 ..
             } => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
-                headers.insert("x-ratelimit-limit", HeaderValue::from(*limit));
-                headers.insert("x-ratelimit-remaining", HeaderValue::from(*remaining));
-                headers.insert("x-ratelimit-reset", HeaderValue::from(*reset_secs));
+                crate::http_util::set_rate_limit_headers(headers, *limit, *remaining, *reset_secs);
             }
             GatewayError::AdminUnauthorized => {
                 headers.insert(

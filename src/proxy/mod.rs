@@ -89,13 +89,12 @@ pub async fn handle(
     if let Some(headroom) = outcome.headroom
         && response.status().is_success()
     {
-        let headers = response.headers_mut();
-        headers.insert("x-ratelimit-limit", HeaderValue::from(headroom.limit));
-        headers.insert(
-            "x-ratelimit-remaining",
-            HeaderValue::from(headroom.remaining),
+        crate::http_util::set_rate_limit_headers(
+            response.headers_mut(),
+            headroom.limit,
+            headroom.remaining,
+            headroom.reset_secs,
         );
-        headers.insert("x-ratelimit-reset", HeaderValue::from(headroom.reset_secs));
     }
 
     let latency = started.elapsed();
@@ -804,14 +803,16 @@ fn rewrite_request_headers(
     let headers = req.headers_mut();
     headers::strip_hop_by_hop(headers);
     // An untrusted peer's claims about earlier hops are gone already (`drop_spoofable`), so what
-    // is left of X-Forwarded-Proto/-Host came from a trusted proxy.
+    // is left of X-Forwarded-Proto/-Host came from a trusted proxy; from anyone else they are known
+    // to be absent, and looking them up (a hash and a probe each) is skipped.
+    let peer_trusted = trusted.iter().any(|c| c.contains(conn.peer.ip()));
     headers.insert(&X_FORWARDED_FOR, xff);
-    if !headers.contains_key(&X_FORWARDED_PROTO) {
+    if !peer_trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
         let proto = if conn.tls { "https" } else { "http" };
         headers.insert(&X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
     if let Some(host) = &incoming_host
-        && !headers.contains_key(&X_FORWARDED_HOST)
+        && (!peer_trusted || !headers.contains_key(&X_FORWARDED_HOST))
     {
         headers.insert(&X_FORWARDED_HOST, host.clone());
     }

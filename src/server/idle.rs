@@ -1,17 +1,25 @@
-//! Idle connections: closed after `limits.idle_timeout` without a request in progress.
+//! Idle connections and slow request heads: closed after a period without a request in progress.
 //!
-//! hyper 1 has no idle timeout of its own. For HTTP/1 its header read timer happens to start when a
-//! keep-alive connection goes idle (it waits for the next head from that moment), so there the smaller
-//! of `header_read_timeout` and `idle_timeout` applies; for HTTP/2 nothing closes a connection without
-//! streams: a client that sends the preface and SETTINGS, or answers the server's PINGs, holds a
-//! connection slot forever.
+//! hyper 1 has no idle timeout of its own, and its HTTP/1 header read timer costs a boxed timer,
+//! registered in tokio's timer wheel and removed again, for every request head (≈ 870 instructions a
+//! request: docs/benchmarks.md). Both bounds are kept here instead, by one timer per connection:
+//!
+//! - **HTTP/1**: a head must arrive within `header_read_timeout` of the connection opening or of the
+//!   previous response ending, and a connection is idle after `idle_timeout`; the smaller applies
+//!   (as it did when hyper's header timer, which starts when a keep-alive connection begins waiting,
+//!   did the first part). A request is "in progress" from the moment hyper has parsed its whole head,
+//!   so time without one is exactly time spent waiting for a head: trickled bytes do not extend it.
+//! - **HTTP/2**: nothing closes a connection without streams in hyper: a client that sends the
+//!   preface and SETTINGS, or answers the server's PINGs, would hold a connection slot forever. Until
+//!   its first request the HTTP/1 rule applies (a new connection has `header_read_timeout` to send
+//!   one), then `idle_timeout`.
 //!
 //! Watching the socket for traffic would not tell an idle HTTP/2 connection from a busy one (PINGs and
 //! SETTINGS are traffic), so the count that matters is requests in progress, kept by the service: a
 //! request starts when hyper hands it to the service and ends when its response body is dropped
-//! (fully sent, or abandoned by a client that went away). When the count has stayed at 0 for
-//! `idle_timeout` the connection is asked to shut down gracefully: HTTP/1 closes at once (no request
-//! is in progress), HTTP/2 sends GOAWAY.
+//! (fully sent, or abandoned by a client that went away). When the count has stayed at 0 for the
+//! period the connection is asked to shut down gracefully: HTTP/1 closes at once when no head is half
+//! read, HTTP/2 sends GOAWAY; one that lingers is dropped shortly after (`server::drive`).
 //!
 //! The count and the time the last request ended are two atomics that nobody is woken for: a request
 //! costs two atomic adds and one clock read. Only the connection's idle timer looks at them, when it
@@ -21,7 +29,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -36,6 +44,8 @@ pub struct Activity {
     /// Microseconds after `opened` at which the last request ended (0: none has yet).
     last_end_micros: AtomicU64,
     opened: Instant,
+    /// An HTTP/2 request has been seen: from then on, only `idle_timeout` applies.
+    http2: AtomicBool,
 }
 
 impl Activity {
@@ -44,7 +54,13 @@ impl Activity {
             in_flight: AtomicUsize::new(0),
             last_end_micros: AtomicU64::new(0),
             opened: Instant::now(),
+            http2: AtomicBool::new(false),
         })
+    }
+
+    /// Records that the connection carries HTTP/2 (called for each HTTP/2 request; a relaxed store).
+    pub fn saw_http2(&self) {
+        self.http2.store(true, Ordering::Relaxed);
     }
 
     /// Counts a request until the returned guard is dropped.
@@ -114,19 +130,50 @@ impl HttpBody for TrackedBody {
     }
 }
 
-/// Completes once no request has been in progress for `timeout` without a break, counted from now at
-/// the earliest. One timer, set again only when it fires too early.
-pub async fn idle_for(activity: &Activity, timeout: Duration) {
+/// How long a connection may go without a request in progress before it is closed.
+#[derive(Debug, Clone, Copy)]
+pub struct IdleLimits {
+    /// `limits.idle_timeout`.
+    pub idle: Duration,
+    /// `limits.header_read_timeout`: the longest wait for an HTTP/1 head (and for the first request
+    /// of any connection).
+    pub head: Duration,
+}
+
+impl IdleLimits {
+    /// The same period whatever the protocol (the grace after an idle close).
+    pub fn fixed(period: Duration) -> IdleLimits {
+        IdleLimits {
+            idle: period,
+            head: period,
+        }
+    }
+
+    fn period(&self, activity: &Activity) -> Duration {
+        if activity.http2.load(Ordering::Relaxed) {
+            self.idle
+        } else {
+            self.idle.min(self.head)
+        }
+    }
+}
+
+/// Completes once no request has been in progress for the connection's period ([`IdleLimits`])
+/// without a break, counted from now at the earliest. One timer, set again only when it fires too
+/// early. The period is read again at each wake-up, so a connection found to be HTTP/2 gets the
+/// longer one from then on.
+pub async fn idle_for(activity: &Activity, limits: IdleLimits) {
     let started = Instant::now();
-    let mut deadline = started + timeout;
+    let mut deadline = started + limits.period(activity);
     loop {
         tokio::time::sleep_until(deadline).await;
         let now = Instant::now();
+        let period = limits.period(activity);
         match activity.idle_since() {
             // Busy: the earliest it can be idle long enough is a whole period from now.
-            None => deadline = now + timeout,
+            None => deadline = now + period,
             Some(since) => {
-                let due = since.max(started) + timeout;
+                let due = since.max(started) + period;
                 if due <= now {
                     return;
                 }
@@ -144,7 +191,7 @@ mod tests {
     async fn idle_only_after_a_period_without_requests() {
         let activity = Activity::new();
         let guard = activity.start();
-        let period = Duration::from_millis(20);
+        let period = IdleLimits::fixed(Duration::from_millis(20));
         let idle = tokio::time::timeout(Duration::from_millis(300), idle_for(&activity, period));
         assert!(idle.await.is_err(), "idle while a request was in progress");
         drop(guard);
@@ -153,6 +200,23 @@ mod tests {
             idle.await.is_ok(),
             "never idle after the last request ended"
         );
+    }
+
+    #[test]
+    fn http1_waits_for_the_smaller_bound_and_http2_after_a_request_for_the_idle_timeout() {
+        let limits = IdleLimits {
+            idle: Duration::from_secs(60),
+            head: Duration::from_secs(10),
+        };
+        let activity = Activity::new();
+        assert_eq!(limits.period(&activity), Duration::from_secs(10));
+        activity.saw_http2();
+        assert_eq!(limits.period(&activity), Duration::from_secs(60));
+        let short_idle = IdleLimits {
+            idle: Duration::from_secs(5),
+            head: Duration::from_secs(10),
+        };
+        assert_eq!(short_idle.period(&Activity::new()), Duration::from_secs(5));
     }
 
     #[test]

@@ -29,7 +29,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::http_util::Body;
 use gate::Gated;
-use idle::{Activity, TrackedBody, idle_for};
+use idle::{Activity, IdleLimits, TrackedBody, idle_for};
 use per_ip::PerIp;
 
 /// What a handler knows about the connection a request came on.
@@ -62,9 +62,10 @@ impl ServerLimits {
     }
 }
 
-/// After GOAWAY on an idle HTTP/2 connection, how long the client may take to see it before the
-/// connection is dropped. h2's graceful close waits for the client to acknowledge a PING, which a
-/// hostile client never does; no request was in progress, so nothing is lost by cutting it.
+/// After a connection is asked to close (idle, slow head or shutdown), how long it may linger with no
+/// request in progress before it is dropped. h2's graceful close waits for the client to acknowledge a
+/// PING, which a hostile client never does, and hyper keeps reading a half-sent HTTP/1 head; no request
+/// was in progress, so nothing is lost by cutting either.
 const IDLE_CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves `listener` until `shutdown` turns true, then stops accepting, lets in-flight requests finish
@@ -158,8 +159,9 @@ pub async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 fn connection_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper only enforces the header read timeout when it has a timer. It also starts that timer when
-    // a keep-alive connection begins waiting for its next request, so it bounds HTTP/1 idleness too.
+    // hyper's own HTTP/1 header read timeout is off: it armed and dropped a boxed timer for every
+    // request head. The connection's idle supervisor (`idle`) enforces `header_read_timeout` with the
+    // one timer it already has. (hyper would otherwise apply its default of 30 s, as a timer is set.)
     // The read buffer is what bounds an HTTP/1 head: a head that does not fit gets 431. hyper refuses
     // a buffer under 8 KiB, which the config loader enforces. A head with more than 100 fields gets
     // 431 too: that is hyper's own limit (`DEFAULT_MAX_HEADERS`), documented as ours and held by
@@ -170,7 +172,7 @@ fn connection_builder(limits: &ServerLimits) -> auto::Builder<TokioExecutor> {
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(8 * 1024));
     builder
         .http2()
@@ -201,6 +203,9 @@ async fn serve_connection<H, Fut>(
     let service = service_fn(move |req: Request<Incoming>| {
         // Counted from here until hyper drops the response body (see `idle`).
         let guard = counted.start();
+        if req.version() == hyper::Version::HTTP_2 {
+            counted.saw_http2();
+        }
         let response = handler(req, info);
         async move {
             let response = response.await.map(|body| TrackedBody::new(body, guard));
@@ -209,7 +214,10 @@ async fn serve_connection<H, Fut>(
     });
     let idle = Idle {
         activity,
-        timeout: limits.idle_timeout,
+        limits: IdleLimits {
+            idle: limits.idle_timeout,
+            head: limits.header_read_timeout,
+        },
     };
     match tls {
         Some(acceptor) => {
@@ -282,7 +290,7 @@ struct Stop {
 /// What `drive` needs to close a connection nobody uses.
 struct Idle {
     activity: Arc<Activity>,
-    timeout: Duration,
+    limits: IdleLimits,
 }
 
 /// Why `drive` stopped serving a connection as usual.
@@ -293,8 +301,9 @@ enum Signal {
 }
 
 /// Runs one connection; on shutdown asks it to finish the request in flight and close; when no request
-/// was in progress for `idle_timeout`, asks it to close (HTTP/2: GOAWAY) and drops it if it lingers;
-/// at the end of the shutdown grace period drops it. The signals are watched through [`Gated`]
+/// was in progress for its period (`idle::IdleLimits`: `idle_timeout`, and `header_read_timeout` for
+/// an HTTP/1 head), asks it to close (HTTP/2: GOAWAY); in both cases drops it if it lingers without a
+/// request in progress; at the end of the shutdown grace period drops it. The signals are watched through [`Gated`]
 /// futures, so the connection's many wake-ups per request do not poll them.
 async fn drive<C>(conn: C, mut stop: Stop, idle: Idle)
 where
@@ -306,7 +315,7 @@ where
             tokio::select! {
                 _ = stopped(&mut stop.force) => Signal::Force,
                 _ = stopped(&mut stop.shutdown) => Signal::Shutdown,
-                _ = idle_for(&idle.activity, idle.timeout) => Signal::Idle,
+                _ = idle_for(&idle.activity, idle.limits) => Signal::Idle,
             }
         });
         match race(conn.as_mut(), signals).await {
@@ -319,26 +328,25 @@ where
             Err(signal) => signal,
         }
     };
-    let result = match signal {
-        Signal::Force => return,
-        Signal::Shutdown => {
-            conn.as_mut().start_graceful_shutdown();
-            race(conn.as_mut(), Gated::new(stopped(&mut stop.force))).await
+    if let Signal::Force = signal {
+        return;
+    }
+    if let Signal::Idle = signal {
+        tracing::debug!("closing an idle connection");
+    }
+    // HTTP/1 closes once the request in progress (if any) is answered; HTTP/2 sends GOAWAY and serves
+    // the streams it has. A connection that lingers with no request in progress (a client that never
+    // acknowledges GOAWAY, or an HTTP/1 head still half read: hyper only closes an idle connection
+    // at once) is dropped after `IDLE_CLOSE_GRACE`; nothing it could lose was started.
+    conn.as_mut().start_graceful_shutdown();
+    let grace = IdleLimits::fixed(IDLE_CLOSE_GRACE.min(idle.limits.idle).min(idle.limits.head));
+    let lingering = Gated::new(async {
+        tokio::select! {
+            _ = stopped(&mut stop.force) => {}
+            _ = idle_for(&idle.activity, grace) => {}
         }
-        Signal::Idle => {
-            tracing::debug!("closing an idle connection");
-            conn.as_mut().start_graceful_shutdown();
-            // A request that crossed the GOAWAY is served; a client that only lingers is dropped.
-            let grace = IDLE_CLOSE_GRACE.min(idle.timeout);
-            let lingering = Gated::new(async {
-                tokio::select! {
-                    _ = stopped(&mut stop.force) => {}
-                    _ = idle_for(&idle.activity, grace) => {}
-                }
-            });
-            race(conn.as_mut(), lingering).await
-        }
-    };
+    });
+    let result = race(conn.as_mut(), lingering).await;
     if let Ok(Err(err)) = result {
         tracing::debug!(error = %err, "connection ended with an error during shutdown");
     }
