@@ -27,8 +27,11 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
+/// An empty body. `Empty` has no size, so boxing it allocates nothing (a `Full` of no bytes would).
 pub fn empty() -> Body {
-    full(Bytes::new())
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 /// A body that waited longer than its bound for the next chunk.
@@ -63,11 +66,18 @@ pin_project_lite::pin_project! {
 
 /// Tells whether a [`ReadTimeout`] body is waiting for its writer right now.
 #[derive(Clone)]
-pub struct WaitProbe(Arc<AtomicBool>);
+pub struct WaitProbe(Option<Arc<AtomicBool>>);
 
 impl WaitProbe {
+    /// The probe of a body that had ended before it was read (no body at all): it never waits.
+    pub fn never() -> WaitProbe {
+        WaitProbe(None)
+    }
+
     pub fn waiting(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0
+            .as_ref()
+            .is_some_and(|flag| flag.load(Ordering::Relaxed))
     }
 }
 
@@ -100,7 +110,7 @@ impl<B> ReadTimeout<B> {
     pub fn observed(mut self) -> (ReadTimeout<B>, WaitProbe) {
         let flag = Arc::new(AtomicBool::new(false));
         self.probe = Some(flag.clone());
-        (self, WaitProbe(flag))
+        (self, WaitProbe(Some(flag)))
     }
 }
 

@@ -115,6 +115,21 @@ impl MemoryLimiter {
         }
     }
 
+    /// The rate limit's answer into `decision`: its headroom, and the refusal when it refuses.
+    fn apply_rate(&self, key: &str, rate: &RateLimit, decision: &mut Decision) {
+        match self.check_rate(key, rate) {
+            Ok(headroom) => decision.rate = Some(headroom),
+            Err(retry_after_secs) => {
+                decision.rate = Some(Headroom {
+                    limit: u64::from(rate.rate),
+                    remaining: 0,
+                    reset_secs: retry_after_secs,
+                });
+                decision.refused = Some(Refused::RateLimit { retry_after_secs });
+            }
+        }
+    }
+
     fn check_quota(
         &self,
         key: &str,
@@ -178,45 +193,51 @@ impl Limiter for MemoryLimiter {
     ) -> StoreResult<Decision> {
         self.prune(now_secs);
         let mut decision = Decision::default();
-        // An exhausted quota is refused before the rate limiter counts anything, so a refusal never
-        // uses up a rate-limit slot either.
-        if let Some(quota) = quota
-            && let Err(retry_after_secs) = self.check_quota(key, quota, now_secs, false)
-        {
+        let Some(quota) = quota else {
+            if let Some(rate) = rate {
+                self.apply_rate(key, rate, &mut decision);
+            }
+            return Ok(decision);
+        };
+        let period = quota.period.as_secs().max(1);
+        let refuse_quota = |decision: &mut Decision, retry_after_secs: u64| {
             decision.quota = Some(Headroom {
                 limit: quota.max,
                 remaining: 0,
                 reset_secs: retry_after_secs,
             });
             decision.refused = Some(Refused::Quota { retry_after_secs });
+        };
+        // The quota's lock is held across the rate check, so the key is hashed and looked up once
+        // for both looks at the quota (before the rate limiter counts, and to count after it). The
+        // only lock taken inside is governor's and `last_rate`, never in the other order.
+        let Ok(mut quotas) = self.quotas.lock() else {
+            refuse_quota(&mut decision, 1);
+            return Ok(decision);
+        };
+        let mut known = quotas.get_mut(key);
+        // An exhausted quota is refused before the rate limiter counts anything, so a refusal never
+        // uses up a rate-limit slot either. A key without a window has its whole quota.
+        if let Some(entry) = known.as_deref_mut()
+            && let Err(retry_after_secs) = quota_step(entry, quota.max, period, now_secs, false)
+        {
+            refuse_quota(&mut decision, retry_after_secs);
             return Ok(decision);
         }
         if let Some(rate) = rate {
-            match self.check_rate(key, rate) {
-                Ok(headroom) => decision.rate = Some(headroom),
-                Err(retry_after_secs) => {
-                    decision.rate = Some(Headroom {
-                        limit: u64::from(rate.rate),
-                        remaining: 0,
-                        reset_secs: retry_after_secs,
-                    });
-                    decision.refused = Some(Refused::RateLimit { retry_after_secs });
-                    return Ok(decision);
-                }
+            self.apply_rate(key, rate, &mut decision);
+            if decision.refused.is_some() {
+                return Ok(decision);
             }
         }
-        if let Some(quota) = quota {
-            match self.check_quota(key, quota, now_secs, true) {
-                Ok(headroom) => decision.quota = Some(headroom),
-                Err(retry_after_secs) => {
-                    decision.quota = Some(Headroom {
-                        limit: quota.max,
-                        remaining: 0,
-                        reset_secs: retry_after_secs,
-                    });
-                    decision.refused = Some(Refused::Quota { retry_after_secs });
-                }
-            }
+        // The first counted request of a key starts its window.
+        let entry = match known {
+            Some(entry) => entry,
+            None => quotas.entry(key.to_string()).or_insert((now_secs, 0)),
+        };
+        match quota_step(entry, quota.max, period, now_secs, true) {
+            Ok(headroom) => decision.quota = Some(headroom),
+            Err(retry_after_secs) => refuse_quota(&mut decision, retry_after_secs),
         }
         Ok(decision)
     }

@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use crate::config::{Limits, MockResponse};
 use crate::error::{GatewayError, UpstreamCause};
 use crate::http_util::{
-    Body, BodyStalled, ReadTimeout, WaitProbe, body_error, caused_by, full, timed_body,
+    Body, BodyStalled, ReadTimeout, WaitProbe, body_error, caused_by, empty, full, timed_body,
 };
 use crate::proxy::headers::strip_hop_by_hop;
 
@@ -124,6 +124,12 @@ impl UpstreamClient {
             && length > limit
         {
             return Err(GatewayError::PayloadTooLarge { limit });
+        }
+        // No body at all (a `GET`'s, or `Content-Length: 0`): nothing to time, limit or watch, and
+        // the three wrappers, their allocations and the probe's would be spent on nothing.
+        if hyper::body::Body::is_end_stream(req.body()) {
+            let (parts, _) = req.into_parts();
+            return Ok((Request::from_parts(parts, empty()), WaitProbe::never()));
         }
         let (parts, body) = timed_body(req, self.body_read_timeout);
         let (body, client_body) = body.observed();
@@ -338,11 +344,8 @@ impl<B: hyper::body::Body, G> hyper::body::Body for Guarded<B, G> {
 }
 
 /// Builds the upstream URI from the API's base and the already-computed path and query.
-pub fn upstream_uri(base: &Uri, path: &str, query: Option<&str>) -> Result<Uri, GatewayError> {
-    let path_and_query = match query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_string(),
-    };
+/// `base`'s scheme and authority with `path_and_query` (taken as it is: no copy).
+pub fn upstream_uri(base: &Uri, path_and_query: String) -> Result<Uri, GatewayError> {
     let path_and_query = PathAndQuery::try_from(path_and_query)
         .map_err(|_| GatewayError::BadRequest("invalid request target"))?;
     let mut parts = base.clone().into_parts();

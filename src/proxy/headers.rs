@@ -83,16 +83,14 @@ fn hop_by_hop_bit(name: &str) -> u16 {
     }
 }
 
-/// [`hop_by_hop_bit`] for a token from a `Connection` value, which may be in any case.
+/// [`hop_by_hop_bit`] for a token from a `Connection` value, which may be in any case. Compared in
+/// place (no lower-cased copy to validate as UTF-8 again): this runs for every upstream answer's
+/// `Connection: keep-alive`.
 fn hop_by_hop_bit_folded(token: &str) -> u16 {
-    if token.len() > 19 {
-        return 0;
-    }
-    let mut lower = [0u8; 19];
-    let lower = &mut lower[..token.len()];
-    lower.copy_from_slice(token.as_bytes());
-    lower.make_ascii_lowercase();
-    std::str::from_utf8(lower).map_or(0, hop_by_hop_bit)
+    HOP_BY_HOP
+        .iter()
+        .position(|name| name.as_str().eq_ignore_ascii_case(token))
+        .map_or(0, |bit| 1 << bit)
 }
 
 /// The `X-Forwarded-For` value to send upstream. A trusted peer's incoming chain is kept and the peer
@@ -328,6 +326,25 @@ mod tests {
         ] {
             let parsed: IpAddr = ip.parse().expect("an address");
             assert_eq!(peer_header_value(parsed), ip, "{ip}");
+        }
+    }
+
+    #[test]
+    fn connection_tokens_match_the_fixed_set_in_any_case() {
+        for (bit, name) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_bit(name.as_str()), 1 << bit, "{name}");
+            let upper = name.as_str().to_ascii_uppercase();
+            assert_eq!(hop_by_hop_bit_folded(&upper), 1 << bit, "{upper}");
+        }
+        assert_eq!(hop_by_hop_bit_folded("Keep-Alive"), 1 << 1);
+        for other in [
+            "",
+            "x-user-id",
+            "keep-alive2",
+            "connectio",
+            "proxy-authorization-x",
+        ] {
+            assert_eq!(hop_by_hop_bit_folded(other), 0, "{other}");
         }
     }
 

@@ -549,13 +549,14 @@ fn target_uri(
     target: &upstream::Target,
     query: Option<&str>,
 ) -> Result<http::Uri, GatewayError> {
-    let upstream_path = path::upstream_path(
+    let target_path = path::upstream_target(
         path,
         &api.listen_path,
         api.strip_listen_path,
         &target.def.path_prefix,
+        query,
     );
-    forward::upstream_uri(&target.def.uri, &upstream_path, query)
+    forward::upstream_uri(&target.def.uri, target_path)
 }
 
 /// Step 12 for a WebSocket upgrade: one attempt at a healthy target with `Connection: upgrade` and
@@ -584,13 +585,7 @@ async fn open_tunnel(
         .pick(key, 0)
         .ok_or_else(|| no_healthy_target(api, balancer))?;
     let target = &balancer.targets[index];
-    let upstream_path = path::upstream_path(
-        path,
-        &api.listen_path,
-        api.strip_listen_path,
-        &target.def.path_prefix,
-    );
-    let uri = forward::upstream_uri(&target.def.uri, &upstream_path, req.uri().query())?;
+    let uri = target_uri(api, path, target, req.uri().query())?;
     let mut req = rewrite_request_headers(
         req,
         runtime,

@@ -197,6 +197,18 @@ impl<T> Router<T> {
 /// The path the upstream receives: the upstream URL's path prefix plus the request path, with the
 /// listen path removed when `strip_listen_path` is set.
 pub fn upstream_path(path: &str, listen_path: &str, strip: bool, prefix: &str) -> String {
+    upstream_target(path, listen_path, strip, prefix, None)
+}
+
+/// [`upstream_path`] with the query appended: the request target sent upstream, built in one
+/// allocation of the right size that becomes the upstream URI's path-and-query as it is.
+pub fn upstream_target(
+    path: &str,
+    listen_path: &str,
+    strip: bool,
+    prefix: &str,
+    query: Option<&str>,
+) -> String {
     let rest = if strip {
         // `path` is known to start with the listen path minus its trailing '/'.
         let lp = listen_path.trim_end_matches('/');
@@ -204,11 +216,16 @@ pub fn upstream_path(path: &str, listen_path: &str, strip: bool, prefix: &str) -
     } else {
         path
     };
-    let mut out = String::with_capacity(prefix.len() + rest.len() + 1);
+    let query_len = query.map_or(0, |q| q.len() + 1);
+    let mut out = String::with_capacity(prefix.len() + rest.len() + 1 + query_len);
     out.push_str(prefix);
     out.push_str(rest);
     if out.is_empty() {
         out.push('/');
+    }
+    if let Some(query) = query {
+        out.push('?');
+        out.push_str(query);
     }
     out
 }
@@ -359,5 +376,13 @@ mod tests {
             "/v1/movies/a"
         );
         assert_eq!(upstream_path("/x/y", "/", true, "/v1"), "/v1/x/y");
+        assert_eq!(
+            upstream_target("/movies", "/movies/", true, "", Some("a=1&b")),
+            "/?a=1&b"
+        );
+        assert_eq!(
+            upstream_target("/movies/x", "/movies/", true, "/v1", Some("")),
+            "/v1/x?"
+        );
     }
 }

@@ -452,11 +452,8 @@ fn spawn_probe(
         // Only outside the gateway (a unit test building a runtime); nothing to probe with.
         return;
     };
-    let uri = crate::proxy::forward::upstream_uri(
-        &def.uri,
-        &format!("{}{}", def.path_prefix, check.path),
-        None,
-    );
+    let uri =
+        crate::proxy::forward::upstream_uri(&def.uri, format!("{}{}", def.path_prefix, check.path));
     let Ok(uri) = uri else {
         tracing::warn!(
             target = name,
