@@ -2,17 +2,24 @@
 //!
 //! Rates count periods on a [`Clock`] (the system's monotonic clock in production, a manual one in
 //! tests); quotas count on the `now_secs` the caller passes.
+//!
+//! Everything about one key lives in one entry of one map behind one lock: its GCRA (a governor
+//! *direct* limiter, made for the rate limit it counts), what the GCRA had left at the last check (for
+//! `peek`: governor cannot be read without counting) and its quota window. A check hashes the key
+//! once and takes one lock, and the key is copied only when it is first seen. (Three maps — governor's
+//! keyed store, the last-seen rates, the quotas — cost three locks, four SipHash lookups and a copy of
+//! the key per request: docs/benchmarks.md.)
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use governor::middleware::StateInformationMiddleware;
 use governor::nanos::Nanos;
-use governor::state::keyed::DefaultKeyedStateStore;
+use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota as GcraQuota, RateLimiter};
 
 use super::{Decision, Headroom, Limiter, Refused};
@@ -20,8 +27,7 @@ use crate::clock::Clock;
 use crate::config::{Quota, RateLimit};
 use crate::store::StoreResult;
 
-type KeyedGcra =
-    RateLimiter<String, DefaultKeyedStateStore<String>, Clock, StateInformationMiddleware>;
+type Gcra = RateLimiter<NotKeyed, InMemoryState, Clock, StateInformationMiddleware>;
 
 /// governor reads our clock as nanoseconds since the clock's origin.
 impl governor::clock::Clock for Clock {
@@ -32,18 +38,34 @@ impl governor::clock::Clock for Clock {
     }
 }
 
-/// Prune idle keys every this many checks so the maps do not grow with every session ever seen.
+/// Prune idle keys every this many checks so the map does not grow with every session ever seen.
 const PRUNE_EVERY: u64 = 100_000;
+
+/// A quota window is forgotten this long after it started at the latest (a window that ended is
+/// equivalent to no entry; the longest period a config may give is shorter).
+const QUOTA_KEPT: u64 = 366 * 24 * 3600;
+
+/// One key's GCRA.
+struct RateState {
+    /// The `(rate, per)` it was made for. A changed limit (a policy edited through the admin API)
+    /// gets a new GCRA, starting from a full burst.
+    limit: (u32, Duration),
+    gcra: Gcra,
+    /// The burst left after the last check, and when that was on the limiter's clock.
+    last: (u32, Duration),
+}
+
+/// Everything the limiter knows about one key.
+#[derive(Default)]
+struct KeyState {
+    rate: Option<RateState>,
+    /// `(window start, used)` of the quota.
+    quota: Option<(u64, u64)>,
+}
 
 #[derive(Default)]
 pub struct MemoryLimiter {
-    /// One keyed GCRA limiter per distinct (rate, per): governor fixes the quota per limiter.
-    rates: Mutex<HashMap<(u32, Duration), Arc<KeyedGcra>>>,
-    /// key → (window start, count).
-    quotas: Mutex<HashMap<String, (u64, u64)>>,
-    /// key → (remaining burst after the last check, when on `clock`). governor cannot be read
-    /// without counting, so this is what `peek` reports from, adding what has been replenished since.
-    last_rate: Mutex<HashMap<String, (u32, Duration)>>,
+    keys: Mutex<HashMap<String, KeyState>>,
     checks: AtomicU64,
     clock: Clock,
 }
@@ -62,45 +84,38 @@ impl MemoryLimiter {
         }
     }
 
-    fn gcra(&self, rate: &RateLimit) -> Option<Arc<KeyedGcra>> {
-        let mut rates = self.rates.lock().ok()?;
-        if let Some(limiter) = rates.get(&(rate.rate, rate.per)) {
-            return Some(limiter.clone());
-        }
-        let burst = NonZeroU32::new(rate.rate)?;
-        // `rate` requests per `per`, all of them usable at once: emission interval per/rate, burst rate.
-        let quota = GcraQuota::with_period(rate.per / rate.rate)?.allow_burst(burst);
-        let limiter = Arc::new(KeyedGcra::new(
-            quota,
-            DefaultKeyedStateStore::default(),
-            self.clock.clone(),
-        ));
-        rates.insert((rate.rate, rate.per), limiter.clone());
-        Some(limiter)
+    /// The map, also after a panic elsewhere while it was held: it holds counters that every
+    /// update leaves consistent, so the limits go on being enforced rather than waved through.
+    fn keys(&self) -> std::sync::MutexGuard<'_, HashMap<String, KeyState>> {
+        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn check_rate(&self, key: &str, rate: &RateLimit) -> Result<Headroom, u64> {
-        let Some(limiter) = self.gcra(rate) else {
-            return Ok(Headroom {
-                limit: u64::from(rate.rate),
-                remaining: u64::from(rate.rate),
-                reset_secs: 0,
-            });
+    /// Counts one request against `rate` in `state`: its headroom, or the seconds until a retry.
+    fn rate_step(&self, state: &mut KeyState, rate: &RateLimit) -> Result<Headroom, u64> {
+        let limit = (rate.rate, rate.per);
+        let rs = match &mut state.rate {
+            Some(rs) if rs.limit == limit => rs,
+            slot => {
+                let Some(gcra) = new_gcra(rate, &self.clock) else {
+                    // A rate of 0, or a period too short to count in: nothing to enforce.
+                    return Ok(Headroom {
+                        limit: u64::from(rate.rate),
+                        remaining: u64::from(rate.rate),
+                        reset_secs: 0,
+                    });
+                };
+                slot.insert(RateState {
+                    limit,
+                    gcra,
+                    last: (rate.rate, self.clock.elapsed()),
+                })
+            }
         };
         let interval = rate.per / rate.rate.max(1);
-        match limiter.check_key(&key.to_string()) {
+        match rs.gcra.check() {
             Ok(snapshot) => {
                 let remaining = snapshot.remaining_burst_capacity();
-                if let Ok(mut last) = self.last_rate.lock() {
-                    // Update in place: the key is only copied the first time it is seen.
-                    let seen = (remaining, self.clock.elapsed());
-                    match last.get_mut(key) {
-                        Some(entry) => *entry = seen,
-                        None => {
-                            last.insert(key.to_string(), seen);
-                        }
-                    }
-                }
+                rs.last = (remaining, self.clock.elapsed());
                 let used = rate.rate.saturating_sub(remaining);
                 Ok(Headroom {
                     limit: u64::from(rate.rate),
@@ -115,67 +130,44 @@ impl MemoryLimiter {
         }
     }
 
-    /// The rate limit's answer into `decision`: its headroom, and the refusal when it refuses.
-    fn apply_rate(&self, key: &str, rate: &RateLimit, decision: &mut Decision) {
-        match self.check_rate(key, rate) {
-            Ok(headroom) => decision.rate = Some(headroom),
-            Err(retry_after_secs) => {
-                decision.rate = Some(Headroom {
-                    limit: u64::from(rate.rate),
-                    remaining: 0,
-                    reset_secs: retry_after_secs,
-                });
-                decision.refused = Some(Refused::RateLimit { retry_after_secs });
-            }
-        }
-    }
-
-    fn check_quota(
-        &self,
-        key: &str,
-        quota: &Quota,
-        now: u64,
-        count: bool,
-    ) -> Result<Headroom, u64> {
-        let period = quota.period.as_secs().max(1);
-        let Ok(mut quotas) = self.quotas.lock() else {
-            return Err(1);
-        };
-        // One lookup by reference when the key is known (every request but the first of a window's
-        // key): no copy of the key and no second hash.
-        if let Some(entry) = quotas.get_mut(key) {
-            return quota_step(entry, quota.max, period, now, count);
-        }
-        if !count {
-            // A look from the admin API must not start a window; the first counted request does.
-            return Ok(Headroom {
-                limit: quota.max,
-                remaining: quota.max,
-                reset_secs: period,
-            });
-        }
-        let entry = quotas.entry(key.to_string()).or_insert((now, 0));
-        quota_step(entry, quota.max, period, now, count)
-    }
-
     fn prune(&self, now: u64) {
         if self.checks.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY != PRUNE_EVERY - 1 {
             return;
         }
-        if let Ok(rates) = self.rates.lock() {
-            for limiter in rates.values() {
-                limiter.retain_recent();
-            }
-        }
-        if let Ok(mut last) = self.last_rate.lock() {
-            let elapsed = self.clock.elapsed();
-            last.retain(|_, (_, at)| elapsed.saturating_sub(*at) < Duration::from_secs(24 * 3600));
-        }
-        if let Ok(mut quotas) = self.quotas.lock() {
-            // A window that ended is equivalent to no entry.
-            quotas.retain(|_, (start, _)| now.saturating_sub(*start) < 366 * 24 * 3600);
-        }
+        self.forget_idle(now);
     }
+
+    /// Drops what is equivalent to no entry: full GCRAs, ended quota windows, and keys left with
+    /// neither.
+    fn forget_idle(&self, now: u64) {
+        let elapsed = self.clock.elapsed();
+        self.keys().retain(|_, state| {
+            // A GCRA whose last check is a whole period ago has its full burst again: the same as
+            // none. A quota window is kept while it may still run.
+            if state
+                .rate
+                .as_ref()
+                .is_some_and(|rs| elapsed.saturating_sub(rs.last.1) >= rs.limit.1)
+            {
+                state.rate = None;
+            }
+            if state
+                .quota
+                .is_some_and(|(start, _)| now.saturating_sub(start) >= QUOTA_KEPT)
+            {
+                state.quota = None;
+            }
+            state.rate.is_some() || state.quota.is_some()
+        });
+    }
+}
+
+/// A GCRA for `rate` requests per `per`, all of them usable at once (emission interval per/rate,
+/// burst rate); `None` when there is nothing to count (a rate of 0, or per/rate rounds to 0).
+fn new_gcra(rate: &RateLimit, clock: &Clock) -> Option<Gcra> {
+    let burst = NonZeroU32::new(rate.rate)?;
+    let quota = GcraQuota::with_period(rate.per / rate.rate)?.allow_burst(burst);
+    Some(RateLimiter::direct_with_clock(quota, clock.clone()).with_middleware())
 }
 
 fn ceil_secs(d: Duration) -> u64 {
@@ -193,51 +185,47 @@ impl Limiter for MemoryLimiter {
     ) -> StoreResult<Decision> {
         self.prune(now_secs);
         let mut decision = Decision::default();
-        let Some(quota) = quota else {
-            if let Some(rate) = rate {
-                self.apply_rate(key, rate, &mut decision);
-            }
+        if rate.is_none() && quota.is_none() {
             return Ok(decision);
-        };
-        let period = quota.period.as_secs().max(1);
-        let refuse_quota = |decision: &mut Decision, retry_after_secs: u64| {
-            decision.quota = Some(Headroom {
-                limit: quota.max,
-                remaining: 0,
-                reset_secs: retry_after_secs,
-            });
-            decision.refused = Some(Refused::Quota { retry_after_secs });
-        };
-        // The quota's lock is held across the rate check, so the key is hashed and looked up once
-        // for both looks at the quota (before the rate limiter counts, and to count after it). The
-        // only lock taken inside is governor's and `last_rate`, never in the other order.
-        let Ok(mut quotas) = self.quotas.lock() else {
-            refuse_quota(&mut decision, 1);
-            return Ok(decision);
-        };
-        let mut known = quotas.get_mut(key);
+        }
+        let mut keys = self.keys();
+        let mut known = keys.get_mut(key);
         // An exhausted quota is refused before the rate limiter counts anything, so a refusal never
         // uses up a rate-limit slot either. A key without a window has its whole quota.
-        if let Some(entry) = known.as_deref_mut()
-            && let Err(retry_after_secs) = quota_step(entry, quota.max, period, now_secs, false)
+        if let Some(quota) = quota
+            && let Some(window) = known.as_deref_mut().and_then(|state| state.quota.as_mut())
+            && let Err(retry_after_secs) =
+                quota_step(window, quota.max, quota_period(quota), now_secs, false)
         {
-            refuse_quota(&mut decision, retry_after_secs);
+            refuse_quota(&mut decision, quota, retry_after_secs);
             return Ok(decision);
         }
+        // The key is copied the first time it is seen, never again.
+        let state = match known {
+            Some(state) => state,
+            None => keys.entry(key.to_string()).or_default(),
+        };
         if let Some(rate) = rate {
-            self.apply_rate(key, rate, &mut decision);
-            if decision.refused.is_some() {
-                return Ok(decision);
+            match self.rate_step(state, rate) {
+                Ok(headroom) => decision.rate = Some(headroom),
+                Err(retry_after_secs) => {
+                    decision.rate = Some(Headroom {
+                        limit: u64::from(rate.rate),
+                        remaining: 0,
+                        reset_secs: retry_after_secs,
+                    });
+                    decision.refused = Some(Refused::RateLimit { retry_after_secs });
+                    return Ok(decision);
+                }
             }
         }
-        // The first counted request of a key starts its window.
-        let entry = match known {
-            Some(entry) => entry,
-            None => quotas.entry(key.to_string()).or_insert((now_secs, 0)),
-        };
-        match quota_step(entry, quota.max, period, now_secs, true) {
-            Ok(headroom) => decision.quota = Some(headroom),
-            Err(retry_after_secs) => refuse_quota(&mut decision, retry_after_secs),
+        if let Some(quota) = quota {
+            // The first counted request of a key starts its window.
+            let window = state.quota.get_or_insert((now_secs, 0));
+            match quota_step(window, quota.max, quota_period(quota), now_secs, true) {
+                Ok(headroom) => decision.quota = Some(headroom),
+                Err(retry_after_secs) => refuse_quota(&mut decision, quota, retry_after_secs),
+            }
         }
         Ok(decision)
     }
@@ -250,9 +238,17 @@ impl Limiter for MemoryLimiter {
         now_secs: u64,
     ) -> StoreResult<Decision> {
         let mut decision = Decision::default();
+        let mut keys = self.keys();
+        let known = keys.get_mut(key);
         if let Some(rate) = rate {
             let interval = rate.per / rate.rate.max(1);
-            let last = self.last_rate.lock().ok().and_then(|m| m.get(key).copied());
+            // What the GCRA had left at its last check, plus what has been replenished since; a
+            // GCRA made for another limit says nothing about this one.
+            let last = known
+                .as_deref()
+                .and_then(|state| state.rate.as_ref())
+                .filter(|rs| rs.limit == (rate.rate, rate.per))
+                .map(|rs| rs.last);
             let remaining = match last {
                 Some((remaining, at)) if !interval.is_zero() => {
                     let since = self.clock.elapsed().saturating_sub(at);
@@ -271,17 +267,40 @@ impl Limiter for MemoryLimiter {
             });
         }
         if let Some(quota) = quota {
-            decision.quota = Some(match self.check_quota(key, quota, now_secs, false) {
-                Ok(headroom) => headroom,
-                Err(reset_secs) => Headroom {
+            let period = quota_period(quota);
+            // A look must not start a window; the first counted request does.
+            let window = known.and_then(|state| state.quota.as_mut());
+            decision.quota = Some(match window {
+                Some(window) => match quota_step(window, quota.max, period, now_secs, false) {
+                    Ok(headroom) => headroom,
+                    Err(reset_secs) => Headroom {
+                        limit: quota.max,
+                        remaining: 0,
+                        reset_secs,
+                    },
+                },
+                None => Headroom {
                     limit: quota.max,
-                    remaining: 0,
-                    reset_secs,
+                    remaining: quota.max,
+                    reset_secs: period,
                 },
             });
         }
         Ok(decision)
     }
+}
+
+fn quota_period(quota: &Quota) -> u64 {
+    quota.period.as_secs().max(1)
+}
+
+fn refuse_quota(decision: &mut Decision, quota: &Quota, retry_after_secs: u64) {
+    decision.quota = Some(Headroom {
+        limit: quota.max,
+        remaining: 0,
+        reset_secs: retry_after_secs,
+    });
+    decision.refused = Some(Refused::Quota { retry_after_secs });
 }
 
 /// One quota window `(start, used)` at `now`: restarted when `period` has passed, refused when `max`
@@ -355,6 +374,56 @@ mod tests {
                 2
             );
         }
+    }
+
+    #[tokio::test]
+    async fn idle_keys_are_forgotten_and_busy_ones_kept() {
+        let (clock, manual) = Clock::manual();
+        let limiter = MemoryLimiter::with_clock(clock);
+        let r = RateLimit {
+            rate: 2,
+            per: Duration::from_secs(10),
+            on_storage_error: OnStorageError::Local,
+            exact: false,
+        };
+        let q = Quota {
+            max: 5,
+            period: Duration::from_secs(3600),
+        };
+        limiter.check("rate-only", Some(&r), None, 0).await.unwrap();
+        limiter.check("rate-only", Some(&r), None, 0).await.unwrap();
+        limiter
+            .check("with-quota", Some(&r), Some(&q), 0)
+            .await
+            .unwrap();
+        limiter.forget_idle(0);
+        assert_eq!(limiter.keys().len(), 2, "nothing is idle yet");
+
+        // A whole period later both GCRAs are full again; the quota window still runs.
+        manual.advance(Duration::from_secs(10));
+        limiter.forget_idle(10);
+        {
+            let keys = limiter.keys();
+            assert_eq!(keys.len(), 1);
+            let kept = keys
+                .get("with-quota")
+                .expect("the key with a running window is kept");
+            assert!(kept.rate.is_none() && kept.quota == Some((0, 1)));
+        }
+
+        // Forgetting a full GCRA changes nothing a client can see: a full burst either way.
+        for _ in 0..2 {
+            let d = limiter
+                .check("rate-only", Some(&r), None, 10)
+                .await
+                .unwrap();
+            assert_eq!(d.refused, None);
+        }
+        let d = limiter
+            .check("rate-only", Some(&r), None, 10)
+            .await
+            .unwrap();
+        assert!(matches!(d.refused, Some(Refused::RateLimit { .. })));
     }
 
     #[tokio::test]
