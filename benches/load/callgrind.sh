@@ -9,10 +9,13 @@
 #   benches/load/callgrind.sh                     targets: floor tollgate
 #   TARGETS="tollgate baseline" BASELINE_BIN=/tmp/tollgate-old benches/load/callgrind.sh
 #   SCENARIO=jwt_memory benches/load/callgrind.sh   an ES256 token, session rate limit and quota (memory)
+#   SCENARIO=token_issuance TARGETS="tollgate baseline" benches/load/callgrind.sh
+#                                                   client_credentials tokens (ES256, the client's
+#                                                   argon2id secret cached after the warm-up); no floor
 #
 # Needs a release build with symbols for readable profiles:
 #   CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release --bin tollgate --example floor_proxy
-# Environment: SCENARIO [plain] (or jwt_memory, as in run.sh), DURATION [10s] (wrk under callgrind:
+# Environment: SCENARIO [plain] (or jwt_memory or token_issuance, as in run.sh), DURATION [10s] (wrk under callgrind:
 # ~1,000 requests/s), CONNECTIONS [8], OUT_DIR [target/bench-load/callgrind-<timestamp>] (the callgrind
 # files and the top functions of each target).
 set -euo pipefail
@@ -53,6 +56,8 @@ printf '| target | requests | instructions (Ir) | Ir per request | ÷ floor |\n|
 FLOOR_IR=""
 for target in $TARGETS; do
   port="$(python3 "$LIB" freeport)"
+  [ "$target" != floor ] || [ "${SCENARIO:-plain}" != token_issuance ] ||
+    { echo "error: the floor issues no tokens (TARGETS=\"tollgate baseline\")" >&2; exit 1; }
   target_command "$target" "$port" || exit 1
   AUTH_HEADER=()
   [ "$target" = floor ] || bench_token "${TARGET_CMD[0]}" "$WORK/$target" || { echo "error: no token from $target" >&2; exit 1; }
@@ -65,9 +70,21 @@ for target in $TARGETS; do
     cat "$WORK/$target.log" >&2
     exit 1
   }
-  wrk -t1 -c"$CONNECTIONS" -d3s "${AUTH_HEADER[@]}" "http://127.0.0.1:$port/bench/" >/dev/null # warm-up, not counted
+  url="http://127.0.0.1:$port/bench/"
+  WRK_ARGS=("${AUTH_HEADER[@]}")
+  if [ "${SCENARIO:-plain}" = token_issuance ]; then
+    url="${url}oauth/token"
+    cat >"$WORK/token.lua" <<EOF
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.headers["Authorization"] = "Basic $(printf '%s' "bench-client:$BENCH_SECRET" | base64 -w0)"
+wrk.body = "grant_type=client_credentials"
+EOF
+    WRK_ARGS=(-s "$WORK/token.lua")
+  fi
+  wrk -t1 -c"$CONNECTIONS" -d3s "${WRK_ARGS[@]}" "$url" >/dev/null # warm-up, not counted
   callgrind_control -i on "$pid" >/dev/null
-  wrk -t1 -c"$CONNECTIONS" -d"$DURATION" "${AUTH_HEADER[@]}" "http://127.0.0.1:$port/bench/" >"$WORK/$target.wrk"
+  wrk -t1 -c"$CONNECTIONS" -d"$DURATION" "${WRK_ARGS[@]}" "$url" >"$WORK/$target.wrk"
   callgrind_control -i off "$pid" >/dev/null
   callgrind_control -d "$pid" >/dev/null
   kill -TERM "$pid" 2>/dev/null || true

@@ -56,7 +56,7 @@ listen_path: /bench/
 strip_listen_path: true
 upstream: { url: "http://127.0.0.1:$UPSTREAM_PORT" }
 CONF
-  if [ "${SCENARIO:-plain}" = jwt_memory ]; then
+  if [ "${SCENARIO:-plain}" != plain ]; then
     [ -n "${BENCH_SECRET_HASH:-}" ] ||
       BENCH_SECRET_HASH="$(printf '%s' "$BENCH_SECRET" | "$TOLLGATE_BIN" hash-secret)" || return 1
     cat >>"$1/api-definitions/bench.yaml" <<CONF
@@ -113,9 +113,9 @@ target_command() { # target_command TARGET PORT
   esac
 }
 
-# A URL of TARGET on PORT that answers 200 once it is up (with SCENARIO=jwt_memory, /bench/ needs a token).
+# A URL of TARGET on PORT that answers 200 once it is up (with an OAuth scenario, /bench/ needs a token).
 ready_url() { # ready_url TARGET PORT
-  if [ "$1" != floor ] && [ "${SCENARIO:-plain}" = jwt_memory ]; then
+  if [ "$1" != floor ] && [ "${SCENARIO:-plain}" != plain ]; then
     echo "http://127.0.0.1:$2/bench/.well-known/oauth-authorization-server"
   else
     echo "http://127.0.0.1:$2/bench/"

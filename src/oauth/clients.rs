@@ -104,7 +104,9 @@ pub struct ClientAuth {
 /// offline against one, and rotating a secret changes the stored hash, so the old secret's entry can
 /// never match again.
 pub struct SecretCache {
-    key: [u8; 32],
+    /// A random per-process HMAC key, made once: `hmac::Key::new` hashes the key's inner and outer
+    /// pads, which cost as much as the tag itself when it was made for every token request.
+    key: aws_lc_rs::hmac::Key,
     ttl: Duration,
     max_entries: usize,
     entries: Mutex<HashMap<[u8; 32], Instant>>,
@@ -112,8 +114,8 @@ pub struct SecretCache {
 
 impl SecretCache {
     pub fn new(ttl: Duration, max_entries: usize) -> SecretCache {
-        let mut key = [0u8; 32];
-        key.copy_from_slice(&secrets::random_bytes(32));
+        let key =
+            aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &secrets::random_bytes(32));
         SecretCache {
             key,
             ttl,
@@ -129,10 +131,7 @@ impl SecretCache {
             message.extend_from_slice(part.as_bytes());
             message.push(0);
         }
-        let tag = aws_lc_rs::hmac::sign(
-            &aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.key),
-            &message,
-        );
+        let tag = aws_lc_rs::hmac::sign(&self.key, &message);
         let mut out = [0u8; 32];
         out.copy_from_slice(tag.as_ref());
         out
@@ -182,23 +181,24 @@ impl SecretCache {
 /// so it is bounded by the requests in flight. Keys are HMACs under a per-process random key, like the
 /// secret cache's.
 pub struct SharedFlights<T> {
-    key: [u8; 32],
+    /// Made once (see `SecretCache::key`).
+    key: aws_lc_rs::hmac::Key,
     flights: Mutex<HashMap<[u8; 32], Arc<OnceCell<T>>>>,
 }
 
 impl<T: Clone> SharedFlights<T> {
     pub fn new() -> SharedFlights<T> {
-        let mut key = [0u8; 32];
-        key.copy_from_slice(&secrets::random_bytes(32));
         SharedFlights {
-            key,
+            key: aws_lc_rs::hmac::Key::new(
+                aws_lc_rs::hmac::HMAC_SHA256,
+                &secrets::random_bytes(32),
+            ),
             flights: Mutex::new(HashMap::new()),
         }
     }
 
     fn flight_key(&self, parts: &[&str]) -> [u8; 32] {
-        let key = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &self.key);
-        let mut context = aws_lc_rs::hmac::Context::with_key(&key);
+        let mut context = aws_lc_rs::hmac::Context::with_key(&self.key);
         for part in parts {
             // Length-prefixed, so that no two different lists of parts give the same message.
             context.update(&(part.len() as u64).to_be_bytes());

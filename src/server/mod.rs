@@ -303,8 +303,8 @@ enum Signal {
 /// Runs one connection; on shutdown asks it to finish the request in flight and close; when no request
 /// was in progress for its period (`idle::IdleLimits`: `idle_timeout`, and `header_read_timeout` for
 /// an HTTP/1 head), asks it to close (HTTP/2: GOAWAY); in both cases drops it if it lingers without a
-/// request in progress; at the end of the shutdown grace period drops it. The signals are watched through [`Gated`]
-/// futures, so the connection's many wake-ups per request do not poll them.
+/// request in progress; at the end of the shutdown grace period drops it. The signals are watched
+/// through [`Gated`] futures, so the connection's many wake-ups per request do not poll them.
 async fn drive<C>(conn: C, mut stop: Stop, idle: Idle)
 where
     C: GracefulConnection,
