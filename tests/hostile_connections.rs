@@ -361,10 +361,9 @@ async fn a_stalled_upstream_body_aborts_the_client_response() {
     assert_eq!(get(&gw.url("/movies/after")).await.status, 200);
 }
 
-#[tokio::test]
-async fn an_idle_keep_alive_connection_is_closed() {
-    // header_read_timeout is long so that only idle_timeout can close the connection.
-    let (gw, _upstream) = movies_gateway("idle_timeout: 300ms, header_read_timeout: 30s").await;
+/// A keep-alive connection to a gateway with `limits` that has been answered once (200).
+async fn answered_once(limits: &str) -> (TestGateway, Upstream, TcpStream) {
+    let (gw, upstream) = movies_gateway(limits).await;
     let mut stream = TcpStream::connect(gw.addr).await.unwrap();
     stream
         .write_all(b"GET /movies/a HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -372,6 +371,14 @@ async fn an_idle_keep_alive_connection_is_closed() {
         .unwrap();
     let head = read_head(&mut stream).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    (gw, upstream, stream)
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed() {
+    // header_read_timeout is long so that only idle_timeout can close the connection.
+    let (_gw, _upstream, mut stream) =
+        answered_once("idle_timeout: 300ms, header_read_timeout: 30s").await;
     assert!(
         read_until_closed(&mut stream, HANG).await.is_some(),
         "the idle keep-alive connection stayed open"
@@ -393,51 +400,45 @@ fn frame_types(mut bytes: &[u8]) -> Vec<u8> {
     types
 }
 
-#[tokio::test]
-async fn an_idle_h2c_connection_gets_goaway_and_is_closed() {
-    let (gw, _upstream) = movies_gateway("idle_timeout: 300ms, header_read_timeout: 30s").await;
+/// An h2c connection that sends the preface and SETTINGS and nothing else, to a gateway with
+/// `limits`: it must get GOAWAY and be closed; `why` says what it would mean if it stayed open.
+async fn h2c_without_requests_gets_goaway(limits: &str, why: &str) {
+    let (gw, _upstream) = movies_gateway(limits).await;
     let mut stream = TcpStream::connect(gw.addr).await.unwrap();
     stream.write_all(H2_PREFACE).await.unwrap();
     stream.write_all(H2_EMPTY_SETTINGS).await.unwrap();
-    let frames = read_until_closed(&mut stream, HANG)
-        .await
-        .expect("a connection with only the preface and SETTINGS stayed open");
+    let frames = read_until_closed(&mut stream, HANG).await.expect(why);
     const GOAWAY: u8 = 7;
     assert!(
         frame_types(&frames).contains(&GOAWAY),
         "closed without GOAWAY: frame types {:?}",
         frame_types(&frames)
     );
+}
+
+#[tokio::test]
+async fn an_idle_h2c_connection_gets_goaway_and_is_closed() {
+    h2c_without_requests_gets_goaway(
+        "idle_timeout: 300ms, header_read_timeout: 30s",
+        "a connection with only the preface and SETTINGS stayed open",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn an_h2c_connection_that_never_sends_a_request_is_closed_after_header_read_timeout() {
     // idle_timeout is long: only the first-request bound can close this connection in time.
-    let (gw, _upstream) = movies_gateway("idle_timeout: 60s, header_read_timeout: 300ms").await;
-    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
-    stream.write_all(H2_PREFACE).await.unwrap();
-    stream.write_all(H2_EMPTY_SETTINGS).await.unwrap();
-    let frames = read_until_closed(&mut stream, HANG)
-        .await
-        .expect("an HTTP/2 connection without a request held its slot past header_read_timeout");
-    const GOAWAY: u8 = 7;
-    assert!(
-        frame_types(&frames).contains(&GOAWAY),
-        "closed without GOAWAY: frame types {:?}",
-        frame_types(&frames)
-    );
+    h2c_without_requests_gets_goaway(
+        "idle_timeout: 60s, header_read_timeout: 300ms",
+        "an HTTP/2 connection without a request held its slot past header_read_timeout",
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn a_keep_alive_connection_waiting_for_its_next_head_is_closed_after_header_read_timeout() {
-    let (gw, _upstream) = movies_gateway("idle_timeout: 60s, header_read_timeout: 300ms").await;
-    let mut stream = TcpStream::connect(gw.addr).await.unwrap();
-    stream
-        .write_all(b"GET /movies/a HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
-    let head = read_head(&mut stream).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (_gw, _upstream, mut stream) =
+        answered_once("idle_timeout: 60s, header_read_timeout: 300ms").await;
     // Half of the next head, then nothing.
     stream
         .write_all(b"GET /movies/b HTTP/1.1\r\nHo")
