@@ -12,10 +12,12 @@
 #   SCENARIO=token_issuance TARGETS="tollgate baseline" benches/load/callgrind.sh
 #                                                   client_credentials tokens (ES256, the client's
 #                                                   argon2id secret cached after the warm-up); no floor
+#   SCENARIO=introspection TARGETS="tollgate baseline" benches/load/callgrind.sh
+#                                                   RFC 7662 calls for one token; no floor
 #
 # Needs a release build with symbols for readable profiles:
 #   CARGO_PROFILE_RELEASE_DEBUG=line-tables-only cargo build --release --bin tollgate --example floor_proxy
-# Environment: SCENARIO [plain] (or jwt_memory or token_issuance, as in run.sh), DURATION [10s] (wrk under callgrind:
+# Environment: SCENARIO [plain] (or jwt_memory, token_issuance or introspection, as in run.sh), DURATION [10s] (wrk under callgrind:
 # ~1,000 requests/s), CONNECTIONS [8], OUT_DIR [target/bench-load/callgrind-<timestamp>] (the callgrind
 # files and the top functions of each target).
 set -euo pipefail
@@ -56,8 +58,10 @@ printf '| target | requests | instructions (Ir) | Ir per request | ÷ floor |\n|
 FLOOR_IR=""
 for target in $TARGETS; do
   port="$(python3 "$LIB" freeport)"
-  [ "$target" != floor ] || [ "${SCENARIO:-plain}" != token_issuance ] ||
-    { echo "error: the floor issues no tokens (TARGETS=\"tollgate baseline\")" >&2; exit 1; }
+  case "$target:${SCENARIO:-plain}" in
+    floor:token_issuance | floor:introspection)
+      echo "error: the floor has no OAuth endpoints (TARGETS=\"tollgate baseline\")" >&2; exit 1 ;;
+  esac
   target_command "$target" "$port" || exit 1
   AUTH_HEADER=()
   [ "$target" = floor ] || bench_token "${TARGET_CMD[0]}" "$WORK/$target" || { echo "error: no token from $target" >&2; exit 1; }
@@ -72,15 +76,20 @@ for target in $TARGETS; do
   }
   url="http://127.0.0.1:$port/bench/"
   WRK_ARGS=("${AUTH_HEADER[@]}")
-  if [ "${SCENARIO:-plain}" = token_issuance ]; then
-    url="${url}oauth/token"
-    cat >"$WORK/token.lua" <<EOF
+  case "${SCENARIO:-plain}" in
+    token_issuance) endpoint=token body="grant_type=client_credentials" ;;
+    introspection) endpoint=introspect body="token=$BENCH_TOKEN" ;;
+    *) endpoint="" ;;
+  esac
+  if [ -n "$endpoint" ]; then
+    url="${url}oauth/$endpoint"
+    cat >"$WORK/post.lua" <<EOF
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
 wrk.headers["Authorization"] = "Basic $(printf '%s' "bench-client:$BENCH_SECRET" | base64 -w0)"
-wrk.body = "grant_type=client_credentials"
+wrk.body = "$body"
 EOF
-    WRK_ARGS=(-s "$WORK/token.lua")
+    WRK_ARGS=(-s "$WORK/post.lua")
   fi
   wrk -t1 -c"$CONNECTIONS" -d3s "${WRK_ARGS[@]}" "$url" >/dev/null # warm-up, not counted
   callgrind_control -i on "$pid" >/dev/null

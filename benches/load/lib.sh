@@ -76,12 +76,13 @@ CONF
 }
 BENCH_SECRET="bench-secret-$RANDOM$RANDOM"
 
-# With SCENARIO=jwt_memory: the header that carries a token for the API in DIR, in the array AUTH_HEADER
-# (empty otherwise). The token comes from a run of BIN outside the profiler (the same config and signing
+# With SCENARIO=jwt_memory or introspection: the header that carries a token for the API in DIR, in the
+# array AUTH_HEADER, and the token in BENCH_TOKEN (empty otherwise). The token comes from a run of BIN outside the profiler (the same config and signing
 # key, so the profiled process accepts it; the argon2 check of the secret is not profiled).
 bench_token() { # bench_token BIN DIR
   AUTH_HEADER=()
-  [ "${SCENARIO:-plain}" = jwt_memory ] || return 0
+  BENCH_TOKEN=""
+  case "${SCENARIO:-plain}" in jwt_memory | introspection) ;; *) return 0 ;; esac
   local port pid token
   port="$(python3 "$LIB" freeport)"
   sed "s/^listen: .*/listen: 127.0.0.1:$port/" "$2/gateway.yaml" >"$2/token-run.yaml"
@@ -93,6 +94,7 @@ bench_token() { # bench_token BIN DIR
     "http://127.0.0.1:$port/bench/oauth/token" | python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')"
   kill "$pid"; wait "$pid" 2>/dev/null || true
   [ -n "$token" ] || return 1
+  BENCH_TOKEN="$token"
   AUTH_HEADER=(-H "Authorization: Bearer $token")
 }
 

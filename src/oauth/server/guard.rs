@@ -355,7 +355,9 @@ pub fn throttle_address(ip: &str) -> String {
                 format!("{}/64", std::net::Ipv6Addr::from(net))
             }
         },
-        Ok(std::net::IpAddr::V4(v4)) => v4.to_string(),
+        // An IPv4 address that parsed is already in its one spelling (the parser refuses leading
+        // zeros and anything but four decimal octets), so it is kept rather than formatted again.
+        Ok(std::net::IpAddr::V4(_)) => ip.to_owned(),
         // Always an address in practice (the peer or a parsed X-Forwarded-For hop); anything else
         // is kept as it is, cut so it cannot make a large key.
         Err(_) => ip.chars().take(64).collect(),

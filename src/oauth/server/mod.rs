@@ -984,6 +984,11 @@ mod tests {
     #[test]
     fn throttle_addresses() {
         assert_eq!(throttle_address("192.0.2.7"), "192.0.2.7");
+        // Other spellings of an IPv4 address are not addresses: kept as they are, never merged
+        // into (or split from) the canonical one's budget by formatting.
+        for odd in ["010.0.0.1", "1.2.3", "0x7f.0.0.1", " 1.2.3.4"] {
+            assert!(odd.parse::<std::net::Ipv4Addr>().is_err(), "{odd}");
+        }
         assert_eq!(throttle_address("::ffff:192.0.2.7"), "192.0.2.7");
         assert_eq!(
             throttle_address("2001:db8:1:2:aaaa:bbbb:cccc:dddd"),
