@@ -321,6 +321,8 @@ pub fn set_rate_limit_headers(
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn pairs_that_need_no_decoding_come_out_as_form_urlencoded_gives_them() {
         let bodies: [&[u8]; 10] = [
@@ -354,8 +356,6 @@ mod tests {
             Err(FormError::Repeated(name)) if name == "a"
         ));
     }
-
-    use super::*;
 
     /// A client body: the given chunks, then silence forever (a client that stopped sending).
     struct Stalling(Vec<&'static [u8]>);

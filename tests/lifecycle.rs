@@ -12,6 +12,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
+use tokio::io::AsyncWriteExt;
 
 fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
@@ -82,6 +83,37 @@ async fn shutdown_finishes_the_request_in_flight_then_stops() {
     gw.join().await.expect("run returns cleanly");
     // After run() returned, nothing listens any more.
     assert!(tokio::net::TcpStream::connect(gw.addr).await.is_err());
+}
+
+/// A connection with no request in progress does not hold shutdown for the whole grace period, even
+/// one that has sent half of its first head (hyper keeps reading such a head when asked to close): it
+/// is dropped shortly after, and `run` returns long before `shutdown_grace` ends.
+#[tokio::test]
+async fn shutdown_drops_a_connection_with_half_a_head_without_waiting_for_the_grace() {
+    let upstream = Upstream::start().await;
+    let config = ConfigDir::new(
+        "limits: { shutdown_grace: 60s, header_read_timeout: 60s, idle_timeout: 60s }\n",
+    );
+    config.api("movies", &open_api("/movies/", &upstream.url()));
+    let mut gw = TestGateway::start(config).await;
+
+    let mut half = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    half.write_all(b"GET /movies/never HTTP/1.1\r\nHo")
+        .await
+        .unwrap();
+    // Connections are accepted in order: once a later one is answered, the first is being served.
+    assert_eq!(get(&gw.url("/movies/a")).await.status, 200);
+    gw.begin_shutdown();
+    // A bound that only catches a hang: the grace is 60 s, the connection goes within about 1 s.
+    tokio::time::timeout(Duration::from_secs(20), gw.join())
+        .await
+        .expect("run returns without waiting out shutdown_grace for a connection with no request")
+        .expect("run returns cleanly");
+    assert_eq!(
+        upstream.count(),
+        1,
+        "the half-sent request never reached the upstream"
+    );
 }
 
 /// A request still in flight when `shutdown_grace` ends does not hold the process: `run` returns, and

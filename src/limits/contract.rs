@@ -53,7 +53,8 @@ fn key(name: &str) -> String {
     format!("contract:{name}:{}", crate::secrets::random_token(8))
 }
 
-fn rate(n: u32, per: Duration) -> RateLimit {
+/// A rate limit of `n` per `per` that falls back to the local limiter (the suite's and other tests').
+pub fn rate(n: u32, per: Duration) -> RateLimit {
     RateLimit {
         rate: n,
         per,

@@ -340,17 +340,12 @@ mod contract_tests {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::OnStorageError;
+    use crate::limits::contract::rate;
 
     #[tokio::test]
     async fn peek_reports_the_rate_headroom_without_counting() {
         let limiter = MemoryLimiter::new();
-        let r = RateLimit {
-            rate: 3,
-            per: Duration::from_secs(3600),
-            on_storage_error: OnStorageError::Local,
-            exact: false,
-        };
+        let r = rate(3, Duration::from_secs(3600));
         assert_eq!(
             limiter
                 .peek("s", Some(&r), None, 0)
@@ -380,12 +375,7 @@ mod tests {
     async fn idle_keys_are_forgotten_and_busy_ones_kept() {
         let (clock, manual) = Clock::manual();
         let limiter = MemoryLimiter::with_clock(clock);
-        let r = RateLimit {
-            rate: 2,
-            per: Duration::from_secs(10),
-            on_storage_error: OnStorageError::Local,
-            exact: false,
-        };
+        let r = rate(2, Duration::from_secs(10));
         let q = Quota {
             max: 5,
             period: Duration::from_secs(3600),

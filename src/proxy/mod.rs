@@ -793,14 +793,17 @@ fn rewrite_request_headers(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    let trusted = &runtime.config.trusted_proxies;
-    let xff = headers::forwarded_for(req.headers(), conn.peer.ip(), trusted);
+    let peer_trusted = runtime
+        .config
+        .trusted_proxies
+        .iter()
+        .any(|c| c.contains(conn.peer.ip()));
+    let xff = headers::forwarded_for(req.headers(), conn.peer.ip(), peer_trusted);
     let headers = req.headers_mut();
     headers::strip_hop_by_hop(headers);
     // An untrusted peer's claims about earlier hops are gone already (`drop_spoofable`), so what
     // is left of X-Forwarded-Proto/-Host came from a trusted proxy; from anyone else they are known
     // to be absent, and looking them up (a hash and a probe each) is skipped.
-    let peer_trusted = trusted.iter().any(|c| c.contains(conn.peer.ip()));
     headers.insert(&X_FORWARDED_FOR, xff);
     if !peer_trusted || !headers.contains_key(&X_FORWARDED_PROTO) {
         let proto = if conn.tls { "https" } else { "http" };
